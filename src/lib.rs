@@ -1,0 +1,7 @@
+//! nm-vpn-netns: isolate a NetworkManager OpenVPN connection in its own network namespace.
+//!
+//! Data flows `config` (keys of `vpn.data`) -> `plan` -> agent (kernel) ; the shim proxies
+//! NetworkManager's VPN plugin interface to the stock nm-openvpn service.
+
+pub mod config;
+pub mod logging;
