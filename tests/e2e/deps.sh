@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs what the build and the end-to-end rig need, idempotently, from Debian's packages.
+# The real NetworkManager, NetworkManager-openvpn and openvpn are what the tests exercise.
+set -euo pipefail
+
+PACKAGES=(
+    network-manager network-manager-openvpn openvpn dbus iproute2 openssl util-linux procps
+    iputils-ping python3-gi gir1.2-nm-1.0 dnsmasq-base make
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+
+if ((${#missing[@]})); then
+    [[ $EUID -eq 0 ]] || { echo "deps: installing ${missing[*]} needs root" >&2; exit 1; }
+    # A postinst must not start NetworkManager, udev or openvpn in the machine's own namespace,
+    # where NM would take over the real interface; policy-rc.d exit 101 forbids every start.
+    created_policy=
+    if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+        chmod 755 /usr/sbin/policy-rc.d
+        created_policy=1
+    fi
+    echo "deps: installing ${missing[*]}"
+    apt-get update -q
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends --no-upgrade "${missing[@]}"
+    [[ -z $created_policy ]] || rm -f /usr/sbin/policy-rc.d
+fi
+
+if ! command -v cargo >/dev/null; then
+    echo "deps: cargo not found. nm-vpn-netns needs Rust 1.89 or newer (Debian 12's rustc is too old);" >&2
+    echo "      install a current toolchain with rustup, then run this again." >&2
+    exit 1
+fi

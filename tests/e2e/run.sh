@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# End-to-end tests against the real NetworkManager, NetworkManager-openvpn and openvpn.
+#
+#   tests/e2e/run.sh [t_NAME ...]     (as root; default: every scenario in tests.sh)
+#
+# The outer part runs in the machine's own namespaces and only reads them: it snapshots the machine's
+# network state, re-runs itself under `unshare --net --mount`, and asserts the snapshot is unchanged.
+# The inner part builds the rig (rig.sh), runs the scenarios and tears the rig down, even on failure.
+set -uo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+src=$(cd "$here/../.." && pwd)
+
+machine_snapshot() {
+    ip -d link show
+    ip addr show
+    ip route show table all
+    ip -6 route show table all
+    ip rule show
+    ip -6 rule show
+    ip netns list
+    ls -lA /etc/netns 2>&1
+    sha256sum /etc/resolv.conf
+}
+
+if [[ ${RIG_INSIDE:-} != 1 ]]; then
+    [[ $EUID -eq 0 ]] || { echo "e2e: run as root (the rig creates namespaces)" >&2; exit 2; }
+    before=$(machine_snapshot)
+    results=$(mktemp /tmp/nm-vpn-netns-e2e-results.XXXXXX)
+    RIG_INSIDE=1 RIG_RESULTS=$results unshare --net --mount --propagation private -- bash "$0" "$@"
+    after=$(machine_snapshot)
+    if [[ $before == "$after" ]]; then
+        echo "PASS t_machine_namespace_unchanged" | tee -a "$results"
+        echo "  ok: the machine's links, addresses, routes, rules, netns and resolv.conf are byte-for-byte unchanged"
+    else
+        echo "FAIL t_machine_namespace_unchanged" | tee -a "$results"
+        diff <(echo "$before") <(echo "$after")
+    fi
+    passed=$(grep -c '^PASS' "$results")
+    failed=$(grep -c '^FAIL' "$results")
+    rm -f "$results"
+    echo
+    echo "e2e: $passed passed, $failed failed"
+    ((failed == 0 && passed > 1))
+    exit
+fi
+
+# shellcheck source=rig.sh
+source "$here/rig.sh"
+# shellcheck source=tests.sh
+source "$here/tests.sh"
+
+record() { echo "$1 $2" >>"$RIG_RESULTS"; }
+
+rig_ready=
+on_exit() {
+    set +eE
+    if [[ -z $rig_ready ]]; then
+        record FAIL rig_up
+        rig_dump_logs
+    fi
+    rig_down
+}
+trap on_exit EXIT
+selected=("$@")
+((${#selected[@]})) || selected=("${E2E_TESTS[@]}")
+
+start=$SECONDS
+# errexit applies inside rig_up only when it is not called from a condition.
+set -eE
+trap 'rig_log "rig set-up failed at ${BASH_SOURCE[0]##*/}:$LINENO: $BASH_COMMAND"' ERR
+rig_up "$src"
+trap - ERR
+set +eE
+rig_ready=1
+echo "rig ready in $((SECONDS - start)) s"
+
+for t in "${selected[@]}"; do
+    echo "=== $t"
+    t0=$SECONDS
+    (set -eE; "$t") 2>&1 | tee "$RIG_W/$t.out"
+    rc=${PIPESTATUS[0]}
+    if ((rc == 0)); then
+        record PASS "$t"
+        echo "PASS $t ($((SECONDS - t0)) s)"
+    else
+        record FAIL "$t"
+        echo "FAIL $t ($((SECONDS - t0)) s)"
+        rig_dump_logs
+    fi
+done
