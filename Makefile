@@ -2,6 +2,7 @@
 #
 #   make demo       install what is missing, build, and show an isolated VPN on the built-in rig
 #   make check      the whole test suite (what CI runs)
+#   make bench      benchmarks on the rig; figures go to BENCHMARKS.md
 #   make install    install into $(DESTDIR)$(PREFIX) (run as root; see README)
 
 PREFIX ?= /usr
@@ -9,10 +10,17 @@ DESTDIR ?=
 CARGO ?= cargo
 PROFILE ?= release
 
+BINDIR ?= $(PREFIX)/bin
+LIBEXECDIR ?= $(PREFIX)/libexec
+NMLIBDIR ?= $(PREFIX)/lib/NetworkManager
+DBUSDIR ?= $(PREFIX)/share/dbus-1
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+
 BIN_DIR = target/$(PROFILE)
+AGENT_NAME = io.github.NmVpnNetns.Agent1
 CARGO_PROFILE_FLAG = $(if $(filter release,$(PROFILE)),--release,--profile $(PROFILE))
 
-.PHONY: all build deps demo check lint unit privileged e2e install uninstall clean
+.PHONY: all build deps demo check lint unit privileged e2e bench install uninstall clean
 
 all: build
 
@@ -32,10 +40,38 @@ lint:
 unit:
 	$(CARGO) test --locked
 
+# Executor tests against the real kernel, in namespaces of their own (see the script).
+privileged:
+	bash tests/privileged.sh
+
 e2e: build
 	bash tests/e2e/run.sh
 
-check: deps lint unit e2e
+check: deps lint unit privileged e2e
+
+# Figures for BENCHMARKS.md; not part of check, since timings prove nothing on a noisy machine.
+bench: deps build
+	bash tests/e2e/run.sh b_stock_activation b_agent_isolate
+
+# Installs what `make build` produced; it does not build, so that it can run as root in a tree
+# built by a normal user (or inside the e2e rig's sandbox).
+install:
+	@for b in nm-vpn-netns nm-vpn-netns-agent nm-vpn-netns-service; do \
+	    test -x $(BIN_DIR)/$$b || { echo "install: $(BIN_DIR)/$$b is missing; run 'make build' first" >&2; exit 1; }; done
+	install -D -m 755 $(BIN_DIR)/nm-vpn-netns $(DESTDIR)$(BINDIR)/nm-vpn-netns
+	install -D -m 755 $(BIN_DIR)/nm-vpn-netns-agent $(DESTDIR)$(LIBEXECDIR)/nm-vpn-netns-agent
+	install -D -m 755 $(BIN_DIR)/nm-vpn-netns-service $(DESTDIR)$(NMLIBDIR)/nm-vpn-netns-service
+	install -D -m 644 nm-plugin/$(AGENT_NAME).conf $(DESTDIR)$(DBUSDIR)/system.d/$(AGENT_NAME).conf
+	install -d $(DESTDIR)$(DBUSDIR)/system-services $(DESTDIR)$(UNITDIR)
+	sed 's|@LIBEXECDIR@|$(LIBEXECDIR)|g' nm-plugin/$(AGENT_NAME).service.in >$(DESTDIR)$(DBUSDIR)/system-services/$(AGENT_NAME).service
+	sed 's|@LIBEXECDIR@|$(LIBEXECDIR)|g' nm-plugin/nm-vpn-netns-agent.service.in >$(DESTDIR)$(UNITDIR)/nm-vpn-netns-agent.service
+	$(if $(DESTDIR),,-dbus-send --system --type=method_call --dest=org.freedesktop.DBus / org.freedesktop.DBus.ReloadConfig 2>/dev/null)
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/nm-vpn-netns $(DESTDIR)$(LIBEXECDIR)/nm-vpn-netns-agent \
+	    $(DESTDIR)$(NMLIBDIR)/nm-vpn-netns-service $(DESTDIR)$(DBUSDIR)/system.d/$(AGENT_NAME).conf \
+	    $(DESTDIR)$(DBUSDIR)/system-services/$(AGENT_NAME).service $(DESTDIR)$(UNITDIR)/nm-vpn-netns-agent.service
+	$(if $(DESTDIR),,-dbus-send --system --type=method_call --dest=org.freedesktop.DBus / org.freedesktop.DBus.ReloadConfig 2>/dev/null)
 
 clean:
 	$(CARGO) clean

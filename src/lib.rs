@@ -3,6 +3,9 @@
 //! Data flows `config` (keys of `vpn.data`) -> `plan` -> agent (kernel) ; the shim proxies
 //! NetworkManager's VPN plugin interface to the stock nm-openvpn service.
 
+pub mod agent;
 pub mod config;
+pub mod executor;
 pub mod logging;
 pub mod plan;
+pub mod sys;

@@ -12,7 +12,7 @@ fi
 
 # shellcheck source=rig.sh
 source "$here/rig.sh"
-trap 'set +e; rig_down' EXIT
+trap 'set +e; rig_down; [[ -z ${RIG_W:-} ]] || rm -rf "$RIG_W"' EXIT
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 show() { printf '$ %s\n' "$*"; "$@" 2>&1 | sed 's/^/  /'; }
 

@@ -160,7 +160,9 @@ EOF
     RIG_UNSHARE_PID=$!
     rig_wait 10 rig_find_sb_pid || rig_die "the sandbox did not start: $(cat "$RIG_W/sandbox.log")"
     rig_wait 20 test -e "$RIG_W/sandbox.ready" || rig_die "the sandbox did not get ready: $(cat "$RIG_W/sandbox.log")"
-    rig_log "sandbox up (pid $RIG_SB_PID); starting NetworkManager"
+    rig_log "sandbox up (pid $RIG_SB_PID); installing nm-vpn-netns into it"
+    rig_install
+    rig_log "starting NetworkManager"
     rig_nm_start
     rig_sb nmcli connection add type ethernet ifname uplink0 con-name uplink autoconnect no \
         ipv4.method manual ipv4.addresses "$RIG_CLIENT_IP/30" ipv4.gateway "$RIG_SERVER_IP" \
@@ -171,6 +173,19 @@ EOF
         rig_die "NetworkManager did not write the uplink's DNS to /etc/resolv.conf"
     rig_wait 10 rig_sb ping -c1 -W1 "$RIG_SERVER_IP" || rig_die "the server is not reachable over the underlay"
     rig_log "NetworkManager up; uplink0 reaches the OpenVPN server"
+}
+
+# Installs the product into the sandbox exactly as a user would (`make install` as root), into the
+# sandbox's overlays of /usr, /etc and /var. The binaries come from the caller's `make build`.
+rig_install() {
+    rig_sb make -s -C "$RIG_SRC_IN" install >>"$RIG_W/install.log" 2>&1 ||
+        rig_die "make install failed in the sandbox: $(tail -5 "$RIG_W/install.log")"
+}
+
+# Runs a command in NetworkManager's context: its mount namespace and its capability bounding set,
+# as a plugin that NM spawned would run.
+rig_nm_ctx() {
+    rig_sb nsenter -t "$RIG_NM_PID" -m -- setpriv --bounding-set "$RIG_NM_CAPS" --inh-caps -all -- "$@"
 }
 
 # procfs reports size 0 for every file, so read instead of `test -s`.

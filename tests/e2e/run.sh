@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # End-to-end tests against the real NetworkManager, NetworkManager-openvpn and openvpn.
 #
-#   tests/e2e/run.sh [t_NAME ...]     (as root; default: every scenario in tests.sh)
+#   tests/e2e/run.sh [t_NAME|b_NAME ...]   (as root; default: every scenario in tests.sh;
+#                                           b_NAME are the benchmarks in bench.sh)
 #
 # The outer part runs in the machine's own namespaces and only reads them: it snapshots the machine's
 # network state, re-runs itself under `unshare --net --mount`, and asserts the snapshot is unchanged.
@@ -48,6 +49,8 @@ fi
 source "$here/rig.sh"
 # shellcheck source=tests.sh
 source "$here/tests.sh"
+# shellcheck source=bench.sh
+source "$here/bench.sh"
 
 record() { echo "$1 $2" >>"$RIG_RESULTS"; }
 
@@ -59,6 +62,12 @@ on_exit() {
         rig_dump_logs
     fi
     rig_down
+    # Keep the logs of a failed run for a post-mortem; a green run leaves nothing behind.
+    if grep -q '^FAIL' "$RIG_RESULTS"; then
+        echo "rig logs kept in ${RIG_W:-(none)}"
+    elif [[ -n ${RIG_W:-} ]]; then
+        rm -rf "$RIG_W"
+    fi
 }
 trap on_exit EXIT
 selected=("$@")

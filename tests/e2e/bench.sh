@@ -1,0 +1,52 @@
+# shellcheck shell=bash
+# Benchmarks on the rig (b_NAME), run by `make bench` through run.sh. They print figures for
+# BENCHMARKS.md and assert nothing about speed: the machines are noisy.
+
+# Prints "label: median X ms (min Y, max Z, n N)" for the millisecond values on stdin.
+bench_stats() {
+    sort -n | awk -v label="$1" '{v[NR] = $1} END {
+        if (NR == 0) { print label ": no samples"; exit 1 }
+        m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+        printf "  %s: median %.1f ms (min %.1f, max %.1f, n %d)\n", label, m, v[1], v[NR], NR }'
+}
+now_ms() { echo $(($(date +%s%N) / 1000)) | awk '{printf "%.1f", $1 / 1000}'; }
+
+# Process status lines of the sandbox's processes named $1.
+proc_status() {
+    rig_sb sh -c "for p in /proc/[0-9]*; do [ \"\$(cat \$p/comm 2>/dev/null)\" = '$1' ] && grep -E '^(VmRSS|VmHWM)' \$p/status; done; true"
+}
+
+# `nmcli connection up` of a stock OpenVPN profile, from call to return (NM reports activated).
+b_stock_activation() {
+    local i t0 t1 samples=()
+    rig_profile_nmcli bench-stock 4
+    for i in $(seq 10); do
+        t0=$(now_ms)
+        rig_up_nmcli bench-stock >/dev/null || fail "activation failed"
+        t1=$(now_ms)
+        samples+=("$(awk -v a="$t0" -v b="$t1" 'BEGIN {print b - a}')")
+        rig_down_nmcli bench-stock >/dev/null
+        rig_wait_openvpn_gone
+    done
+    rig_profile_delete bench-stock
+    printf '%s\n' "${samples[@]}" | bench_stats "nmcli connection up (stock plugin)"
+}
+
+# The agent's Isolate over the system bus with a held tun: the agent's own measure of the
+# isolation step, and the round trip seen by the caller; then the agent's memory.
+b_agent_isolate() {
+    local i out agent=() trip=()
+    for i in $(seq 20); do
+        agent_client --tun benchtun0 --id bench --uuid "$(new_uuid)" \
+            --settings netns-isolate=yes,netns-name=bench --addr4 198.19.0.2/24 --dns4 "$RIG_TUN_SERVER_IP"
+        out=$(agent_say "")
+        [[ $(json_field "$out" netns) == bench ]] || fail "Isolate failed: $out"
+        agent+=("$(awk -v us="$(json_field "$out" elapsed-us)" 'BEGIN {print us / 1000}')")
+        trip+=("$(awk -v us="$(json_field "$out" call-us)" 'BEGIN {print us / 1000}')")
+        agent_say "release bench" >/dev/null
+        agent_end
+    done
+    printf '%s\n' "${agent[@]}" | bench_stats "isolation step, measured by the agent"
+    printf '%s\n' "${trip[@]}" | bench_stats "Isolate round trip over the system bus, seen by the caller"
+    proc_status nm-vpn-netns-ag | sed 's/^/  agent /'
+}

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Runs the privileged integration tests (tests/privileged.rs) on the real kernel, inside a sandbox
+# made for them: an empty network namespace, and a private mount namespace with a tmpfs on /run
+# and an overlay on /etc whose upper layer lives on that tmpfs. Whatever the tests do to
+# namespaces, /run/netns or /etc/netns ends with the sandbox; the machine's own namespaces and
+# files are never touched.
+#
+# Usage, as root:  [PROFILE=release] bash tests/privileged.sh [TEST_NAME_FILTER] [libtest options]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [[ $(id -u) != 0 ]]; then
+    echo "privileged.sh: the privileged tests need root" >&2
+    exit 1
+fi
+
+# Build outside the sandbox, so that cargo sees the real /run and /etc; the sandbox runs only the
+# test binary.
+profile=()
+[[ ${PROFILE:-} == release ]] && profile=(--release)
+# Not `tee /dev/stderr`: reopening stderr truncates it when it is a log file.
+build=$(cargo test --locked "${profile[@]}" --test privileged --no-run 2>&1) || {
+    echo "$build" >&2
+    exit 1
+}
+echo "$build" >&2
+bin=$(sed -n 's/.*Executable tests\/privileged.rs (\(.*\))$/\1/p' <<<"$build")
+[[ -x $bin ]] || {
+    echo "privileged.sh: could not find the test binary" >&2
+    exit 1
+}
+
+# shellcheck disable=SC2016 # expanded by the inner shell
+NM_VPN_NETNS_PRIVILEGED_SANDBOX=1 exec unshare --net --mount --propagation private -- bash -c '
+    set -euo pipefail
+    bin=$1
+    shift
+    mount -t tmpfs -o mode=755 nm-vpn-netns-test-run /run
+    mkdir -p /run/.privileged-etc/upper /run/.privileged-etc/work
+    mount -t overlay nm-vpn-netns-test-etc \
+        -o lowerdir=/etc,upperdir=/run/.privileged-etc/upper,workdir=/run/.privileged-etc/work /etc
+    ip link set lo up
+    # The capabilities of the agent'"'"'s unit (CAP_SYS_ADMIN CAP_NET_ADMIN), so a step that needs
+    # more fails here; CAP_SYS_PTRACE only lets the tests read /proc/PID/ns to check the sandbox.
+    exec setpriv --bounding-set=-all,+sys_admin,+net_admin,+sys_ptrace --inh-caps=-all -- \
+        "$bin" --ignored --test-threads=1 --show-output "$@"
+' privileged-sandbox "$bin" "$@"
