@@ -13,14 +13,19 @@ PROFILE ?= release
 BINDIR ?= $(PREFIX)/bin
 LIBEXECDIR ?= $(PREFIX)/libexec
 NMLIBDIR ?= $(PREFIX)/lib/NetworkManager
+NMVPNDIR ?= $(NMLIBDIR)/VPN
 DBUSDIR ?= $(PREFIX)/share/dbus-1
 UNITDIR ?= $(PREFIX)/lib/systemd/system
 
 BIN_DIR = target/$(PROFILE)
 AGENT_NAME = io.github.NmVpnNetns.Agent1
+# NM reads /usr/lib before /etc and the first file for a service wins, so ours must replace the
+# stock file; the stock one is moved aside under a name that does not end in .name.
+STOCK_NAME = $(NMVPNDIR)/nm-openvpn-service.name
+DIVERTED_NAME = $(STOCK_NAME).distrib
 CARGO_PROFILE_FLAG = $(if $(filter release,$(PROFILE)),--release,--profile $(PROFILE))
 
-.PHONY: all build deps demo check lint unit privileged e2e bench install uninstall clean
+.PHONY: all build deps demo check lint unit privileged e2e bench install uninstall divert undivert clean
 
 all: build
 
@@ -65,12 +70,35 @@ install:
 	install -d $(DESTDIR)$(DBUSDIR)/system-services $(DESTDIR)$(UNITDIR)
 	sed 's|@LIBEXECDIR@|$(LIBEXECDIR)|g' nm-plugin/$(AGENT_NAME).service.in >$(DESTDIR)$(DBUSDIR)/system-services/$(AGENT_NAME).service
 	sed 's|@LIBEXECDIR@|$(LIBEXECDIR)|g' nm-plugin/nm-vpn-netns-agent.service.in >$(DESTDIR)$(UNITDIR)/nm-vpn-netns-agent.service
+	$(if $(DESTDIR),,$(MAKE) -s divert)
+	install -d $(DESTDIR)$(NMVPNDIR)
+	src=$(DIVERTED_NAME); [ -z "$(DESTDIR)" ] && [ -e "$$src" ] || src=nm-plugin/nm-openvpn-service.name.in; \
+	    sed -e 's|^program=.*|program=$(NMLIBDIR)/nm-vpn-netns-service|' -e 's|@NMLIBDIR@|$(NMLIBDIR)|g' "$$src" \
+	        >$(DESTDIR)$(STOCK_NAME).tmp && mv $(DESTDIR)$(STOCK_NAME).tmp $(DESTDIR)$(STOCK_NAME)
 	$(if $(DESTDIR),,-dbus-send --system --type=method_call --dest=org.freedesktop.DBus / org.freedesktop.DBus.ReloadConfig 2>/dev/null)
+
+# Moves the stock .name aside the distribution's way (dpkg-divert, so package upgrades land
+# there too), first, so that NetworkManager never sees two files for the service.
+divert:
+	if command -v dpkg-divert >/dev/null; then \
+	    dpkg-divert --local --rename --divert $(DIVERTED_NAME) --add $(STOCK_NAME); \
+	elif [ -e $(STOCK_NAME) ] && [ ! -e $(DIVERTED_NAME) ]; then \
+	    mv $(STOCK_NAME) $(DIVERTED_NAME); \
+	fi
+
+undivert:
+	if command -v dpkg-divert >/dev/null; then \
+	    dpkg-divert --local --rename --remove $(STOCK_NAME); \
+	elif [ -e $(DIVERTED_NAME) ]; then \
+	    mv $(DIVERTED_NAME) $(STOCK_NAME); \
+	fi
 
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/nm-vpn-netns $(DESTDIR)$(LIBEXECDIR)/nm-vpn-netns-agent \
 	    $(DESTDIR)$(NMLIBDIR)/nm-vpn-netns-service $(DESTDIR)$(DBUSDIR)/system.d/$(AGENT_NAME).conf \
 	    $(DESTDIR)$(DBUSDIR)/system-services/$(AGENT_NAME).service $(DESTDIR)$(UNITDIR)/nm-vpn-netns-agent.service
+	! grep -q '^program=.*/nm-vpn-netns-service$$' $(DESTDIR)$(STOCK_NAME) 2>/dev/null || rm $(DESTDIR)$(STOCK_NAME)
+	$(if $(DESTDIR),,$(MAKE) -s undivert)
 	$(if $(DESTDIR),,-dbus-send --system --type=method_call --dest=org.freedesktop.DBus / org.freedesktop.DBus.ReloadConfig 2>/dev/null)
 
 clean:

@@ -8,4 +8,5 @@ pub mod config;
 pub mod executor;
 pub mod logging;
 pub mod plan;
+pub mod shim;
 pub mod sys;

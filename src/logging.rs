@@ -1,16 +1,29 @@
 //! Logging set-up shared by the binaries, following NetworkManager's plugin conventions.
 //!
-//! NM passes `NM_VPN_LOG_LEVEL` as a syslog level (7 trace … 3 err, 0 off). Plugins' stderr ends
-//! up in NM's own log, which is where an admin looks, so stderr is the sink.
+//! NM passes `NM_VPN_LOG_LEVEL` as a syslog level (7 trace … 3 err) and `NM_VPN_LOG_SYSLOG=1`
+//! when it logs to syslog itself. With syslog unreachable (no `/dev/log`, as in containers and
+//! the e2e rig) we fall back to stderr, which NM passes on to its own log.
 
-use log::LevelFilter;
+use std::io::Write;
+use std::os::unix::net::UnixDatagram;
+use std::sync::Mutex;
+
+use log::{LevelFilter, Log, Metadata, Record};
+
+const SYSLOG_SOCKET: &str = "/dev/log";
+/// syslog facility LOG_DAEMON, as nm-openvpn uses.
+const LOG_DAEMON: u8 = 3 << 3;
 
 /// Maps NM's syslog-style level to a `log` filter; unset or unparsable means info.
+///
+/// NM sends 0 (LOG_EMERG) whenever its VPN_PLUGIN log domain is off, which is its default. We
+/// still log errors then: a refusal that happens after `Connect` returned (the namespace is in
+/// use, the agent failed) reaches NM's log no other way, and NM itself reports only a generic
+/// reason.
 pub fn level_from_nm(value: Option<&str>) -> LevelFilter {
     match value.and_then(|v| v.trim().parse::<u8>().ok()) {
         None => LevelFilter::Info,
-        Some(0) => LevelFilter::Off,
-        Some(1..=3) => LevelFilter::Error,
+        Some(0..=3) => LevelFilter::Error,
         Some(4) => LevelFilter::Warn,
         Some(5) => LevelFilter::Info,
         Some(6) => LevelFilter::Debug,
@@ -18,25 +31,84 @@ pub fn level_from_nm(value: Option<&str>) -> LevelFilter {
     }
 }
 
-/// Initialises the global logger for a binary named `name`.
+enum Sink {
+    Syslog(UnixDatagram),
+    Stderr,
+}
+
+struct Logger {
+    name: &'static str,
+    level: LevelFilter,
+    sink: Mutex<Sink>,
+}
+
+fn syslog_severity(level: log::Level) -> u8 {
+    match level {
+        log::Level::Error => 3,
+        log::Level::Warn => 4,
+        log::Level::Info => 6,
+        log::Level::Debug | log::Level::Trace => 7,
+    }
+}
+
+impl Log for Logger {
+    fn enabled(&self, metadata: &Metadata<'_>) -> bool {
+        metadata.level() <= self.level
+    }
+
+    fn log(&self, record: &Record<'_>) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let pid = std::process::id();
+        let mut sink = self.sink.lock().unwrap_or_else(|e| e.into_inner());
+        if let Sink::Syslog(socket) = &*sink {
+            let pri = LOG_DAEMON | syslog_severity(record.level());
+            let line = format!("<{pri}>{}[{pid}]: {}", self.name, record.args());
+            if socket.send(line.as_bytes()).is_ok() {
+                return;
+            }
+            // syslog went away (it restarted): keep the message rather than lose it.
+            *sink = Sink::Stderr;
+        }
+        let _ = writeln!(
+            std::io::stderr(),
+            "{}[{pid}]: <{}> {}",
+            self.name,
+            record.level(),
+            record.args()
+        );
+    }
+
+    fn flush(&self) {}
+}
+
+fn open_syslog() -> Option<UnixDatagram> {
+    let socket = UnixDatagram::unbound().ok()?;
+    socket.connect(SYSLOG_SOCKET).ok()?;
+    Some(socket)
+}
+
+/// Initialises the global logger for a binary named `name`. `RUST_LOG` (a level) overrides
+/// NM's level, for debugging by hand.
 pub fn init(name: &'static str) {
     let level = std::env::var("RUST_LOG")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| level_from_nm(std::env::var("NM_VPN_LOG_LEVEL").ok().as_deref()));
-    env_logger::Builder::new()
-        .filter_level(level)
-        .format(move |buf, record| {
-            use std::io::Write;
-            writeln!(
-                buf,
-                "{name}[{}]: <{}> {}",
-                std::process::id(),
-                record.level(),
-                record.args()
-            )
-        })
-        .init();
+    let wants_syslog = std::env::var("NM_VPN_LOG_SYSLOG").is_ok_and(|v| v.trim() == "1");
+    let sink = match wants_syslog.then(open_syslog).flatten() {
+        Some(socket) => Sink::Syslog(socket),
+        None => Sink::Stderr,
+    };
+    let logger = Logger {
+        name,
+        level,
+        sink: Mutex::new(sink),
+    };
+    if log::set_boxed_logger(Box::new(logger)).is_ok() {
+        log::set_max_level(level);
+    }
 }
 
 #[cfg(test)]
@@ -46,12 +118,46 @@ mod tests {
     #[test]
     fn nm_levels_map_to_filters() {
         assert_eq!(level_from_nm(None), LevelFilter::Info);
-        assert_eq!(level_from_nm(Some("0")), LevelFilter::Off);
+        assert_eq!(level_from_nm(Some("0")), LevelFilter::Error);
         assert_eq!(level_from_nm(Some("3")), LevelFilter::Error);
         assert_eq!(level_from_nm(Some("4")), LevelFilter::Warn);
         assert_eq!(level_from_nm(Some("5")), LevelFilter::Info);
         assert_eq!(level_from_nm(Some("6")), LevelFilter::Debug);
         assert_eq!(level_from_nm(Some("7")), LevelFilter::Trace);
         assert_eq!(level_from_nm(Some("junk")), LevelFilter::Info);
+    }
+
+    #[test]
+    fn syslog_messages_carry_facility_and_severity() {
+        let (ours, theirs) = UnixDatagram::pair().unwrap();
+        let logger = Logger {
+            name: "nm-vpn-netns-test",
+            level: LevelFilter::Info,
+            sink: Mutex::new(Sink::Syslog(ours)),
+        };
+        logger.log(
+            &Record::builder()
+                .level(log::Level::Error)
+                .args(format_args!("no namespace"))
+                .build(),
+        );
+        logger.log(
+            &Record::builder()
+                .level(log::Level::Debug)
+                .args(format_args!("filtered out"))
+                .build(),
+        );
+        let mut buf = [0u8; 256];
+        let n = theirs.recv(&mut buf).unwrap();
+        let line = std::str::from_utf8(&buf[..n]).unwrap();
+        assert_eq!(
+            line,
+            format!(
+                "<27>nm-vpn-netns-test[{}]: no namespace",
+                std::process::id()
+            )
+        );
+        theirs.set_nonblocking(true).unwrap();
+        assert!(theirs.recv(&mut buf).is_err(), "debug was filtered out");
     }
 }

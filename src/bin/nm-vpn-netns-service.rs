@@ -1,7 +1,11 @@
 //! NetworkManager VPN plugin shim: owns the bus name NM gives it and proxies the stock
 //! nm-openvpn service, isolating connections that ask for it.
 
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
 use clap::Parser;
+use nm_vpn_netns::shim;
 
 #[derive(Parser)]
 #[command(
@@ -10,12 +14,28 @@ use clap::Parser;
 )]
 struct Args {
     /// D-Bus name to own, as NetworkManager passes it (`<service>.Connection_N`).
+    #[arg(long, default_value = shim::SERVICE)]
+    bus_name: String,
+    /// The stock nm-openvpn service to run; by default `program=` of the diverted stock
+    /// `.name` file, or Debian's path.
     #[arg(long)]
-    bus_name: Option<String>,
+    inner_program: Option<PathBuf>,
 }
 
 fn main() -> anyhow::Result<()> {
-    let _args = Args::parse();
+    let args = Args::parse();
     nm_vpn_netns::logging::init("nm-vpn-netns-service");
-    anyhow::bail!("the plugin shim is not implemented yet")
+    let program = match args.inner_program {
+        Some(program) => program,
+        None => shim::stock_program(Path::new(shim::STOCK_NAME_FILE))?,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(shim::run(shim::Options {
+        bus_name: args.bus_name,
+        program,
+    }))?;
+    Ok(())
 }

@@ -21,26 +21,39 @@ set -e
 rig_up "$src"
 set +e
 
-say "A stock OpenVPN profile"
-rig_profile_nmcli demo 1
-show rig_sb nmcli connection show
+say "An OpenVPN profile with one extra line: netns-isolate=yes (namespace 'work')"
+rig_profile_nmcli work 1 +vpn.data netns-isolate=yes +vpn.data netns-name=work
+show rig_sb nmcli -g vpn.data connection show work
 
 say "Before the VPN: the server's tunnel address $RIG_TUN_SERVER_IP is unreachable"
 show rig_sb ping -c1 -W1 "$RIG_TUN_SERVER_IP"
 
-say "nmcli connection up demo"
-show rig_up_nmcli demo
-show rig_sb nmcli -f GENERAL.STATE,IP4.ADDRESS,IP4.DNS,IP4.DOMAIN connection show demo
+say "nmcli connection up work"
+show rig_up_nmcli work
+show rig_sb nmcli -f GENERAL.STATE connection show work
+show rig_sb ip netns list
 
-say "Through the VPN: $RIG_TUN_SERVER_IP answers"
-rig_wait 10 rig_sb ping -c1 -W1 "$RIG_TUN_SERVER_IP"
-show rig_sb ping -c2 -W1 "$RIG_TUN_SERVER_IP"
+say "Inside namespace work (ip netns exec work ...): the VPN is the way out"
+rig_wait 10 rig_ns work ping -c1 -W1 "$RIG_TUN_SERVER_IP"
+show rig_ns work ip -br addr
+show rig_ns work ip route
+show rig_ns work ping -c2 -W1 "$RIG_TUN_SERVER_IP"
 ok=$?
+show rig_ns work cat /etc/resolv.conf
+show rig_ns work getent hosts "$RIG_DNS_NAME" || ok=1
 
-say "nmcli connection down demo"
-show rig_down_nmcli demo
-rig_wait_openvpn_gone
+say "Everywhere else (the root namespace): no tun, no VPN route, no VPN DNS"
+show rig_sb ip -br addr
+show rig_sb ip route
+show rig_sb cat /etc/resolv.conf
 show rig_sb ping -c1 -W1 "$RIG_TUN_SERVER_IP"
+show rig_sb getent hosts "$RIG_DNS_NAME"
+
+say "nmcli connection down work: the namespace and its DNS files go away"
+show rig_down_nmcli work
+rig_wait_openvpn_gone
+rig_wait 10 sh -c "! nsenter -t $RIG_SB_PID -m -- test -e /run/netns/work"
+show rig_sb ip netns list
 
 say "Tearing the rig down"
 exit $ok

@@ -21,6 +21,10 @@ RIG_CLIENT_IP=198.18.0.2
 RIG_TUN_SERVER_IP=198.19.0.1
 RIG_TUN_SERVER_IP6=fd00:198:19::1
 RIG_DNS_DOMAIN=vpn.test
+# A name only the VPN's DNS server (dnsmasq on the server's tunnel address) knows.
+RIG_DNS_NAME=host.vpn.test
+RIG_VPN_USER=alice
+RIG_VPN_PASSWORD=s3cret-rig
 RIG_IN=/run/rig/w
 RIG_SRC_IN=/run/rig/src
 # NetworkManager.service's CapabilityBoundingSet, which every plugin NM spawns inherits.
@@ -107,6 +111,14 @@ rig_inet_up() {
     ip -n "$RIG_INET" -6 rule add pref 10 iif srv0 to fd00:198:19::/48 prohibit
     rig_inet sysctl -qw net.ipv4.icmp_ratelimit=0 net.ipv6.icmp.ratelimit=0
 
+    # Certificate-only clients send no credentials; a client that sends some must send alice's.
+    cat >"$RIG_W/auth.sh" <<EOF
+#!/bin/sh
+{ read -r user; read -r pass; } <"\$1"
+[ -z "\$user" ] && exit 0
+[ "\$user" = $RIG_VPN_USER ] && [ "\$pass" = $RIG_VPN_PASSWORD ]
+EOF
+    chmod 755 "$RIG_W/auth.sh"
     cat >"$RIG_W/server.conf" <<EOF
 mode server
 tls-server
@@ -126,6 +138,10 @@ push "dhcp-option DNS $RIG_TUN_SERVER_IP"
 push "dhcp-option DOMAIN $RIG_DNS_DOMAIN"
 persist-key
 persist-tun
+script-security 2
+auth-user-pass-verify $RIG_W/auth.sh via-file
+auth-user-pass-optional
+tmp-dir $RIG_W
 verb 3
 status $RIG_W/server.status 1
 EOF
@@ -135,6 +151,12 @@ EOF
     rig_wait 10 grep -q 'Initialization Sequence Completed' "$RIG_W/server.log" ||
         rig_die "the OpenVPN server did not start: $(tail -5 "$RIG_W/server.log")"
     rig_log "OpenVPN server up in $RIG_INET (pid $RIG_SERVER_PID)"
+    rig_inet dnsmasq --keep-in-foreground --conf-file=/dev/null --no-resolv --no-hosts --bind-interfaces \
+        --listen-address="$RIG_TUN_SERVER_IP" --address="/$RIG_DNS_NAME/$RIG_TUN_SERVER_IP" \
+        --pid-file= --log-facility="$RIG_W/dnsmasq.log" </dev/null &
+    RIG_DNS_PID=$!
+    rig_wait 10 sh -c "ip netns exec $RIG_INET ss -Hlun | grep -q '$RIG_TUN_SERVER_IP:53'" ||
+        rig_die "dnsmasq did not start: $(cat "$RIG_W/dnsmasq.log")"
 }
 
 rig_sandbox_up() {
@@ -225,6 +247,13 @@ rig_nm_stop() {
     rig_wait 20 sh -c "! nsenter -t $RIG_SB_PID -p -m -- kill -0 $pid" || rig_sb kill -9 "$pid"
 }
 
+# Restarts NetworkManager with extra environment "$@" and brings the base connection back.
+rig_nm_restart() {
+    rig_nm_stop
+    rig_nm_start "$@"
+    [[ $(rig_state uplink) == activated ]] || rig_sb nmcli -w 20 connection up uplink >/dev/null
+}
+
 # Tears everything down; safe to call at any point of rig_up, and more than once.
 rig_down() {
     [[ -n ${RIG_SB_PID:-} || -z ${RIG_UNSHARE_PID:-} ]] || rig_find_sb_pid
@@ -234,11 +263,12 @@ rig_down() {
     fi
     [[ -z ${RIG_UNSHARE_PID:-} ]] || kill -9 "$RIG_UNSHARE_PID" 2>/dev/null
     RIG_UNSHARE_PID=
-    if [[ -n ${RIG_SERVER_PID:-} ]]; then
-        kill "$RIG_SERVER_PID" 2>/dev/null
-        wait "$RIG_SERVER_PID" 2>/dev/null
-        RIG_SERVER_PID=
-    fi
+    local pid
+    for pid in ${RIG_SERVER_PID:-} ${RIG_DNS_PID:-}; do
+        kill "$pid" 2>/dev/null
+        wait "$pid" 2>/dev/null
+    done
+    RIG_SERVER_PID= RIG_DNS_PID=
     ip netns del "$RIG_INET" 2>/dev/null
     ip netns del "$RIG_NMNS" 2>/dev/null
     RIG_SB_PID=
@@ -247,7 +277,7 @@ rig_down() {
 # Prints the tail of every log the rig keeps, so that a red run explains itself.
 rig_dump_logs() {
     local f
-    for f in "$RIG_W/nm.log" "$RIG_W/server.log" "$RIG_W/sandbox.log" "$RIG_W"/openvpn-*.log; do
+    for f in "$RIG_W/nm.log" "$RIG_W/server.log" "$RIG_W/sandbox.log" "$RIG_W/dnsmasq.log"; do
         [[ -s $f ]] || continue
         echo "----- last 60 lines of $f"
         tail -n 60 "$f"
@@ -266,7 +296,9 @@ rig_snapshot() {
         ip -6 rule show
         echo "--- resolv.conf"; cat /etc/resolv.conf
         echo "--- netns"; ip netns list; ls -A /etc/netns 2>/dev/null
-        echo "--- processes"; for p in /proc/[0-9]*; do cat $p/comm; done 2>/dev/null | grep -x -e openvpn -e "nm-.*-service" | sort
+        # comm is cut to 15 characters; the agent is a long-lived service and stays.
+        echo "--- processes"; for p in /proc/[0-9]*; do cat $p/comm; done 2>/dev/null |
+            grep -x -e openvpn -e nm-openvpn-serv -e nm-vpn-netns-se | sort
     '
 }
 
@@ -288,18 +320,26 @@ rig_profile_nmcli() {
 }
 
 # Creates a profile the way an admin edits files: a keyfile, then `nmcli connection reload`.
-# Arguments: name, client number, CA name, then extra lines for the [vpn] section.
+# Arguments: name, client number, CA name, then extra keys: `key=value` goes to [vpn] (vpn.data or
+# a vpn property), `SECTION.key=value` to [connection], [ipv4], [ipv6] or [vpn-secrets].
 rig_profile_keyfile() {
-    local name=$1 n=$2 ca=$3
+    local name=$1 n=$2 ca=$3 a sec
     shift 3
-    local file=/etc/NetworkManager/system-connections/$name.nmconnection
+    local -A extra=([connection]= [vpn]= [ipv4]= [ipv6]= [vpn-secrets]=)
+    for a in "$@"; do
+        sec=vpn
+        case $a in connection.* | ipv4.* | ipv6.* | vpn-secrets.*) sec=${a%%.*} a=${a#*.} ;; esac
+        extra[$sec]+=$a$'\n'
+    done
+    local file="/etc/NetworkManager/system-connections/${name//[^A-Za-z0-9_.-]/_}.nmconnection"
     {
-        printf '[connection]\nid=%s\nuuid=%s\ntype=vpn\nautoconnect=false\n\n' "$name" "$(cat /proc/sys/kernel/random/uuid)"
+        printf '[connection]\nid=%s\nuuid=%s\ntype=vpn\nautoconnect=false\n%s\n' \
+            "$name" "$(cat /proc/sys/kernel/random/uuid)" "${extra[connection]}"
         printf '[vpn]\nservice-type=org.freedesktop.NetworkManager.openvpn\n'
-        printf 'remote=%s\nconnection-type=tls\nca=%s\ncert=%s\nkey=%s\ncert-pass-flags=4\ndev=tun\n' \
-            "$RIG_SERVER_IP" "$RIG_IN/pki/$ca.crt" "$RIG_IN/pki/client$n.crt" "$RIG_IN/pki/client$n.key"
-        printf '%s\n' "$@"
-        printf '\n[ipv4]\nmethod=auto\n\n[ipv6]\nmethod=auto\n'
+        printf 'remote=%s\nconnection-type=tls\nca=%s\ncert=%s\nkey=%s\ncert-pass-flags=4\ndev=tun\n%s\n' \
+            "$RIG_SERVER_IP" "$RIG_IN/pki/$ca.crt" "$RIG_IN/pki/client$n.crt" "$RIG_IN/pki/client$n.key" "${extra[vpn]}"
+        [[ -z ${extra[vpn-secrets]} ]] || printf '[vpn-secrets]\n%s\n' "${extra[vpn-secrets]}"
+        printf '[ipv4]\nmethod=auto\n%s\n[ipv6]\nmethod=auto\n%s' "${extra[ipv4]}" "${extra[ipv6]}"
     } | rig_sb sh -c "umask 077 && cat >'$file'"
     rig_sb nmcli connection reload
 }

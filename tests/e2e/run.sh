@@ -49,6 +49,8 @@ fi
 source "$here/rig.sh"
 # shellcheck source=tests.sh
 source "$here/tests.sh"
+# shellcheck source=tests-isolated.sh
+source "$here/tests-isolated.sh"
 # shellcheck source=bench.sh
 source "$here/bench.sh"
 

@@ -1,0 +1,412 @@
+//! The dicts the shim passes on: NetworkManager's connection to the stock service, the stock
+//! service's config to the agent, and the agent's answer back. Pure: no I/O.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::time::Duration;
+
+use zbus::{OwnedVariant, Variant};
+
+use crate::config::{self, ConnectionInfo, NmConnection};
+use crate::plan::VarDict;
+
+use super::ShimError;
+
+/// What the agent needs to isolate a connection, taken from the dict of Connect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Isolation {
+    pub id: String,
+    pub uuid: String,
+    pub permissions: Vec<String>,
+    /// The connection's `netns-*` keys as in `vpn.data`: the agent validates them itself.
+    pub netns_settings: BTreeMap<String, String>,
+    pub never_default_v4: bool,
+    pub never_default_v6: bool,
+    /// `netns-timeout`, which the agent enforces.
+    pub timeout: Duration,
+}
+
+/// A connection dict of Connect, ConnectInteractive or NeedSecrets after the shim checked it.
+#[derive(Debug)]
+pub struct Checked {
+    /// What the stock service gets: `vpn.data` without `netns-*`.
+    pub connection: NmConnection,
+    /// `Some` when `netns-isolate` is on.
+    pub isolation: Option<Isolation>,
+}
+
+/// Validates every `netns-*` key, even with isolation off, so that a typo refuses the connection
+/// instead of being ignored, and strips them for the stock service, which refuses unknown keys.
+pub fn check(connection: NmConnection) -> Result<Checked, ShimError> {
+    let info = ConnectionInfo::from_nm(&connection)?;
+    let data = config::vpn_data_from_nm(&connection)?;
+    let settings = config::parse(&data, &info)?;
+    let isolation = settings.isolate.then(|| Isolation {
+        id: info.id,
+        uuid: info.uuid,
+        permissions: info.permissions,
+        netns_settings: data
+            .iter()
+            .filter(|(k, _)| config::is_netns_key(k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        never_default_v4: settings.never_default_v4,
+        never_default_v6: settings.never_default_v6,
+        timeout: settings.timeout,
+    });
+    Ok(Checked {
+        connection: strip_data(connection, &data),
+        isolation,
+    })
+}
+
+/// Only strips: NewSecrets carries the whole connection again, already checked at Connect.
+pub fn strip(connection: NmConnection) -> Result<NmConnection, ShimError> {
+    let data = config::vpn_data_from_nm(&connection)?;
+    Ok(strip_data(connection, &data))
+}
+
+fn strip_data(mut connection: NmConnection, data: &BTreeMap<String, String>) -> NmConnection {
+    // Leave a dict without our keys exactly as NM sent it.
+    if data.keys().any(|k| config::is_netns_key(k)) {
+        let kept: HashMap<String, String> = config::strip_netns_keys(data).into_iter().collect();
+        if let Some(vpn) = connection.get_mut("vpn") {
+            vpn.insert("data".to_owned(), OwnedVariant::from(kept));
+        }
+    }
+    connection
+}
+
+fn owned(v: Variant<'static>) -> OwnedVariant {
+    OwnedVariant::try_from(v).expect("plain values never carry file descriptors")
+}
+
+/// The tun that the stock service's Config names, which the agent is to move.
+pub fn tundev(config: &VarDict) -> Result<&str, ShimError> {
+    match config.get("tundev").map(|v| &**v) {
+        Some(Variant::Str(s)) if !s.is_empty() => Ok(s.as_str()),
+        _ => Err(ShimError::NoTunDev),
+    }
+}
+
+/// The agent's `Isolate` request, as its IDL in `agent.rs` lays it out.
+pub fn isolate_request(
+    isolation: &Isolation,
+    ifindex: u32,
+    config: &VarDict,
+    ip4: Option<&VarDict>,
+    ip6: Option<&VarDict>,
+) -> VarDict {
+    let settings: HashMap<String, String> = isolation
+        .netns_settings
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let mut request = VarDict::from([
+        ("id".to_owned(), owned(Variant::from(isolation.id.clone()))),
+        (
+            "uuid".to_owned(),
+            owned(Variant::from(isolation.uuid.clone())),
+        ),
+        (
+            "permissions".to_owned(),
+            owned(Variant::from(isolation.permissions.clone())),
+        ),
+        ("netns-settings".to_owned(), OwnedVariant::from(settings)),
+        (
+            "never-default-v4".to_owned(),
+            OwnedVariant::from(isolation.never_default_v4),
+        ),
+        (
+            "never-default-v6".to_owned(),
+            OwnedVariant::from(isolation.never_default_v6),
+        ),
+        ("ifindex".to_owned(), OwnedVariant::from(ifindex)),
+        ("config".to_owned(), OwnedVariant::from(config.clone())),
+    ]);
+    for (key, dict) in [("ip4-config", ip4), ("ip6-config", ip6)] {
+        if let Some(dict) = dict {
+            request.insert(key.to_owned(), OwnedVariant::from(dict.clone()));
+        }
+    }
+    request
+}
+
+/// The agent's answer to `Isolate`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IsolateReply {
+    pub netns: String,
+    /// The tun's name inside the namespace.
+    pub link: String,
+    /// The agent made the namespace, rather than reusing one.
+    pub created: bool,
+}
+
+impl IsolateReply {
+    pub fn decode(reply: &VarDict) -> Result<Self, ShimError> {
+        let string = |key| match reply.get(key).map(|v| &**v) {
+            Some(Variant::Str(s)) => Ok(s.to_string()),
+            _ => Err(ShimError::AgentReply(key)),
+        };
+        Ok(IsolateReply {
+            netns: string("netns")?,
+            link: string("link")?,
+            created: match reply.get("created").map(|v| &**v) {
+                Some(Variant::Bool(b)) => *b,
+                _ => return Err(ShimError::AgentReply("created")),
+            },
+        })
+    }
+}
+
+/// The addresses of NM's Ip4Config/Ip6Config, for the one line logged per isolation.
+pub fn addresses(ip4: Option<&VarDict>, ip6: Option<&VarDict>) -> Vec<String> {
+    let prefix = |d: &VarDict| match d.get("prefix").map(|v| &**v) {
+        Some(Variant::U32(p)) => format!("/{p}"),
+        _ => String::new(),
+    };
+    let v4 = ip4.and_then(|d| match d.get("address").map(|v| &**v) {
+        // NM's IPv4 addresses are the address bytes read as a native-endian u32.
+        Some(Variant::U32(a)) => Some(format!("{}{}", Ipv4Addr::from(a.to_ne_bytes()), prefix(d))),
+        _ => None,
+    });
+    let v6 = ip6.and_then(|d| {
+        let bytes = Vec::<u8>::try_from(d.get("address")?.try_clone().ok()?).ok()?;
+        let octets: [u8; 16] = bytes.try_into().ok()?;
+        Some(format!("{}{}", Ipv6Addr::from(octets), prefix(d)))
+    });
+    v4.into_iter().chain(v6).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ConfigError;
+
+    const UUID: &str = "8d3e2c1a-5b4f-4e6d-9a7b-0c1d2e3f4a5b";
+
+    fn ov<'a>(v: impl Into<Variant<'a>>) -> OwnedVariant {
+        v.into().try_into_owned().unwrap()
+    }
+
+    fn connection(data: &[(&str, &str)]) -> NmConnection {
+        let data: HashMap<String, String> = data
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let secrets: HashMap<String, String> =
+            [("password".to_owned(), "hunter2".to_owned())].into();
+        NmConnection::from([
+            (
+                "connection".to_owned(),
+                HashMap::from([
+                    ("id".to_owned(), ov("Work VPN")),
+                    ("uuid".to_owned(), ov(UUID)),
+                    ("permissions".to_owned(), ov(vec!["user:alice:"])),
+                ]),
+            ),
+            (
+                "vpn".to_owned(),
+                HashMap::from([
+                    ("data".to_owned(), OwnedVariant::from(data)),
+                    ("secrets".to_owned(), OwnedVariant::from(secrets)),
+                ]),
+            ),
+            (
+                "ipv6".to_owned(),
+                HashMap::from([("never-default".to_owned(), ov(true))]),
+            ),
+        ])
+    }
+
+    fn vpn_data(c: &NmConnection) -> BTreeMap<String, String> {
+        config::vpn_data_from_nm(c).unwrap()
+    }
+
+    #[test]
+    fn isolated_connection_is_stripped_and_described() {
+        let c = connection(&[
+            ("remote", "vpn.example.com"),
+            ("netns-isolate", "yes"),
+            ("netns-timeout", "2500"),
+        ]);
+        let checked = check(c).unwrap();
+        assert_eq!(
+            vpn_data(&checked.connection).keys().collect::<Vec<_>>(),
+            ["remote"]
+        );
+        // Everything but vpn.data reaches the stock service as it came, secrets included.
+        let secrets = &checked.connection["vpn"]["secrets"];
+        assert_eq!(
+            HashMap::<String, String>::try_from(secrets.clone()).unwrap()["password"],
+            "hunter2"
+        );
+        assert_eq!(checked.connection["ipv6"]["never-default"], ov(true));
+        assert_eq!(
+            checked.isolation,
+            Some(Isolation {
+                id: "Work VPN".into(),
+                uuid: UUID.into(),
+                permissions: vec!["user:alice:".into()],
+                netns_settings: BTreeMap::from([
+                    ("netns-isolate".into(), "yes".into()),
+                    ("netns-timeout".into(), "2500".into()),
+                ]),
+                never_default_v4: false,
+                never_default_v6: true,
+                timeout: Duration::from_millis(2500),
+            })
+        );
+    }
+
+    #[test]
+    fn keys_are_stripped_without_isolation() {
+        let checked = check(connection(&[("remote", "x"), ("netns-isolate", "no")])).unwrap();
+        assert_eq!(checked.isolation, None);
+        assert_eq!(
+            vpn_data(&checked.connection).keys().collect::<Vec<_>>(),
+            ["remote"]
+        );
+        let stripped = strip(connection(&[("remote", "x"), ("netns-bogus", "1")])).unwrap();
+        assert_eq!(vpn_data(&stripped).keys().collect::<Vec<_>>(), ["remote"]);
+    }
+
+    #[test]
+    fn dicts_without_our_keys_stay_as_sent() {
+        let c = connection(&[("remote", "x")]);
+        let before = format!("{c:?}");
+        let checked = check(c).unwrap();
+        assert_eq!(format!("{:?}", checked.connection), before);
+    }
+
+    #[test]
+    fn bad_keys_refuse_even_without_isolation() {
+        let e = check(connection(&[
+            ("netns-isolate", "no"),
+            ("netns-timeout", "0"),
+        ]))
+        .unwrap_err();
+        assert!(matches!(
+            e,
+            ShimError::Config(ConfigError::InvalidValue {
+                key: "netns-timeout",
+                ..
+            })
+        ));
+        let text = e.to_string();
+        assert!(
+            text.contains("netns-timeout") && text.contains("\"0\""),
+            "{text}"
+        );
+        assert!(!text.contains("hunter2"), "{text}");
+    }
+
+    #[test]
+    fn static_settings_refuse_an_isolated_connection() {
+        let mut c = connection(&[("netns-isolate", "yes")]);
+        c.insert(
+            "ipv4".into(),
+            HashMap::from([("dns".to_owned(), ov(vec![0x0100_0a0au32]))]),
+        );
+        let text = check(c).unwrap_err().to_string();
+        assert!(text.contains("ipv4.dns is set"), "{text}");
+    }
+
+    fn dict(entries: Vec<(&str, OwnedVariant)>) -> VarDict {
+        entries
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect()
+    }
+
+    #[test]
+    fn request_has_the_idl_fields() {
+        let isolation = check(connection(&[("netns-isolate", "yes"), ("remote", "x")]))
+            .unwrap()
+            .isolation
+            .unwrap();
+        let config = dict(vec![("tundev", ov("tun0")), ("has-ip4", ov(true))]);
+        let ip4 = dict(vec![("address", ov(0x0200_13c6u32))]);
+        let r = isolate_request(&isolation, 7, &config, Some(&ip4), None);
+        let mut keys: Vec<_> = r.keys().map(String::as_str).collect();
+        keys.sort();
+        assert_eq!(
+            keys,
+            [
+                "config",
+                "id",
+                "ifindex",
+                "ip4-config",
+                "netns-settings",
+                "never-default-v4",
+                "never-default-v6",
+                "permissions",
+                "uuid"
+            ]
+        );
+        assert_eq!(r["ifindex"], ov(7u32));
+        assert_eq!(r["id"], ov("Work VPN"));
+        assert_eq!(r["permissions"], ov(vec!["user:alice:"]));
+        assert_eq!(r["never-default-v6"], ov(true));
+        assert_eq!(VarDict::try_from(r["config"].clone()).unwrap(), config);
+        assert_eq!(VarDict::try_from(r["ip4-config"].clone()).unwrap(), ip4);
+        assert_eq!(
+            HashMap::<String, String>::try_from(r["netns-settings"].clone()).unwrap(),
+            HashMap::from([("netns-isolate".to_owned(), "yes".to_owned())])
+        );
+    }
+
+    #[test]
+    fn tundev_is_required() {
+        assert_eq!(tundev(&dict(vec![("tundev", ov("tun0"))])).unwrap(), "tun0");
+        for bad in [
+            dict(vec![]),
+            dict(vec![("tundev", ov(""))]),
+            dict(vec![("tundev", ov(1u32))]),
+        ] {
+            assert!(matches!(tundev(&bad), Err(ShimError::NoTunDev)));
+        }
+    }
+
+    #[test]
+    fn agent_reply() {
+        let reply = dict(vec![
+            ("netns", ov("work")),
+            ("link", ov("tun0")),
+            ("created", ov(true)),
+            ("elapsed-us", ov(21_000u64)),
+        ]);
+        assert_eq!(
+            IsolateReply::decode(&reply).unwrap(),
+            IsolateReply {
+                netns: "work".into(),
+                link: "tun0".into(),
+                created: true
+            }
+        );
+        let e = IsolateReply::decode(&dict(vec![("netns", ov(1u32))])).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "the agent's Isolate reply has no valid \"netns\""
+        );
+    }
+
+    #[test]
+    fn addresses_for_the_log() {
+        let ip4 = dict(vec![
+            ("address", ov(u32::from_ne_bytes([198, 19, 0, 2]))),
+            ("prefix", ov(24u32)),
+        ]);
+        let v6: Vec<u8> = "fd00:198:19::1000"
+            .parse::<Ipv6Addr>()
+            .unwrap()
+            .octets()
+            .to_vec();
+        let ip6 = dict(vec![("address", ov(v6)), ("prefix", ov(64u32))]);
+        assert_eq!(
+            addresses(Some(&ip4), Some(&ip6)),
+            ["198.19.0.2/24", "fd00:198:19::1000/64"]
+        );
+        assert!(addresses(None, None).is_empty());
+    }
+}

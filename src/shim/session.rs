@@ -1,0 +1,632 @@
+//! The shim's decisions as a state machine without I/O: which of the stock service's signals NM
+//! sees, which are held back, when the agent is asked, and when the plugin stops.
+//!
+//! ```text
+//!            Connect (isolated)                 all announced dicts in      Isolate ok
+//!   Idle ─────────────────────────► Isolating ───────────────► (agent) ─────────────► Isolated
+//!     │  Connect (not isolated)                                                          │ config re-sent:
+//!     └───────────────────────► PassThrough                                              └─► Reapply
+//!   any phase ── Disconnect · NM or the stock service gone · its Failure or STOPPED ──► Stopping
+//! ```
+
+use std::mem;
+
+use log::{error, warn};
+
+use crate::plan::{self, VarDict};
+
+use super::codec::Isolation;
+use super::ShimError;
+
+/// `NMVpnServiceState` values (NetworkManager's nm-vpn-dbus-interface.h) that the shim acts on.
+pub mod state {
+    pub const INIT: u32 = 1;
+    pub const STARTED: u32 = 4;
+    pub const STOPPING: u32 = 5;
+    pub const STOPPED: u32 = 6;
+}
+
+/// `NMVpnPluginFailure` values (nm-vpn-dbus-interface.h).
+pub mod failure {
+    pub const CONNECT_FAILED: u32 = 1;
+    /// NM turns it into `IP_CONFIG_INVALID`, the reason it gives when it refuses a config itself.
+    pub const BAD_IP_CONFIG: u32 = 2;
+}
+
+/// A signal of the VPN plugin interface, as the stock service emits it and as NM receives it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Signal {
+    StateChanged(u32),
+    Config(VarDict),
+    Ip4Config(VarDict),
+    Ip6Config(VarDict),
+    LoginBanner(String),
+    Failure(u32),
+    SecretsRequired(String, Vec<String>),
+}
+
+/// What the driver must do next.
+#[derive(Debug, PartialEq)]
+pub enum Action {
+    /// Emit this signal to NM.
+    Emit(Signal),
+    /// Ask the agent to isolate the tun; the driver looks up its ifindex.
+    Isolate(Box<IsolateCall>),
+    /// Ask the agent to re-apply a config that openvpn re-sent.
+    Reapply(Box<ReapplyCall>),
+    /// Tear down; then emit this failure, if any, and STOPPED.
+    Stop(Option<u32>),
+}
+
+#[derive(Debug, PartialEq)]
+pub struct IsolateCall {
+    pub isolation: Isolation,
+    pub config: VarDict,
+    pub ip4: Option<VarDict>,
+    pub ip6: Option<VarDict>,
+}
+
+#[derive(Debug, PartialEq)]
+pub struct ReapplyCall {
+    pub netns: String,
+    pub config: VarDict,
+    pub ip4: Option<VarDict>,
+    pub ip6: Option<VarDict>,
+}
+
+/// Where the connection stands.
+#[derive(Debug)]
+enum Phase {
+    /// No Connect yet: signals pass through.
+    Idle,
+    /// Not isolated: every signal passes through.
+    PassThrough,
+    /// Isolated, and NM has no Config yet.
+    Isolating(Box<Isolating>),
+    /// Isolated and reported to NM.
+    Isolated(Box<Isolated>),
+    /// Tearing down; the stock service's signals are dropped. `lease` is what to release.
+    Stopping { lease: Option<String> },
+}
+
+#[derive(Debug)]
+struct Isolating {
+    isolation: Isolation,
+    dicts: Dicts,
+    /// The Config NM gets once the agent is done; `Some` while the agent works.
+    reduced: Option<VarDict>,
+    /// The stock service reported STARTED, which NM must only hear after the Config.
+    started: bool,
+}
+
+#[derive(Debug)]
+struct Isolated {
+    netns: String,
+    /// A config that openvpn re-sent after a restart.
+    dicts: Dicts,
+    reapplying: bool,
+}
+
+/// The stock service's Config and the Ip4Config/Ip6Config it announces, as they come in.
+#[derive(Debug, Default)]
+struct Dicts {
+    config: Option<VarDict>,
+    ip4: Option<VarDict>,
+    ip6: Option<VarDict>,
+}
+
+impl Dicts {
+    fn announces(&self, key: &str) -> bool {
+        let flag = self.config.as_ref().and_then(|c| c.get(key));
+        flag.and_then(|v| bool::try_from(v).ok()) == Some(true)
+    }
+
+    /// Keeps a config signal, and hands any other back.
+    fn collect(&mut self, signal: Signal) -> Option<Signal> {
+        let (v6, d) = match signal {
+            Signal::Config(d) => {
+                // A new Config starts a new set: openvpn re-ran its up script.
+                *self = Dicts {
+                    config: Some(d),
+                    ..Dicts::default()
+                };
+                return None;
+            }
+            Signal::Ip4Config(d) => (false, d),
+            Signal::Ip6Config(d) => (true, d),
+            other => return Some(other),
+        };
+        let (key, name) = if v6 {
+            ("has-ip6", "Ip6Config")
+        } else {
+            ("has-ip4", "Ip4Config")
+        };
+        if self.announces(key) {
+            *if v6 { &mut self.ip6 } else { &mut self.ip4 } = Some(d);
+        } else {
+            // NM ignores such a dict too, and the planner would refuse it.
+            warn!("ignoring an {name} that the stock service's Config did not announce");
+        }
+        None
+    }
+
+    /// The complete set, leaving this one empty.
+    fn take_complete(&mut self) -> Option<(VarDict, Option<VarDict>, Option<VarDict>)> {
+        let complete = self.config.is_some()
+            && (!self.announces("has-ip4") || self.ip4.is_some())
+            && (!self.announces("has-ip6") || self.ip6.is_some());
+        if !complete {
+            return None;
+        }
+        let Dicts { config, ip4, ip6 } = mem::take(self);
+        Some((config?, ip4, ip6))
+    }
+}
+
+impl Isolated {
+    fn reapply(&mut self) -> Vec<Action> {
+        if self.reapplying {
+            return vec![];
+        }
+        match self.dicts.take_complete() {
+            Some((config, ip4, ip6)) => {
+                self.reapplying = true;
+                vec![Action::Reapply(Box::new(ReapplyCall {
+                    netns: self.netns.clone(),
+                    config,
+                    ip4,
+                    ip6,
+                }))]
+            }
+            None => vec![],
+        }
+    }
+}
+
+/// The state machine; see the module documentation for the picture.
+#[derive(Debug)]
+pub struct Session {
+    phase: Phase,
+}
+
+impl Default for Session {
+    fn default() -> Self {
+        Session { phase: Phase::Idle }
+    }
+}
+
+impl Session {
+    /// The namespace that the agent leased to us, once we are stopping.
+    pub fn lease(&self) -> Option<&str> {
+        match &self.phase {
+            Phase::Stopping { lease } => lease.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// Connect or ConnectInteractive, before it reaches the stock service. Like libnm's plugins,
+    /// a plugin connects once.
+    pub fn connect(&mut self, isolation: Option<Isolation>) -> Result<(), ShimError> {
+        match self.phase {
+            Phase::Idle => {
+                self.phase = match isolation {
+                    None => Phase::PassThrough,
+                    Some(isolation) => Phase::Isolating(Box::new(Isolating {
+                        isolation,
+                        dicts: Dicts::default(),
+                        reduced: None,
+                        started: false,
+                    })),
+                };
+                Ok(())
+            }
+            Phase::Stopping { .. } => Err(ShimError::WrongState("stopping")),
+            _ => Err(ShimError::WrongState("connecting or connected")),
+        }
+    }
+
+    /// A signal from the stock service.
+    pub fn on_signal(&mut self, signal: Signal) -> Vec<Action> {
+        let stop = match signal {
+            Signal::Failure(reason) => Some(Some(reason)),
+            Signal::StateChanged(state::STOPPED) => Some(None),
+            _ => None,
+        };
+        match (&mut self.phase, stop) {
+            (Phase::Stopping { .. }, _) => vec![],
+            (_, Some(failure)) => self.begin_stop(failure),
+            (Phase::Idle | Phase::PassThrough, None) => vec![Action::Emit(signal)],
+            (Phase::Isolating(i), None) => match i.dicts.collect(signal) {
+                None => self.isolate(),
+                Some(Signal::StateChanged(state::STARTED)) => {
+                    i.started = true;
+                    vec![]
+                }
+                Some(other) => vec![Action::Emit(other)],
+            },
+            // openvpn kept root and re-ran its up script: the namespace takes the new config,
+            // and NM never hears of the tun.
+            (Phase::Isolated(i), None) => match i.dicts.collect(signal) {
+                None => i.reapply(),
+                Some(other) => vec![Action::Emit(other)],
+            },
+        }
+    }
+
+    fn isolate(&mut self) -> Vec<Action> {
+        let Phase::Isolating(i) = &mut self.phase else {
+            return vec![];
+        };
+        if i.reduced.is_some() {
+            return vec![];
+        }
+        let Some((config, ip4, ip6)) = i.dicts.take_complete() else {
+            return vec![];
+        };
+        match plan::isolated_nm_config(&config) {
+            Ok(reduced) => {
+                i.reduced = Some(reduced);
+                vec![Action::Isolate(Box::new(IsolateCall {
+                    isolation: i.isolation.clone(),
+                    config,
+                    ip4,
+                    ip6,
+                }))]
+            }
+            Err(e) => {
+                let e = ShimError::from(e);
+                error!("connection {:?}: {e}", i.isolation.id);
+                self.begin_stop(Some(e.failure()))
+            }
+        }
+    }
+
+    /// The agent answered `Isolate` with this namespace, or failed (the driver logged why).
+    pub fn on_isolated(&mut self, result: Result<String, ShimError>) -> Vec<Action> {
+        match (mem::replace(&mut self.phase, Phase::Idle), result) {
+            (Phase::Isolating(mut i), Ok(netns)) => {
+                let reduced = i.reduced.take().expect("Isolate answered only when asked");
+                let mut actions = vec![Action::Emit(Signal::Config(reduced))];
+                if i.started {
+                    actions.push(Action::Emit(Signal::StateChanged(state::STARTED)));
+                }
+                let mut isolated = Isolated {
+                    netns,
+                    dicts: i.dicts,
+                    reapplying: false,
+                };
+                actions.extend(isolated.reapply());
+                self.phase = Phase::Isolated(Box::new(isolated));
+                actions
+            }
+            (Phase::Isolating(_), Err(e)) => self.begin_stop(Some(e.failure())),
+            // It came in while stopping: whatever it made is ours to release.
+            (Phase::Stopping { lease: None }, Ok(netns)) => {
+                self.phase = Phase::Stopping { lease: Some(netns) };
+                vec![]
+            }
+            (phase, _) => {
+                self.phase = phase;
+                vec![]
+            }
+        }
+    }
+
+    /// The agent answered `Reapply`.
+    pub fn on_reapplied(&mut self, result: Result<(), ShimError>) -> Vec<Action> {
+        let Phase::Isolated(i) = &mut self.phase else {
+            return vec![];
+        };
+        i.reapplying = false;
+        match result {
+            Ok(()) => i.reapply(),
+            // The namespace keeps the old addresses, so its traffic fails closed; stop so that
+            // the user sees it.
+            Err(e) => self.begin_stop(Some(e.failure())),
+        }
+    }
+
+    /// NM asked to disconnect, or NM or the stock service left; nothing if already stopping.
+    pub fn stop(&mut self) -> Vec<Action> {
+        match self.phase {
+            Phase::Stopping { .. } => vec![],
+            _ => self.begin_stop(None),
+        }
+    }
+
+    fn begin_stop(&mut self, failure: Option<u32>) -> Vec<Action> {
+        let lease = match &self.phase {
+            Phase::Isolated(i) => Some(i.netns.clone()),
+            _ => None,
+        };
+        self.phase = Phase::Stopping { lease };
+        vec![Action::Stop(failure)]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use zbus::{OwnedVariant, Variant};
+
+    use super::*;
+
+    fn ov<'a>(v: impl Into<Variant<'a>>) -> OwnedVariant {
+        v.into().try_into_owned().unwrap()
+    }
+
+    fn dict(entries: Vec<(&str, OwnedVariant)>) -> VarDict {
+        entries
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect()
+    }
+
+    fn isolation() -> Isolation {
+        Isolation {
+            id: "work".into(),
+            uuid: "8d3e2c1a-5b4f-4e6d-9a7b-0c1d2e3f4a5b".into(),
+            permissions: vec![],
+            netns_settings: BTreeMap::from([("netns-isolate".into(), "yes".into())]),
+            never_default_v4: false,
+            never_default_v6: false,
+            timeout: Duration::from_secs(2),
+        }
+    }
+
+    /// nm-openvpn's Config from the rig (topology subnet with IPv6).
+    fn config(has_ip6: bool) -> VarDict {
+        dict(vec![
+            ("gateway", ov(16782022u32)),
+            ("can-persist", ov(true)),
+            ("tundev", ov("tun0")),
+            ("mtu", ov(1500u32)),
+            ("has-ip4", ov(true)),
+            ("has-ip6", ov(has_ip6)),
+        ])
+    }
+
+    fn ip4() -> VarDict {
+        dict(vec![
+            ("address", ov(33559494u32)),
+            ("prefix", ov(24u32)),
+            ("tundev", ov("tun0")),
+        ])
+    }
+
+    fn ip6() -> VarDict {
+        dict(vec![("prefix", ov(64u32))])
+    }
+
+    fn reduced() -> VarDict {
+        dict(vec![
+            ("gateway", ov(16782022u32)),
+            ("can-persist", ov(true)),
+            ("has-ip4", ov(false)),
+            ("has-ip6", ov(false)),
+        ])
+    }
+
+    fn isolating() -> Session {
+        let mut s = Session::default();
+        s.connect(Some(isolation())).unwrap();
+        s
+    }
+
+    fn isolated() -> Session {
+        let mut s = isolating();
+        s.on_signal(Signal::Config(config(false)));
+        assert_eq!(s.on_signal(Signal::Ip4Config(ip4())).len(), 1);
+        s.on_isolated(Ok("work".into()));
+        s
+    }
+
+    #[test]
+    fn pass_through_forwards_everything() {
+        let mut s = Session::default();
+        s.connect(None).unwrap();
+        for signal in [
+            Signal::StateChanged(3),
+            Signal::Config(config(true)),
+            Signal::Ip4Config(ip4()),
+            Signal::Ip6Config(ip6()),
+            Signal::LoginBanner("hello".into()),
+            Signal::SecretsRequired("otp".into(), vec!["x".into()]),
+            Signal::StateChanged(state::STARTED),
+        ] {
+            assert_eq!(s.on_signal(signal.clone()), [Action::Emit(signal)]);
+        }
+    }
+
+    #[test]
+    fn before_connect_signals_pass_through() {
+        let mut s = Session::default();
+        assert_eq!(
+            s.on_signal(Signal::StateChanged(3)),
+            [Action::Emit(Signal::StateChanged(3))]
+        );
+    }
+
+    #[test]
+    fn failure_or_stopped_stop_in_any_phase() {
+        for mut s in [Session::default(), isolating(), isolated()] {
+            assert_eq!(s.on_signal(Signal::Failure(0)), [Action::Stop(Some(0))]);
+            assert_eq!(s.on_signal(Signal::StateChanged(state::STOPPED)), []);
+        }
+        let mut s = Session::default();
+        s.connect(None).unwrap();
+        assert_eq!(
+            s.on_signal(Signal::StateChanged(state::STOPPED)),
+            [Action::Stop(None)]
+        );
+        assert_eq!(s.on_signal(Signal::Failure(1)), []);
+        assert_eq!(s.stop(), []);
+    }
+
+    #[test]
+    fn connect_only_once() {
+        let mut s = isolating();
+        assert!(matches!(
+            s.connect(None),
+            Err(ShimError::WrongState("connecting or connected"))
+        ));
+        s.stop();
+        assert!(matches!(
+            s.connect(None),
+            Err(ShimError::WrongState("stopping"))
+        ));
+    }
+
+    #[test]
+    fn isolation_waits_for_every_announced_dict() {
+        let mut s = isolating();
+        assert_eq!(
+            s.on_signal(Signal::StateChanged(3)),
+            [Action::Emit(Signal::StateChanged(3))]
+        );
+        assert_eq!(s.on_signal(Signal::Config(config(true))), []);
+        assert_eq!(s.on_signal(Signal::Ip6Config(ip6())), []);
+        // libnm reports STARTED after the last dict; NM must hear it after our Config.
+        assert_eq!(
+            s.on_signal(Signal::Ip4Config(ip4())),
+            [Action::Isolate(Box::new(IsolateCall {
+                isolation: isolation(),
+                config: config(true),
+                ip4: Some(ip4()),
+                ip6: Some(ip6()),
+            }))]
+        );
+        assert_eq!(s.on_signal(Signal::StateChanged(state::STARTED)), []);
+        assert_eq!(
+            s.on_signal(Signal::LoginBanner("hi".into())),
+            [Action::Emit(Signal::LoginBanner("hi".into()))]
+        );
+        assert_eq!(
+            s.on_isolated(Ok("work".into())),
+            [
+                Action::Emit(Signal::Config(reduced())),
+                Action::Emit(Signal::StateChanged(state::STARTED)),
+            ]
+        );
+        assert!(matches!(s.phase, Phase::Isolated(_)));
+    }
+
+    #[test]
+    fn unannounced_dicts_are_dropped() {
+        let mut s = isolating();
+        assert_eq!(s.on_signal(Signal::Ip4Config(ip4())), []);
+        assert_eq!(s.on_signal(Signal::Config(config(false))), []);
+        assert_eq!(s.on_signal(Signal::Ip6Config(ip6())), []);
+        let actions = s.on_signal(Signal::Ip4Config(ip4()));
+        assert!(
+            matches!(&actions[..], [Action::Isolate(c)] if c.ip6.is_none() && c.ip4 == Some(ip4()))
+        );
+    }
+
+    #[test]
+    fn a_config_nm_cannot_take_fails_before_the_agent() {
+        let mut s = isolating();
+        let mut bad = config(false);
+        bad.remove("gateway");
+        bad.insert("has-ip4".into(), ov(false));
+        assert_eq!(
+            s.on_signal(Signal::Config(bad)),
+            [Action::Stop(Some(failure::BAD_IP_CONFIG))]
+        );
+        assert_eq!(s.lease(), None);
+    }
+
+    #[test]
+    fn agent_failures_map_to_nm_reasons() {
+        let mut s = isolating();
+        s.on_signal(Signal::Config(config(false)));
+        s.on_signal(Signal::Ip4Config(ip4()));
+        assert_eq!(
+            s.on_isolated(Err(ShimError::NoTunDev)),
+            [Action::Stop(Some(failure::BAD_IP_CONFIG))]
+        );
+        assert_eq!(s.lease(), None);
+
+        let mut s = isolating();
+        s.on_signal(Signal::Config(config(false)));
+        s.on_signal(Signal::Ip4Config(ip4()));
+        assert_eq!(
+            s.on_isolated(Err(ShimError::AgentReply("netns"))),
+            [Action::Stop(Some(failure::CONNECT_FAILED))]
+        );
+    }
+
+    #[test]
+    fn nothing_but_the_reduced_config_reaches_nm() {
+        let mut s = isolated();
+        assert!(matches!(s.phase, Phase::Isolated(_)));
+        assert_eq!(
+            s.on_signal(Signal::StateChanged(4)),
+            [Action::Emit(Signal::StateChanged(4))]
+        );
+        assert_eq!(s.lease(), None);
+        assert_eq!(s.stop(), [Action::Stop(None)]);
+        assert_eq!(s.lease(), Some("work"));
+    }
+
+    #[test]
+    fn resent_config_is_reapplied_not_reported() {
+        let mut s = isolated();
+        assert_eq!(s.on_signal(Signal::Config(config(false))), []);
+        let reapply = |config, ip4| {
+            vec![Action::Reapply(Box::new(ReapplyCall {
+                netns: "work".into(),
+                config,
+                ip4,
+                ip6: None,
+            }))]
+        };
+        assert_eq!(
+            s.on_signal(Signal::Ip4Config(ip4())),
+            reapply(config(false), Some(ip4()))
+        );
+        // A third set while the agent works waits for its answer.
+        let mut newer = config(false);
+        newer.insert("mtu".into(), ov(1400u32));
+        assert_eq!(s.on_signal(Signal::Config(newer.clone())), []);
+        assert_eq!(s.on_signal(Signal::Ip4Config(ip4())), []);
+        assert_eq!(s.on_reapplied(Ok(())), reapply(newer, Some(ip4())));
+        assert_eq!(s.on_reapplied(Ok(())), []);
+        assert_eq!(
+            s.on_reapplied(Err(ShimError::AgentReply("netns"))),
+            [Action::Stop(Some(failure::CONNECT_FAILED))]
+        );
+        assert_eq!(s.lease(), Some("work"));
+    }
+
+    #[test]
+    fn config_resent_during_isolation_is_reapplied_after() {
+        let mut s = isolating();
+        s.on_signal(Signal::Config(config(false)));
+        s.on_signal(Signal::Ip4Config(ip4()));
+        assert_eq!(s.on_signal(Signal::Config(config(false))), []);
+        assert_eq!(s.on_signal(Signal::Ip4Config(ip4())), []);
+        let actions = s.on_isolated(Ok("work".into()));
+        assert!(matches!(
+            &actions[..],
+            [Action::Emit(Signal::Config(_)), Action::Reapply(_)]
+        ));
+    }
+
+    #[test]
+    fn a_lease_granted_while_stopping_is_released() {
+        let mut s = isolating();
+        s.on_signal(Signal::Config(config(false)));
+        s.on_signal(Signal::Ip4Config(ip4()));
+        assert_eq!(s.stop(), [Action::Stop(None)]);
+        assert_eq!(s.on_isolated(Ok("work".into())), []);
+        assert_eq!(s.lease(), Some("work"));
+
+        let mut s = isolating();
+        s.stop();
+        assert_eq!(s.on_isolated(Err(ShimError::NoTunDev)), []);
+        assert_eq!(s.lease(), None);
+    }
+}
