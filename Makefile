@@ -56,7 +56,7 @@ check: deps lint unit privileged e2e
 
 # Figures for BENCHMARKS.md; not part of check, since timings prove nothing on a noisy machine.
 bench: deps build
-	bash tests/e2e/run.sh b_stock_activation b_agent_isolate
+	bash tests/e2e/run.sh b_activation b_agent_isolate
 
 # Installs what `make build` produced; it does not build, so that it can run as root in a tree
 # built by a normal user (or inside the e2e rig's sandbox).

@@ -16,20 +16,36 @@ proc_status() {
     rig_sb sh -c "for p in /proc/[0-9]*; do [ \"\$(cat \$p/comm 2>/dev/null)\" = '$1' ] && grep -E '^(VmRSS|VmHWM)' \$p/status; done; true"
 }
 
-# `nmcli connection up` of a stock OpenVPN profile, from call to return (NM reports activated).
-b_stock_activation() {
-    local i t0 t1 samples=()
-    rig_profile_nmcli bench-stock 4
+# `nmcli connection up` from call to return (NM reports activated) of profile $1, 10 times;
+# prints the median under label $2, and the shim's memory while the last one is up.
+bench_activation() {
+    local name=$1 label=$2 i t0 t1 samples=()
     for i in $(seq 10); do
         t0=$(now_ms)
-        rig_up_nmcli bench-stock >/dev/null || fail "activation failed"
+        rig_up_nmcli "$name" >/dev/null || fail "activation of $name failed"
         t1=$(now_ms)
         samples+=("$(awk -v a="$t0" -v b="$t1" 'BEGIN {print b - a}')")
-        rig_down_nmcli bench-stock >/dev/null
+        ((i < 10)) || proc_status nm-vpn-netns-se | sed 's/^/  shim (nm-vpn-netns-service) /'
+        rig_down_nmcli "$name" >/dev/null
         rig_wait_openvpn_gone
+        rig_wait 10 snapshot_is "$before"
     done
-    rig_profile_delete bench-stock
-    printf '%s\n' "${samples[@]}" | bench_stats "nmcli connection up (stock plugin)"
+    printf '%s\n' "${samples[@]}" | bench_stats "$label"
+}
+
+# The same profile with the stock plugin alone, through the shim, and isolated.
+b_activation() {
+    local before
+    rig_profile_keyfile bench-plain 4 ca
+    rig_profile_keyfile bench-iso 4 ca netns-isolate=yes netns-name=bench
+    before=$(rig_snapshot)
+    rig_sb make -s -C "$RIG_SRC_IN" uninstall >/dev/null
+    bench_activation bench-plain "nmcli connection up, stock plugin alone"
+    rig_install
+    bench_activation bench-plain "nmcli connection up, through the shim (no isolation)"
+    bench_activation bench-iso "nmcli connection up, isolated"
+    rig_profile_delete bench-plain
+    rig_profile_delete bench-iso
 }
 
 # The agent's Isolate over the system bus with a held tun: the agent's own measure of the

@@ -247,3 +247,33 @@ t_soft_restart() {
 
 E2E_TESTS+=(t_isolated_keyfile t_isolated_libnm t_passthrough t_names t_persistent t_refusals
     t_two_at_once t_soft_restart)
+
+# `make uninstall` restores the stock registration exactly, and `make install` takes it over again.
+t_install_uninstall() {
+    local stock=/usr/lib/NetworkManager/VPN/nm-openvpn-service.name diverted
+    diverted=$stock.distrib
+    rig_sb grep -qx 'program=/usr/lib/NetworkManager/nm-vpn-netns-service' "$stock" ||
+        fail "the installed .name does not point at the shim"
+    diff <(rig_sb sed '/^program=/d' "$stock") <(rig_sb sed '/^program=/d' "$diverted") ||
+        fail "our .name differs from the stock one in more than program="
+    rig_sb dpkg-divert --list "$stock" | grep -q "$diverted" || fail "the stock .name is not diverted"
+    pass_note "installed: our .name is the stock one but for program=, and the stock one is diverted"
+
+    rig_sb make -s -C "$RIG_SRC_IN" uninstall >/dev/null || fail "make uninstall failed"
+    rig_sb cmp "$stock" "$RIG_IN/stock.name" || fail "uninstall did not restore the stock .name byte for byte"
+    rig_sb test -e "$diverted" && fail "uninstall left $diverted"
+    [[ -z $(rig_sb dpkg-divert --list "$stock") ]] || fail "uninstall left the diversion"
+    local f
+    for f in /usr/lib/NetworkManager/nm-vpn-netns-service /usr/libexec/nm-vpn-netns-agent /usr/bin/nm-vpn-netns \
+        /usr/share/dbus-1/system.d/io.github.NmVpnNetns.Agent1.conf \
+        /usr/share/dbus-1/system-services/io.github.NmVpnNetns.Agent1.service \
+        /usr/lib/systemd/system/nm-vpn-netns-agent.service; do
+        rig_sb test -e "$f" && fail "uninstall left $f"
+    done
+    pass_note "uninstalled: the stock .name is back byte for byte, no diversion, none of our files"
+
+    rig_install
+    rig_sb grep -qx 'program=/usr/lib/NetworkManager/nm-vpn-netns-service' "$stock" || fail "reinstall failed"
+    pass_note "reinstalled"
+}
+E2E_TESTS+=(t_install_uninstall)
