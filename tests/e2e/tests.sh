@@ -42,8 +42,13 @@ EOF
         >/etc/NetworkManager/VPN/rigcaps.name"
     rig_sb sh -c "umask 077 && printf '[connection]\nid=rigcaps\nuuid=%s\ntype=vpn\nautoconnect=false\n\n[vpn]\nservice-type=org.freedesktop.NetworkManager.rigcaps\n\n[ipv4]\nmethod=auto\n' \
         \$(cat /proc/sys/kernel/random/uuid) >/etc/NetworkManager/system-connections/rigcaps.nmconnection && nmcli connection reload"
-    rig_sb nmcli -w 15 connection up rigcaps >/dev/null 2>&1 || true
-    rig_wait 10 test -s "$RIG_W/rigcaps.out" || fail "NetworkManager never ran the test plugin"
+    # NM picks a new .name file up through inotify, a moment after it appears: until then the
+    # activation fails with "not installed", so try again within a bound.
+    rigcaps_ran() {
+        rig_sb nmcli -w 15 connection up rigcaps >/dev/null 2>&1
+        test -s "$RIG_W/rigcaps.out"
+    }
+    rig_wait 10 rigcaps_ran || fail "NetworkManager never ran the test plugin"
     rig_profile_delete rigcaps
     rig_sb rm -f /etc/NetworkManager/VPN/rigcaps.name
     sed 's/^/    plugin: /' "$RIG_W/rigcaps.out"
