@@ -64,7 +64,8 @@ rig_up() {
     local src=$1
     RIG_SRC=$src
     [[ $(findmnt -n -o TARGET /run 2>/dev/null) == /run ]] || mount -t tmpfs -o mode=755 rig-run /run
-    RIG_W=$(mktemp -d /tmp/nm-vpn-netns-rig.XXXXXX)
+    # RIG_TAG (run.sh sets it) lets the caller find anything of this run still running afterwards.
+    RIG_W=$(mktemp -d "/tmp/nm-vpn-netns-rig.${RIG_TAG:-$$}.XXXXXX")
     chmod 755 "$RIG_W"
     mkdir -p "$RIG_W/home" "$RIG_W/pki"
     rig_log "work dir $RIG_W"
@@ -145,13 +146,14 @@ tmp-dir $RIG_W
 verb 3
 status $RIG_W/server.status 1
 EOF
-    # A child of ours rather than a daemon, so that we reap it.
-    rig_inet openvpn --config "$RIG_W/server.conf" --log "$RIG_W/server.log" </dev/null &
+    # A child of ours rather than a daemon, so that we reap it. Not through the rig_inet function:
+    # `ip netns exec` execs the server, so $! is the server's own PID and killing it ends it.
+    ip netns exec "$RIG_INET" openvpn --config "$RIG_W/server.conf" --log "$RIG_W/server.log" </dev/null &
     RIG_SERVER_PID=$!
     rig_wait 10 grep -q 'Initialization Sequence Completed' "$RIG_W/server.log" ||
         rig_die "the OpenVPN server did not start: $(tail -5 "$RIG_W/server.log")"
     rig_log "OpenVPN server up in $RIG_INET (pid $RIG_SERVER_PID)"
-    rig_inet dnsmasq --keep-in-foreground --conf-file=/dev/null --no-resolv --no-hosts --bind-interfaces \
+    ip netns exec "$RIG_INET" dnsmasq --keep-in-foreground --conf-file=/dev/null --no-resolv --no-hosts --bind-interfaces \
         --listen-address="$RIG_TUN_SERVER_IP" --address="/$RIG_DNS_NAME/$RIG_TUN_SERVER_IP" \
         --pid-file= --log-facility="$RIG_W/dnsmasq.log" </dev/null &
     RIG_DNS_PID=$!

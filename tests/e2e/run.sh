@@ -27,8 +27,17 @@ if [[ ${RIG_INSIDE:-} != 1 ]]; then
     [[ $EUID -eq 0 ]] || { echo "e2e: run as root (the rig creates namespaces)" >&2; exit 2; }
     before=$(machine_snapshot)
     results=$(mktemp /tmp/nm-vpn-netns-e2e-results.XXXXXX)
-    RIG_INSIDE=1 RIG_RESULTS=$results unshare --net --mount --propagation private -- bash "$0" "$@"
+    RIG_TAG=$$ RIG_INSIDE=1 RIG_RESULTS=$results unshare --net --mount --propagation private -- bash "$0" "$@"
     after=$(machine_snapshot)
+    # The sandbox's processes end with its PID namespace; the server side's must end by our hand.
+    left=$(ps -eo pid=,args= | grep -F "/tmp/nm-vpn-netns-rig.$$." | grep -v -e grep -e "ps -eo")
+    if [[ -z $left ]]; then
+        echo "PASS t_no_process_left" | tee -a "$results"
+        echo "  ok: no process of the rig outlives it"
+    else
+        echo "FAIL t_no_process_left" | tee -a "$results"
+        echo "$left"
+    fi
     if [[ $before == "$after" ]]; then
         echo "PASS t_machine_namespace_unchanged" | tee -a "$results"
         echo "  ok: the machine's links, addresses, routes, rules, netns and resolv.conf are byte-for-byte unchanged"
