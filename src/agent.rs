@@ -47,7 +47,7 @@ use zbus::{fdo, interface, Connection, OwnedVariant, Variant};
 
 use crate::config::{self, ConnectionInfo, IpSettings, NetnsName};
 use crate::executor::{ExecError, Executor, IsolateRequest, Isolation, TeardownError};
-use crate::plan::{self, IsolationPlan, PlanInput, VarDict};
+use crate::plan::{self, owned, IsolationPlan, PlanInput, VarDict};
 use crate::sys::Sys;
 
 pub const BUS_NAME: &str = "io.github.NmVpnNetns.Agent1";
@@ -529,10 +529,6 @@ fn check_holder<'a>(
             "namespace {ns} is not leased"
         ))),
     }
-}
-
-fn owned(v: Variant<'static>) -> OwnedVariant {
-    OwnedVariant::try_from(v).expect("plain values never carry file descriptors")
 }
 
 /// Releases the leases of callers that leave the bus, so a crashed plugin never strands a namespace.

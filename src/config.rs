@@ -728,9 +728,7 @@ mod tests {
         );
     }
 
-    fn ov<'a>(v: impl Into<Variant<'a>>) -> OwnedVariant {
-        v.into().try_into_owned().unwrap()
-    }
+    use crate::plan::owned as ov;
 
     fn section(pairs: Vec<(&str, OwnedVariant)>) -> HashMap<String, OwnedVariant> {
         pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()

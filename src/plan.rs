@@ -16,6 +16,19 @@ use crate::config::NetnsName;
 /// A D-Bus `a{sv}` as NetworkManager's VPN plugin interface carries it.
 pub type VarDict = HashMap<String, OwnedVariant>;
 
+/// A dict value. Plain values carry no file descriptors, so making one owned cannot fail.
+pub fn owned<'a>(v: impl Into<Variant<'a>>) -> OwnedVariant {
+    OwnedVariant::try_from(v.into()).expect("plain values never carry file descriptors")
+}
+
+/// A dict from its entries.
+pub fn var_dict(entries: Vec<(&str, OwnedVariant)>) -> VarDict {
+    entries
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect()
+}
+
 // Key names from NetworkManager's libnm-core-public/nm-vpn-dbus-interface.h.
 const TUNDEV: &str = "tundev";
 const MTU: &str = "mtu";
@@ -589,6 +602,25 @@ trait Family: Copy + Eq + Into<IpAddr> + Sized {
     }
 }
 
+impl<'a> Reader<'a> {
+    /// The items of the array `key` (`None` when absent), refused unless the whole value has
+    /// D-Bus type `signature`, so that an empty array of the wrong type is refused too.
+    fn array(
+        &self,
+        key: &'static str,
+        signature: &str,
+        expected: &'static str,
+    ) -> Result<Option<&'a [Variant<'static>]>, PlanError> {
+        let Some(v) = self.get(key) else {
+            return Ok(None);
+        };
+        match v {
+            Variant::Array(items) if v.value_signature() == signature => Ok(Some(items.inner())),
+            _ => Err(self.wrong_type(key, expected, v)),
+        }
+    }
+}
+
 fn route_prefix(
     r: &Reader<'_>,
     entry: &Variant<'_>,
@@ -613,44 +645,29 @@ impl Family for Ipv4Addr {
     }
 
     fn read_list(r: &Reader<'_>, key: &'static str) -> Result<Vec<Self>, PlanError> {
-        let Some(v) = r.get(key) else {
-            return Ok(Vec::new());
-        };
-        let wrong = || r.wrong_type(key, "an array of IPv4 addresses as uint32 (au)", v);
-        let Variant::Array(items) = v else {
-            return Err(wrong());
-        };
+        let items = r.array(key, "au", "an array of IPv4 addresses as uint32 (au)")?;
         items
+            .unwrap_or_default()
             .iter()
             .map(|item| match item {
                 Variant::U32(n) => nonzero_ip4(r, key, *n),
-                _ => Err(wrong()),
+                other => Err(r.wrong_type(key, "an IPv4 address as uint32 (u)", other)),
             })
             .collect()
     }
 
     fn read_routes(r: &Reader<'_>) -> Result<Vec<Route<Self>>, PlanError> {
-        let Some(v) = r.get(ROUTES) else {
-            return Ok(Vec::new());
-        };
-        let wrong = || {
-            r.wrong_type(
-                ROUTES,
-                "an array of [dest, prefix, next-hop, metric] uint32 arrays (aau)",
-                v,
-            )
-        };
-        if v.value_signature() != "aau" {
-            return Err(wrong());
-        }
-        let Variant::Array(entries) = v else {
-            return Err(wrong());
-        };
+        let entries = r.array(
+            ROUTES,
+            "aau",
+            "an array of [dest, prefix, next-hop, metric] uint32 arrays (aau)",
+        )?;
         entries
+            .unwrap_or_default()
             .iter()
             .map(|entry| {
                 let Variant::Array(fields) = entry else {
-                    return Err(wrong());
+                    return Err(r.wrong_type(ROUTES, "a uint32 array (au)", entry));
                 };
                 let [
                     Variant::U32(dest),
@@ -705,43 +722,26 @@ impl Family for Ipv6Addr {
     }
 
     fn read_list(r: &Reader<'_>, key: &'static str) -> Result<Vec<Self>, PlanError> {
-        let Some(v) = r.get(key) else {
-            return Ok(Vec::new());
-        };
-        let wrong = || r.wrong_type(key, "an array of IPv6 addresses as bytes (aay)", v);
-        // Checked as a whole so that an empty array of the wrong type is refused too.
-        if v.value_signature() != "aay" {
-            return Err(wrong());
-        }
-        let Variant::Array(items) = v else {
-            return Err(wrong());
-        };
+        let items = r.array(key, "aay", "an array of IPv6 addresses as bytes (aay)")?;
         items
+            .unwrap_or_default()
             .iter()
             .map(|item| nonzero_ip6(r, key, item, item))
             .collect()
     }
 
     fn read_routes(r: &Reader<'_>) -> Result<Vec<Route<Self>>, PlanError> {
-        let Some(v) = r.get(ROUTES) else {
-            return Ok(Vec::new());
-        };
-        let wrong = || {
-            r.wrong_type(
-                ROUTES,
-                "an array of (dest, prefix, next-hop, metric) structs (a(ayuayu))",
-                v,
-            )
-        };
-        if v.value_signature() != "a(ayuayu)" {
-            return Err(wrong());
-        }
-        let Variant::Array(entries) = v else {
-            return Err(wrong());
-        };
+        let entries = r.array(
+            ROUTES,
+            "a(ayuayu)",
+            "an array of (dest, prefix, next-hop, metric) structs (a(ayuayu))",
+        )?;
         entries
+            .unwrap_or_default()
             .iter()
             .map(|entry| {
+                let wrong =
+                    || r.wrong_type(ROUTES, "a (dest, prefix, next-hop, metric) struct", entry);
                 let Variant::Structure(s) = entry else {
                     return Err(wrong());
                 };
@@ -818,16 +818,7 @@ mod tests {
         s.parse::<Ipv6Addr>().unwrap().octets().to_vec()
     }
 
-    fn ov<'a>(v: impl Into<Variant<'a>>) -> OwnedVariant {
-        OwnedVariant::try_from(v.into()).unwrap()
-    }
-
-    fn dict(entries: Vec<(&str, OwnedVariant)>) -> VarDict {
-        entries
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v))
-            .collect()
-    }
+    use super::{owned as ov, var_dict as dict};
 
     fn a4(s: &str) -> Ipv4Addr {
         s.parse().unwrap()

@@ -35,9 +35,7 @@ fn sys_with_links() -> RecordingSys {
     sys
 }
 
-fn ov(v: impl Into<Variant<'static>>) -> OwnedVariant {
-    OwnedVariant::try_from(v.into()).unwrap()
-}
+use nm_vpn_netns::plan::owned as ov;
 
 /// An `Isolate` request as the shim sends it, for tun `ifindex`/`tundev` and these netns keys.
 fn request(ifindex: u32, tundev: &str, keys: &[(&str, &str)]) -> HashMap<String, OwnedVariant> {

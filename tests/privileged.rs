@@ -21,7 +21,6 @@ use nm_vpn_netns::config::NetnsName;
 use nm_vpn_netns::executor::{ExecError, Executor, IsolateRequest, Paths};
 use nm_vpn_netns::plan::{self, IsolationPlan, PlanInput, VarDict};
 use nm_vpn_netns::sys::{Link, NetnsConfig, NetnsFd, RealSys, Sys, SysError};
-use zbus::{OwnedVariant, Variant};
 
 const SANDBOX_ENV: &str = "NM_VPN_NETNS_PRIVILEGED_SANDBOX";
 const UUID: &str = "8d3e2c1a-5b4f-4e6d-9a7b-0c1d2e3f4a5b";
@@ -178,16 +177,7 @@ impl Tun {
     }
 }
 
-fn ov<'a>(v: impl Into<Variant<'a>>) -> OwnedVariant {
-    OwnedVariant::try_from(v.into()).unwrap()
-}
-
-fn dict(entries: Vec<(&str, OwnedVariant)>) -> VarDict {
-    entries
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect()
-}
+use nm_vpn_netns::plan::{owned as ov, var_dict as dict};
 
 fn v4(s: &str) -> u32 {
     u32::from_ne_bytes(s.parse::<Ipv4Addr>().unwrap().octets())

@@ -36,16 +36,7 @@ const LOGIN_FAILED: u32 = 0;
 const CONNECT_FAILED: u32 = 1;
 const BAD_IP_CONFIG: u32 = 2;
 
-fn ov<'a>(v: impl Into<Variant<'a>>) -> OwnedVariant {
-    v.into().try_into_owned().unwrap()
-}
-
-fn dict(entries: Vec<(&str, OwnedVariant)>) -> VarDict {
-    entries
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect()
-}
+use nm_vpn_netns::plan::{owned as ov, var_dict as dict};
 
 /// A connection as NM hands it to the plugin, with a secret that must never be logged.
 fn connection(data: &[(&str, &str)], ipv4: Vec<(&str, OwnedVariant)>) -> NmConnection {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use zbus::{OwnedVariant, Variant};
 
 use crate::config::{self, ConnectionInfo, NmConnection};
-use crate::plan::VarDict;
+use crate::plan::{owned, VarDict};
 
 use super::ShimError;
 
@@ -75,10 +75,6 @@ fn strip_data(mut connection: NmConnection, data: &BTreeMap<String, String>) -> 
         }
     }
     connection
-}
-
-fn owned(v: Variant<'static>) -> OwnedVariant {
-    OwnedVariant::try_from(v).expect("plain values never carry file descriptors")
 }
 
 /// The tun that the stock service's Config names, which the agent is to move.
@@ -185,9 +181,7 @@ mod tests {
 
     const UUID: &str = "8d3e2c1a-5b4f-4e6d-9a7b-0c1d2e3f4a5b";
 
-    fn ov<'a>(v: impl Into<Variant<'a>>) -> OwnedVariant {
-        v.into().try_into_owned().unwrap()
-    }
+    use crate::plan::{owned as ov, var_dict as dict};
 
     fn connection(data: &[(&str, &str)]) -> NmConnection {
         let data: HashMap<String, String> = data
@@ -310,13 +304,6 @@ mod tests {
         );
         let text = check(c).unwrap_err().to_string();
         assert!(text.contains("ipv4.dns is set"), "{text}");
-    }
-
-    fn dict(entries: Vec<(&str, OwnedVariant)>) -> VarDict {
-        entries
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v))
-            .collect()
     }
 
     #[test]

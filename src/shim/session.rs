@@ -349,20 +349,9 @@ mod tests {
     use std::collections::BTreeMap;
     use std::time::Duration;
 
-    use zbus::{OwnedVariant, Variant};
-
     use super::*;
 
-    fn ov<'a>(v: impl Into<Variant<'a>>) -> OwnedVariant {
-        v.into().try_into_owned().unwrap()
-    }
-
-    fn dict(entries: Vec<(&str, OwnedVariant)>) -> VarDict {
-        entries
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v))
-            .collect()
-    }
+    use crate::plan::{owned as ov, var_dict as dict};
 
     fn isolation() -> Isolation {
         Isolation {
