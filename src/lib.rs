@@ -1,12 +1,24 @@
-//! nm-vpn-netns: isolate a NetworkManager OpenVPN connection in its own network namespace.
+//! nm-vpn-netns puts a NetworkManager VPN connection into its own network namespace.
 //!
-//! Data flows `config` (keys of `vpn.data`) -> `plan` -> agent (kernel) ; the shim proxies
-//! NetworkManager's VPN plugin interface to the stock nm-openvpn service.
+//! Two processes, in the order a connection meets them (ARCHITECTURE.md tells the whole story):
+//!
+//! - **NetworkManager** spawns our plugin, `nm-vpn-netns-service`, in place of the stock
+//!   nm-openvpn service, and talks `org.freedesktop.NetworkManager.VPN.Plugin` to it.
+//! - [`shim`] is that plugin. It runs the stock service under a name of its own, forwards NM's
+//!   calls with the `netns-*` keys removed, and for an isolated connection holds the stock
+//!   service's config back until the agent has moved the tun.
+//! - [`contract`] is what the shim and the agent say to each other over D-Bus: names, typed
+//!   messages, errors and the proxy.
+//! - [`agent`] is the root process, `nm-vpn-netns-agent`, activated by the bus outside NM's
+//!   sandbox. It validates the request again, plans, and has its executor touch the kernel
+//!   through one narrow trait ([`agent::sys::Sys`]).
+//! - [`plan`] is the pure core both processes share: the `netns-*` settings, NetworkManager's
+//!   dicts, the isolation plan and the DNS files. No I/O.
+//! - [`cli`] is the `nm-vpn-netns` command's interface; [`logging`] follows NM's conventions.
 
 pub mod agent;
-pub mod config;
-pub mod executor;
+pub mod cli;
+pub mod contract;
 pub mod logging;
 pub mod plan;
 pub mod shim;
-pub mod sys;

@@ -4,9 +4,10 @@
 
 use std::collections::HashMap;
 
-use nm_vpn_netns::agent::{Agent, OBJECT_PATH};
-use nm_vpn_netns::executor::{Executor, Paths};
-use nm_vpn_netns::sys::RecordingSys;
+use nm_vpn_netns::agent::executor::{Executor, Paths};
+use nm_vpn_netns::agent::sys::RecordingSys;
+use nm_vpn_netns::agent::Agent;
+use nm_vpn_netns::contract::OBJECT_PATH;
 use zbus::connection::Builder;
 use zbus::{Connection, OwnedVariant, Proxy, Variant};
 

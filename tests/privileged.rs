@@ -17,10 +17,10 @@ use std::process::Command;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use nm_vpn_netns::config::NetnsName;
-use nm_vpn_netns::executor::{ExecError, Executor, IsolateRequest, Paths};
+use nm_vpn_netns::agent::executor::{ExecError, Executor, IsolateArgs, Paths};
+use nm_vpn_netns::agent::sys::{Link, NetnsConfig, NetnsFd, RealSys, Sys, SysError};
+use nm_vpn_netns::plan::settings::NetnsName;
 use nm_vpn_netns::plan::{self, IsolationPlan, PlanInput, VarDict};
-use nm_vpn_netns::sys::{Link, NetnsConfig, NetnsFd, RealSys, Sys, SysError};
 
 const SANDBOX_ENV: &str = "NM_VPN_NETNS_PRIVILEGED_SANDBOX";
 const UUID: &str = "8d3e2c1a-5b4f-4e6d-9a7b-0c1d2e3f4a5b";
@@ -279,8 +279,8 @@ fn plan_for(netns: &str, tun: &str, ipv6: bool, extra: Option<(&str, u32, &str)>
     )
 }
 
-fn request(plan: IsolationPlan, tun_ifindex: u32) -> IsolateRequest {
-    IsolateRequest {
+fn request(plan: IsolationPlan, tun_ifindex: u32) -> IsolateArgs {
+    IsolateArgs {
         plan,
         connection_uuid: UUID.to_owned(),
         connection_id: "work".to_owned(),

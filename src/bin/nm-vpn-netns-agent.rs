@@ -4,9 +4,10 @@
 use anyhow::Context;
 use clap::Parser;
 use log::info;
-use nm_vpn_netns::agent::{self, Agent, BUS_NAME, OBJECT_PATH};
-use nm_vpn_netns::executor::{Executor, Paths};
-use nm_vpn_netns::sys::RealSys;
+use nm_vpn_netns::agent::executor::{Executor, Paths};
+use nm_vpn_netns::agent::sys::RealSys;
+use nm_vpn_netns::agent::{self, Agent};
+use nm_vpn_netns::contract::{BUS_NAME, OBJECT_PATH};
 
 #[derive(Parser)]
 #[command(

@@ -1,15 +1,9 @@
 //! Command-line tool for users and admins of nm-vpn-netns.
 
 use clap::Parser;
-
-#[derive(Parser)]
-#[command(
-    version,
-    about = "Inspect and use VPNs that NetworkManager isolated in network namespaces"
-)]
-struct Args {}
+use nm_vpn_netns::cli::Cli;
 
 fn main() -> anyhow::Result<()> {
-    let _args = Args::parse();
+    let _cli = Cli::parse();
     Ok(())
 }

@@ -7,14 +7,15 @@ use std::time::Duration;
 
 use zbus::{OwnedVariant, Variant};
 
-use crate::config::{self, ConnectionInfo, NmConnection};
-use crate::plan::{owned, VarDict};
+use crate::contract::IsolateRequest;
+use crate::plan::settings::{self, ConnectionInfo, NmConnection};
+use crate::plan::VarDict;
 
 use super::ShimError;
 
 /// What the agent needs to isolate a connection, taken from the dict of Connect.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Isolation {
+pub struct NetnsIntent {
     pub id: String,
     pub uuid: String,
     pub permissions: Vec<String>,
@@ -32,22 +33,22 @@ pub struct Checked {
     /// What the stock service gets: `vpn.data` without `netns-*`.
     pub connection: NmConnection,
     /// `Some` when `netns-isolate` is on.
-    pub isolation: Option<Isolation>,
+    pub intent: Option<NetnsIntent>,
 }
 
 /// Validates every `netns-*` key, even with isolation off, so that a typo refuses the connection
 /// instead of being ignored, and strips them for the stock service, which refuses unknown keys.
 pub fn check(connection: NmConnection) -> Result<Checked, ShimError> {
     let info = ConnectionInfo::from_nm(&connection)?;
-    let data = config::vpn_data_from_nm(&connection)?;
-    let settings = config::parse(&data, &info)?;
-    let isolation = settings.isolate.then(|| Isolation {
+    let data = settings::vpn_data_from_nm(&connection)?;
+    let settings = settings::parse(&data, &info)?;
+    let intent = settings.isolate.then(|| NetnsIntent {
         id: info.id,
         uuid: info.uuid,
         permissions: info.permissions,
         netns_settings: data
             .iter()
-            .filter(|(k, _)| config::is_netns_key(k))
+            .filter(|(k, _)| settings::is_netns_key(k))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
         never_default_v4: settings.never_default_v4,
@@ -56,20 +57,20 @@ pub fn check(connection: NmConnection) -> Result<Checked, ShimError> {
     });
     Ok(Checked {
         connection: strip_data(connection, &data),
-        isolation,
+        intent,
     })
 }
 
 /// Only strips: NewSecrets carries the whole connection again, already checked at Connect.
 pub fn strip(connection: NmConnection) -> Result<NmConnection, ShimError> {
-    let data = config::vpn_data_from_nm(&connection)?;
+    let data = settings::vpn_data_from_nm(&connection)?;
     Ok(strip_data(connection, &data))
 }
 
 fn strip_data(mut connection: NmConnection, data: &BTreeMap<String, String>) -> NmConnection {
     // Leave a dict without our keys exactly as NM sent it.
-    if data.keys().any(|k| config::is_netns_key(k)) {
-        let kept: HashMap<String, String> = config::strip_netns_keys(data).into_iter().collect();
+    if data.keys().any(|k| settings::is_netns_key(k)) {
+        let kept: HashMap<String, String> = settings::strip_netns_keys(data).into_iter().collect();
         if let Some(vpn) = connection.get_mut("vpn") {
             vpn.insert("data".to_owned(), OwnedVariant::from(kept));
         }
@@ -85,77 +86,29 @@ pub fn tundev(config: &VarDict) -> Result<&str, ShimError> {
     }
 }
 
-/// The agent's `Isolate` request, as its IDL in `agent.rs` lays it out.
+/// The agent's `Isolate` request.
 pub fn isolate_request(
-    isolation: &Isolation,
+    intent: &NetnsIntent,
     ifindex: u32,
     config: &VarDict,
     ip4: Option<&VarDict>,
     ip6: Option<&VarDict>,
-) -> VarDict {
-    let settings: HashMap<String, String> = isolation
-        .netns_settings
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    let mut request = VarDict::from([
-        ("id".to_owned(), owned(Variant::from(isolation.id.clone()))),
-        (
-            "uuid".to_owned(),
-            owned(Variant::from(isolation.uuid.clone())),
-        ),
-        (
-            "permissions".to_owned(),
-            owned(Variant::from(isolation.permissions.clone())),
-        ),
-        ("netns-settings".to_owned(), OwnedVariant::from(settings)),
-        (
-            "never-default-v4".to_owned(),
-            OwnedVariant::from(isolation.never_default_v4),
-        ),
-        (
-            "never-default-v6".to_owned(),
-            OwnedVariant::from(isolation.never_default_v6),
-        ),
-        ("ifindex".to_owned(), OwnedVariant::from(ifindex)),
-        ("config".to_owned(), OwnedVariant::from(config.clone())),
-    ]);
-    for (key, dict) in [("ip4-config", ip4), ("ip6-config", ip6)] {
-        if let Some(dict) = dict {
-            request.insert(key.to_owned(), OwnedVariant::from(dict.clone()));
-        }
-    }
-    request
-}
-
-/// The agent's answer to `Isolate`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IsolateReply {
-    pub netns: String,
-    /// The tun's name inside the namespace.
-    pub link: String,
-    /// The agent made the namespace, rather than reusing one.
-    pub created: bool,
-}
-
-impl IsolateReply {
-    pub fn decode(reply: &VarDict) -> Result<Self, ShimError> {
-        let string = |key| match reply.get(key).map(|v| &**v) {
-            Some(Variant::Str(s)) => Ok(s.to_string()),
-            _ => Err(ShimError::AgentReply(key)),
-        };
-        Ok(IsolateReply {
-            netns: string("netns")?,
-            link: string("link")?,
-            created: match reply.get("created").map(|v| &**v) {
-                Some(Variant::Bool(b)) => *b,
-                _ => return Err(ShimError::AgentReply("created")),
-            },
-        })
+) -> IsolateRequest {
+    IsolateRequest {
+        id: intent.id.clone(),
+        uuid: intent.uuid.clone(),
+        permissions: Some(intent.permissions.clone()),
+        netns_settings: Some(intent.netns_settings.clone().into_iter().collect()),
+        never_default_v4: Some(intent.never_default_v4),
+        never_default_v6: Some(intent.never_default_v6),
+        ifindex,
+        config: config.clone(),
+        ip4_config: ip4.cloned(),
+        ip6_config: ip6.cloned(),
     }
 }
 
-/// The addresses of NM's Ip4Config/Ip6Config, for the one line logged per isolation.
+/// The addresses of NM's Ip4Config/Ip6Config, for the one line logged per intent.
 pub fn addresses(ip4: Option<&VarDict>, ip6: Option<&VarDict>) -> Vec<String> {
     let prefix = |d: &VarDict| match d.get("prefix").map(|v| &**v) {
         Some(Variant::U32(p)) => format!("/{p}"),
@@ -177,7 +130,7 @@ pub fn addresses(ip4: Option<&VarDict>, ip6: Option<&VarDict>) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::ConfigError;
+    use crate::plan::settings::SettingsError;
 
     const UUID: &str = "8d3e2c1a-5b4f-4e6d-9a7b-0c1d2e3f4a5b";
 
@@ -214,7 +167,7 @@ mod tests {
     }
 
     fn vpn_data(c: &NmConnection) -> BTreeMap<String, String> {
-        config::vpn_data_from_nm(c).unwrap()
+        settings::vpn_data_from_nm(c).unwrap()
     }
 
     #[test]
@@ -237,8 +190,8 @@ mod tests {
         );
         assert_eq!(checked.connection["ipv6"]["never-default"], ov(true));
         assert_eq!(
-            checked.isolation,
-            Some(Isolation {
+            checked.intent,
+            Some(NetnsIntent {
                 id: "Work VPN".into(),
                 uuid: UUID.into(),
                 permissions: vec!["user:alice:".into()],
@@ -256,7 +209,7 @@ mod tests {
     #[test]
     fn keys_are_stripped_without_isolation() {
         let checked = check(connection(&[("remote", "x"), ("netns-isolate", "no")])).unwrap();
-        assert_eq!(checked.isolation, None);
+        assert_eq!(checked.intent, None);
         assert_eq!(
             vpn_data(&checked.connection).keys().collect::<Vec<_>>(),
             ["remote"]
@@ -282,7 +235,7 @@ mod tests {
         .unwrap_err();
         assert!(matches!(
             e,
-            ShimError::Config(ConfigError::InvalidValue {
+            ShimError::Config(SettingsError::InvalidValue {
                 key: "netns-timeout",
                 ..
             })
@@ -308,38 +261,30 @@ mod tests {
 
     #[test]
     fn request_has_the_idl_fields() {
-        let isolation = check(connection(&[("netns-isolate", "yes"), ("remote", "x")]))
+        let intent = check(connection(&[("netns-isolate", "yes"), ("remote", "x")]))
             .unwrap()
-            .isolation
+            .intent
             .unwrap();
         let config = dict(vec![("tundev", ov("tun0")), ("has-ip4", ov(true))]);
         let ip4 = dict(vec![("address", ov(0x0200_13c6u32))]);
-        let r = isolate_request(&isolation, 7, &config, Some(&ip4), None);
-        let mut keys: Vec<_> = r.keys().map(String::as_str).collect();
-        keys.sort();
+        let r = isolate_request(&intent, 7, &config, Some(&ip4), None);
         assert_eq!(
-            keys,
-            [
-                "config",
-                "id",
-                "ifindex",
-                "ip4-config",
-                "netns-settings",
-                "never-default-v4",
-                "never-default-v6",
-                "permissions",
-                "uuid"
-            ]
-        );
-        assert_eq!(r["ifindex"], ov(7u32));
-        assert_eq!(r["id"], ov("Work VPN"));
-        assert_eq!(r["permissions"], ov(vec!["user:alice:"]));
-        assert_eq!(r["never-default-v6"], ov(true));
-        assert_eq!(VarDict::try_from(r["config"].clone()).unwrap(), config);
-        assert_eq!(VarDict::try_from(r["ip4-config"].clone()).unwrap(), ip4);
-        assert_eq!(
-            HashMap::<String, String>::try_from(r["netns-settings"].clone()).unwrap(),
-            HashMap::from([("netns-isolate".to_owned(), "yes".to_owned())])
+            r,
+            IsolateRequest {
+                id: "Work VPN".into(),
+                uuid: intent.uuid.clone(),
+                permissions: Some(vec!["user:alice:".into()]),
+                netns_settings: Some(HashMap::from([(
+                    "netns-isolate".to_owned(),
+                    "yes".to_owned()
+                )])),
+                never_default_v4: Some(false),
+                never_default_v6: Some(true),
+                ifindex: 7,
+                config,
+                ip4_config: Some(ip4),
+                ip6_config: None,
+            }
         );
     }
 
@@ -353,29 +298,6 @@ mod tests {
         ] {
             assert!(matches!(tundev(&bad), Err(ShimError::NoTunDev)));
         }
-    }
-
-    #[test]
-    fn agent_reply() {
-        let reply = dict(vec![
-            ("netns", ov("work")),
-            ("link", ov("tun0")),
-            ("created", ov(true)),
-            ("elapsed-us", ov(21_000u64)),
-        ]);
-        assert_eq!(
-            IsolateReply::decode(&reply).unwrap(),
-            IsolateReply {
-                netns: "work".into(),
-                link: "tun0".into(),
-                created: true
-            }
-        );
-        let e = IsolateReply::decode(&dict(vec![("netns", ov(1u32))])).unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "the agent's Isolate reply has no valid \"netns\""
-        );
     }
 
     #[test]

@@ -15,7 +15,7 @@ use log::{error, warn};
 
 use crate::plan::{self, VarDict};
 
-use super::codec::Isolation;
+use super::codec::NetnsIntent;
 use super::ShimError;
 
 /// `NMVpnServiceState` values (NetworkManager's nm-vpn-dbus-interface.h) that the shim acts on.
@@ -60,7 +60,7 @@ pub enum Action {
 
 #[derive(Debug, PartialEq)]
 pub struct IsolateCall {
-    pub isolation: Isolation,
+    pub intent: NetnsIntent,
     pub config: VarDict,
     pub ip4: Option<VarDict>,
     pub ip6: Option<VarDict>,
@@ -91,7 +91,7 @@ enum Phase {
 
 #[derive(Debug)]
 struct Isolating {
-    isolation: Isolation,
+    intent: NetnsIntent,
     dicts: Dicts,
     /// The Config NM gets once the agent is done; `Some` while the agent works.
     reduced: Option<VarDict>,
@@ -206,13 +206,13 @@ impl Session {
 
     /// Connect or ConnectInteractive, before it reaches the stock service. Like libnm's plugins,
     /// a plugin connects once.
-    pub fn connect(&mut self, isolation: Option<Isolation>) -> Result<(), ShimError> {
+    pub fn connect(&mut self, intent: Option<NetnsIntent>) -> Result<(), ShimError> {
         match self.phase {
             Phase::Idle => {
-                self.phase = match isolation {
+                self.phase = match intent {
                     None => Phase::PassThrough,
-                    Some(isolation) => Phase::Isolating(Box::new(Isolating {
-                        isolation,
+                    Some(intent) => Phase::Isolating(Box::new(Isolating {
+                        intent,
                         dicts: Dicts::default(),
                         reduced: None,
                         started: false,
@@ -267,7 +267,7 @@ impl Session {
             Ok(reduced) => {
                 i.reduced = Some(reduced);
                 vec![Action::Isolate(Box::new(IsolateCall {
-                    isolation: i.isolation.clone(),
+                    intent: i.intent.clone(),
                     config,
                     ip4,
                     ip6,
@@ -275,7 +275,7 @@ impl Session {
             }
             Err(e) => {
                 let e = ShimError::from(e);
-                error!("connection {:?}: {e}", i.isolation.id);
+                error!("connection {:?}: {e}", i.intent.id);
                 self.begin_stop(Some(e.failure()))
             }
         }
@@ -353,8 +353,8 @@ mod tests {
 
     use crate::plan::{owned as ov, var_dict as dict};
 
-    fn isolation() -> Isolation {
-        Isolation {
+    fn intent() -> NetnsIntent {
+        NetnsIntent {
             id: "work".into(),
             uuid: "8d3e2c1a-5b4f-4e6d-9a7b-0c1d2e3f4a5b".into(),
             permissions: vec![],
@@ -400,7 +400,7 @@ mod tests {
 
     fn isolating() -> Session {
         let mut s = Session::default();
-        s.connect(Some(isolation())).unwrap();
+        s.connect(Some(intent())).unwrap();
         s
     }
 
@@ -481,7 +481,7 @@ mod tests {
         assert_eq!(
             s.on_signal(Signal::Ip4Config(ip4())),
             [Action::Isolate(Box::new(IsolateCall {
-                isolation: isolation(),
+                intent: intent(),
                 config: config(true),
                 ip4: Some(ip4()),
                 ip6: Some(ip6()),
@@ -542,7 +542,7 @@ mod tests {
         s.on_signal(Signal::Config(config(false)));
         s.on_signal(Signal::Ip4Config(ip4()));
         assert_eq!(
-            s.on_isolated(Err(ShimError::AgentReply("netns"))),
+            s.on_isolated(Err(ShimError::InnerGone)),
             [Action::Stop(Some(failure::CONNECT_FAILED))]
         );
     }
@@ -584,7 +584,7 @@ mod tests {
         assert_eq!(s.on_reapplied(Ok(())), reapply(newer, Some(ip4())));
         assert_eq!(s.on_reapplied(Ok(())), []);
         assert_eq!(
-            s.on_reapplied(Err(ShimError::AgentReply("netns"))),
+            s.on_reapplied(Err(ShimError::InnerGone)),
             [Action::Stop(Some(failure::CONNECT_FAILED))]
         );
         assert_eq!(s.lease(), Some("work"));

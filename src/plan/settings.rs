@@ -11,7 +11,7 @@ use zbus::{OwnedVariant, Variant};
 
 /// Every way the connection's settings can be rejected. Each message names the key and value.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
-pub enum ConfigError {
+pub enum SettingsError {
     #[error("invalid namespace name {value:?}: {reason}")]
     InvalidName { value: String, reason: &'static str },
     #[error("{key}: {error}")]
@@ -96,13 +96,13 @@ impl Key {
 }
 
 impl FromStr for Key {
-    type Err = ConfigError;
+    type Err = SettingsError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Key::ALL
             .into_iter()
             .find(|k| k.as_str() == s)
-            .ok_or_else(|| ConfigError::UnknownKey { key: s.to_owned() })
+            .ok_or_else(|| SettingsError::UnknownKey { key: s.to_owned() })
     }
 }
 
@@ -164,11 +164,11 @@ impl FromStr for NameSource {
 }
 
 impl NameSource {
-    pub fn resolve(&self, id: &str, uuid: &str) -> Result<NetnsName, ConfigError> {
+    pub fn resolve(&self, id: &str, uuid: &str) -> Result<NetnsName, SettingsError> {
         let from_uuid = || {
             NetnsName::check(uuid)
                 .map(|()| NetnsName(uuid.to_owned()))
-                .map_err(|reason| ConfigError::InvalidValue {
+                .map_err(|reason| SettingsError::InvalidValue {
                     key: "connection.uuid",
                     error: InvalidValue::new(uuid, reason),
                 })
@@ -274,13 +274,13 @@ fn setting<'a, T>(
     key: &str,
     expected: &'static str,
     decode: impl FnOnce(&'a Variant<'a>) -> Option<T>,
-) -> Result<Option<T>, ConfigError> {
+) -> Result<Option<T>, SettingsError> {
     let Some(value) = conn.get(section).and_then(|s| s.get(key)) else {
         return Ok(None);
     };
     decode(value)
         .map(Some)
-        .ok_or_else(|| ConfigError::WrongType {
+        .ok_or_else(|| SettingsError::WrongType {
             key: format!("{section}.{key}"),
             expected,
             found: value.value_signature().to_string(),
@@ -309,7 +309,7 @@ fn is_set(v: &Variant<'_>) -> bool {
 }
 
 impl IpSettings {
-    fn from_nm(conn: &NmConnection, family: &str) -> Result<Self, ConfigError> {
+    fn from_nm(conn: &NmConnection, family: &str) -> Result<Self, SettingsError> {
         let section = conn.get(family);
         Ok(IpSettings {
             method: setting(conn, family, "method", "s", string)?,
@@ -327,14 +327,14 @@ impl IpSettings {
 }
 
 impl ConnectionInfo {
-    pub fn from_nm(conn: &NmConnection) -> Result<Self, ConfigError> {
+    pub fn from_nm(conn: &NmConnection) -> Result<Self, SettingsError> {
         let id = setting(conn, "connection", "id", "s", string)?;
         let uuid = setting(conn, "connection", "uuid", "s", string)?;
         Ok(ConnectionInfo {
-            id: id.ok_or(ConfigError::Missing {
+            id: id.ok_or(SettingsError::Missing {
                 key: "connection.id",
             })?,
-            uuid: uuid.ok_or(ConfigError::Missing {
+            uuid: uuid.ok_or(SettingsError::Missing {
                 key: "connection.uuid",
             })?,
             permissions: setting(conn, "connection", "permissions", "as", strings)?
@@ -347,7 +347,7 @@ impl ConnectionInfo {
 
 /// `vpn.data` of the connection dict. Only `vpn.data` is read: `vpn.secrets` never leaves NM's
 /// dict through this module, not even in an error.
-pub fn vpn_data_from_nm(conn: &NmConnection) -> Result<BTreeMap<String, String>, ConfigError> {
+pub fn vpn_data_from_nm(conn: &NmConnection) -> Result<BTreeMap<String, String>, SettingsError> {
     let pairs = |v: &Variant<'_>| match v {
         Variant::Dict(d) => d
             .iter()
@@ -383,8 +383,8 @@ pub struct NetnsSettings {
     pub connection_uuid: String,
 }
 
-fn parse_value<T: FromStr<Err = InvalidValue>>(key: Key, value: &str) -> Result<T, ConfigError> {
-    value.parse().map_err(|error| ConfigError::InvalidValue {
+fn parse_value<T: FromStr<Err = InvalidValue>>(key: Key, value: &str) -> Result<T, SettingsError> {
+    value.parse().map_err(|error| SettingsError::InvalidValue {
         key: key.as_str(),
         error,
     })
@@ -395,7 +395,7 @@ fn parse_value<T: FromStr<Err = InvalidValue>>(key: Key, value: &str) -> Result<
 pub fn parse(
     vpn_data: &BTreeMap<String, String>,
     conn: &ConnectionInfo,
-) -> Result<NetnsSettings, ConfigError> {
+) -> Result<NetnsSettings, SettingsError> {
     let (mut isolate, mut persistent) = (Flag::default(), Flag::default());
     let (mut name_source, mut timeout) = (NameSource::default(), Timeout::default());
     for (key, v) in vpn_data.iter().filter(|(k, _)| is_netns_key(k)) {
@@ -412,7 +412,7 @@ pub fn parse(
             .flat_map(|(family, ip)| ip.static_keys.iter().map(move |k| format!("{family}.{k}")))
             .collect();
         if !keys.is_empty() {
-            return Err(ConfigError::StaticSettings { keys });
+            return Err(SettingsError::StaticSettings { keys });
         }
     }
     Ok(NetnsSettings {
@@ -463,12 +463,12 @@ impl NetnsName {
 }
 
 impl FromStr for NetnsName {
-    type Err = ConfigError;
+    type Err = SettingsError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Self::check(s)
             .map(|()| NetnsName(s.to_owned()))
-            .map_err(|reason| ConfigError::InvalidName {
+            .map_err(|reason| SettingsError::InvalidName {
                 value: s.to_owned(),
                 reason,
             })
@@ -502,7 +502,7 @@ mod tests {
             .collect()
     }
 
-    fn parse_with(pairs: &[(&str, &str)]) -> Result<NetnsSettings, ConfigError> {
+    fn parse_with(pairs: &[(&str, &str)]) -> Result<NetnsSettings, SettingsError> {
         parse(&data(pairs), &conn("work"))
     }
 
@@ -838,7 +838,7 @@ mod tests {
         let e = parse(&vpn_data_from_nm(&d).unwrap(), &c).unwrap_err();
         assert_eq!(
             e,
-            ConfigError::StaticSettings {
+            SettingsError::StaticSettings {
                 keys: vec!["ipv4.dns".into(), "ipv6.addresses".into()]
             }
         );
@@ -870,7 +870,7 @@ mod tests {
         d.get_mut("connection").unwrap().remove("uuid");
         assert_eq!(
             ConnectionInfo::from_nm(&d).unwrap_err(),
-            ConfigError::Missing {
+            SettingsError::Missing {
                 key: "connection.uuid"
             }
         );

@@ -18,9 +18,9 @@ use std::time::{Duration, Instant};
 use log::{error, info, warn};
 use nix::errno::Errno;
 
-use crate::config::NetnsName;
+use crate::agent::sys::{Link, NetnsConfig, Sys, SysError};
+use crate::plan::settings::NetnsName;
 use crate::plan::IsolationPlan;
-use crate::sys::{Link, NetnsConfig, Sys, SysError};
 
 const PING_GROUP_RANGE: &str = "net.ipv4.ping_group_range";
 const RECORD_HEADER: &str = "nm-vpn-netns record 1";
@@ -45,7 +45,7 @@ impl Default for Paths {
 
 /// One isolation, as the agent asks for it.
 #[derive(Debug, Clone)]
-pub struct IsolateRequest {
+pub struct IsolateArgs {
     pub plan: IsolationPlan,
     pub connection_uuid: String,
     pub connection_id: String,
@@ -65,7 +65,7 @@ pub struct IsolateRequest {
 
 /// A finished isolation.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Isolation {
+pub struct Isolated {
     pub netns: NetnsName,
     /// This call created the namespace.
     pub created: bool,
@@ -453,7 +453,7 @@ impl<S: Sys> Executor<S> {
     }
 
     /// Moves the request's link into its namespace and configures it, or leaves nothing behind.
-    pub fn isolate(&mut self, req: &IsolateRequest) -> Result<Isolation, ExecError> {
+    pub fn isolate(&mut self, req: &IsolateArgs) -> Result<Isolated, ExecError> {
         let start = self.sys.now();
         let netns = &req.plan.netns;
         info!(
@@ -513,7 +513,7 @@ impl<S: Sys> Executor<S> {
         }
     }
 
-    fn check_link(&mut self, req: &IsolateRequest) -> Result<Link, ExecError> {
+    fn check_link(&mut self, req: &IsolateArgs) -> Result<Link, ExecError> {
         let expected = req.plan.link.name.as_str();
         let missing = || ExecError::LinkMissing {
             ifindex: req.tun_ifindex,
@@ -548,12 +548,12 @@ impl<S: Sys> Executor<S> {
 
     fn isolate_steps(
         &mut self,
-        req: &IsolateRequest,
+        req: &IsolateArgs,
         attempt: &mut Attempt<S::Netns>,
         link: &Link,
         ping_group_range: Option<&str>,
         start: Instant,
-    ) -> Result<Isolation, ExecError> {
+    ) -> Result<Isolated, ExecError> {
         let plan = &req.plan;
         let netns = &plan.netns;
         let previous = attempt.previous.as_ref();
@@ -610,7 +610,7 @@ impl<S: Sys> Executor<S> {
         check_deadline(&self.sys, req, start, "recording the isolation")?;
         record.link = Some(inside.clone());
         self.save(&record)?;
-        Ok(Isolation {
+        Ok(Isolated {
             netns: netns.clone(),
             created: attempt.created,
             link: inside,
@@ -892,7 +892,7 @@ impl<S: Sys> Executor<S> {
 fn check_lease(
     netns: &NetnsName,
     previous: Option<&Record>,
-    req: &IsolateRequest,
+    req: &IsolateArgs,
 ) -> Result<(), ExecError> {
     let Some(r) = previous else {
         return Ok(());
@@ -918,7 +918,7 @@ fn check_lease(
 
 fn check_deadline<S: Sys>(
     sys: &S,
-    req: &IsolateRequest,
+    req: &IsolateArgs,
     start: Instant,
     step: &'static str,
 ) -> Result<(), ExecError> {
@@ -978,8 +978,8 @@ mod tests {
     use std::net::Ipv4Addr;
 
     use super::*;
+    use crate::agent::sys::{Call, FakeNetnsEntry, RecordingSys, World};
     use crate::plan::{DefaultRoute, FamilyPlan, LinkPlan, Route};
-    use crate::sys::{Call, FakeNetnsEntry, RecordingSys, World};
 
     const UUID: &str = "8d3e2c1a-5b4f-4e6d-9a7b-0c1d2e3f4a5b";
     const OTHER_UUID: &str = "1b2c3d4e-0000-4000-8000-000000000001";
@@ -1025,8 +1025,8 @@ mod tests {
         }
     }
 
-    fn request() -> IsolateRequest {
-        IsolateRequest {
+    fn request() -> IsolateArgs {
+        IsolateArgs {
             plan: plan(),
             connection_uuid: UUID.to_owned(),
             connection_id: "work".to_owned(),
@@ -1038,8 +1038,8 @@ mod tests {
         }
     }
 
-    fn other_request() -> IsolateRequest {
-        IsolateRequest {
+    fn other_request() -> IsolateArgs {
+        IsolateArgs {
             connection_uuid: OTHER_UUID.to_owned(),
             connection_id: "work!".to_owned(),
             tun_ifindex: 8,
@@ -1321,7 +1321,7 @@ mod tests {
 
     fn refused_before_side_effects(
         ex: &mut Executor<RecordingSys>,
-        req: &IsolateRequest,
+        req: &IsolateArgs,
     ) -> ExecError {
         calls(ex);
         let before = world(ex);

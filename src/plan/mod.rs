@@ -11,7 +11,9 @@ use std::str::FromStr;
 
 use zbus::{OwnedVariant, Variant};
 
-use crate::config::NetnsName;
+pub mod settings;
+
+use settings::NetnsName;
 
 /// A D-Bus `a{sv}` as NetworkManager's VPN plugin interface carries it.
 pub type VarDict = HashMap<String, OwnedVariant>;

@@ -33,12 +33,14 @@ use zbus::fdo::{DBusProxy, NameOwnerChangedStream};
 use zbus::message::Header;
 use zbus::names::{ErrorName, OwnedErrorName};
 use zbus::object_server::{InterfaceRef, SignalEmitter};
+use zbus::proxy::CacheProperties;
 use zbus::{interface, Connection, DBusError, MatchRule, Message, MessageStream};
 
-use crate::config::{ConfigError, NmConnection};
+use crate::contract::{Agent1Proxy, AgentError};
+use crate::plan::settings::{NmConnection, SettingsError};
 use crate::plan::{PlanError, VarDict};
 
-use codec::{IsolateReply, Isolation};
+use codec::NetnsIntent;
 use keyfile::KeyFileError;
 use session::{failure, state, Action, IsolateCall, ReapplyCall, Session, Signal};
 
@@ -51,12 +53,6 @@ pub const STOCK_PROGRAM: &str = "/usr/lib/NetworkManager/nm-openvpn-service";
 
 const PLUGIN_PATH: &str = "/org/freedesktop/NetworkManager/VPN/Plugin";
 const PLUGIN_INTERFACE: &str = "org.freedesktop.NetworkManager.VPN.Plugin";
-
-// The agent's names, from the IDL in agent.rs.
-const AGENT_BUS_NAME: &str = "io.github.NmVpnNetns.Agent1";
-const AGENT_PATH: &str = "/io/github/NmVpnNetns/Agent1";
-const AGENT_INTERFACE: &str = "io.github.NmVpnNetns.Agent1";
-const AGENT_INVALID_ARGS: &str = "io.github.NmVpnNetns.Agent1.Error.InvalidArgs";
 
 // NM_VPN_PLUGIN_ERROR names (NetworkManager's nm-errors.h), which NM logs with the message.
 const BAD_ARGUMENTS: &str = "org.freedesktop.NetworkManager.VPN.Error.BadArguments";
@@ -99,7 +95,7 @@ impl std::fmt::Display for Peer {
 #[derive(Debug, thiserror::Error)]
 pub enum ShimError {
     #[error("nm-vpn-netns refused the connection: {0}")]
-    Config(ConfigError),
+    Config(SettingsError),
     #[error("the VPN's Config cannot be reported to NetworkManager: {0}")]
     Plan(PlanError),
     #[error("the stock service's Config names no tundev to move into the namespace")]
@@ -136,8 +132,11 @@ pub enum ShimError {
         method: &'static str,
         error: zbus::Error,
     },
-    #[error("the agent's Isolate reply has no valid \"{0}\"")]
-    AgentReply(&'static str),
+    #[error("{method} of the agent failed: {error}")]
+    Agent {
+        method: &'static str,
+        error: AgentError,
+    },
     #[error("the plugin connects once and is {0} already")]
     WrongState(&'static str),
     #[error("D-Bus: {0}")]
@@ -146,8 +145,8 @@ pub enum ShimError {
 
 // Hand-written rather than `#[from]`, which would also make them sources: the messages above
 // already carry them, and a logged chain would repeat them.
-impl From<ConfigError> for ShimError {
-    fn from(e: ConfigError) -> Self {
+impl From<SettingsError> for ShimError {
+    fn from(e: SettingsError) -> Self {
         ShimError::Config(e)
     }
 }
@@ -181,13 +180,10 @@ impl ShimError {
             ShimError::Plan(_) | ShimError::NoTunDev | ShimError::NoTun { .. } => {
                 failure::BAD_IP_CONFIG
             }
-            ShimError::Call {
-                peer: Peer::Agent,
-                error,
+            ShimError::Agent {
+                error: AgentError::InvalidArgs(_),
                 ..
-            } if remote(error).is_some_and(|(name, _)| name == AGENT_INVALID_ARGS) => {
-                failure::BAD_IP_CONFIG
-            }
+            } => failure::BAD_IP_CONFIG,
             _ => failure::CONNECT_FAILED,
         }
     }
@@ -292,18 +288,47 @@ async fn bounded(
     timeout: Duration,
     call: impl Future<Output = zbus::Result<Message>>,
 ) -> Result<Message, ShimError> {
+    within(peer, method, timeout, call)
+        .await?
+        .map_err(|error| ShimError::Call {
+            peer,
+            method,
+            error,
+        })
+}
+
+/// Bounds a call to the agent like [`bounded`].
+async fn agent_call<T>(
+    method: &'static str,
+    timeout: Duration,
+    call: impl Future<Output = Result<T, AgentError>>,
+) -> Result<T, ShimError> {
+    within(Peer::Agent, method, timeout, call)
+        .await?
+        .map_err(|error| ShimError::Agent { method, error })
+}
+
+async fn within<T>(
+    peer: Peer,
+    method: &'static str,
+    timeout: Duration,
+    call: impl Future<Output = T>,
+) -> Result<T, ShimError> {
     tokio::time::timeout(timeout, call)
         .await
         .map_err(|_| ShimError::NoReply {
             peer,
             method,
             timeout,
-        })?
-        .map_err(|error| ShimError::Call {
-            peer,
-            method,
-            error,
         })
+}
+
+/// The agent's proxy. Its properties are not cached: that would call the agent at once.
+async fn agent(conn: &Connection) -> Result<Agent1Proxy<'static>, ShimError> {
+    Ok(Agent1Proxy::builder(conn)
+        .cache_properties(CacheProperties::No)
+        .build()
+        .await?)
 }
 
 /// Calls `$method` of the stock service with the body `$body`, once it is on the bus.
@@ -336,7 +361,7 @@ enum Command {
     Connect {
         /// NM's unique name: the plugin follows it, as libnm's `watch_peer` does.
         peer: Option<String>,
-        isolation: Option<Isolation>,
+        intent: Option<NetnsIntent>,
         accepted: oneshot::Sender<Result<(), ShimError>>,
     },
     Disconnect {
@@ -375,7 +400,7 @@ impl Plugin {
         let (accepted, answer) = oneshot::channel();
         let command = Command::Connect {
             peer: hdr.sender().map(|s| s.to_string()),
-            isolation: checked.isolation,
+            intent: checked.intent,
             accepted,
         };
         self.commands
@@ -639,34 +664,19 @@ async fn isolate(conn: Connection, call: IsolateCall) -> AgentAnswer {
     let result = async {
         let tun = codec::tundev(&call.config)?;
         let request = codec::isolate_request(
-            &call.isolation,
+            &call.intent,
             ifindex(tun)?,
             &call.config,
             call.ip4.as_ref(),
             call.ip6.as_ref(),
         );
-        let timeout = call.isolation.timeout + AGENT_MARGIN;
-        let body = (request,);
-        let reply = conn.call_method(
-            Some(AGENT_BUS_NAME),
-            AGENT_PATH,
-            Some(AGENT_INTERFACE),
-            "Isolate",
-            &body,
-        );
-        let reply = bounded(Peer::Agent, "Isolate", timeout, reply).await?;
-        let reply: VarDict = reply
-            .body()
-            .deserialize()
-            .map_err(|error| ShimError::Call {
-                peer: Peer::Agent,
-                method: "Isolate",
-                error,
-            })?;
-        Ok::<_, ShimError>((tun.to_owned(), IsolateReply::decode(&reply)?))
+        let timeout = call.intent.timeout + AGENT_MARGIN;
+        let agent = agent(&conn).await?;
+        let reply = agent_call("Isolate", timeout, agent.isolate(&request)).await?;
+        Ok::<_, ShimError>((tun.to_owned(), reply))
     }
     .await;
-    let id = &call.isolation.id;
+    let id = &call.intent.id;
     match result {
         Ok((tun, reply)) => {
             info!(
@@ -688,20 +698,17 @@ async fn isolate(conn: Connection, call: IsolateCall) -> AgentAnswer {
 
 async fn reapply(conn: Connection, call: ReapplyCall) -> AgentAnswer {
     let none = VarDict::new();
-    let body = (
-        call.netns.as_str(),
-        &call.config,
-        call.ip4.as_ref().unwrap_or(&none),
-        call.ip6.as_ref().unwrap_or(&none),
-    );
-    let reply = conn.call_method(
-        Some(AGENT_BUS_NAME),
-        AGENT_PATH,
-        Some(AGENT_INTERFACE),
-        "Reapply",
-        &body,
-    );
-    let result = bounded(Peer::Agent, "Reapply", CALL_TIMEOUT, reply).await;
+    let result = async {
+        let agent = agent(&conn).await?;
+        let reply = agent.reapply(
+            call.netns.as_str(),
+            &call.config,
+            call.ip4.as_ref().unwrap_or(&none),
+            call.ip6.as_ref().unwrap_or(&none),
+        );
+        agent_call("Reapply", CALL_TIMEOUT, reply).await
+    }
+    .await;
     match &result {
         Ok(_) => info!(
             "re-applied the VPN's new config in namespace {}",
@@ -937,10 +944,10 @@ impl Driver {
         match command {
             Command::Connect {
                 peer,
-                isolation,
+                intent,
                 accepted,
             } => {
-                let result = self.session.connect(isolation);
+                let result = self.session.connect(intent);
                 let follow = match (&result, peer) {
                     (Ok(()), Some(peer)) => self.follow(&peer).await,
                     _ => Ok(None),
@@ -1057,15 +1064,11 @@ impl Driver {
             self.answer(answer);
         }
         if let Some(netns) = self.session.lease() {
-            let body = (netns,);
-            let call = self.conn.call_method(
-                Some(AGENT_BUS_NAME),
-                AGENT_PATH,
-                Some(AGENT_INTERFACE),
-                "Release",
-                &body,
-            );
-            match bounded(Peer::Agent, "Release", CALL_TIMEOUT, call).await {
+            let released = async {
+                let agent = agent(&self.conn).await?;
+                agent_call("Release", CALL_TIMEOUT, agent.release(netns)).await
+            };
+            match released.await {
                 Ok(_) => info!("released namespace {netns}"),
                 Err(e) => error!("{e}"),
             }
@@ -1211,21 +1214,20 @@ mod tests {
 
     #[test]
     fn failure_reasons() {
-        let agent = |name| ShimError::Call {
-            peer: Peer::Agent,
+        let agent = |name| ShimError::Agent {
             method: "Isolate",
-            error: bus_error(name, "x"),
+            error: AgentError::from(bus_error(name, "x")),
         };
-        assert_eq!(agent(AGENT_INVALID_ARGS).failure(), failure::BAD_IP_CONFIG);
+        assert_eq!(
+            agent("io.github.NmVpnNetns.Agent1.Error.InvalidArgs").failure(),
+            failure::BAD_IP_CONFIG
+        );
         assert_eq!(
             agent("io.github.NmVpnNetns.Agent1.Error.Timeout").failure(),
             failure::CONNECT_FAILED
         );
         assert_eq!(ShimError::NoTunDev.failure(), failure::BAD_IP_CONFIG);
-        assert_eq!(
-            ShimError::AgentReply("netns").failure(),
-            failure::CONNECT_FAILED
-        );
+        assert_eq!(ShimError::InnerGone.failure(), failure::CONNECT_FAILED);
     }
 
     #[test]

@@ -1,39 +1,8 @@
-//! The privileged agent's D-Bus facade.
+//! The agent's D-Bus facade: serves [`crate::contract`] at its object path.
 //!
-//! NetworkManager's plugins run without `CAP_SYS_ADMIN` and in a private mount namespace, so they
-//! cannot create a namespace that a user's shell would see. The agent runs outside that sandbox,
-//! activated by the bus, and does the namespace work for them. This module only decodes requests,
-//! checks the caller, keeps leases and maps errors to D-Bus names; `config` and `plan` validate,
-//! and `executor` touches the kernel on a thread of its own.
-//!
-//! ```text
-//! // Bus name io.github.NmVpnNetns.Agent1, object /io/github/NmVpnNetns/Agent1
-//! interface io.github.NmVpnNetns.Agent1 {
-//!   // Moves the tun into its namespace and configures it there. Answers once it is done, or
-//!   // fails having undone everything. The caller's unique name holds the lease: if it leaves
-//!   // the bus, the agent releases the namespace as Release would.
-//!   //
-//!   // request: "id" s, "uuid" s (connection.id/uuid), "permissions" as (connection.permissions),
-//!   //   "netns-settings" a{ss} (the connection's netns-* keys, as in vpn.data),
-//!   //   "never-default-v4" b, "never-default-v6" b (ipv4/ipv6.never-default),
-//!   //   "ifindex" u (the tun in the caller's namespace),
-//!   //   "config" a{sv}, "ip4-config" a{sv}, "ip6-config" a{sv} (as the VPN plugin reported them;
-//!   //   the last two optional)
-//!   // result: "netns" s, "link" s (the tun's name inside), "created" b, "elapsed-us" t
-//!   Isolate(in a{sv} request, out a{sv} result);
-//!
-//!   // Re-applies addresses, routes and DNS after openvpn re-sent its config (a soft restart
-//!   // where it kept root). The tun is already inside; only the lease holder may call it.
-//!   // ip4/ip6 may be empty dicts.
-//!   Reapply(in s netns, in a{sv} config, in a{sv} ip4, in a{sv} ip6);
-//!
-//!   // Ends the caller's lease on the namespace: see DESIGN.md, "What Release does".
-//!   Release(in s netns);
-//!
-//!   property u Version;  // 1
-//! }
-//! errors: io.github.NmVpnNetns.Agent1.Error.{InvalidArgs, AccessDenied, InUse, Timeout, Failed}
-//! ```
+//! It only checks the caller, decodes and plans requests, keeps leases and maps errors to the
+//! contract's names; `plan` validates, and the [`Executor`] touches the kernel on a thread of
+//! its own.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -43,36 +12,16 @@ use log::{error, info, warn};
 use tokio::sync::{oneshot, Mutex};
 use zbus::message::Header;
 use zbus::names::UniqueName;
-use zbus::{fdo, interface, Connection, OwnedVariant, Variant};
+use zbus::{fdo, interface, Connection};
 
-use crate::config::{self, ConnectionInfo, IpSettings, NetnsName};
-use crate::executor::{ExecError, Executor, IsolateRequest, Isolation, TeardownError};
-use crate::plan::{self, owned, IsolationPlan, PlanInput, VarDict};
-use crate::sys::Sys;
+use crate::agent::executor::{ExecError, Executor, IsolateArgs, Isolated, TeardownError};
+use crate::agent::sys::Sys;
+use crate::contract::{self, AgentError, IsolateReply, IsolateRequest, OBJECT_PATH};
+use crate::plan::settings::{self, ConnectionInfo, IpSettings, NetnsName};
+use crate::plan::{self, IsolationPlan, PlanInput, VarDict};
 
-pub const BUS_NAME: &str = "io.github.NmVpnNetns.Agent1";
-pub const OBJECT_PATH: &str = "/io/github/NmVpnNetns/Agent1";
-pub const INTERFACE_VERSION: u32 = 1;
 /// Where the agent reads the host's nsswitch.conf, the base of the namespace's own.
 const HOST_NSSWITCH: &str = "/etc/nsswitch.conf";
-
-/// Errors as D-Bus callers see them; the name tells a program what happened, the message a person.
-#[derive(Debug, zbus::DBusError)]
-#[zbus(prefix = "io.github.NmVpnNetns.Agent1.Error")]
-pub enum AgentError {
-    #[zbus(error)]
-    ZBus(zbus::Error),
-    /// The request is malformed or names something invalid.
-    InvalidArgs(String),
-    /// The caller may not do this.
-    AccessDenied(String),
-    /// The namespace is leased by another VPN, or belongs to another connection.
-    InUse(String),
-    /// netns-timeout passed before the namespace was ready; everything was undone.
-    Timeout(String),
-    /// The kernel or the file system refused; everything was undone.
-    Failed(String),
-}
 
 impl From<ExecError> for AgentError {
     fn from(e: ExecError) -> Self {
@@ -114,8 +63,8 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 /// must never run on a tokio worker; one thread owns it and serialises every change.
 enum Job {
     Isolate(
-        Box<IsolateRequest>,
-        oneshot::Sender<Result<Isolation, ExecError>>,
+        Box<IsolateArgs>,
+        oneshot::Sender<Result<Isolated, ExecError>>,
     ),
     Reapply(Box<IsolationPlan>, oneshot::Sender<Result<(), ExecError>>),
     Release(NetnsName, oneshot::Sender<Result<(), TeardownError>>),
@@ -144,7 +93,7 @@ impl ExecutorHandle {
         Ok(ExecutorHandle(tx))
     }
 
-    async fn isolate(&self, req: IsolateRequest) -> Result<Isolation, AgentError> {
+    async fn isolate(&self, req: IsolateArgs) -> Result<Isolated, AgentError> {
         let (tx, rx) = oneshot::channel();
         self.send(Job::Isolate(Box::new(req), tx))?;
         Ok(rx.await.map_err(|_| executor_gone())??)
@@ -265,101 +214,47 @@ fn plan_error(e: plan::PlanError) -> AgentError {
 }
 
 /// The `Isolate` request with every field decoded and validated: nothing in it is trusted until
-/// `config::parse` and `plan::build` accepted it.
-fn decode_request(
-    req: &HashMap<String, OwnedVariant>,
-    owner: String,
-) -> Result<(IsolateRequest, Lease), AgentError> {
+/// `settings::parse` and `plan::build` accepted it.
+fn decode_request(req: &VarDict, owner: String) -> Result<(IsolateArgs, Lease), AgentError> {
     let invalid = |msg: String| AgentError::InvalidArgs(msg);
-    let get = |key: &str| req.get(key).map(|v| &**v);
-    let string = |key: &str| -> Result<String, AgentError> {
-        match get(key) {
-            Some(Variant::Str(s)) => Ok(s.to_string()),
-            Some(v) => Err(invalid(format!(
-                "request field {key:?} must be a string, not {}",
-                v.value_signature()
-            ))),
-            None => Err(invalid(format!("request field {key:?} is missing"))),
-        }
-    };
-    let flag = |key: &str| -> Result<bool, AgentError> {
-        match get(key) {
-            Some(Variant::Bool(b)) => Ok(*b),
-            Some(v) => Err(invalid(format!(
-                "request field {key:?} must be a boolean, not {}",
-                v.value_signature()
-            ))),
-            None => Ok(false),
-        }
-    };
-    let dict = |key: &str| -> Result<Option<VarDict>, AgentError> {
-        match get(key) {
-            None => Ok(None),
-            Some(v) => VarDict::try_from(v.try_clone().map_err(|e| invalid(e.to_string()))?)
-                .map(Some)
-                .map_err(|_| {
-                    invalid(format!(
-                        "request field {key:?} must be a{{sv}}, not {}",
-                        v.value_signature()
-                    ))
-                }),
-        }
-    };
-    let ifindex = match get("ifindex") {
-        Some(Variant::U32(i)) if *i > 0 => *i,
-        _ => {
-            return Err(invalid(
-                "request field \"ifindex\" must be a positive u32".into(),
-            ))
-        }
-    };
-    let permissions: Vec<String> = match get("permissions") {
-        None => Vec::new(),
-        Some(v) => Vec::<String>::try_from(v.try_clone().map_err(|e| invalid(e.to_string()))?)
-            .map_err(|_| invalid("request field \"permissions\" must be as".into()))?,
-    };
-    let netns_settings: BTreeMap<String, String> = match get("netns-settings") {
-        None => BTreeMap::new(),
-        Some(v) => {
-            HashMap::<String, String>::try_from(v.try_clone().map_err(|e| invalid(e.to_string()))?)
-                .map_err(|_| invalid("request field \"netns-settings\" must be a{ss}".into()))?
-                .into_iter()
-                .collect()
-        }
-    };
+    // The deadline starts when the request arrives, before any validation work.
+    let start = Instant::now();
+    let req: IsolateRequest = contract::from_dict(req).map_err(|e| invalid(e.to_string()))?;
+    if req.ifindex == 0 {
+        return Err(invalid(
+            "request field \"ifindex\" must be a positive u32".into(),
+        ));
+    }
     let conn = ConnectionInfo {
-        id: string("id")?,
-        uuid: string("uuid")?,
-        permissions,
+        id: req.id,
+        uuid: req.uuid,
+        permissions: req.permissions.unwrap_or_default(),
         ipv4: IpSettings {
-            never_default: flag("never-default-v4")?,
+            never_default: req.never_default_v4.unwrap_or_default(),
             ..Default::default()
         },
         ipv6: IpSettings {
-            never_default: flag("never-default-v6")?,
+            never_default: req.never_default_v6.unwrap_or_default(),
             ..Default::default()
         },
     };
-    // The deadline starts when the request arrives, before any validation work.
-    let start = Instant::now();
-    let settings = config::parse(&netns_settings, &conn).map_err(|e| invalid(error_chain(&e)))?;
+    let netns_settings: BTreeMap<String, String> =
+        req.netns_settings.unwrap_or_default().into_iter().collect();
+    let settings = settings::parse(&netns_settings, &conn).map_err(|e| invalid(error_chain(&e)))?;
     if !settings.isolate {
         return Err(invalid(format!(
             "connection {:?} does not ask for isolation (netns-isolate is not yes)",
             conn.id
         )));
     }
-    let config =
-        dict("config")?.ok_or_else(|| invalid("request field \"config\" is missing".into()))?;
-    let (ip4, ip6) = (dict("ip4-config")?, dict("ip6-config")?);
     let host_nsswitch = read_host_nsswitch();
     let plan = plan::build(&PlanInput {
         netns: settings.name.clone(),
         never_default_v4: settings.never_default_v4,
         never_default_v6: settings.never_default_v6,
-        config: &config,
-        ip4_config: ip4.as_ref(),
-        ip6_config: ip6.as_ref(),
+        config: &req.config,
+        ip4_config: req.ip4_config.as_ref(),
+        ip6_config: req.ip6_config.as_ref(),
         host_nsswitch: &host_nsswitch,
     })
     .map_err(plan_error)?;
@@ -368,27 +263,27 @@ fn decode_request(
         never_default_v4: settings.never_default_v4,
         never_default_v6: settings.never_default_v6,
     };
-    let req = IsolateRequest {
+    let args = IsolateArgs {
         plan,
         connection_uuid: settings.connection_uuid,
         connection_id: settings.connection_id,
         persistent: settings.persistent,
         system_connection: settings.system_connection,
-        tun_ifindex: ifindex,
+        tun_ifindex: req.ifindex,
         owner,
         deadline: start + settings.timeout,
     };
-    Ok((req, lease))
+    Ok((args, lease))
 }
 
 #[interface(name = "io.github.NmVpnNetns.Agent1")]
 impl Agent {
     async fn isolate(
         &self,
-        request: HashMap<String, OwnedVariant>,
+        request: VarDict,
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
-    ) -> Result<HashMap<String, OwnedVariant>, AgentError> {
+    ) -> Result<IsolateReply, AgentError> {
         let result = self.isolate_checked(request, &hdr, conn).await;
         if let Err(e) = &result {
             error!("Isolate failed: {e}");
@@ -454,17 +349,17 @@ impl Agent {
 
     #[zbus(property)]
     fn version(&self) -> u32 {
-        INTERFACE_VERSION
+        contract::VERSION
     }
 }
 
 impl Agent {
     async fn isolate_checked(
         &self,
-        request: HashMap<String, OwnedVariant>,
+        request: VarDict,
         hdr: &Header<'_>,
         conn: &Connection,
-    ) -> Result<HashMap<String, OwnedVariant>, AgentError> {
+    ) -> Result<IsolateReply, AgentError> {
         let owner = authorize(conn, hdr, "Isolate").await?;
         let (req, lease) = decode_request(&request, owner)?;
         let ns = req.plan.netns.clone();
@@ -487,18 +382,12 @@ impl Agent {
                     if iso.created { "new" } else { "reused" },
                     iso.elapsed.as_millis()
                 );
-                let mut out = HashMap::new();
-                out.insert(
-                    "netns".to_owned(),
-                    owned(Variant::from(iso.netns.to_string())),
-                );
-                out.insert("link".to_owned(), owned(Variant::from(iso.link)));
-                out.insert("created".to_owned(), owned(Variant::from(iso.created)));
-                out.insert(
-                    "elapsed-us".to_owned(),
-                    owned(Variant::from(iso.elapsed.as_micros() as u64)),
-                );
-                Ok(out)
+                Ok(IsolateReply {
+                    netns: iso.netns.to_string(),
+                    link: iso.link,
+                    created: iso.created,
+                    elapsed_us: iso.elapsed.as_micros() as u64,
+                })
             }
             Err(e) => {
                 self.leases.lock().await.remove(&ns);
@@ -511,7 +400,7 @@ impl Agent {
 fn parse_netns(netns: String) -> Result<NetnsName, AgentError> {
     netns
         .parse()
-        .map_err(|e: config::ConfigError| AgentError::InvalidArgs(e.to_string()))
+        .map_err(|e: settings::SettingsError| AgentError::InvalidArgs(e.to_string()))
 }
 
 /// The caller's lease on `ns`, or why it has none.
