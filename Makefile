@@ -25,7 +25,7 @@ STOCK_NAME = $(NMVPNDIR)/nm-openvpn-service.name
 DIVERTED_NAME = $(STOCK_NAME).distrib
 CARGO_PROFILE_FLAG = $(if $(filter release,$(PROFILE)),--release,--profile $(PROFILE))
 
-.PHONY: all build deps demo check lint unit privileged e2e bench install uninstall divert undivert clean
+.PHONY: all build deps demo check lint unit privileged release-lib e2e bench install uninstall divert undivert clean
 
 all: build
 
@@ -41,6 +41,7 @@ demo: deps build
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
+	bash tests/layout.sh
 
 unit:
 	$(CARGO) test --locked
@@ -52,7 +53,11 @@ privileged:
 e2e: build
 	bash tests/e2e/run.sh
 
-check: deps lint unit privileged e2e
+# The recording fake of the agent's system calls is for tests only; the release library has none of it.
+release-lib: build
+	bash tests/layout.sh --release-lib
+
+check: deps lint unit privileged release-lib e2e
 
 # Figures for BENCHMARKS.md; not part of check, since timings prove nothing on a noisy machine.
 bench: deps build
