@@ -245,7 +245,7 @@ mod tests {
     use crate::plan::settings::NmConnection;
     use crate::shim::codec;
 
-    pub(crate) fn bus_error(name: &str, message: &str) -> zbus::Error {
+    fn bus_error(name: &str, message: &str) -> zbus::Error {
         let call = Message::method_call("/", "M").build(&()).unwrap();
         let reply = Message::error(&call.header(), name)
             .build(&(message,))
@@ -287,6 +287,26 @@ mod tests {
             Reply::from(ShimError::WrongState("stopped")).name(),
             WRONG_STATE
         );
+    }
+
+    #[test]
+    fn chains_say_each_cause_once() {
+        let e = ShimError::Agent {
+            method: "Isolate",
+            error: AgentError::from(bus_error(
+                "io.github.NmVpnNetns.Agent1.Error.InUse",
+                "namespace shared already holds an active VPN",
+            )),
+        };
+        assert_eq!(
+            chain(&e),
+            "Isolate of the agent failed: io.github.NmVpnNetns.Agent1.Error.InUse: \
+             namespace shared already holds an active VPN"
+        );
+        // zbus's message already includes its cause.
+        let io = io::Error::from_raw_os_error(32);
+        let e = ShimError::from(zbus::Error::InputOutput(io.into()));
+        assert_eq!(chain(&e), "D-Bus: I/O error: Broken pipe (os error 32)");
     }
 
     #[test]

@@ -33,7 +33,7 @@ use std::time::Duration;
 
 use log::info;
 
-pub use error::{Peer, Reply, ShimError};
+pub use error::{Leaf, Peer, Reply, ShimError};
 pub use stock::{stock_bus_name, stock_program};
 
 /// NetworkManager-openvpn's service, and the name a plugin owns when NM passes no `--bus-name`.

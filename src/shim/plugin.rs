@@ -8,8 +8,7 @@ use log::{error, warn};
 use tokio::sync::{mpsc, oneshot, watch};
 use zbus::message::Header;
 use zbus::object_server::{InterfaceRef, SignalEmitter};
-use zbus::zvariant::DynamicType;
-use zbus::{interface, Connection, Message};
+use zbus::{interface, Connection};
 
 use crate::plan::settings::NmConnection;
 use crate::plan::VarDict;
@@ -53,7 +52,7 @@ impl Plugin {
         }
     }
 
-    /// The stock service's unique name, once it is on the bus.
+    /// The stock service's unique name, once it is on the bus: calls are forwarded to it.
     async fn stock(&self) -> Result<String, ShimError> {
         let mut stock = self.stock.clone();
         loop {
@@ -66,20 +65,6 @@ impl Plugin {
                 }
             }
         }
-    }
-
-    /// Calls `method` of the stock service with `body`, once it is on the bus.
-    async fn forward<B>(
-        &self,
-        conn: &Connection,
-        method: &'static str,
-        body: &B,
-    ) -> Result<Message, ShimError>
-    where
-        B: serde::Serialize + DynamicType,
-    {
-        let owner = self.stock().await?;
-        stock::call(conn, &owner, method, body).await
     }
 
     /// Checks a Connect or ConnectInteractive and tells the driver how to treat the connection,
@@ -144,7 +129,7 @@ impl Plugin {
         #[zbus(connection)] conn: &Connection,
     ) -> Result<(), Reply> {
         let connection = self.begin_connect(connection, &hdr).await?;
-        self.forward(conn, "Connect", &(connection,)).await?;
+        stock::call(conn, &self.stock().await?, "Connect", &(connection,)).await?;
         Ok(())
     }
 
@@ -157,7 +142,7 @@ impl Plugin {
     ) -> Result<(), Reply> {
         let connection = self.begin_connect(connection, &hdr).await?;
         let body = (connection, details);
-        self.forward(conn, "ConnectInteractive", &body).await?;
+        stock::call(conn, &self.stock().await?, "ConnectInteractive", &body).await?;
         Ok(())
     }
 
@@ -168,9 +153,13 @@ impl Plugin {
         #[zbus(connection)] conn: &Connection,
     ) -> Result<String, Reply> {
         let checked = checked(settings)?;
-        let reply = self
-            .forward(conn, "NeedSecrets", &(checked.connection,))
-            .await?;
+        let reply = stock::call(
+            conn,
+            &self.stock().await?,
+            "NeedSecrets",
+            &(checked.connection,),
+        )
+        .await?;
         let setting: String = reply
             .body()
             .deserialize()
@@ -197,7 +186,7 @@ impl Plugin {
         #[zbus(connection)] conn: &Connection,
     ) -> Result<(), Reply> {
         let connection = codec::strip(connection)?;
-        self.forward(conn, "NewSecrets", &(connection,)).await?;
+        stock::call(conn, &self.stock().await?, "NewSecrets", &(connection,)).await?;
         Ok(())
     }
 
@@ -208,7 +197,7 @@ impl Plugin {
         config: VarDict,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<(), Reply> {
-        self.forward(conn, "SetConfig", &(config,)).await?;
+        stock::call(conn, &self.stock().await?, "SetConfig", &(config,)).await?;
         Ok(())
     }
 
@@ -218,7 +207,7 @@ impl Plugin {
         config: VarDict,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<(), Reply> {
-        self.forward(conn, "SetIp4Config", &(config,)).await?;
+        stock::call(conn, &self.stock().await?, "SetIp4Config", &(config,)).await?;
         Ok(())
     }
 
@@ -228,7 +217,7 @@ impl Plugin {
         config: VarDict,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<(), Reply> {
-        self.forward(conn, "SetIp6Config", &(config,)).await?;
+        stock::call(conn, &self.stock().await?, "SetIp6Config", &(config,)).await?;
         Ok(())
     }
 
@@ -237,7 +226,7 @@ impl Plugin {
         reason: String,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<(), Reply> {
-        self.forward(conn, "SetFailure", &(reason,)).await?;
+        stock::call(conn, &self.stock().await?, "SetFailure", &(reason,)).await?;
         Ok(())
     }
 
