@@ -1,5 +1,5 @@
 //! The shim's binary on a private bus daemon, between this test (standing in for NetworkManager),
-//! a fake stock service (`fake_inner.py`, which the shim starts as it would start the real one)
+//! a fake stock service (`fake_stock.py`, which the shim starts as it would start the real one)
 //! and a fake agent served here. Every test has a bus of its own. The last test runs the real
 //! nm-openvpn-service where it is installed.
 
@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::{FutureExt, StreamExt};
+use nm_vpn_netns::contract::{AgentError, IsolateReply, BUS_NAME, INTERFACE, OBJECT_PATH};
 use zbus::{interface, Connection, MatchRule, Message, MessageStream, OwnedVariant, Variant};
 
 type VarDict = HashMap<String, OwnedVariant>;
@@ -19,8 +20,10 @@ type NmConnection = HashMap<String, VarDict>;
 
 const PATH: &str = "/org/freedesktop/NetworkManager/VPN/Plugin";
 const IFACE: &str = "org.freedesktop.NetworkManager.VPN.Plugin";
-const OUTER: &str = "org.freedesktop.NetworkManager.openvpn.Connection_7";
-const INNER: &str = "org.freedesktop.NetworkManager.openvpn.netns.Connection_7";
+const SHIM: &str = "org.freedesktop.NetworkManager.openvpn.Connection_7";
+const STOCK: &str = "org.freedesktop.NetworkManager.openvpn.netns.Connection_7";
+/// The test-only interface of `fake_stock.py`.
+const FAKE_STOCK_CONTROL: &str = "io.github.NmVpnNetns.Test.FakeStock";
 const BAD_ARGUMENTS: &str = "org.freedesktop.NetworkManager.VPN.Error.BadArguments";
 const UUID: &str = "8d3e2c1a-5b4f-4e6d-9a7b-0c1d2e3f4a5b";
 const STOCK_SERVICE: &str = "/usr/lib/NetworkManager/nm-openvpn-service";
@@ -168,15 +171,6 @@ enum AgentCall {
     Release(String, bool, u32),
 }
 
-#[derive(Debug, zbus::DBusError)]
-#[zbus(prefix = "io.github.NmVpnNetns.Agent1.Error")]
-enum AgentError {
-    #[zbus(error)]
-    ZBus(zbus::Error),
-    InvalidArgs(String),
-    Failed(String),
-}
-
 /// How the fake agent refuses Isolate.
 type Refusal = fn(String) -> AgentError;
 
@@ -184,22 +178,23 @@ type Refusal = fn(String) -> AgentError;
 struct FakeAgent {
     calls: Arc<Mutex<Vec<AgentCall>>>,
     fail: Option<Refusal>,
-    inner_log: PathBuf,
+    stock_log: PathBuf,
 }
 
+// The attribute takes no constant; `fake_agent_serves_the_contract` checks it is INTERFACE.
 #[interface(name = "io.github.NmVpnNetns.Agent1")]
 impl FakeAgent {
-    async fn isolate(&self, request: VarDict) -> Result<VarDict, AgentError> {
+    async fn isolate(&self, request: VarDict) -> Result<IsolateReply, AgentError> {
         self.calls.lock().unwrap().push(AgentCall::Isolate(request));
         if let Some(fail) = self.fail {
             return Err(fail("the fake agent refuses".into()));
         }
-        Ok(dict(vec![
-            ("netns", ov("work")),
-            ("link", ov("lo")),
-            ("created", ov(true)),
-            ("elapsed-us", ov(21_000u64)),
-        ]))
+        Ok(IsolateReply {
+            netns: "work".into(),
+            link: "lo".into(),
+            created: true,
+            elapsed_us: 21_000,
+        })
     }
 
     async fn reapply(&self, netns: String, config: VarDict, ip4: VarDict, ip6: VarDict) {
@@ -208,8 +203,8 @@ impl FakeAgent {
     }
 
     async fn release(&self, netns: String, #[zbus(connection)] conn: &Connection) {
-        let inner = fs::read_to_string(&self.inner_log).unwrap_or_default();
-        let exited = inner.lines().any(|l| l == "exit");
+        let stock = fs::read_to_string(&self.stock_log).unwrap_or_default();
+        let exited = stock.lines().any(|l| l == "exit");
         let state = state(conn).await;
         self.calls
             .lock()
@@ -221,7 +216,7 @@ impl FakeAgent {
 /// The shim's State property.
 async fn state(conn: &Connection) -> u32 {
     let props = zbus::fdo::PropertiesProxy::builder(conn)
-        .destination(OUTER)
+        .destination(SHIM)
         .path(PATH)
         .build()
         .await
@@ -261,7 +256,7 @@ struct Rig {
     agent_calls: Arc<Mutex<Vec<AgentCall>>>,
     _agent: Connection,
     shim: Child,
-    inner_log: PathBuf,
+    stock_log: PathBuf,
     shim_log: PathBuf,
     // Last, so that it goes last.
     bus: Bus,
@@ -271,19 +266,19 @@ impl Rig {
     /// `env` is for the stock service, which inherits the shim's environment.
     async fn start(test: &str, program: &Path, fail: Option<Refusal>, env: &[(&str, &str)]) -> Rig {
         let bus = Bus::start(test);
-        let inner_log = bus.dir.join("inner.log");
+        let stock_log = bus.dir.join("stock.log");
         let shim_log = bus.dir.join("shim.log");
         let agent_calls = Arc::new(Mutex::new(Vec::new()));
         let agent = zbus::connection::Builder::address(bus.address.as_str())
             .serve_at(
-                "/io/github/NmVpnNetns/Agent1",
+                OBJECT_PATH,
                 FakeAgent {
                     calls: agent_calls.clone(),
                     fail,
-                    inner_log: inner_log.clone(),
+                    stock_log: stock_log.clone(),
                 },
             )
-            .name("io.github.NmVpnNetns.Agent1")
+            .name(BUS_NAME)
             .build()
             .await
             .unwrap();
@@ -291,7 +286,7 @@ impl Rig {
         // NM follows the name it spawned the plugin under.
         let rule = MatchRule::builder()
             .msg_type(zbus::message::Type::Signal)
-            .sender(OUTER)
+            .sender(SHIM)
             .path(PATH)
             .interface(IFACE)
             .build()
@@ -300,10 +295,10 @@ impl Rig {
             .await
             .unwrap();
         let shim = Command::new(env!("CARGO_BIN_EXE_nm-vpn-netns-service"))
-            .args(["--bus-name", OUTER, "--inner-program"])
+            .args(["--bus-name", SHIM, "--stock-program"])
             .arg(program)
             .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
-            .env("FAKE_INNER_LOG", &inner_log)
+            .env("FAKE_STOCK_LOG", &stock_log)
             .env("NM_VPN_LOG_LEVEL", "7")
             .env("NM_VPN_LOG_SYSLOG", "0")
             .envs(env.iter().copied())
@@ -317,17 +312,13 @@ impl Rig {
             agent_calls,
             _agent: agent,
             shim,
-            inner_log,
+            stock_log,
             shim_log,
             bus,
         };
         let dbus = zbus::fdo::DBusProxy::new(&rig.nm).await.unwrap();
         let owned = async {
-            while !dbus
-                .name_has_owner(OUTER.try_into().unwrap())
-                .await
-                .unwrap()
-            {
+            while !dbus.name_has_owner(SHIM.try_into().unwrap()).await.unwrap() {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         };
@@ -338,12 +329,12 @@ impl Rig {
     }
 
     async fn fake(test: &str) -> Rig {
-        Rig::start(test, &fake_inner(), None, &[]).await
+        Rig::start(test, &fake_stock(), None, &[]).await
     }
 
     async fn call(&self, method: &str, conn: NmConnection) -> zbus::Result<Message> {
         self.nm
-            .call_method(Some(OUTER), PATH, Some(IFACE), method, &(conn,))
+            .call_method(Some(SHIM), PATH, Some(IFACE), method, &(conn,))
             .await
     }
 
@@ -351,7 +342,7 @@ impl Rig {
         let details = VarDict::new();
         self.nm
             .call_method(
-                Some(OUTER),
+                Some(SHIM),
                 PATH,
                 Some(IFACE),
                 "ConnectInteractive",
@@ -362,7 +353,7 @@ impl Rig {
 
     async fn disconnect(&self) {
         self.nm
-            .call_method(Some(OUTER), PATH, Some(IFACE), "Disconnect", &())
+            .call_method(Some(SHIM), PATH, Some(IFACE), "Disconnect", &())
             .await
             .unwrap();
     }
@@ -371,13 +362,7 @@ impl Rig {
     async fn emit(&self, member: &str, args: Variant<'_>) {
         let body = (member, args);
         self.nm
-            .call_method(
-                Some(INNER),
-                PATH,
-                Some("io.github.NmVpnNetns.Test.FakeInner"),
-                "Emit",
-                &body,
-            )
+            .call_method(Some(STOCK), PATH, Some(FAKE_STOCK_CONTROL), "Emit", &body)
             .await
             .unwrap();
     }
@@ -400,8 +385,8 @@ impl Rig {
         signals
     }
 
-    fn inner_calls(&self) -> Vec<String> {
-        fs::read_to_string(&self.inner_log)
+    fn stock_calls(&self) -> Vec<String> {
+        fs::read_to_string(&self.stock_log)
             .unwrap_or_default()
             .lines()
             .map(str::to_owned)
@@ -448,13 +433,45 @@ impl Drop for Rig {
         self.shim.wait().ok();
         if std::thread::panicking() {
             eprintln!("--- shim log ---\n{}", self.shim_log());
-            eprintln!("--- stock service calls ---\n{:#?}", self.inner_calls());
+            eprintln!("--- stock service calls ---\n{:#?}", self.stock_calls());
         }
     }
 }
 
-fn fake_inner() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fake_inner.py")
+fn fake_stock() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fake_stock.py")
+}
+
+#[test]
+fn fake_agent_serves_the_contract() {
+    use zbus::object_server::Interface;
+    assert_eq!(FakeAgent::name().as_str(), INTERFACE);
+}
+
+/// `--inner-program` is the old name of `--stock-program`; an error ends the shim with its whole
+/// chain on one line.
+#[test]
+fn old_program_flag_is_accepted() {
+    let out = Command::new(env!("CARGO_BIN_EXE_nm-vpn-netns-service"))
+        .args([
+            "--bus-name",
+            "org.example.vpn",
+            "--inner-program",
+            "/bin/false",
+        ])
+        .env("NM_VPN_LOG_SYSLOG", "0")
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(
+            "Error: bus name \"org.example.vpn\" is neither org.freedesktop.NetworkManager.openvpn \
+             nor below it"
+        ),
+        "{stderr}"
+    );
 }
 
 #[tokio::test]
@@ -506,7 +523,7 @@ async fn pass_through_forwards_calls_and_signals_unchanged() {
         [Sig::State(STOPPING), Sig::State(STOPPED)]
     );
     assert_eq!(
-        rig.inner_calls(),
+        rig.stock_calls(),
         [
             "NeedSecrets\tremote=vpn.example.com",
             "ConnectInteractive\tremote=vpn.example.com",
@@ -604,7 +621,7 @@ async fn isolation_reports_only_the_reduced_config() {
         ]
     );
     assert_eq!(
-        rig.inner_calls(),
+        rig.stock_calls(),
         ["Connect\tremote=vpn.example.com", "Disconnect", "exit"]
     );
     assert!(rig.exit_status().await.success());
@@ -626,7 +643,7 @@ async fn agent_failure_fails_the_connection() {
         (AgentError::Failed, CONNECT_FAILED),
     ];
     for (n, (fail, reason)) in cases.into_iter().enumerate() {
-        let mut rig = Rig::start(&format!("agent-fails-{n}"), &fake_inner(), Some(fail), &[]).await;
+        let mut rig = Rig::start(&format!("agent-fails-{n}"), &fake_stock(), Some(fail), &[]).await;
         let data = [("remote", "x"), ("netns-isolate", "yes")];
         rig.call("Connect", connection(&data, vec![]))
             .await
@@ -643,7 +660,7 @@ async fn agent_failure_fails_the_connection() {
             ]
         );
         assert_eq!(
-            rig.inner_calls(),
+            rig.stock_calls(),
             ["Connect\tremote=x", "Disconnect", "exit"]
         );
         // The agent undid its work; there is no lease to release.
@@ -714,7 +731,7 @@ async fn bad_settings_are_refused_before_the_stock_service() {
         assert!(!message.contains("hunter2"), "{message}");
     }
     rig.disconnect().await;
-    assert_eq!(rig.inner_calls(), ["Disconnect", "exit"]);
+    assert_eq!(rig.stock_calls(), ["Disconnect", "exit"]);
     assert!(rig.exit_status().await.success());
 }
 
@@ -730,7 +747,7 @@ async fn stock_errors_reach_nm_verbatim() {
     assert_eq!(name.as_str(), "org.example.Fake.Error.Rejected");
     assert_eq!(message.as_deref(), Some(why));
     rig.disconnect().await;
-    assert_eq!(rig.inner_calls()[1..], ["Disconnect", "exit"]);
+    assert_eq!(rig.stock_calls()[1..], ["Disconnect", "exit"]);
     assert!(rig.exit_status().await.success());
 }
 
@@ -751,7 +768,7 @@ async fn stock_failure_is_reported_after_the_stop() {
         ]
     );
     assert_eq!(
-        rig.inner_calls(),
+        rig.stock_calls(),
         ["Connect\tremote=x", "Disconnect", "exit"]
     );
     assert!(rig.exit_status().await.success());
@@ -765,13 +782,9 @@ async fn stock_service_crash_stops_the_plugin() {
         .unwrap();
     // A crash loses what the process had not written yet.
     assert_eq!(rig.next_signal().await, Sig::State(STARTING));
-    let crash = rig.nm.call_method(
-        Some(INNER),
-        PATH,
-        Some("io.github.NmVpnNetns.Test.FakeInner"),
-        "Crash",
-        &(),
-    );
+    let crash = rig
+        .nm
+        .call_method(Some(STOCK), PATH, Some(FAKE_STOCK_CONTROL), "Crash", &());
     crash.await.unwrap_err();
     assert_eq!(
         rig.signals_until_stopped().await,
@@ -786,13 +799,13 @@ async fn nm_leaving_stops_the_plugin() {
     let mut rig = Rig::fake("nm-leaves").await;
     let nm = rig.bus.connect().await;
     let conn = connection(&[("remote", "x")], vec![]);
-    nm.call_method(Some(OUTER), PATH, Some(IFACE), "Connect", &(conn,))
+    nm.call_method(Some(SHIM), PATH, Some(IFACE), "Connect", &(conn,))
         .await
         .unwrap();
     nm.close().await.unwrap();
     assert!(rig.exit_status().await.success());
     assert_eq!(
-        rig.inner_calls(),
+        rig.stock_calls(),
         ["Connect\tremote=x", "Disconnect", "exit"]
     );
     assert!(rig.shim_log().contains("NetworkManager left the bus"));
@@ -815,7 +828,7 @@ async fn real_stock_service_sees_no_netns_keys() {
     let pid = async {
         loop {
             if let Ok(pid) = dbus
-                .get_connection_unix_process_id(INNER.try_into().unwrap())
+                .get_connection_unix_process_id(STOCK.try_into().unwrap())
                 .await
             {
                 return pid;

@@ -240,7 +240,7 @@ mod tests {
                 ..
             })
         ));
-        let text = e.to_string();
+        let text = crate::report::chain(&e);
         assert!(
             text.contains("netns-timeout") && text.contains("\"0\""),
             "{text}"
@@ -255,7 +255,7 @@ mod tests {
             "ipv4".into(),
             HashMap::from([("dns".to_owned(), ov(vec![0x0100_0a0au32]))]),
         );
-        let text = check(c).unwrap_err().to_string();
+        let text = crate::report::chain(&check(c).unwrap_err());
         assert!(text.contains("ipv4.dns is set"), "{text}");
     }
 

@@ -20,6 +20,8 @@ impl fmt::Display for KeyFileError {
     }
 }
 
+impl std::error::Error for KeyFileError {}
+
 /// The string value of `key` in `[group]`, or `None` if it is absent. A repeated key counts
 /// the last time, and a repeated group continues the first, as in GLib.
 pub fn get_string(text: &str, group: &str, key: &str) -> Result<Option<String>, KeyFileError> {

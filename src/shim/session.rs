@@ -14,6 +14,7 @@ use std::mem;
 use log::{error, warn};
 
 use crate::plan::{self, VarDict};
+use crate::report::chain;
 
 use super::codec::NetnsIntent;
 use super::ShimError;
@@ -275,7 +276,7 @@ impl Session {
             }
             Err(e) => {
                 let e = ShimError::from(e);
-                error!("connection {:?}: {e}", i.intent.id);
+                error!("connection {:?}: {}", i.intent.id, chain(&e));
                 self.begin_stop(Some(e.failure()))
             }
         }
@@ -542,7 +543,7 @@ mod tests {
         s.on_signal(Signal::Config(config(false)));
         s.on_signal(Signal::Ip4Config(ip4()));
         assert_eq!(
-            s.on_isolated(Err(ShimError::InnerGone)),
+            s.on_isolated(Err(ShimError::StockGone)),
             [Action::Stop(Some(failure::CONNECT_FAILED))]
         );
     }
@@ -584,7 +585,7 @@ mod tests {
         assert_eq!(s.on_reapplied(Ok(())), reapply(newer, Some(ip4())));
         assert_eq!(s.on_reapplied(Ok(())), []);
         assert_eq!(
-            s.on_reapplied(Err(ShimError::InnerGone)),
+            s.on_reapplied(Err(ShimError::StockGone)),
             [Action::Stop(Some(failure::CONNECT_FAILED))]
         );
         assert_eq!(s.lease(), Some("work"));

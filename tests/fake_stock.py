@@ -1,18 +1,18 @@
 #!/usr/bin/python3
 """A stand-in for the stock nm-openvpn service, for the shim's tests (tests/shim_bus.rs).
 
-The shim starts it as it starts the stock service: `fake_inner.py --bus-name NAME`, on the bus of
+The shim starts it as it starts the stock service: `fake_stock.py --bus-name NAME`, on the bus of
 DBUS_SYSTEM_BUS_ADDRESS. Like a libnm plugin it exports org.freedesktop.NetworkManager.VPN.Plugin
 before it owns NAME, reports STARTING after a successful Connect, and after Disconnect reports
 STOPPING and STOPPED and quits.
 
-Every call is appended to the file FAKE_INNER_LOG as one line: the method's name, then, for the
+Every call is appended to the file FAKE_STOCK_LOG as one line: the method's name, then, for the
 calls that carry a connection, its vpn.data as tab-separated key=value pairs in key order. The
 line "exit" ends a clean exit.
 A vpn.data key "fake-reject" makes Connect fail with the error org.example.Fake.Error.Rejected and
 that key's value as its message.
 
-Tests drive it through io.github.NmVpnNetns.Test.FakeInner on the same object:
+Tests drive it through io.github.NmVpnNetns.Test.FakeStock on the same object:
   Emit(s member, v args)   emit the plugin signal `member` with `args` (a tuple) from this process
   Crash()                  exit at once, status 3, without a word on the bus
 """
@@ -26,7 +26,7 @@ from gi.repository import Gio, GLib  # noqa: E402
 
 PATH = "/org/freedesktop/NetworkManager/VPN/Plugin"
 PLUGIN = "org.freedesktop.NetworkManager.VPN.Plugin"
-CONTROL = "io.github.NmVpnNetns.Test.FakeInner"
+CONTROL = "io.github.NmVpnNetns.Test.FakeStock"
 STARTING, STOPPING, STOPPED = 3, 5, 6
 
 XML = f"""
@@ -55,7 +55,7 @@ XML = f"""
 
 
 def log(*fields):
-    with open(os.environ["FAKE_INNER_LOG"], "a") as f:
+    with open(os.environ["FAKE_STOCK_LOG"], "a") as f:
         f.write("\t".join(fields) + "\n")
 
 

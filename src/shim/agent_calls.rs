@@ -1,0 +1,172 @@
+//! The shim's calls to the privileged agent, through [`crate::contract::Agent1Proxy`]: Isolate and
+//! Reapply run beside the driver's loop and come back as an [`AgentAnswer`]; Release is awaited
+//! in teardown.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::time::{Duration, Instant};
+
+use log::{error, info};
+use zbus::proxy::CacheProperties;
+use zbus::Connection;
+
+use crate::contract::{Agent1Proxy, AgentError};
+use crate::plan::VarDict;
+use crate::report::chain;
+
+use super::codec;
+use super::error::{within, Peer, ShimError};
+use super::session::{IsolateCall, ReapplyCall};
+use super::CALL_TIMEOUT;
+
+/// On top of `netns-timeout`, which the agent enforces: its D-Bus activation and its rollback.
+const AGENT_MARGIN: Duration = Duration::from_secs(5);
+
+/// The agent's answer, for the session.
+pub(super) enum AgentAnswer {
+    Isolated(Result<String, ShimError>),
+    Reapplied(Result<(), ShimError>),
+}
+
+/// An agent call in flight.
+pub(super) type AgentCall = Pin<Box<dyn Future<Output = AgentAnswer> + Send>>;
+
+/// The agent's proxy. Its properties are not cached: that would call the agent at once.
+async fn agent(conn: &Connection) -> Result<Agent1Proxy<'static>, ShimError> {
+    Ok(Agent1Proxy::builder(conn)
+        .cache_properties(CacheProperties::No)
+        .build()
+        .await?)
+}
+
+/// Bounds a call to the agent as NM bounds its own, and names the method in its errors.
+async fn bounded<T>(
+    method: &'static str,
+    timeout: Duration,
+    call: impl Future<Output = Result<T, AgentError>>,
+) -> Result<T, ShimError> {
+    within(Peer::Agent, method, timeout, call)
+        .await?
+        .map_err(|error| ShimError::Agent { method, error })
+}
+
+/// Has the agent move the tun named in the stock service's Config into its namespace.
+pub(super) fn isolate(conn: Connection, call: IsolateCall) -> AgentCall {
+    Box::pin(isolated(conn, call))
+}
+
+/// Has the agent re-apply a config that openvpn re-sent.
+pub(super) fn reapply(conn: Connection, call: ReapplyCall) -> AgentCall {
+    Box::pin(reapplied(conn, call))
+}
+
+/// Resolves with the answer to the call in flight, or never if there is none.
+pub(super) async fn answer(call: &mut Option<AgentCall>) -> AgentAnswer {
+    match call {
+        Some(call) => call.await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn isolated(conn: Connection, call: IsolateCall) -> AgentAnswer {
+    let started = Instant::now();
+    let result = async {
+        let tun = codec::tundev(&call.config)?;
+        let request = codec::isolate_request(
+            &call.intent,
+            ifindex(tun)?,
+            &call.config,
+            call.ip4.as_ref(),
+            call.ip6.as_ref(),
+        );
+        let timeout = call.intent.timeout + AGENT_MARGIN;
+        let agent = agent(&conn).await?;
+        let reply = bounded("Isolate", timeout, agent.isolate(&request)).await?;
+        Ok::<_, ShimError>((tun.to_owned(), reply))
+    }
+    .await;
+    let id = &call.intent.id;
+    match result {
+        Ok((tun, reply)) => {
+            info!(
+                "isolated connection {id:?} in namespace {} ({}): tun {tun} (inside: {}), {}, in {} ms",
+                reply.netns,
+                if reply.created { "created" } else { "reused" },
+                reply.link,
+                codec::addresses(call.ip4.as_ref(), call.ip6.as_ref()).join(" "),
+                started.elapsed().as_millis()
+            );
+            AgentAnswer::Isolated(Ok(reply.netns))
+        }
+        Err(e) => {
+            error!("isolating connection {id:?} failed: {}", chain(&e));
+            AgentAnswer::Isolated(Err(e))
+        }
+    }
+}
+
+async fn reapplied(conn: Connection, call: ReapplyCall) -> AgentAnswer {
+    let none = VarDict::new();
+    let result = async {
+        let agent = agent(&conn).await?;
+        let reply = agent.reapply(
+            call.netns.as_str(),
+            &call.config,
+            call.ip4.as_ref().unwrap_or(&none),
+            call.ip6.as_ref().unwrap_or(&none),
+        );
+        bounded("Reapply", CALL_TIMEOUT, reply).await
+    }
+    .await;
+    match &result {
+        Ok(()) => info!(
+            "re-applied the VPN's new config in namespace {}",
+            call.netns
+        ),
+        Err(e) => error!("{}", chain(e)),
+    }
+    AgentAnswer::Reapplied(result)
+}
+
+/// Ends the shim's lease on `netns`.
+pub(super) async fn release(conn: &Connection, netns: &str) {
+    let released = async {
+        let agent = agent(conn).await?;
+        bounded("Release", CALL_TIMEOUT, agent.release(netns)).await
+    };
+    match released.await {
+        Ok(()) => info!("released namespace {netns}"),
+        Err(e) => error!("{}", chain(&e)),
+    }
+}
+
+/// The ifindex of `name` in the plugin's own namespace, which the agent checks before moving it.
+fn ifindex(name: &str) -> Result<u32, ShimError> {
+    let not_found = |error| ShimError::NoTun {
+        name: name.to_owned(),
+        error,
+    };
+    let c_name = std::ffi::CString::new(name)
+        .map_err(|e| not_found(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
+    // SAFETY: `c_name` is a NUL-terminated string that outlives the call, which only reads it.
+    match unsafe { nix::libc::if_nametoindex(c_name.as_ptr()) } {
+        0 => Err(not_found(io::Error::last_os_error())),
+        index => Ok(index),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ifindex_of_loopback() {
+        assert_eq!(ifindex("lo").unwrap(), 1);
+        let e = chain(&ifindex("nm-vpn-netns-x").unwrap_err());
+        assert!(
+            e.starts_with("no link \"nm-vpn-netns-x\" in the plugin's network namespace: "),
+            "{e}"
+        );
+    }
+}
