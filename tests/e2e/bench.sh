@@ -11,9 +11,12 @@ bench_stats() {
 }
 now_ms() { echo $(($(date +%s%N) / 1000)) | awk '{printf "%.1f", $1 / 1000}'; }
 
-# Process status lines of the sandbox's processes named $1.
+# Memory status lines of the sandbox's processes named $1.
 proc_status() {
-    rig_sb sh -c "for p in /proc/[0-9]*; do [ \"\$(cat \$p/comm 2>/dev/null)\" = '$1' ] && grep -E '^(VmRSS|VmHWM)' \$p/status; done; true"
+    local pid
+    for pid in $(sb_pids "$1"); do
+        rig_sb grep -E '^(VmRSS|VmHWM)' "/proc/$pid/status" || true
+    done
 }
 
 # `nmcli connection up` from call to return (NM reports activated) of profile $1, 10 times;
@@ -22,7 +25,7 @@ bench_activation() {
     local name=$1 label=$2 i t0 t1 samples=()
     for i in $(seq 10); do
         t0=$(now_ms)
-        rig_up_nmcli "$name" >/dev/null || fail "activation of $name failed"
+        expect_cmd_ok "activation of $name failed" rig_up_nmcli "$name"
         t1=$(now_ms)
         samples+=("$(awk -v a="$t0" -v b="$t1" 'BEGIN {print b - a}')")
         ((i < 10)) || proc_status nm-vpn-netns-se | sed 's/^/  shim (nm-vpn-netns-service) /'
@@ -56,7 +59,7 @@ b_agent_isolate() {
         agent_client --tun benchtun0 --id bench --uuid "$(new_uuid)" \
             --settings netns-isolate=yes,netns-name=bench --addr4 198.19.0.2/24 --dns4 "$RIG_TUN_SERVER_IP"
         out=$(agent_say "")
-        [[ $(json_field "$out" netns) == bench ]] || fail "Isolate failed: $out"
+        expect_json "Isolate failed" netns bench "$out"
         agent+=("$(awk -v us="$(json_field "$out" elapsed-us)" 'BEGIN {print us / 1000}')")
         trip+=("$(awk -v us="$(json_field "$out" call-us)" 'BEGIN {print us / 1000}')")
         agent_say "release bench" >/dev/null

@@ -52,7 +52,7 @@ show rig_sb getent hosts "$RIG_DNS_NAME"
 say "nmcli connection down work: the namespace and its DNS files go away"
 show rig_down_nmcli work
 rig_wait_openvpn_gone
-rig_wait 10 sh -c "! nsenter -t $RIG_SB_PID -m -- test -e /run/netns/work"
+rig_wait 10 netns_gone work
 show rig_sb ip netns list
 
 say "Tearing the rig down"

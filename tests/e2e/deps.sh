@@ -10,7 +10,9 @@ PACKAGES=(
 
 missing=()
 for p in "${PACKAGES[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+    # Captured, not piped into grep -q, which under pipefail can fail the pipeline by SIGPIPE.
+    status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null) || true
+    [[ $status == *'install ok installed'* ]] || missing+=("$p")
 done
 
 if ((${#missing[@]})); then

@@ -11,17 +11,9 @@ set -uo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 src=$(cd "$here/../.." && pwd)
 
-machine_snapshot() {
-    ip -d link show
-    ip addr show
-    ip route show table all
-    ip -6 route show table all
-    ip rule show
-    ip -6 rule show
-    ip netns list
-    ls -lA /etc/netns 2>&1
-    sha256sum /etc/resolv.conf
-}
+# Only definitions: the outer part uses machine_snapshot, procs_with_arg and text_diff.
+# shellcheck source=rig.sh
+source "$here/rig.sh"
 
 if [[ ${RIG_INSIDE:-} != 1 ]]; then
     [[ $EUID -eq 0 ]] || { echo "e2e: run as root (the rig creates namespaces)" >&2; exit 2; }
@@ -30,7 +22,7 @@ if [[ ${RIG_INSIDE:-} != 1 ]]; then
     RIG_TAG=$$ RIG_INSIDE=1 RIG_RESULTS=$results unshare --net --mount --propagation private -- bash "$0" "$@"
     after=$(machine_snapshot)
     # The sandbox's processes end with its PID namespace; the server side's must end by our hand.
-    left=$(ps -eo pid=,args= | grep -F "/tmp/nm-vpn-netns-rig.$$." | grep -v -e grep -e "ps -eo")
+    left=$(procs_with_arg "/tmp/nm-vpn-netns-rig.$$.")
     if [[ -z $left ]]; then
         echo "PASS t_no_process_left" | tee -a "$results"
         echo "  ok: no process of the rig outlives it"
@@ -43,7 +35,7 @@ if [[ ${RIG_INSIDE:-} != 1 ]]; then
         echo "  ok: the machine's links, addresses, routes, rules, netns and resolv.conf are byte-for-byte unchanged"
     else
         echo "FAIL t_machine_namespace_unchanged" | tee -a "$results"
-        diff <(echo "$before") <(echo "$after")
+        text_diff "$before" "$after"
     fi
     passed=$(grep -c '^PASS' "$results")
     failed=$(grep -c '^FAIL' "$results")
@@ -54,8 +46,6 @@ if [[ ${RIG_INSIDE:-} != 1 ]]; then
     exit
 fi
 
-# shellcheck source=rig.sh
-source "$here/rig.sh"
 # shellcheck source=tests.sh
 source "$here/tests.sh"
 # shellcheck source=tests-isolated.sh

@@ -4,47 +4,44 @@
 
 # The root-namespace checks of an isolated VPN: no tun, no VPN route or address, no VPN DNS.
 assert_root_clean() {
-    rig_sb ip -d link show | grep -q ' tun ' && fail "a tun is in the root namespace"
-    rig_sb ip route show table all | grep -q '198\.19\.' && fail "a VPN route is in the root namespace"
-    rig_sb ip -6 route show table all | grep -q 'fd00:198:19' && fail "a VPN IPv6 route is in the root namespace"
-    rig_sb ip addr show | grep -q '198\.19\.\|fd00:198:19' && fail "a VPN address is in the root namespace"
-    rig_sb grep -q "$RIG_TUN_SERVER_IP\|$RIG_DNS_DOMAIN" /etc/resolv.conf && fail "the VPN's DNS is in the root resolv.conf"
-    return 0
+    expect_no_match "a tun is in the root namespace" ' tun ' "$(rig_sb ip -d link show)"
+    expect_no_match "a VPN route is in the root namespace" '198\.19\.' "$(rig_sb ip route show table all)"
+    expect_no_match "a VPN IPv6 route is in the root namespace" 'fd00:198:19' "$(rig_sb ip -6 route show table all)"
+    expect_no_match "a VPN address is in the root namespace" '198\.19\.|fd00:198:19' "$(rig_sb ip addr show)"
+    expect_no_match "the VPN's DNS is in the root resolv.conf" "$RIG_TUN_SERVER_IP|$RIG_DNS_DOMAIN" \
+        "$(rig_sb cat /etc/resolv.conf)"
 }
 
 # What a user checks once an isolated VPN `name` is up in namespace `ns`.
 assert_isolated() {
     local name=$1 ns=$2
-    [[ $(rig_state "$name") == activated ]] || fail "NM reports $name as '$(rig_state "$name")'"
+    expect_activated "NM does not report $name activated" "$name"
     pass_note "NM reports $name activated"
-    rig_sb ip netns list | grep -q "^$ns\b" || fail "namespace $ns is not visible in the sandbox's main mount namespace"
-    rig_sb ip -n "$ns" -d link show | grep -q ' tun ' || fail "no tun in $ns"
-    rig_sb ip -n "$ns" -4 addr show | grep -q 'inet 198\.19\.0\.' || fail "the tun in $ns lacks the pushed address"
+    expect_netns "namespace $ns is not visible in the sandbox's main mount namespace" "$ns"
+    expect_contains "no tun in $ns" ' tun ' "$(rig_sb ip -n "$ns" -d link show 2>&1)"
+    expect_match "the tun in $ns lacks the pushed address" 'inet 198\.19\.0\.' "$(rig_sb ip -n "$ns" -4 addr show 2>&1)"
     pass_note "/run/netns/$ns is visible; the tun is there with $(rig_sb ip -n "$ns" -4 -o addr show | awk '$2 != "lo" {print $4}')"
-    probe_ping_within 10 rig_ns "$ns" || fail "no ping to $RIG_TUN_SERVER_IP from $ns"
-    probe_ping rig_sb && fail "$RIG_TUN_SERVER_IP answers from the root namespace"
+    expect_ping "no ping to $RIG_TUN_SERVER_IP from $ns" 10 rig_ns "$ns"
+    expect_no_ping "$RIG_TUN_SERVER_IP answers from the root namespace" rig_sb
     pass_note "$RIG_TUN_SERVER_IP answers from $ns and not from the root namespace"
     assert_root_clean
     pass_note "the root namespace has no tun, no VPN route or address, no VPN DNS"
-    rig_sb grep -qx "nameserver $RIG_TUN_SERVER_IP" "/etc/netns/$ns/resolv.conf" || fail "resolv.conf of $ns lacks the pushed DNS"
-    rig_sb grep -qx "search $RIG_DNS_DOMAIN" "/etc/netns/$ns/resolv.conf" || fail "resolv.conf of $ns lacks the pushed domain"
-    rig_sb grep -qx 'hosts: files dns' "/etc/netns/$ns/nsswitch.conf" || fail "nsswitch.conf of $ns does not say hosts: files dns"
-    rig_ns "$ns" getent hosts "$RIG_DNS_NAME" | grep -q "^$RIG_TUN_SERVER_IP " || fail "$RIG_DNS_NAME does not resolve in $ns"
-    rig_sb getent hosts "$RIG_DNS_NAME" >/dev/null && fail "$RIG_DNS_NAME resolves in the root namespace"
+    expect_sb_file_line "resolv.conf of $ns lacks the pushed DNS" "nameserver $RIG_TUN_SERVER_IP" "/etc/netns/$ns/resolv.conf"
+    expect_sb_file_line "resolv.conf of $ns lacks the pushed domain" "search $RIG_DNS_DOMAIN" "/etc/netns/$ns/resolv.conf"
+    expect_sb_file_line "nsswitch.conf of $ns does not say hosts: files dns" 'hosts: files dns' "/etc/netns/$ns/nsswitch.conf"
+    expect_match "$RIG_DNS_NAME does not resolve in $ns" "^$RIG_TUN_SERVER_IP " "$(rig_ns "$ns" getent hosts "$RIG_DNS_NAME" 2>&1)"
+    expect_cmd_fails "$RIG_DNS_NAME resolves in the root namespace" rig_sb getent hosts "$RIG_DNS_NAME"
     pass_note "DNS in $ns: pushed server and domain, hosts: files dns; $RIG_DNS_NAME resolves there only"
 }
-
-snapshot_is() { [[ $(rig_snapshot) == "$1" ]]; }
 
 # After `down`: no namespace, no DNS files, no process, and the root namespace as before.
 assert_gone() {
     local ns=$1 before=$2
-    rig_wait_openvpn_gone || fail "openvpn still runs after down"
-    rig_wait 10 sh -c "! nsenter -t $RIG_SB_PID -m -- test -e /run/netns/$ns" || fail "namespace $ns remains after down"
-    rig_sb test -e "/etc/netns/$ns" && fail "/etc/netns/$ns remains after down"
-    rig_wait 10 sh -c "[ \"\$(nsenter -t $RIG_SB_PID -m -n -p -- sh -c 'cat /proc/[0-9]*/comm 2>/dev/null' | grep -c -x -e nm-openvpn-serv -e nm-vpn-netns-se)\" = 0 ]" ||
-        fail "a plugin process remains after down"
-    diff <(echo "$before") <(rig_snapshot) || fail "the root namespace differs from before activation"
+    expect_openvpn_gone
+    expect_netns_gone "namespace $ns remains after down" "$ns" 10
+    expect_sb_absent "/etc/netns/$ns remains after down" "/etc/netns/$ns"
+    expect_procs_gone "a plugin process remains after down" 10 nm-openvpn-serv nm-vpn-netns-se
+    expect_snapshot "the root namespace differs from before activation" "$before"
     pass_note "after down: no namespace, no /etc/netns/$ns, no stray process; the root namespace is as before"
 }
 
@@ -53,11 +50,11 @@ t_isolated_keyfile() {
     local before
     before=$(rig_snapshot)
     rig_profile_keyfile work 1 ca netns-isolate=yes netns-name=work
-    probe_ping rig_sb && fail "the tunnel answers before activation (negative control)"
-    rig_up_nmcli work >/dev/null || fail "nmcli connection up failed: $(tail -5 "$RIG_W/nm.log")"
-    rig_sb pgrep -x nm-vpn-netns-se >/dev/null || fail "the plugin shim is not what NM ran"
+    expect_no_ping "the tunnel answers before activation (negative control)" rig_sb
+    expect_cmd_ok "nmcli connection up failed" rig_up_nmcli work
+    expect_proc_running "the plugin shim is not what NM ran" nm-vpn-netns-se
     assert_isolated work work
-    rig_down_nmcli work >/dev/null || fail "nmcli connection down failed"
+    expect_cmd_ok "nmcli connection down failed" rig_down_nmcli work
     assert_gone work "$before"
     rig_profile_delete work
 }
@@ -84,14 +81,14 @@ t_passthrough() {
     rig_profile_delete plain
     rig_profile_keyfile password 4 ca connection-type=password-tls "username=$RIG_VPN_USER" password-flags=0 \
         "vpn-secrets.password=$RIG_VPN_PASSWORD"
-    rig_up_nmcli password >/dev/null || fail "the password profile did not connect through the shim"
-    probe_ping_within 10 rig_sb || fail "no ping through the password-authenticated VPN"
-    rig_sb nmcli -g IP4.ADDRESS connection show password | grep -q '^198\.19\.0\.' || fail "no IP4.ADDRESS for the password VPN"
+    expect_cmd_ok "the password profile did not connect through the shim" rig_up_nmcli password
+    expect_ping "no ping through the password-authenticated VPN" 10 rig_sb
+    expect_match "no IP4.ADDRESS for the password VPN" '^198\.19\.0\.' "$(rig_sb nmcli -g IP4.ADDRESS connection show password)"
     pass_note "a password-authenticated profile (secret stored) connects through the shim"
     rig_down_nmcli password >/dev/null
-    rig_wait_openvpn_gone
+    expect_openvpn_gone
     rig_profile_delete password
-    diff <(echo "$before") <(rig_snapshot) || fail "something remains"
+    expect_snapshot "something remains" "$before"
 }
 
 # Scenario 5: netns-name=uuid, netns-name=name with an awkward id, and the default.
@@ -99,58 +96,61 @@ t_names() {
     local uuid
     rig_profile_keyfile by-uuid 1 ca netns-isolate=yes netns-name=uuid
     uuid=$(rig_sb nmcli -g connection.uuid connection show by-uuid)
-    rig_up_nmcli by-uuid >/dev/null || fail "activation failed"
-    rig_sb test -e "/run/netns/$uuid" || fail "netns-name=uuid did not give namespace $uuid"
+    expect_cmd_ok "activation failed" rig_up_nmcli by-uuid
+    expect_netns "netns-name=uuid did not give namespace $uuid" "$uuid"
     pass_note "netns-name=uuid -> $uuid"
     rig_down_nmcli by-uuid >/dev/null
     rig_profile_delete by-uuid
 
     local id='My Work/VPN (2)' want=My-Work-VPN-2
     rig_profile_keyfile "$id" 2 ca netns-isolate=yes netns-name=name
-    rig_up_nmcli "$id" >/dev/null || fail "activation failed"
-    rig_sb test -e "/run/netns/$want" || fail "netns-name=name for '$id' did not give $want: $(rig_sb ip netns list)"
+    expect_cmd_ok "activation failed" rig_up_nmcli "$id"
+    expect_netns "netns-name=name for '$id' did not give $want" "$want"
     pass_note "netns-name=name for '$id' -> $want"
     rig_down_nmcli "$id" >/dev/null
     rig_profile_delete "$id"
 
     rig_profile_keyfile 'Default Name' 3 ca netns-isolate=yes
-    rig_up_nmcli 'Default Name' >/dev/null || fail "activation failed"
-    rig_sb test -e /run/netns/Default-Name || fail "the default did not give Default-Name: $(rig_sb ip netns list)"
+    expect_cmd_ok "activation failed" rig_up_nmcli 'Default Name'
+    expect_netns "the default did not give Default-Name" Default-Name
     pass_note "no netns-name -> Default-Name"
     rig_down_nmcli 'Default Name' >/dev/null
     rig_profile_delete 'Default Name'
-    rig_wait_openvpn_gone
+    expect_openvpn_gone
 }
 
 # Scenario 6: a persistent namespace outlives `down`, and an app inside rides the reconnect.
+replies() { grep -c 'bytes from' "$RIG_W/keep-ping.out" || true; }
+more_replies_than() { (($(replies) > $1)); }
 t_persistent() {
     local pinger
     rig_profile_keyfile keep 1 ca netns-isolate=yes netns-name=keep netns-persistent=yes
-    rig_up_nmcli keep >/dev/null || fail "activation failed"
+    expect_cmd_ok "activation failed" rig_up_nmcli keep
     # One process, started before down, that keeps pinging through everything (for 2 minutes at
     # most); `ip netns exec` execs it, so the PID the shell wrote is ping's.
     rig_sb sh -c "echo \$\$ >$RIG_IN/keep-ping.pid; exec ip netns exec keep ping -n -i 0.2 -W 1 -w 120 $RIG_TUN_SERVER_IP" \
         >"$RIG_W/keep-ping.out" 2>&1 &
-    rig_wait 5 test -s "$RIG_W/keep-ping.pid" || fail "the app did not start"
+    expect_within "the app did not start" 5 test -s "$RIG_W/keep-ping.pid"
     pinger=$(cat "$RIG_W/keep-ping.pid")
-    rig_wait 10 grep -q 'bytes from' "$RIG_W/keep-ping.out" || fail "the app in keep never reached the server"
+    expect_match_within "the app in keep never reached the server" 10 'bytes from' cat "$RIG_W/keep-ping.out"
     rig_down_nmcli keep >/dev/null
-    rig_wait_openvpn_gone
-    rig_sb test -e /run/netns/keep || fail "the persistent namespace went away on down"
-    rig_sb grep -qx "nameserver $RIG_TUN_SERVER_IP" /etc/netns/keep/resolv.conf || fail "the DNS files went away on down"
+    expect_openvpn_gone
+    expect_netns "the persistent namespace went away on down" keep
+    expect_sb_file_line "the DNS files went away on down" "nameserver $RIG_TUN_SERVER_IP" /etc/netns/keep/resolv.conf
     assert_root_clean
     pass_note "after down: namespace keep and its DNS files stay; the app inside still runs"
     local seen
-    seen=$(grep -c 'bytes from' "$RIG_W/keep-ping.out")
-    rig_up_nmcli keep >/dev/null || fail "the second activation failed"
-    rig_wait 10 sh -c "[ \$(grep -c 'bytes from' '$RIG_W/keep-ping.out') -gt $seen ]" ||
-        fail "the app started before down did not reach the server after the next up"
-    rig_sb kill -0 "$pinger" || fail "the app died"
+    seen=$(replies)
+    expect_cmd_ok "the second activation failed" rig_up_nmcli keep
+    rig_wait 10 more_replies_than "$seen" ||
+        expect_failed "the app started before down did not reach the server after the next up" \
+            "more than $seen replies in keep-ping.out" "$(tail -5 "$RIG_W/keep-ping.out")"
+    expect_cmd_ok "the app died" rig_sb kill -0 "$pinger"
     pass_note "the same process reaches the server again after the next up, with no restart"
     rig_sb kill "$pinger"
     wait
     rig_down_nmcli keep >/dev/null
-    rig_wait_openvpn_gone
+    expect_openvpn_gone
     rig_profile_delete keep
     rig_sb ip netns del keep
     rig_sb rm -rf /etc/netns/keep
@@ -162,15 +162,16 @@ refused() {
     shift 2
     before=$(rig_snapshot)
     rig_profile_keyfile "$name" 1 ca "$@" timeout=15
-    local lines
+    local lines log said
     lines=$(wc -l <"$RIG_W/nm.log")
-    rig_up_nmcli "$name" >/dev/null 2>&1 && fail "$name activated"
-    tail -n +"$lines" "$RIG_W/nm.log" | grep -F -- "$why" | head -2 | sed 's/^/    NM log: /'
-    tail -n +"$lines" "$RIG_W/nm.log" | grep -qF -- "$why" || fail "NM's log does not say '$why'"
+    expect_cmd_fails "$name activated" rig_up_nmcli "$name"
+    log=$(tail -n +"$lines" "$RIG_W/nm.log")
+    said=$(grep -F -- "$why" <<<"$log") ||
+        expect_failed "NM's log does not say '$why'" "a line containing '$why'" "$(tail -20 <<<"$log")"
+    head -2 <<<"$said" | sed 's/^/    NM log: /'
     rig_profile_delete "$name"
     # openvpn, the stock service and the shim exit within seconds; then all must be as before.
-    rig_wait 20 snapshot_is "$before" || true
-    diff <(echo "$before") <(rig_snapshot) || fail "$name left something behind"
+    expect_snapshot "$name left something behind" "$before" 20
     pass_note "$name refused ($why); nothing left behind"
 }
 
@@ -180,12 +181,12 @@ t_refusals() {
     refused bad-key 'netns-foo' netns-isolate=yes netns-foo=1
     refused static-dns 'ipv4.dns' netns-isolate=yes ipv4.dns=198.18.0.1
     rig_profile_keyfile first 2 ca netns-isolate=yes netns-name=shared
-    rig_up_nmcli first >/dev/null || fail "the first VPN on 'shared' failed"
+    expect_cmd_ok "the first VPN on 'shared' failed" rig_up_nmcli first
     refused second 'already' netns-isolate=yes netns-name=shared
-    probe_ping_within 10 rig_ns shared || fail "the first VPN broke when the second was refused"
+    expect_ping "the first VPN broke when the second was refused" 10 rig_ns shared
     pass_note "the first VPN on 'shared' still works"
     rig_down_nmcli first >/dev/null
-    rig_wait_openvpn_gone
+    expect_openvpn_gone
     rig_profile_delete first
 }
 
@@ -195,52 +196,48 @@ t_two_at_once() {
     before=$(rig_snapshot)
     rig_profile_keyfile one 3 ca netns-isolate=yes netns-name=one
     rig_profile_keyfile two 4 ca netns-isolate=yes netns-name=two
-    rig_up_nmcli one >/dev/null || fail "one failed"
-    rig_up_nmcli two >/dev/null || fail "two failed"
-    probe_ping_within 10 rig_ns one || fail "no ping from one"
-    probe_ping_within 10 rig_ns two || fail "no ping from two"
+    expect_cmd_ok "one failed" rig_up_nmcli one
+    expect_cmd_ok "two failed" rig_up_nmcli two
+    expect_ping "no ping from one" 10 rig_ns one
+    expect_ping "no ping from two" 10 rig_ns two
     assert_root_clean
     pass_note "two isolated VPNs work at once, in namespaces one and two"
     rig_down_nmcli one >/dev/null
-    probe_ping rig_ns two || fail "two broke when one went down"
+    expect_ping "two broke when one went down" 0 rig_ns two
     rig_down_nmcli two >/dev/null
     assert_gone two "$before"
     rig_profile_delete one
     rig_profile_delete two
 }
 
-# The client openvpn of the sandbox (there is one at a time in these scenarios).
-openvpn_pid() {
-    rig_sb sh -c 'for p in /proc/[0-9]*; do [ "$(cat $p/comm 2>/dev/null)" = openvpn ] && echo ${p#/proc/}; done; true' | head -1
-}
-
 soft_restart_round() {
     local name=$1 pid
     rig_profile_keyfile "$name" 1 ca netns-isolate=yes "netns-name=$name"
-    rig_up_nmcli "$name" >/dev/null || fail "activation failed"
-    probe_ping_within 10 rig_ns "$name" || fail "no ping before the restart"
-    pid=$(openvpn_pid)
+    expect_cmd_ok "activation failed" rig_up_nmcli "$name"
+    expect_ping "no ping before the restart" 10 rig_ns "$name"
+    # The client openvpn of the sandbox (there is one at a time in these scenarios).
+    pid=$(sb_pid openvpn)
     rig_sb kill -USR1 "$pid"
     rig_wait 10 grep -q "SIGUSR1" "$RIG_W/server.log" || true
     sleep 1
-    probe_ping_within 10 rig_ns "$name" || fail "connectivity did not return within 10 s after SIGUSR1"
+    expect_ping "connectivity did not return within 10 s after SIGUSR1" 10 rig_ns "$name"
     assert_root_clean
     pass_note "after SIGUSR1 to openvpn ($1): connectivity in $name returned, the root namespace stayed clean"
     rig_down_nmcli "$name" >/dev/null
-    rig_wait_openvpn_gone
+    expect_openvpn_gone
     rig_profile_delete "$name"
 }
 
 # Scenario 9: openvpn's soft restart, first as Debian runs it (dropped to nm-openvpn), then with
 # NM_OPENVPN_USER empty so that it keeps root and re-sends its config.
 t_soft_restart() {
-    local lines
+    local lines log
     soft_restart_round restart-user
     rig_nm_restart NM_OPENVPN_USER=
     lines=$(wc -l <"$RIG_W/sandbox.log")
     soft_restart_round restart-root
-    tail -n +"$lines" "$RIG_W/sandbox.log" | grep -q 're-applied' ||
-        fail "openvpn kept root, yet the agent never re-applied a config"
+    log=$(tail -n +"$lines" "$RIG_W/sandbox.log")
+    expect_contains "openvpn kept root, yet the agent never re-applied a config" 're-applied' "$log"
     pass_note "with NM_OPENVPN_USER empty, the re-sent config was re-applied inside the namespace"
     rig_nm_restart
 }
@@ -252,28 +249,28 @@ E2E_TESTS+=(t_isolated_keyfile t_isolated_libnm t_passthrough t_names t_persiste
 t_install_uninstall() {
     local stock=/usr/lib/NetworkManager/VPN/nm-openvpn-service.name diverted
     diverted=$stock.distrib
-    rig_sb grep -qx 'program=/usr/lib/NetworkManager/nm-vpn-netns-service' "$stock" ||
-        fail "the installed .name does not point at the shim"
-    diff <(rig_sb sed '/^program=/d' "$stock") <(rig_sb sed '/^program=/d' "$diverted") ||
-        fail "our .name differs from the stock one in more than program="
-    rig_sb dpkg-divert --list "$stock" | grep -q "$diverted" || fail "the stock .name is not diverted"
+    expect_sb_file_line "the installed .name does not point at the shim" \
+        'program=/usr/lib/NetworkManager/nm-vpn-netns-service' "$stock"
+    expect_same "our .name differs from the stock one in more than program=" \
+        "$(rig_sb sed '/^program=/d' "$diverted")" "$(rig_sb sed '/^program=/d' "$stock")"
+    expect_contains "the stock .name is not diverted" "$diverted" "$(rig_sb dpkg-divert --list "$stock")"
     pass_note "installed: our .name is the stock one but for program=, and the stock one is diverted"
 
-    rig_sb make -s -C "$RIG_SRC_IN" uninstall >/dev/null || fail "make uninstall failed"
-    rig_sb cmp "$stock" "$RIG_IN/stock.name" || fail "uninstall did not restore the stock .name byte for byte"
-    rig_sb test -e "$diverted" && fail "uninstall left $diverted"
-    [[ -z $(rig_sb dpkg-divert --list "$stock") ]] || fail "uninstall left the diversion"
+    expect_cmd_ok "make uninstall failed" rig_sb make -s -C "$RIG_SRC_IN" uninstall
+    expect_cmd_ok "uninstall did not restore the stock .name byte for byte" rig_sb cmp "$stock" "$RIG_IN/stock.name"
+    expect_sb_absent "uninstall left $diverted" "$diverted"
+    expect_eq "uninstall left the diversion" "" "$(rig_sb dpkg-divert --list "$stock")"
     local f
     for f in /usr/lib/NetworkManager/nm-vpn-netns-service /usr/libexec/nm-vpn-netns-agent /usr/bin/nm-vpn-netns \
         /usr/share/dbus-1/system.d/io.github.NmVpnNetns.Agent1.conf \
         /usr/share/dbus-1/system-services/io.github.NmVpnNetns.Agent1.service \
         /usr/lib/systemd/system/nm-vpn-netns-agent.service; do
-        rig_sb test -e "$f" && fail "uninstall left $f"
+        expect_sb_absent "uninstall left $f" "$f"
     done
     pass_note "uninstalled: the stock .name is back byte for byte, no diversion, none of our files"
 
     rig_install
-    rig_sb grep -qx 'program=/usr/lib/NetworkManager/nm-vpn-netns-service' "$stock" || fail "reinstall failed"
+    expect_sb_file_line "reinstall failed" 'program=/usr/lib/NetworkManager/nm-vpn-netns-service' "$stock"
     pass_note "reinstalled"
 }
 E2E_TESTS+=(t_install_uninstall)
