@@ -1,6 +1,8 @@
 //! Privileged agent: creates namespaces and configures VPN links inside them on behalf of the
 //! plugin, which NetworkManager's sandbox keeps from doing so itself. Started by D-Bus activation.
 
+#![deny(clippy::too_many_lines)]
+
 use anyhow::Context;
 use clap::Parser;
 use log::info;

@@ -1,6 +1,8 @@
 //! NetworkManager VPN plugin shim: owns the bus name NM gives it and proxies the stock
 //! nm-openvpn service, isolating connections that ask for it.
 
+#![deny(clippy::too_many_lines)]
+
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
