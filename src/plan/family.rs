@@ -35,14 +35,36 @@ pub trait Family: Copy + Eq + Into<IpAddr> + Sized {
     const MAX_PREFIX: u8;
     /// What NetworkManager assumes when the dict has no `prefix`.
     const DEFAULT_PREFIX: u8;
+    /// The type of a list of addresses, as `dns`.
+    const LIST: Expected;
+    /// The type of `routes`.
+    const ROUTES: Expected;
 
     /// One address, never the unspecified one.
     fn decode(r: &NmReader<'_>, key: &'static str, v: &Variant<'_>) -> Result<Self, PlanError>;
-    fn read_list(r: &NmReader<'_>, key: &'static str) -> Result<Vec<Self>, PlanError>;
-    fn read_routes(r: &NmReader<'_>) -> Result<Vec<Route<Self>>, PlanError>;
+    /// One entry of `routes`.
+    fn decode_route(r: &NmReader<'_>, entry: &Variant<'_>) -> Result<Route<Self>, PlanError>;
 
     fn read(r: &NmReader<'_>, key: &'static str) -> Result<Option<Self>, PlanError> {
         r.get(key).map(|v| Self::decode(r, key, v)).transpose()
+    }
+
+    fn read_list(r: &NmReader<'_>, key: &'static str) -> Result<Vec<Self>, PlanError> {
+        let items = r.array(key, Self::LIST)?;
+        items
+            .unwrap_or_default()
+            .iter()
+            .map(|item| Self::decode(r, key, item))
+            .collect()
+    }
+
+    fn read_routes(r: &NmReader<'_>) -> Result<Vec<Route<Self>>, PlanError> {
+        let entries = r.array(ROUTES, Self::ROUTES)?;
+        entries
+            .unwrap_or_default()
+            .iter()
+            .map(|entry| Self::decode_route(r, entry))
+            .collect()
     }
 }
 
@@ -78,6 +100,8 @@ fn route_prefix(
 impl Family for Ipv4Addr {
     const MAX_PREFIX: u8 = 32;
     const DEFAULT_PREFIX: u8 = 24;
+    const LIST: Expected = IP4_LIST;
+    const ROUTES: Expected = IP4_ROUTES;
 
     fn decode(r: &NmReader<'_>, key: &'static str, v: &Variant<'_>) -> Result<Self, PlanError> {
         let Variant::U32(n) = v else {
@@ -86,22 +110,8 @@ impl Family for Ipv4Addr {
         nonzero_ip4(r, key, *n)
     }
 
-    fn read_list(r: &NmReader<'_>, key: &'static str) -> Result<Vec<Self>, PlanError> {
-        let items = r.array(key, IP4_LIST)?;
-        items
-            .unwrap_or_default()
-            .iter()
-            .map(|item| Self::decode(r, key, item))
-            .collect()
-    }
-
-    fn read_routes(r: &NmReader<'_>) -> Result<Vec<Route<Self>>, PlanError> {
-        let entries = r.array(ROUTES, IP4_ROUTES)?;
-        entries
-            .unwrap_or_default()
-            .iter()
-            .map(|entry| ip4_route(r, entry))
-            .collect()
+    fn decode_route(r: &NmReader<'_>, entry: &Variant<'_>) -> Result<Route<Self>, PlanError> {
+        ip4_route(r, entry)
     }
 }
 
@@ -150,27 +160,15 @@ fn nonzero_ip4(r: &NmReader<'_>, key: &'static str, n: u32) -> Result<Ipv4Addr, 
 impl Family for Ipv6Addr {
     const MAX_PREFIX: u8 = 128;
     const DEFAULT_PREFIX: u8 = 128;
+    const LIST: Expected = IP6_LIST;
+    const ROUTES: Expected = IP6_ROUTES;
 
     fn decode(r: &NmReader<'_>, key: &'static str, v: &Variant<'_>) -> Result<Self, PlanError> {
         nonzero_ip6(r, key, v, v)
     }
 
-    fn read_list(r: &NmReader<'_>, key: &'static str) -> Result<Vec<Self>, PlanError> {
-        let items = r.array(key, IP6_LIST)?;
-        items
-            .unwrap_or_default()
-            .iter()
-            .map(|item| Self::decode(r, key, item))
-            .collect()
-    }
-
-    fn read_routes(r: &NmReader<'_>) -> Result<Vec<Route<Self>>, PlanError> {
-        let entries = r.array(ROUTES, IP6_ROUTES)?;
-        entries
-            .unwrap_or_default()
-            .iter()
-            .map(|entry| ip6_route(r, entry))
-            .collect()
+    fn decode_route(r: &NmReader<'_>, entry: &Variant<'_>) -> Result<Route<Self>, PlanError> {
+        ip6_route(r, entry)
     }
 }
 
