@@ -36,9 +36,9 @@ pub trait Family: Copy + Eq + Into<IpAddr> + Sized {
     /// What NetworkManager assumes when the dict has no `prefix`.
     const DEFAULT_PREFIX: u8;
     /// The type of a list of addresses, as `dns`.
-    const LIST: Expected;
+    const LIST_TYPE: Expected;
     /// The type of `routes`.
-    const ROUTES: Expected;
+    const ROUTES_TYPE: Expected;
 
     /// One address, never the unspecified one.
     fn decode(r: &NmReader<'_>, key: &'static str, v: &Variant<'_>) -> Result<Self, PlanError>;
@@ -50,7 +50,7 @@ pub trait Family: Copy + Eq + Into<IpAddr> + Sized {
     }
 
     fn read_list(r: &NmReader<'_>, key: &'static str) -> Result<Vec<Self>, PlanError> {
-        let items = r.array(key, Self::LIST)?;
+        let items = r.array(key, Self::LIST_TYPE)?;
         items
             .unwrap_or_default()
             .iter()
@@ -59,7 +59,7 @@ pub trait Family: Copy + Eq + Into<IpAddr> + Sized {
     }
 
     fn read_routes(r: &NmReader<'_>) -> Result<Vec<Route<Self>>, PlanError> {
-        let entries = r.array(ROUTES, Self::ROUTES)?;
+        let entries = r.array(ROUTES, Self::ROUTES_TYPE)?;
         entries
             .unwrap_or_default()
             .iter()
@@ -100,8 +100,8 @@ fn route_prefix(
 impl Family for Ipv4Addr {
     const MAX_PREFIX: u8 = 32;
     const DEFAULT_PREFIX: u8 = 24;
-    const LIST: Expected = IP4_LIST;
-    const ROUTES: Expected = IP4_ROUTES;
+    const LIST_TYPE: Expected = IP4_LIST;
+    const ROUTES_TYPE: Expected = IP4_ROUTES;
 
     fn decode(r: &NmReader<'_>, key: &'static str, v: &Variant<'_>) -> Result<Self, PlanError> {
         let Variant::U32(n) = v else {
@@ -110,38 +110,34 @@ impl Family for Ipv4Addr {
         nonzero_ip4(r, key, *n)
     }
 
+    /// One `[dest, prefix, next-hop, metric]` entry of an IPv4 `routes`.
     fn decode_route(r: &NmReader<'_>, entry: &Variant<'_>) -> Result<Route<Self>, PlanError> {
-        ip4_route(r, entry)
+        let Variant::Array(fields) = entry else {
+            return Err(r.wrong_type(ROUTES, IP4_ROUTE, entry));
+        };
+        let [Variant::U32(dest), Variant::U32(prefix), Variant::U32(via), Variant::U32(metric)] =
+            fields.inner()
+        else {
+            return Err(r.invalid(
+                ROUTES,
+                entry,
+                format!(
+                    "a route is [dest, prefix, next-hop, metric], got {} items",
+                    fields.len()
+                ),
+            ));
+        };
+        let prefix = route_prefix(r, entry, *prefix, Self::MAX_PREFIX)?;
+        // NM clears host bits before adding a route, and the kernel refuses them.
+        let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+        let dest = Ipv4Addr::from(u32::from(ip4(*dest)) & mask);
+        Ok(Route {
+            dest,
+            prefix,
+            via: Some(ip4(*via)).filter(|a| !a.is_unspecified()),
+            metric: *metric,
+        })
     }
-}
-
-/// One `[dest, prefix, next-hop, metric]` entry of an IPv4 `routes`.
-fn ip4_route(r: &NmReader<'_>, entry: &Variant<'_>) -> Result<Route<Ipv4Addr>, PlanError> {
-    let Variant::Array(fields) = entry else {
-        return Err(r.wrong_type(ROUTES, IP4_ROUTE, entry));
-    };
-    let [Variant::U32(dest), Variant::U32(prefix), Variant::U32(via), Variant::U32(metric)] =
-        fields.inner()
-    else {
-        return Err(r.invalid(
-            ROUTES,
-            entry,
-            format!(
-                "a route is [dest, prefix, next-hop, metric], got {} items",
-                fields.len()
-            ),
-        ));
-    };
-    let prefix = route_prefix(r, entry, *prefix, Ipv4Addr::MAX_PREFIX)?;
-    // NM clears host bits before adding a route, and the kernel refuses them.
-    let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
-    let dest = Ipv4Addr::from(u32::from(ip4(*dest)) & mask);
-    Ok(Route {
-        dest,
-        prefix,
-        via: Some(ip4(*via)).filter(|a| !a.is_unspecified()),
-        metric: *metric,
-    })
 }
 
 /// NM's dicts carry an IPv4 address as the u32 whose native-endian bytes are the octets.
@@ -160,38 +156,34 @@ fn nonzero_ip4(r: &NmReader<'_>, key: &'static str, n: u32) -> Result<Ipv4Addr, 
 impl Family for Ipv6Addr {
     const MAX_PREFIX: u8 = 128;
     const DEFAULT_PREFIX: u8 = 128;
-    const LIST: Expected = IP6_LIST;
-    const ROUTES: Expected = IP6_ROUTES;
+    const LIST_TYPE: Expected = IP6_LIST;
+    const ROUTES_TYPE: Expected = IP6_ROUTES;
 
     fn decode(r: &NmReader<'_>, key: &'static str, v: &Variant<'_>) -> Result<Self, PlanError> {
         nonzero_ip6(r, key, v, v)
     }
 
+    /// One `(dest, prefix, next-hop, metric)` entry of an IPv6 `routes`.
     fn decode_route(r: &NmReader<'_>, entry: &Variant<'_>) -> Result<Route<Self>, PlanError> {
-        ip6_route(r, entry)
+        let wrong = || r.wrong_type(ROUTES, IP6_ROUTE, entry);
+        let Variant::Structure(s) = entry else {
+            return Err(wrong());
+        };
+        let [dest, Variant::U32(prefix), via, Variant::U32(metric)] = s.fields() else {
+            return Err(wrong());
+        };
+        let prefix = route_prefix(r, entry, *prefix, Self::MAX_PREFIX)?;
+        // NM clears host bits before adding a route, and the kernel refuses them.
+        let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
+        let dest = Ipv6Addr::from(u128::from(ip6(r, ROUTES, entry, dest)?) & mask);
+        let via = ip6(r, ROUTES, entry, via)?;
+        Ok(Route {
+            dest,
+            prefix,
+            via: Some(via).filter(|a| !a.is_unspecified()),
+            metric: *metric,
+        })
     }
-}
-
-/// One `(dest, prefix, next-hop, metric)` entry of an IPv6 `routes`.
-fn ip6_route(r: &NmReader<'_>, entry: &Variant<'_>) -> Result<Route<Ipv6Addr>, PlanError> {
-    let wrong = || r.wrong_type(ROUTES, IP6_ROUTE, entry);
-    let Variant::Structure(s) = entry else {
-        return Err(wrong());
-    };
-    let [dest, Variant::U32(prefix), via, Variant::U32(metric)] = s.fields() else {
-        return Err(wrong());
-    };
-    let prefix = route_prefix(r, entry, *prefix, Ipv6Addr::MAX_PREFIX)?;
-    // NM clears host bits before adding a route, and the kernel refuses them.
-    let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
-    let dest = Ipv6Addr::from(u128::from(ip6(r, ROUTES, entry, dest)?) & mask);
-    let via = ip6(r, ROUTES, entry, via)?;
-    Ok(Route {
-        dest,
-        prefix,
-        via: Some(via).filter(|a| !a.is_unspecified()),
-        metric: *metric,
-    })
 }
 
 /// An `ay` IPv6 address; `whole` is what an error shows: the value, or the route it sits in.

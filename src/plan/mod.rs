@@ -19,9 +19,6 @@ pub mod family;
 pub mod nm;
 pub mod settings;
 
-#[cfg(test)]
-pub(crate) mod tests;
-
 pub use nm::{owned, var_dict, DictName, VarDict};
 
 use dns::{check_domain, render_nsswitch, render_resolv_conf};
@@ -365,3 +362,6 @@ fn search_domains(r: &NmReader<'_>, search: &mut Vec<String>) -> Result<(), Plan
     }
     Ok(())
 }
+
+#[cfg(test)]
+pub(crate) mod tests;
