@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use nm_vpn_netns::plan::{self, DefaultRoute, FamilyPlan, PlanInput, Route, VarDict};
+use nm_vpn_netns::shim::codec;
 use zbus::{OwnedVariant, Variant};
 
 fn dict(entries: Vec<(&str, Variant<'static>)>) -> VarDict {
@@ -152,7 +153,7 @@ fn topology_net30_ipv4_only() {
         "no IPv6 from the VPN: no IPv6 route at all"
     );
 
-    let reduced = plan::isolated_nm_config(&config).unwrap();
+    let reduced = codec::isolated_nm_config(&config).unwrap();
     let mut keys: Vec<&str> = reduced.keys().map(String::as_str).collect();
     keys.sort_unstable();
     assert_eq!(keys, ["can-persist", "gateway", "has-ip4", "has-ip6"]);

@@ -9,15 +9,18 @@ use std::time::Duration;
 
 use zbus::{OwnedVariant, Variant};
 
+use super::nm::{DictLabel, Expected, Reader};
+
 /// Every way the connection's settings can be rejected. Each message names the key and value.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum SettingsError {
     #[error("invalid namespace name {value:?}: {reason}")]
     InvalidName { value: String, reason: &'static str },
-    #[error("{key}: {error}")]
+    #[error("{key}: invalid value {value:?}: {reason}")]
     InvalidValue {
         key: &'static str,
-        error: InvalidValue,
+        value: String,
+        reason: &'static str,
     },
     #[error("unknown key {key:?} in vpn.data; the known ones are {}", known_keys())]
     UnknownKey { key: String },
@@ -50,6 +53,15 @@ impl InvalidValue {
         InvalidValue {
             value: value.to_owned(),
             reason,
+        }
+    }
+
+    /// The same refusal, tied to the key whose value it was.
+    fn of(self, key: &'static str) -> SettingsError {
+        SettingsError::InvalidValue {
+            key,
+            value: self.value,
+            reason: self.reason,
         }
     }
 }
@@ -168,10 +180,7 @@ impl NameSource {
         let from_uuid = || {
             NetnsName::check(uuid)
                 .map(|()| NetnsName(uuid.to_owned()))
-                .map_err(|reason| SettingsError::InvalidValue {
-                    key: "connection.uuid",
-                    error: InvalidValue::new(uuid, reason),
-                })
+                .map_err(|reason| InvalidValue::new(uuid, reason).of("connection.uuid"))
         };
         match self {
             NameSource::Uuid => from_uuid(),
@@ -267,60 +276,38 @@ pub struct ConnectionInfo {
 /// The `a{sa{sv}}` connection dict of `Connect`, `NeedSecrets` and friends.
 pub type NmConnection = HashMap<String, HashMap<String, OwnedVariant>>;
 
-/// Decodes one setting, or `None` if NM left it out (it omits defaults).
-fn setting<'a, T>(
-    conn: &'a NmConnection,
-    section: &str,
-    key: &str,
-    expected: &'static str,
-    decode: impl FnOnce(&'a Variant<'a>) -> Option<T>,
-) -> Result<Option<T>, SettingsError> {
-    let Some(value) = conn.get(section).and_then(|s| s.get(key)) else {
-        return Ok(None);
-    };
-    decode(value)
-        .map(Some)
-        .ok_or_else(|| SettingsError::WrongType {
-            key: format!("{section}.{key}"),
-            expected,
-            found: value.value_signature().to_string(),
-        })
-}
+/// A section of the connection dict (`connection`, `ipv4`, ...); errors name a key of it as
+/// `section.key`, with the D-Bus type it should have.
+#[derive(Debug, Clone, Copy)]
+struct Section(&'static str);
 
-fn string(v: &Variant<'_>) -> Option<String> {
-    String::try_from(v).ok()
-}
+impl DictLabel for Section {
+    type Error = SettingsError;
 
-fn strings(v: &Variant<'_>) -> Option<Vec<String>> {
-    match v {
-        Variant::Array(a) => a.inner().iter().map(string).collect(),
-        _ => None,
+    fn wrong_type(self, key: &'static str, expected: Expected, v: &Variant<'_>) -> SettingsError {
+        SettingsError::WrongType {
+            key: format!("{}.{key}", self.0),
+            expected: expected.signature,
+            found: v.value_signature().to_string(),
+        }
     }
 }
 
-/// Unknown shapes count as set, so that an isolated profile fails closed.
-fn is_set(v: &Variant<'_>) -> bool {
-    match v {
-        Variant::Array(a) => !a.is_empty(),
-        Variant::Dict(d) => d.iter().next().is_some(),
-        Variant::Str(s) => !s.is_empty(),
-        _ => true,
-    }
+/// One section of `conn`; a section NM left out (it omits defaults) reads as empty.
+fn section<'a>(conn: &'a NmConnection, name: &'static str) -> Reader<'a, Section> {
+    Reader::optional(Section(name), conn.get(name))
 }
 
 impl IpSettings {
-    fn from_nm(conn: &NmConnection, family: &str) -> Result<Self, SettingsError> {
-        let section = conn.get(family);
+    fn from_nm(conn: &NmConnection, family: &'static str) -> Result<Self, SettingsError> {
+        let ip = section(conn, family);
         Ok(IpSettings {
-            method: setting(conn, family, "method", "s", string)?,
-            never_default: setting(conn, family, "never-default", "b", |v| {
-                bool::try_from(v).ok()
-            })?
-            .unwrap_or(false),
+            method: ip.str("method")?.map(str::to_owned),
+            never_default: ip.bool("never-default")?.unwrap_or(false),
             static_keys: STATIC_IP_KEYS
                 .iter()
                 .copied()
-                .filter(|k| section.and_then(|s| s.get(*k)).is_some_and(|v| is_set(v)))
+                .filter(|k| ip.is_set(k))
                 .collect(),
         })
     }
@@ -328,17 +315,25 @@ impl IpSettings {
 
 impl ConnectionInfo {
     pub fn from_nm(conn: &NmConnection) -> Result<Self, SettingsError> {
-        let id = setting(conn, "connection", "id", "s", string)?;
-        let uuid = setting(conn, "connection", "uuid", "s", string)?;
+        let connection = section(conn, "connection");
+        let id = connection.str("id")?;
+        let uuid = connection.str("uuid")?;
         Ok(ConnectionInfo {
-            id: id.ok_or(SettingsError::Missing {
-                key: "connection.id",
-            })?,
-            uuid: uuid.ok_or(SettingsError::Missing {
-                key: "connection.uuid",
-            })?,
-            permissions: setting(conn, "connection", "permissions", "as", strings)?
-                .unwrap_or_default(),
+            id: id
+                .ok_or(SettingsError::Missing {
+                    key: "connection.id",
+                })?
+                .to_owned(),
+            uuid: uuid
+                .ok_or(SettingsError::Missing {
+                    key: "connection.uuid",
+                })?
+                .to_owned(),
+            permissions: connection
+                .strs("permissions")?
+                .into_iter()
+                .map(str::to_owned)
+                .collect(),
             ipv4: IpSettings::from_nm(conn, "ipv4")?,
             ipv6: IpSettings::from_nm(conn, "ipv6")?,
         })
@@ -348,14 +343,7 @@ impl ConnectionInfo {
 /// `vpn.data` of the connection dict. Only `vpn.data` is read: `vpn.secrets` never leaves NM's
 /// dict through this module, not even in an error.
 pub fn vpn_data_from_nm(conn: &NmConnection) -> Result<BTreeMap<String, String>, SettingsError> {
-    let pairs = |v: &Variant<'_>| match v {
-        Variant::Dict(d) => d
-            .iter()
-            .map(|(k, v)| Some((string(k)?, string(v)?)))
-            .collect(),
-        _ => None,
-    };
-    Ok(setting(conn, "vpn", "data", "a{ss}", pairs)?.unwrap_or_default())
+    section(conn, "vpn").string_map("data")
 }
 
 /// `vpn.data` as the stock plugin must see it: it refuses keys it does not know.
@@ -384,10 +372,7 @@ pub struct NetnsSettings {
 }
 
 fn parse_value<T: FromStr<Err = InvalidValue>>(key: Key, value: &str) -> Result<T, SettingsError> {
-    value.parse().map_err(|error| SettingsError::InvalidValue {
-        key: key.as_str(),
-        error,
-    })
+    value.parse().map_err(|e: InvalidValue| e.of(key.as_str()))
 }
 
 /// Validates every `netns-*` key of `vpn_data`, even without `netns-isolate=yes`, so that a
@@ -622,6 +607,41 @@ mod tests {
                 e.starts_with(&format!("netns-name: invalid value {bad:?}: ")),
                 "{e}"
             );
+        }
+    }
+
+    /// The messages NM logs, whole in `Display` and the same through the chain renderer.
+    #[test]
+    fn messages_are_whole_and_rendered_once() {
+        let mut with_dns = conn("work");
+        with_dns.ipv4.static_keys = vec!["dns", "dns-data"];
+        for (pairs, info, text) in [
+            (
+                &[("netns-name", "../etc")][..],
+                &conn("work"),
+                "netns-name: invalid value \"../etc\": it must start with a letter, a digit or '_'",
+            ),
+            (
+                &[("netns-isolate", "maybe")],
+                &conn("work"),
+                "netns-isolate: invalid value \"maybe\": expected yes/no/true/false/1/0",
+            ),
+            (
+                &[("netns-foo", "1")],
+                &conn("work"),
+                "unknown key \"netns-foo\" in vpn.data; the known ones are netns-isolate, \
+                 netns-persistent, netns-name, netns-timeout",
+            ),
+            (
+                &[("netns-isolate", "yes")],
+                &with_dns,
+                "ipv4.dns, ipv4.dns-data are set; an isolated VPN cannot use static ipv4/ipv6 \
+                 settings because NetworkManager would apply them outside the namespace",
+            ),
+        ] {
+            let e = parse(&data(pairs), info).unwrap_err();
+            assert_eq!(e.to_string(), text);
+            assert_eq!(crate::report::chain(&e), text);
         }
     }
 

@@ -2,14 +2,15 @@
 //! service's config to the agent, and the agent's answer back. Pure: no I/O.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 use zbus::{OwnedVariant, Variant};
 
 use crate::contract::IsolateRequest;
+use crate::plan::nm::{DictName, Reader, BANNER, CAN_PERSIST, GATEWAY, HAS_IP4, HAS_IP6};
 use crate::plan::settings::{self, ConnectionInfo, NmConnection};
-use crate::plan::VarDict;
+use crate::plan::{PlanError, VarDict};
 
 use super::ShimError;
 
@@ -127,6 +128,34 @@ pub fn addresses(ip4: Option<&VarDict>, ip6: Option<&VarDict>) -> Vec<String> {
     v4.into_iter().chain(v6).collect()
 }
 
+/// The `Config` the shim reports to NetworkManager for an isolated connection: the external
+/// gateway, `banner` and `can-persist` forwarded, `has-ip4`/`has-ip6` false, nothing else. NM
+/// then reaches ACTIVATED without installing anything in the root namespace; a `tundev` would
+/// make it look the tun up there, and any IP setting would land on the host.
+pub fn isolated_nm_config(config: &VarDict) -> Result<VarDict, PlanError> {
+    let reader = Reader::new(DictName::Config, config);
+    let gateway = match reader.gateway()? {
+        IpAddr::V4(a) => OwnedVariant::from(u32::from_ne_bytes(a.octets())),
+        IpAddr::V6(a) => OwnedVariant::try_from(Variant::from(a.octets().to_vec()))
+            .expect("a byte array holds no file descriptor"),
+    };
+    let mut out = VarDict::from([
+        (GATEWAY.to_owned(), gateway),
+        (HAS_IP4.to_owned(), OwnedVariant::from(false)),
+        (HAS_IP6.to_owned(), OwnedVariant::from(false)),
+    ]);
+    if let Some(banner) = reader.str(BANNER)? {
+        out.insert(
+            BANNER.to_owned(),
+            OwnedVariant::from(zbus::Str::from(banner.to_owned())),
+        );
+    }
+    if let Some(can_persist) = reader.bool(CAN_PERSIST)? {
+        out.insert(CAN_PERSIST.to_owned(), OwnedVariant::from(can_persist));
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -134,6 +163,8 @@ mod tests {
 
     const UUID: &str = "8d3e2c1a-5b4f-4e6d-9a7b-0c1d2e3f4a5b";
 
+    use crate::plan::nm::{MTU, TUNDEV};
+    use crate::plan::tests::{ay, config, invalid, v4, wrong_type};
     use crate::plan::{owned as ov, var_dict as dict};
 
     fn connection(data: &[(&str, &str)]) -> NmConnection {
@@ -317,5 +348,85 @@ mod tests {
             ["198.19.0.2/24", "fd00:198:19::1000/64"]
         );
         assert!(addresses(None, None).is_empty());
+    }
+
+    #[test]
+    fn isolated_nm_config_keeps_only_what_nm_needs() {
+        let mut c = config(true);
+        c.insert(BANNER.to_owned(), ov("Welcome to vpn.test"));
+        c.insert("pac".to_owned(), ov("http://198.18.0.80/proxy.pac"));
+        assert_eq!(
+            isolated_nm_config(&c).unwrap(),
+            dict(vec![
+                (GATEWAY, ov(v4("198.18.0.1"))),
+                (HAS_IP4, ov(false)),
+                (HAS_IP6, ov(false)),
+                (BANNER, ov("Welcome to vpn.test")),
+                (CAN_PERSIST, ov(true)),
+            ])
+        );
+    }
+
+    #[test]
+    fn isolated_nm_config_with_ipv6_gateway_and_nothing_optional() {
+        let c = dict(vec![
+            (GATEWAY, ov(ay("fd00:198:19:ffff::1"))),
+            (TUNDEV, ov("tun0")),
+            (MTU, ov(1500u32)),
+            (HAS_IP6, ov(true)),
+        ]);
+        assert_eq!(
+            isolated_nm_config(&c).unwrap(),
+            dict(vec![
+                (GATEWAY, ov(ay("fd00:198:19:ffff::1"))),
+                (HAS_IP4, ov(false)),
+                (HAS_IP6, ov(false)),
+            ])
+        );
+    }
+
+    #[test]
+    fn isolated_nm_config_refuses_bad_values() {
+        let mut c = config(false);
+        c.insert(BANNER.to_owned(), ov(1u32));
+        assert_eq!(
+            isolated_nm_config(&c),
+            Err(wrong_type(
+                DictName::Config,
+                BANNER,
+                "a string (s)",
+                "u",
+                "uint32 1"
+            ))
+        );
+        let mut c = config(false);
+        c.insert(CAN_PERSIST.to_owned(), ov("yes"));
+        assert_eq!(
+            isolated_nm_config(&c),
+            Err(wrong_type(
+                DictName::Config,
+                CAN_PERSIST,
+                "a boolean (b)",
+                "s",
+                "\"yes\""
+            ))
+        );
+        let mut c = config(false);
+        c.remove(GATEWAY);
+        assert!(matches!(
+            isolated_nm_config(&c),
+            Err(PlanError::MissingKey { key: GATEWAY, .. })
+        ));
+        let mut c = config(false);
+        c.insert(GATEWAY.to_owned(), ov(0u32));
+        assert_eq!(
+            isolated_nm_config(&c),
+            Err(invalid(
+                DictName::Config,
+                GATEWAY,
+                "0.0.0.0",
+                "the address 0.0.0.0 is not usable"
+            ))
+        );
     }
 }

@@ -13,7 +13,7 @@ use std::mem;
 
 use log::{error, warn};
 
-use crate::plan::{self, VarDict};
+use crate::plan::VarDict;
 use crate::report::chain;
 
 use super::codec::NetnsIntent;
@@ -264,7 +264,7 @@ impl Session {
         let Some((config, ip4, ip6)) = i.dicts.take_complete() else {
             return vec![];
         };
-        match plan::isolated_nm_config(&config) {
+        match super::codec::isolated_nm_config(&config) {
             Ok(reduced) => {
                 i.reduced = Some(reduced);
                 vec![Action::Isolate(Box::new(IsolateCall {

@@ -1,0 +1,1014 @@
+//! Tests of the planner; `pub(crate)` so that other modules' tests build their dicts the same way.
+
+use zbus::{OwnedVariant, Variant};
+
+use super::nm::*;
+use super::*;
+
+/// How nm-openvpn's helper encodes an IPv4 address: `inet_pton` into a `u32`, sent as is.
+pub(crate) fn v4(s: &str) -> u32 {
+    u32::from_ne_bytes(s.parse::<Ipv4Addr>().unwrap().octets())
+}
+
+pub(crate) fn ay(s: &str) -> Vec<u8> {
+    s.parse::<Ipv6Addr>().unwrap().octets().to_vec()
+}
+
+use super::{owned as ov, var_dict as dict};
+
+fn a4(s: &str) -> Ipv4Addr {
+    s.parse().unwrap()
+}
+
+fn a6(s: &str) -> Ipv6Addr {
+    s.parse().unwrap()
+}
+
+const HOST_NSSWITCH: &str = "\
+# /etc/nsswitch.conf
+#
+# Example configuration of GNU Name Service Switch functionality.
+
+passwd:         files systemd
+group:          files systemd
+shadow:         files
+gshadow:        files
+
+hosts:          files mdns4_minimal [NOTFOUND=return] resolve [!UNAVAIL=return] dns myhostname
+networks:       files
+
+protocols:      db files
+services:       db files
+netgroup:       nis
+";
+
+const NETNS_NSSWITCH: &str = "\
+# /etc/nsswitch.conf
+#
+# Example configuration of GNU Name Service Switch functionality.
+
+passwd:         files systemd
+group:          files systemd
+shadow:         files
+gshadow:        files
+
+hosts: files dns
+networks:       files
+
+protocols:      db files
+services:       db files
+netgroup:       nis
+";
+
+/// Config as nm-openvpn 1.10 sends it (helper key order: gateway, can-persist, tundev, mtu,
+/// has-ip4, has-ip6).
+pub(crate) fn config(has_ip6: bool) -> VarDict {
+    let mut d = dict(vec![
+        (GATEWAY, ov(v4("198.18.0.1"))),
+        (CAN_PERSIST, ov(true)),
+        (TUNDEV, ov("tun0")),
+        (MTU, ov(1500u32)),
+        (HAS_IP4, ov(true)),
+    ]);
+    if has_ip6 {
+        d.insert(HAS_IP6.to_owned(), ov(true));
+    }
+    d
+}
+
+/// `topology subnet`: ifconfig_local 198.19.0.2, ifconfig_netmask 255.255.255.0,
+/// route_vpn_gateway 198.19.0.1, `push "route 198.18.64.0 255.255.192.0"`.
+fn ip4_subnet() -> VarDict {
+    dict(vec![
+        (INTERNAL_GATEWAY, ov(v4("198.19.0.1"))),
+        (ADDRESS, ov(v4("198.19.0.2"))),
+        (PREFIX, ov(24u32)),
+        (
+            ROUTES,
+            ov(vec![vec![v4("198.18.64.0"), 18, v4("198.19.0.1"), 0]]),
+        ),
+        (DNS, ov(vec![v4("198.19.0.1")])),
+        (DOMAINS, ov(vec!["vpn.test"])),
+    ])
+}
+
+/// `topology net30`: ifconfig_local 198.19.0.6, ifconfig_remote 198.19.0.5 and no netmask,
+/// so the helper sends `ptp` and a /32; the server pushes a route to its own tun address.
+fn ip4_net30() -> VarDict {
+    dict(vec![
+        (INTERNAL_GATEWAY, ov(v4("198.19.0.5"))),
+        (ADDRESS, ov(v4("198.19.0.6"))),
+        (PTP, ov(v4("198.19.0.5"))),
+        (PREFIX, ov(32u32)),
+        (
+            ROUTES,
+            ov(vec![vec![v4("198.19.0.1"), 32, v4("198.19.0.5"), 0]]),
+        ),
+        (DNS, ov(vec![v4("198.19.0.1")])),
+        (DOMAINS, ov(vec!["vpn.test"])),
+    ])
+}
+
+/// `server-ipv6 fd00:198:19::/64`: ifconfig_ipv6_local fd00:198:19::1000/64, remote
+/// fd00:198:19::1 (the helper's next hop for routes without one),
+/// `push "route-ipv6 fd00:198:19:1::/64"`, `push "dhcp-option DNS fd00:198:19::1"`.
+fn ip6() -> VarDict {
+    dict(vec![
+        (ADDRESS, ov(ay("fd00:198:19::1000"))),
+        (PREFIX, ov(64u32)),
+        (
+            ROUTES,
+            ov(vec![(
+                ay("fd00:198:19:1::"),
+                64u32,
+                ay("fd00:198:19::1"),
+                0u32,
+            )]),
+        ),
+        (DNS, ov(vec![ay("fd00:198:19::1")])),
+        (DOMAINS, ov(vec!["vpn.test"])),
+    ])
+}
+
+fn netns() -> NetnsName {
+    "work".parse().unwrap()
+}
+
+fn input<'a>(
+    config: &'a VarDict,
+    ip4: Option<&'a VarDict>,
+    ip6: Option<&'a VarDict>,
+) -> PlanInput<'a> {
+    PlanInput {
+        netns: netns(),
+        never_default_v4: false,
+        never_default_v6: false,
+        config,
+        ip4_config: ip4,
+        ip6_config: ip6,
+        host_nsswitch: HOST_NSSWITCH,
+    }
+}
+
+fn tun0() -> LinkPlan {
+    LinkPlan {
+        name: "tun0".parse().unwrap(),
+        mtu: Some(1500),
+    }
+}
+
+fn subnet_v4_plan() -> FamilyPlan<Ipv4Addr> {
+    FamilyPlan {
+        address: a4("198.19.0.2"),
+        prefix: 24,
+        peer: None,
+        routes: vec![Route {
+            dest: a4("198.18.64.0"),
+            prefix: 18,
+            via: Some(a4("198.19.0.1")),
+            metric: 0,
+        }],
+        default_route: Some(DefaultRoute {
+            via: Some(a4("198.19.0.1")),
+        }),
+        preserve_routes: false,
+    }
+}
+
+fn net30_v4_plan() -> FamilyPlan<Ipv4Addr> {
+    FamilyPlan {
+        address: a4("198.19.0.6"),
+        prefix: 32,
+        peer: Some(a4("198.19.0.5")),
+        routes: vec![Route {
+            dest: a4("198.19.0.1"),
+            prefix: 32,
+            via: Some(a4("198.19.0.5")),
+            metric: 0,
+        }],
+        default_route: Some(DefaultRoute {
+            via: Some(a4("198.19.0.5")),
+        }),
+        preserve_routes: false,
+    }
+}
+
+fn v6_plan() -> FamilyPlan<Ipv6Addr> {
+    FamilyPlan {
+        address: a6("fd00:198:19::1000"),
+        prefix: 64,
+        peer: None,
+        routes: vec![Route {
+            dest: a6("fd00:198:19:1::"),
+            prefix: 64,
+            via: Some(a6("fd00:198:19::1")),
+            metric: 0,
+        }],
+        default_route: Some(DefaultRoute { via: None }),
+        preserve_routes: false,
+    }
+}
+
+const RESOLV_V4: &str = "\
+# Written by nm-vpn-netns for the VPN in network namespace work.
+nameserver 198.19.0.1
+search vpn.test
+";
+
+const RESOLV_V4_V6: &str = "\
+# Written by nm-vpn-netns for the VPN in network namespace work.
+nameserver 198.19.0.1
+nameserver fd00:198:19::1
+search vpn.test
+";
+
+const RESOLV_NO_DNS: &str = "\
+# Written by nm-vpn-netns for the VPN in network namespace work.
+# The VPN pushed no DNS server. Lookups fail closed: they never reach the host's resolver.
+";
+
+#[test]
+fn golden_subnet() {
+    let (c, i4) = (config(false), ip4_subnet());
+    assert_eq!(
+        build(&input(&c, Some(&i4), None)).unwrap(),
+        IsolationPlan {
+            netns: netns(),
+            link: tun0(),
+            ipv4: Some(subnet_v4_plan()),
+            ipv6: None,
+            resolv_conf: RESOLV_V4.to_owned(),
+            nsswitch_conf: NETNS_NSSWITCH.to_owned(),
+        }
+    );
+}
+
+#[test]
+fn golden_subnet_ipv6() {
+    let (c, i4, i6) = (config(true), ip4_subnet(), ip6());
+    assert_eq!(
+        build(&input(&c, Some(&i4), Some(&i6))).unwrap(),
+        IsolationPlan {
+            netns: netns(),
+            link: tun0(),
+            ipv4: Some(subnet_v4_plan()),
+            ipv6: Some(v6_plan()),
+            resolv_conf: RESOLV_V4_V6.to_owned(),
+            nsswitch_conf: NETNS_NSSWITCH.to_owned(),
+        }
+    );
+}
+
+#[test]
+fn golden_net30() {
+    let (c, i4) = (config(false), ip4_net30());
+    assert_eq!(
+        build(&input(&c, Some(&i4), None)).unwrap(),
+        IsolationPlan {
+            netns: netns(),
+            link: tun0(),
+            ipv4: Some(net30_v4_plan()),
+            ipv6: None,
+            resolv_conf: RESOLV_V4.to_owned(),
+            nsswitch_conf: NETNS_NSSWITCH.to_owned(),
+        }
+    );
+}
+
+#[test]
+fn golden_net30_ipv6() {
+    let (c, i4, i6) = (config(true), ip4_net30(), ip6());
+    assert_eq!(
+        build(&input(&c, Some(&i4), Some(&i6))).unwrap(),
+        IsolationPlan {
+            netns: netns(),
+            link: tun0(),
+            ipv4: Some(net30_v4_plan()),
+            ipv6: Some(v6_plan()),
+            resolv_conf: RESOLV_V4_V6.to_owned(),
+            nsswitch_conf: NETNS_NSSWITCH.to_owned(),
+        }
+    );
+}
+
+#[test]
+fn ipv4_is_decoded_in_native_byte_order() {
+    let raw = u32::from_ne_bytes([198, 19, 0, 2]);
+    let d = dict(vec![(ADDRESS, ov(raw))]);
+    let r = Reader::new(DictName::Ip4Config, &d);
+    assert_eq!(Ipv4Addr::read(&r, ADDRESS), Ok(Some(a4("198.19.0.2"))));
+}
+
+#[test]
+fn ipv6_only() {
+    let mut c = config(true);
+    c.remove(HAS_IP4);
+    let i6 = ip6();
+    let plan = build(&input(&c, None, Some(&i6))).unwrap();
+    assert_eq!(plan.ipv4, None);
+    assert_eq!(plan.ipv6, Some(v6_plan()));
+    assert_eq!(
+        plan.resolv_conf,
+        "# Written by nm-vpn-netns for the VPN in network namespace work.\n\
+         nameserver fd00:198:19::1\n\
+         search vpn.test\n"
+    );
+}
+
+#[test]
+fn tap_without_ip_config_gets_no_family_and_no_dns() {
+    let c = dict(vec![
+        (GATEWAY, ov(v4("198.18.0.1"))),
+        (CAN_PERSIST, ov(true)),
+        (TUNDEV, ov("tap0")),
+        (MTU, ov(1500u32)),
+    ]);
+    let plan = build(&input(&c, None, None)).unwrap();
+    assert_eq!(plan.link.name.as_str(), "tap0");
+    assert_eq!((plan.ipv4, plan.ipv6), (None, None));
+    assert_eq!(plan.resolv_conf, RESOLV_NO_DNS);
+}
+
+#[test]
+fn never_default_v4_from_profile() {
+    let (c, i4, i6) = (config(true), ip4_subnet(), ip6());
+    let plan = build(&PlanInput {
+        never_default_v4: true,
+        ..input(&c, Some(&i4), Some(&i6))
+    })
+    .unwrap();
+    let v4 = plan.ipv4.unwrap();
+    assert_eq!(v4.default_route, None);
+    assert_eq!(v4.routes, subnet_v4_plan().routes);
+    assert_eq!(
+        plan.ipv6.unwrap().default_route,
+        Some(DefaultRoute { via: None })
+    );
+}
+
+#[test]
+fn never_default_v6_from_profile() {
+    let (c, i4, i6) = (config(true), ip4_subnet(), ip6());
+    let plan = build(&PlanInput {
+        never_default_v6: true,
+        ..input(&c, Some(&i4), Some(&i6))
+    })
+    .unwrap();
+    assert_eq!(
+        plan.ipv4.unwrap().default_route,
+        subnet_v4_plan().default_route
+    );
+    let v6 = plan.ipv6.unwrap();
+    assert_eq!(v6.default_route, None);
+    assert_eq!(v6.routes, v6_plan().routes);
+}
+
+#[test]
+fn never_default_pushed_by_the_server_is_honoured() {
+    let c = config(true);
+    let mut i4 = ip4_subnet();
+    i4.insert(NEVER_DEFAULT.to_owned(), ov(true));
+    let mut i6 = ip6();
+    i6.insert(NEVER_DEFAULT.to_owned(), ov(false));
+    let plan = build(&input(&c, Some(&i4), Some(&i6))).unwrap();
+    assert_eq!(plan.ipv4.unwrap().default_route, None);
+    assert_eq!(
+        plan.ipv6.unwrap().default_route,
+        Some(DefaultRoute { via: None })
+    );
+}
+
+#[test]
+fn no_dns_pushed() {
+    let c = config(false);
+    let mut i4 = ip4_subnet();
+    i4.remove(DNS);
+    i4.remove(DOMAINS);
+    let plan = build(&input(&c, Some(&i4), None)).unwrap();
+    assert_eq!(plan.resolv_conf, RESOLV_NO_DNS);
+    assert!(!plan.resolv_conf.contains("nameserver"));
+}
+
+#[test]
+fn search_domains_are_merged_in_order_without_repeats() {
+    let c = config(true);
+    let mut i4 = ip4_subnet();
+    i4.insert(DOMAIN.to_owned(), ov("corp.test"));
+    i4.insert(DOMAINS.to_owned(), ov(vec!["vpn.test", "corp.test"]));
+    let mut i6 = ip6();
+    i6.insert(DOMAINS.to_owned(), ov(vec!["vpn.test", "lab.test"]));
+    let plan = build(&input(&c, Some(&i4), Some(&i6))).unwrap();
+    assert!(plan
+        .resolv_conf
+        .ends_with("\nsearch corp.test vpn.test lab.test\n"));
+}
+
+#[test]
+fn routes_are_cleaned_up_like_nm_does() {
+    let c = config(false);
+    let mut i4 = ip4_subnet();
+    i4.insert(
+        ROUTES.to_owned(),
+        ov(vec![
+            // host bits set: becomes 198.18.64.0/18
+            vec![v4("198.18.64.7"), 18, v4("198.19.0.1"), 0],
+            // the same route again
+            vec![v4("198.18.64.0"), 18, v4("198.19.0.1"), 0],
+            // the same destination with another metric is another route
+            vec![v4("198.18.64.0"), 18, v4("198.19.0.1"), 50],
+            // host route to the VPN server through the uplink (`net_gateway`)
+            vec![v4("198.18.0.1"), 32, v4("198.18.255.254"), 0],
+            // a pushed default route
+            vec![0, 0, v4("198.19.0.1"), 0],
+            // no next hop
+            vec![v4("198.18.128.0"), 24, 0, 0],
+        ]),
+    );
+    let plan = build(&input(&c, Some(&i4), None)).unwrap();
+    let v4 = plan.ipv4.unwrap();
+    assert_eq!(
+        v4.routes,
+        vec![
+            Route {
+                dest: a4("198.18.64.0"),
+                prefix: 18,
+                via: Some(a4("198.19.0.1")),
+                metric: 0,
+            },
+            Route {
+                dest: a4("198.18.64.0"),
+                prefix: 18,
+                via: Some(a4("198.19.0.1")),
+                metric: 50,
+            },
+            Route {
+                dest: a4("198.18.128.0"),
+                prefix: 24,
+                via: None,
+                metric: 0,
+            },
+        ]
+    );
+    assert_eq!(v4.default_route, subnet_v4_plan().default_route);
+}
+
+#[test]
+fn ipv6_route_host_bits_and_missing_next_hop() {
+    let c = config(true);
+    let i4 = ip4_subnet();
+    let mut i6 = ip6();
+    i6.insert(
+        ROUTES.to_owned(),
+        ov(vec![(ay("fd00:198:19:2::99"), 64u32, ay("::"), 0u32)]),
+    );
+    let plan = build(&input(&c, Some(&i4), Some(&i6))).unwrap();
+    assert_eq!(
+        plan.ipv6.unwrap().routes,
+        vec![Route {
+            dest: a6("fd00:198:19:2::"),
+            prefix: 64,
+            via: None,
+            metric: 0,
+        }]
+    );
+}
+
+#[test]
+fn preserve_routes_on_restart() {
+    let c = config(false);
+    let mut i4 = ip4_subnet();
+    i4.remove(ROUTES);
+    i4.insert(PRESERVE_ROUTES.to_owned(), ov(true));
+    let v4 = build(&input(&c, Some(&i4), None)).unwrap().ipv4.unwrap();
+    assert!(v4.preserve_routes);
+    assert_eq!(v4.routes, vec![]);
+    assert_eq!(v4.default_route, subnet_v4_plan().default_route);
+}
+
+#[test]
+fn missing_prefix_uses_nm_defaults() {
+    let c = config(true);
+    let mut i4 = ip4_subnet();
+    i4.remove(PREFIX);
+    let mut i6 = ip6();
+    i6.remove(PREFIX);
+    let plan = build(&input(&c, Some(&i4), Some(&i6))).unwrap();
+    assert_eq!(plan.ipv4.unwrap().prefix, 24);
+    assert_eq!(plan.ipv6.unwrap().prefix, 128);
+}
+
+#[test]
+fn no_mtu_leaves_the_link_mtu_alone() {
+    let mut c = config(false);
+    c.remove(MTU);
+    let i4 = ip4_subnet();
+    assert_eq!(build(&input(&c, Some(&i4), None)).unwrap().link.mtu, None);
+}
+
+/// Builds with one key of one dict replaced (or removed with `None`).
+fn build_with(
+    dict: DictName,
+    key: &str,
+    value: Option<OwnedVariant>,
+) -> Result<IsolationPlan, PlanError> {
+    let (mut c, mut i4, mut i6) = (config(true), ip4_subnet(), ip6());
+    let target = match dict {
+        DictName::Config => &mut c,
+        DictName::Ip4Config => &mut i4,
+        DictName::Ip6Config => &mut i6,
+    };
+    match value {
+        Some(v) => target.insert(key.to_owned(), v),
+        None => target.remove(key),
+    };
+    build(&input(&c, Some(&i4), Some(&i6)))
+}
+
+pub(crate) fn wrong_type(
+    dict: DictName,
+    key: &'static str,
+    expected: &'static str,
+    found: &str,
+    value: &str,
+) -> PlanError {
+    PlanError::WrongType {
+        dict,
+        key,
+        expected,
+        found: found.to_owned(),
+        value: value.to_owned(),
+    }
+}
+
+pub(crate) fn invalid(dict: DictName, key: &'static str, value: &str, reason: &str) -> PlanError {
+    PlanError::InvalidValue {
+        dict,
+        key,
+        value: value.to_owned(),
+        reason: reason.to_owned(),
+    }
+}
+
+#[test]
+fn wrong_types() {
+    use DictName::*;
+    let cases = [
+        (
+            build_with(Config, TUNDEV, Some(ov(5u32))),
+            wrong_type(Config, TUNDEV, "a string (s)", "u", "uint32 5"),
+        ),
+        (
+            build_with(Config, HAS_IP4, Some(ov("yes"))),
+            wrong_type(Config, HAS_IP4, "a boolean (b)", "s", "\"yes\""),
+        ),
+        (
+            build_with(Config, MTU, Some(ov(1500i32))),
+            wrong_type(Config, MTU, "a uint32 (u)", "i", "1500"),
+        ),
+        (
+            build_with(Config, GATEWAY, Some(ov("198.18.0.1"))),
+            wrong_type(
+                Config,
+                GATEWAY,
+                "an IPv4 address as uint32 (u) or an IPv6 address as bytes (ay)",
+                "s",
+                "\"198.18.0.1\"",
+            ),
+        ),
+        (
+            build_with(Ip4Config, ADDRESS, Some(ov("198.19.0.2"))),
+            wrong_type(
+                Ip4Config,
+                ADDRESS,
+                "an IPv4 address as uint32 (u)",
+                "s",
+                "\"198.19.0.2\"",
+            ),
+        ),
+        (
+            build_with(Ip4Config, PREFIX, Some(ov(24u8))),
+            wrong_type(Ip4Config, PREFIX, "a uint32 (u)", "y", "byte 0x18"),
+        ),
+        (
+            build_with(Ip4Config, DNS, Some(ov(vec![ay("fd00:198:19::1")]))),
+            wrong_type(
+                Ip4Config,
+                DNS,
+                "an array of IPv4 addresses as uint32 (au)",
+                "aay",
+                &ov(vec![ay("fd00:198:19::1")]).to_string(),
+            ),
+        ),
+        (
+            build_with(Ip4Config, ROUTES, Some(ov(vec![v4("198.18.64.0"), 18]))),
+            wrong_type(
+                Ip4Config,
+                ROUTES,
+                "an array of [dest, prefix, next-hop, metric] uint32 arrays (aau)",
+                "au",
+                &ov(vec![v4("198.18.64.0"), 18]).to_string(),
+            ),
+        ),
+        (
+            build_with(Ip4Config, DOMAINS, Some(ov("vpn.test"))),
+            wrong_type(
+                Ip4Config,
+                DOMAINS,
+                "an array of strings (as)",
+                "s",
+                "\"vpn.test\"",
+            ),
+        ),
+        (
+            build_with(Ip4Config, NEVER_DEFAULT, Some(ov(1u32))),
+            wrong_type(Ip4Config, NEVER_DEFAULT, "a boolean (b)", "u", "uint32 1"),
+        ),
+        (
+            build_with(Ip6Config, ADDRESS, Some(ov(v4("198.19.0.2")))),
+            wrong_type(
+                Ip6Config,
+                ADDRESS,
+                "an IPv6 address as bytes (ay)",
+                "u",
+                &ov(v4("198.19.0.2")).to_string(),
+            ),
+        ),
+        (
+            build_with(Ip6Config, ROUTES, Some(ov(vec![vec![1u32, 2, 3, 4]]))),
+            wrong_type(
+                Ip6Config,
+                ROUTES,
+                "an array of (dest, prefix, next-hop, metric) structs (a(ayuayu))",
+                "aau",
+                "[[uint32 1, 2, 3, 4]]",
+            ),
+        ),
+        (
+            build_with(Ip6Config, DNS, Some(ov(vec![v4("198.19.0.1")]))),
+            wrong_type(
+                Ip6Config,
+                DNS,
+                "an array of IPv6 addresses as bytes (aay)",
+                "au",
+                &ov(vec![v4("198.19.0.1")]).to_string(),
+            ),
+        ),
+    ];
+    for (got, want) in cases {
+        assert_eq!(got, Err(want));
+    }
+}
+
+#[test]
+fn ipv4_zero_is_refused() {
+    use DictName::*;
+    for (dict, key, value) in [
+        (Config, GATEWAY, ov(0u32)),
+        (Ip4Config, ADDRESS, ov(0u32)),
+        (Ip4Config, PTP, ov(0u32)),
+        (Ip4Config, INTERNAL_GATEWAY, ov(0u32)),
+        (Ip4Config, DNS, ov(vec![v4("198.19.0.1"), 0])),
+    ] {
+        assert_eq!(
+            build_with(dict, key, Some(value)),
+            Err(invalid(
+                dict,
+                key,
+                "0.0.0.0",
+                "the address 0.0.0.0 is not usable"
+            ))
+        );
+    }
+    assert_eq!(
+        build_with(Ip6Config, ADDRESS, Some(ov(ay("::")))),
+        Err(invalid(
+            Ip6Config,
+            ADDRESS,
+            "::",
+            "the address :: is not usable"
+        ))
+    );
+}
+
+#[test]
+fn prefixes_out_of_range_are_refused() {
+    use DictName::*;
+    for (dict, p, range) in [
+        (Ip4Config, 33u32, "must be 1-32"),
+        (Ip4Config, 0, "must be 1-32"),
+        (Ip6Config, 129, "must be 1-128"),
+        (Ip6Config, 0, "must be 1-128"),
+        (Ip6Config, 4096, "must be 1-128"),
+    ] {
+        assert_eq!(
+            build_with(dict, PREFIX, Some(ov(p))),
+            Err(invalid(dict, PREFIX, &p.to_string(), range))
+        );
+    }
+
+    let route4 = ov(vec![vec![v4("198.18.64.0"), 33, v4("198.19.0.1"), 0]]);
+    let entry = match &*route4 {
+        Variant::Array(a) => a.inner()[0].to_string(),
+        _ => unreachable!(),
+    };
+    assert_eq!(
+        build_with(Ip4Config, ROUTES, Some(route4)),
+        Err(invalid(Ip4Config, ROUTES, &entry, "prefix 33 is over 32"))
+    );
+
+    let route6 = (ay("fd00:198:19:1::"), 129u32, ay("::"), 0u32);
+    let entry = ov(route6.clone()).to_string();
+    assert_eq!(
+        build_with(Ip6Config, ROUTES, Some(ov(vec![route6]))),
+        Err(invalid(Ip6Config, ROUTES, &entry, "prefix 129 is over 128"))
+    );
+}
+
+#[test]
+fn ipv4_route_of_the_wrong_length_is_refused() {
+    let routes = ov(vec![vec![v4("198.18.64.0"), 18, v4("198.19.0.1")]]);
+    let entry = match &*routes {
+        Variant::Array(a) => a.inner()[0].to_string(),
+        _ => unreachable!(),
+    };
+    assert_eq!(
+        build_with(DictName::Ip4Config, ROUTES, Some(routes)),
+        Err(invalid(
+            DictName::Ip4Config,
+            ROUTES,
+            &entry,
+            "a route is [dest, prefix, next-hop, metric], got 3 items"
+        ))
+    );
+}
+
+#[test]
+fn truncated_ipv6_is_refused() {
+    use DictName::*;
+    let short = ay("fd00:198:19::1000")[..8].to_vec();
+    let got8 = "an IPv6 address needs 16 bytes, got 8";
+    assert_eq!(
+        build_with(Ip6Config, ADDRESS, Some(ov(short.clone()))),
+        Err(invalid(
+            Ip6Config,
+            ADDRESS,
+            &ov(short.clone()).to_string(),
+            got8
+        ))
+    );
+    assert_eq!(
+        build_with(Ip6Config, PTP, Some(ov(short.clone()))),
+        Err(invalid(
+            Ip6Config,
+            PTP,
+            &ov(short.clone()).to_string(),
+            got8
+        ))
+    );
+    assert_eq!(
+        build_with(Config, GATEWAY, Some(ov(short.clone()))),
+        Err(invalid(
+            Config,
+            GATEWAY,
+            &ov(short.clone()).to_string(),
+            got8
+        ))
+    );
+    assert_eq!(
+        build_with(Ip6Config, DNS, Some(ov(vec![short.clone()]))),
+        Err(invalid(
+            Ip6Config,
+            DNS,
+            &ov(short.clone()).to_string(),
+            got8
+        ))
+    );
+    let route = (short.clone(), 64u32, ay("::"), 0u32);
+    assert_eq!(
+        build_with(Ip6Config, ROUTES, Some(ov(vec![route.clone()]))),
+        Err(invalid(Ip6Config, ROUTES, &ov(route).to_string(), got8))
+    );
+}
+
+#[test]
+fn missing_tundev_is_refused() {
+    let err = build_with(DictName::Config, TUNDEV, None).unwrap_err();
+    assert_eq!(
+        err,
+        PlanError::MissingKey {
+            dict: DictName::Config,
+            key: TUNDEV,
+            reason: "no device to move into the namespace (has-ip4=true, has-ip6=true)".to_owned(),
+        }
+    );
+    assert_eq!(
+        err.to_string(),
+        "Config key \"tundev\" is missing: no device to move into the namespace \
+         (has-ip4=true, has-ip6=true)"
+    );
+}
+
+#[test]
+fn missing_gateway_or_address_is_refused() {
+    assert!(matches!(
+        build_with(DictName::Config, GATEWAY, None),
+        Err(PlanError::MissingKey {
+            dict: DictName::Config,
+            key: GATEWAY,
+            ..
+        })
+    ));
+    assert!(matches!(
+        build_with(DictName::Ip4Config, ADDRESS, None),
+        Err(PlanError::MissingKey {
+            dict: DictName::Ip4Config,
+            key: ADDRESS,
+            ..
+        })
+    ));
+    assert!(matches!(
+        build_with(DictName::Ip6Config, ADDRESS, None),
+        Err(PlanError::MissingKey {
+            dict: DictName::Ip6Config,
+            key: ADDRESS,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn ip_dicts_must_match_has_ip() {
+    let (c, i4, i6) = (config(true), ip4_subnet(), ip6());
+    assert_eq!(
+        build(&input(&c, Some(&i4), None)),
+        Err(PlanError::MissingDict {
+            dict: DictName::Ip6Config,
+            key: HAS_IP6,
+        })
+    );
+    let c = config(false);
+    assert_eq!(
+        build(&input(&c, Some(&i4), Some(&i6))),
+        Err(PlanError::UnexpectedDict {
+            dict: DictName::Ip6Config,
+            key: HAS_IP6,
+        })
+    );
+    let mut c = config(false);
+    c.insert(HAS_IP4.to_owned(), ov(false));
+    assert_eq!(
+        build(&input(&c, Some(&i4), None)),
+        Err(PlanError::UnexpectedDict {
+            dict: DictName::Ip4Config,
+            key: HAS_IP4,
+        })
+    );
+}
+
+#[test]
+fn bad_tundev_is_refused() {
+    assert_eq!(
+        build_with(DictName::Config, TUNDEV, Some(ov("../tun0"))),
+        Err(invalid(
+            DictName::Config,
+            TUNDEV,
+            "\"../tun0\"",
+            "'/', ':', NUL and whitespace are not allowed"
+        ))
+    );
+}
+
+#[test]
+fn ifname_rules() {
+    for ok in ["tun0", "tap-vpn.1", "a", "abcdefghijklmno", "tün0"] {
+        assert_eq!(ok.parse::<IfName>().unwrap().as_str(), ok);
+    }
+    for (bad, reason) in [
+        ("", "it is empty"),
+        ("abcdefghijklmnop", "it is longer than 15 bytes"),
+        ("tünnelnummer000", "it is longer than 15 bytes"),
+        (".", "\".\" and \"..\" are not allowed"),
+        ("..", "\".\" and \"..\" are not allowed"),
+        ("tun/0", "'/', ':', NUL and whitespace are not allowed"),
+        ("tun:0", "'/', ':', NUL and whitespace are not allowed"),
+        ("tun 0", "'/', ':', NUL and whitespace are not allowed"),
+        ("tun\t0", "'/', ':', NUL and whitespace are not allowed"),
+        ("tun\n", "'/', ':', NUL and whitespace are not allowed"),
+        ("tun\0", "'/', ':', NUL and whitespace are not allowed"),
+        ("tun\u{a0}", "'/', ':', NUL and whitespace are not allowed"),
+    ] {
+        assert_eq!(
+            bad.parse::<IfName>(),
+            Err(PlanError::InvalidIfName {
+                value: bad.to_owned(),
+                reason,
+            }),
+            "{bad:?}"
+        );
+    }
+}
+
+#[test]
+fn search_domain_that_would_break_resolv_conf_is_refused() {
+    let reason = "whitespace and control characters are not allowed in a search domain";
+    assert_eq!(
+        build_with(
+            DictName::Ip4Config,
+            DOMAINS,
+            Some(ov(vec!["vpn.test\nnameserver 198.18.0.53"]))
+        ),
+        Err(invalid(
+            DictName::Ip4Config,
+            DOMAINS,
+            "\"vpn.test\\nnameserver 198.18.0.53\"",
+            reason
+        ))
+    );
+    assert_eq!(
+        build_with(DictName::Ip6Config, DOMAIN, Some(ov("a b"))),
+        Err(invalid(DictName::Ip6Config, DOMAIN, "\"a b\"", reason))
+    );
+    assert_eq!(
+        build_with(DictName::Ip4Config, DOMAIN, Some(ov(""))),
+        Err(invalid(DictName::Ip4Config, DOMAIN, "\"\"", "it is empty"))
+    );
+}
+
+#[test]
+fn mtu_out_of_range_is_refused() {
+    let (mut c, i4) = (config(false), ip4_subnet());
+    for mtu in [0u32, 67, 65536] {
+        c.insert(MTU.to_owned(), ov(mtu));
+        assert_eq!(
+            build(&input(&c, Some(&i4), None)),
+            Err(invalid(
+                DictName::Config,
+                MTU,
+                &mtu.to_string(),
+                "it must be 68-65535"
+            ))
+        );
+    }
+    c.insert(MTU.to_owned(), ov(1200u32));
+    assert!(build(&input(&c, Some(&i4), None)).is_ok());
+    assert_eq!(
+        build_with(DictName::Config, MTU, Some(ov(1200u32))),
+        Err(invalid(
+            DictName::Config,
+            MTU,
+            "1200",
+            "with IPv6 on the tun it must be 1280-65535"
+        ))
+    );
+}
+
+#[test]
+fn error_messages_name_dict_key_and_value() {
+    assert_eq!(
+        build_with(DictName::Ip4Config, ADDRESS, Some(ov(0u32)))
+            .unwrap_err()
+            .to_string(),
+        "Ip4Config key \"address\" has an invalid value 0.0.0.0: the address 0.0.0.0 is not \
+         usable"
+    );
+    assert_eq!(
+        build_with(DictName::Config, TUNDEV, Some(ov(5u32)))
+            .unwrap_err()
+            .to_string(),
+        "Config key \"tundev\" must be a string (s), got type u: uint32 5"
+    );
+    assert_eq!(
+        build_with(DictName::Ip6Config, PREFIX, Some(ov(129u32)))
+            .unwrap_err()
+            .to_string(),
+        "Ip6Config key \"prefix\" has an invalid value 129: must be 1-128"
+    );
+}
+
+#[test]
+fn nsswitch_hosts_line_is_replaced_and_the_rest_kept() {
+    assert_eq!(render_nsswitch(HOST_NSSWITCH), NETNS_NSSWITCH);
+    // glibc skips leading blanks, allows blanks before ':' and takes the last `hosts` line.
+    assert_eq!(
+        render_nsswitch("  hosts : resolve\npasswd: files\r\nhosts\tfiles myhostname"),
+        "hosts: files dns\npasswd: files\r\nhosts: files dns"
+    );
+    // Comments and other databases that start with "hosts" are not the hosts database.
+    assert_eq!(
+        render_nsswitch("#hosts: resolve\nhostsfoo: x\n"),
+        "#hosts: resolve\nhostsfoo: x\nhosts: files dns\n"
+    );
+}
+
+#[test]
+fn nsswitch_without_hosts_line_gets_one() {
+    assert_eq!(render_nsswitch(""), "hosts: files dns\n");
+    assert_eq!(
+        render_nsswitch("passwd: files"),
+        "passwd: files\nhosts: files dns\n"
+    );
+    assert_eq!(
+        render_nsswitch("passwd: files\n"),
+        "passwd: files\nhosts: files dns\n"
+    );
+}
