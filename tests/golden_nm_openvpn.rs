@@ -1,21 +1,15 @@
 //! Golden plans for dicts captured from the real nm-openvpn 1.10.2 with openvpn 2.6.14 on the e2e rig
-//! (`dbus-monitor --system` on the sandbox's bus while `nmcli connection up` ran), byte for byte.
-//! NM's plugin library adds `tundev`, `gateway` and `mtu` to Ip4Config too, which the planner must
-//! accept. The server pushed `dhcp-option DNS 198.19.0.1` and `DOMAIN vpn.test`.
+//! (`dbus-monitor --system` on the sandbox's bus while `nmcli connection up` ran), byte for byte:
+//! the `topology subnet` capture is in `common`, the `topology net30` one below.
 
-use std::collections::HashMap;
+mod common;
+
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use nm_vpn_netns::plan::{self, DefaultRoute, FamilyPlan, PlanInput, Route, VarDict};
+use common::{dict, openvpn_config, openvpn_ip4, openvpn_ip6, ov, VarDict};
+use nm_vpn_netns::plan::{self, DefaultRoute, FamilyPlan, PlanInput, Route};
 use nm_vpn_netns::shim::codec;
-use zbus::{OwnedVariant, Variant};
-
-fn dict(entries: Vec<(&str, Variant<'static>)>) -> VarDict {
-    entries
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), OwnedVariant::try_from(v).unwrap()))
-        .collect::<HashMap<_, _>>()
-}
+use zbus::Variant;
 
 const HOST_NSSWITCH: &str =
     "passwd: files\nhosts: files mdns4_minimal [NOTFOUND=return] dns myhostname\n";
@@ -36,33 +30,11 @@ fn build(config: &VarDict, ip4: Option<&VarDict>, ip6: Option<&VarDict>) -> plan
 /// `topology subnet` with `server-ipv6 fd00:198:19::/64`: 198.19.0.2/24 and fd00:198:19::1000/64.
 #[test]
 fn topology_subnet_with_ipv6() {
-    let config = dict(vec![
-        ("gateway", Variant::from(16782022u32)),
-        ("can-persist", Variant::from(true)),
-        ("tundev", Variant::from("tun0")),
-        ("mtu", Variant::from(1500u32)),
-        ("has-ip4", Variant::from(true)),
-        ("has-ip6", Variant::from(true)),
-    ]);
-    let ip4 = dict(vec![
-        ("address", Variant::from(33559494u32)),
-        ("prefix", Variant::from(24u32)),
-        ("dns", Variant::from(vec![16782278u32])),
-        ("domains", Variant::from(vec!["vpn.test"])),
-        ("tundev", Variant::from("tun0")),
-        ("gateway", Variant::from(16782022u32)),
-        ("mtu", Variant::from(1500u32)),
-    ]);
-    let ip6 = dict(vec![
-        (
-            "address",
-            Variant::from(vec![
-                0xfdu8, 0, 1, 0x98, 0, 0x19, 0, 0, 0, 0, 0, 0, 0, 0, 0x10, 0,
-            ]),
-        ),
-        ("prefix", Variant::from(64u32)),
-        ("domains", Variant::from(vec!["vpn.test"])),
-    ]);
+    let (config, ip4, ip6) = (
+        openvpn_config("tun0", true),
+        openvpn_ip4("tun0"),
+        openvpn_ip6(),
+    );
     let plan = build(&config, Some(&ip4), Some(&ip6));
 
     assert_eq!(plan.link.name.as_str(), "tun0");
@@ -108,26 +80,23 @@ fn topology_subnet_with_ipv6() {
 #[test]
 fn topology_net30_ipv4_only() {
     let config = dict(vec![
-        ("gateway", Variant::from(16782022u32)),
-        ("can-persist", Variant::from(true)),
-        ("tundev", Variant::from("tun0")),
-        ("mtu", Variant::from(1500u32)),
-        ("has-ip4", Variant::from(true)),
+        ("gateway", ov(16782022u32)),
+        ("can-persist", ov(true)),
+        ("tundev", ov("tun0")),
+        ("mtu", ov(1500u32)),
+        ("has-ip4", ov(true)),
     ]);
     let ip4 = dict(vec![
-        ("internal-gateway", Variant::from(84022214u32)),
-        ("address", Variant::from(100799430u32)),
-        ("ptp", Variant::from(84022214u32)),
-        ("prefix", Variant::from(32u32)),
-        (
-            "routes",
-            Variant::from(vec![vec![16913350u32, 32, 84022214, 0]]),
-        ),
-        ("dns", Variant::from(vec![16782278u32])),
-        ("domains", Variant::from(vec!["vpn.test"])),
-        ("tundev", Variant::from("tun0")),
-        ("gateway", Variant::from(16782022u32)),
-        ("mtu", Variant::from(1500u32)),
+        ("internal-gateway", ov(84022214u32)),
+        ("address", ov(100799430u32)),
+        ("ptp", ov(84022214u32)),
+        ("prefix", ov(32u32)),
+        ("routes", ov(vec![vec![16913350u32, 32, 84022214, 0]])),
+        ("dns", ov(vec![16782278u32])),
+        ("domains", ov(vec!["vpn.test"])),
+        ("tundev", ov("tun0")),
+        ("gateway", ov(16782022u32)),
+        ("mtu", ov(1500u32)),
     ]);
     let plan = build(&config, Some(&ip4), None);
 

@@ -3,6 +3,8 @@
 //! and a fake agent served here. Every test has a bus of its own. The last test runs the real
 //! nm-openvpn-service where it is installed.
 
+mod common;
+
 use std::collections::HashMap;
 use std::fs;
 use std::io::{BufRead, BufReader};
@@ -11,11 +13,11 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::{dict, openvpn_config, openvpn_ip4, ov, VarDict, UUID};
 use futures_util::{FutureExt, StreamExt};
 use nm_vpn_netns::contract::{AgentError, IsolateReply, BUS_NAME, INTERFACE, OBJECT_PATH};
 use zbus::{interface, Connection, MatchRule, Message, MessageStream, OwnedVariant, Variant};
 
-type VarDict = HashMap<String, OwnedVariant>;
 type NmConnection = HashMap<String, VarDict>;
 
 const PATH: &str = "/org/freedesktop/NetworkManager/VPN/Plugin";
@@ -25,7 +27,6 @@ const STOCK: &str = "org.freedesktop.NetworkManager.openvpn.netns.Connection_7";
 /// The test-only interface of `fake_stock.py`.
 const FAKE_STOCK_CONTROL: &str = "io.github.NmVpnNetns.Test.FakeStock";
 const BAD_ARGUMENTS: &str = "org.freedesktop.NetworkManager.VPN.Error.BadArguments";
-const UUID: &str = "8d3e2c1a-5b4f-4e6d-9a7b-0c1d2e3f4a5b";
 const STOCK_SERVICE: &str = "/usr/lib/NetworkManager/nm-openvpn-service";
 /// Generous: a loaded CI machine starts python and two processes per test.
 const TIMEOUT: Duration = Duration::from_secs(20);
@@ -38,8 +39,6 @@ const STOPPED: u32 = 6;
 const LOGIN_FAILED: u32 = 0;
 const CONNECT_FAILED: u32 = 1;
 const BAD_IP_CONFIG: u32 = 2;
-
-use nm_vpn_netns::plan::{owned as ov, var_dict as dict};
 
 /// A connection as NM hands it to the plugin, with a secret that must never be logged.
 fn connection(data: &[(&str, &str)], ipv4: Vec<(&str, OwnedVariant)>) -> NmConnection {
@@ -70,30 +69,12 @@ fn connection(data: &[(&str, &str)], ipv4: Vec<(&str, OwnedVariant)>) -> NmConne
     ])
 }
 
-/// nm-openvpn's Config as captured on the rig, on a device that exists here.
+/// nm-openvpn's Config as captured on the rig, with a banner, on a device that exists here.
 fn config(tundev: &str) -> VarDict {
-    dict(vec![
-        ("gateway", ov(16782022u32)),
-        ("can-persist", ov(true)),
-        ("tundev", ov(tundev)),
-        ("mtu", ov(1500u32)),
-        ("banner", ov("welcome")),
-        ("has-ip4", ov(true)),
-        ("has-ip6", ov(false)),
-    ])
-}
-
-/// Its Ip4Config; libnm adds tundev, gateway and mtu.
-fn ip4(tundev: &str) -> VarDict {
-    dict(vec![
-        ("address", ov(33559494u32)),
-        ("prefix", ov(24u32)),
-        ("dns", ov(vec![16782278u32])),
-        ("domains", ov(vec!["vpn.test"])),
-        ("tundev", ov(tundev)),
-        ("gateway", ov(16782022u32)),
-        ("mtu", ov(1500u32)),
-    ])
+    let mut config = openvpn_config(tundev, false);
+    config.insert("banner".to_owned(), ov("welcome"));
+    config.insert("has-ip6".to_owned(), ov(false));
+    config
 }
 
 /// A bus daemon of the test's own, on a socket in a directory of its own.
@@ -502,13 +483,14 @@ async fn pass_through_forwards_calls_and_signals_unchanged() {
     let mut with_ip6 = config("tun0");
     with_ip6.insert("has-ip6".into(), ov(true));
     rig.emit("Config", Variant::from((with_ip6.clone(),))).await;
-    rig.emit("Ip4Config", Variant::from((ip4("tun0"),))).await;
+    rig.emit("Ip4Config", Variant::from((openvpn_ip4("tun0"),)))
+        .await;
     rig.emit("Ip6Config", Variant::from((ip6.clone(),))).await;
     rig.emit("LoginBanner", Variant::from(("welcome",))).await;
     rig.emit("StateChanged", Variant::from((STARTED,))).await;
     for want in [
         Sig::Config(with_ip6),
-        Sig::Ip4(ip4("tun0")),
+        Sig::Ip4(openvpn_ip4("tun0")),
         Sig::Ip6(ip6),
         Sig::Banner("welcome".into()),
         Sig::State(STARTED),
@@ -550,7 +532,8 @@ async fn isolation_reports_only_the_reduced_config() {
         .unwrap();
     assert_eq!(rig.next_signal().await, Sig::State(STARTING));
     rig.emit("Config", Variant::from((config("lo"),))).await;
-    rig.emit("Ip4Config", Variant::from((ip4("lo"),))).await;
+    rig.emit("Ip4Config", Variant::from((openvpn_ip4("lo"),)))
+        .await;
     rig.emit("StateChanged", Variant::from((STARTED,))).await;
 
     let reduced = dict(vec![
@@ -589,7 +572,7 @@ async fn isolation_reports_only_the_reduced_config() {
     );
     assert_eq!(
         VarDict::try_from(request["ip4-config"].clone()).unwrap(),
-        ip4("lo")
+        openvpn_ip4("lo")
     );
     assert!(!request.contains_key("ip6-config"));
 
@@ -597,7 +580,8 @@ async fn isolation_reports_only_the_reduced_config() {
     let mut again = config("lo");
     again.insert("mtu".into(), ov(1400u32));
     rig.emit("Config", Variant::from((again.clone(),))).await;
-    rig.emit("Ip4Config", Variant::from((ip4("lo"),))).await;
+    rig.emit("Ip4Config", Variant::from((openvpn_ip4("lo"),)))
+        .await;
     rig.await_agent_calls(2).await;
 
     rig.disconnect().await;
@@ -615,7 +599,7 @@ async fn isolation_reports_only_the_reduced_config() {
     assert_eq!(
         rig.agent_calls()[1..],
         [
-            AgentCall::Reapply("work".into(), again, ip4("lo"), VarDict::new()),
+            AgentCall::Reapply("work".into(), again, openvpn_ip4("lo"), VarDict::new()),
             // Before it, the stock service exited; after it, the shim reported STOPPED.
             AgentCall::Release("work".into(), true, STOPPING),
         ]
@@ -649,7 +633,8 @@ async fn agent_failure_fails_the_connection() {
             .await
             .unwrap();
         rig.emit("Config", Variant::from((config("lo"),))).await;
-        rig.emit("Ip4Config", Variant::from((ip4("lo"),))).await;
+        rig.emit("Ip4Config", Variant::from((openvpn_ip4("lo"),)))
+            .await;
         assert_eq!(
             rig.signals_until_stopped().await,
             [
@@ -679,7 +664,7 @@ async fn missing_tun_fails_without_asking_the_agent() {
         .unwrap();
     rig.emit("Config", Variant::from((config("nm-netns-none"),)))
         .await;
-    rig.emit("Ip4Config", Variant::from((ip4("nm-netns-none"),)))
+    rig.emit("Ip4Config", Variant::from((openvpn_ip4("nm-netns-none"),)))
         .await;
     assert_eq!(
         rig.signals_until_stopped().await,
