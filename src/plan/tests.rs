@@ -227,68 +227,40 @@ const RESOLV_NO_DNS: &str = "\
 # The VPN pushed no DNS server. Lookups fail closed: they never reach the host's resolver.
 ";
 
-#[test]
-fn golden_subnet() {
-    let (c, i4) = (config(false), ip4_subnet());
+/// The plan for a captured Ip4Config (and, with `ipv6`, the captured Ip6Config) is exactly this.
+fn assert_golden(ip4: VarDict, ipv4: FamilyPlan<Ipv4Addr>, ipv6: bool) {
+    let (c, i6) = (config(ipv6), ip6());
     assert_eq!(
-        build(&input(&c, Some(&i4), None)).unwrap(),
+        build(&input(&c, Some(&ip4), ipv6.then_some(&i6))).unwrap(),
         IsolationPlan {
             netns: netns(),
             link: tun0(),
-            ipv4: Some(subnet_v4_plan()),
-            ipv6: None,
-            resolv_conf: RESOLV_V4.to_owned(),
+            ipv4: Some(ipv4),
+            ipv6: ipv6.then(v6_plan),
+            resolv_conf: if ipv6 { RESOLV_V4_V6 } else { RESOLV_V4 }.to_owned(),
             nsswitch_conf: NETNS_NSSWITCH.to_owned(),
         }
     );
+}
+
+#[test]
+fn golden_subnet() {
+    assert_golden(ip4_subnet(), subnet_v4_plan(), false);
 }
 
 #[test]
 fn golden_subnet_ipv6() {
-    let (c, i4, i6) = (config(true), ip4_subnet(), ip6());
-    assert_eq!(
-        build(&input(&c, Some(&i4), Some(&i6))).unwrap(),
-        IsolationPlan {
-            netns: netns(),
-            link: tun0(),
-            ipv4: Some(subnet_v4_plan()),
-            ipv6: Some(v6_plan()),
-            resolv_conf: RESOLV_V4_V6.to_owned(),
-            nsswitch_conf: NETNS_NSSWITCH.to_owned(),
-        }
-    );
+    assert_golden(ip4_subnet(), subnet_v4_plan(), true);
 }
 
 #[test]
 fn golden_net30() {
-    let (c, i4) = (config(false), ip4_net30());
-    assert_eq!(
-        build(&input(&c, Some(&i4), None)).unwrap(),
-        IsolationPlan {
-            netns: netns(),
-            link: tun0(),
-            ipv4: Some(net30_v4_plan()),
-            ipv6: None,
-            resolv_conf: RESOLV_V4.to_owned(),
-            nsswitch_conf: NETNS_NSSWITCH.to_owned(),
-        }
-    );
+    assert_golden(ip4_net30(), net30_v4_plan(), false);
 }
 
 #[test]
 fn golden_net30_ipv6() {
-    let (c, i4, i6) = (config(true), ip4_net30(), ip6());
-    assert_eq!(
-        build(&input(&c, Some(&i4), Some(&i6))).unwrap(),
-        IsolationPlan {
-            netns: netns(),
-            link: tun0(),
-            ipv4: Some(net30_v4_plan()),
-            ipv6: Some(v6_plan()),
-            resolv_conf: RESOLV_V4_V6.to_owned(),
-            nsswitch_conf: NETNS_NSSWITCH.to_owned(),
-        }
-    );
+    assert_golden(ip4_net30(), net30_v4_plan(), true);
 }
 
 #[test]
