@@ -11,12 +11,10 @@
 //! before a file is overwritten (with the old content as backup). A restarted agent reloads them.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use log::{error, info, warn};
-use nix::errno::Errno;
 
 use crate::agent::record::Format;
 pub use crate::agent::record::{DnsFile, FileRecord, Record};
@@ -24,6 +22,11 @@ use crate::agent::sys::{Link, NetnsSetup, Sys, SysError};
 use crate::plan::settings::NetnsName;
 use crate::plan::IsolationPlan;
 use crate::report::Chain;
+
+mod error;
+mod teardown;
+
+pub use error::{ExecError, TeardownError};
 
 const PING_GROUP_RANGE: &str = "net.ipv4.ping_group_range";
 
@@ -74,109 +77,6 @@ pub struct Isolated {
     /// The link's name inside the namespace.
     pub link: String,
     pub elapsed: Duration,
-}
-
-/// Every way an isolation can fail. Each message names the namespace, link or path involved.
-#[derive(Debug, thiserror::Error)]
-pub enum ExecError {
-    #[error(transparent)]
-    Sys(#[from] SysError),
-    #[error(
-        "link {name} (ifindex {ifindex}) does not exist in the agent's namespace; openvpn may \
-         have exited"
-    )]
-    LinkMissing { ifindex: u32, name: String },
-    #[error(
-        "ifindex {ifindex} is named {found}, not {expected} as NetworkManager reported; refusing \
-         to move another link"
-    )]
-    LinkRenamed {
-        ifindex: u32,
-        expected: String,
-        found: String,
-    },
-    #[error(
-        "link {link} is an OpenVPN data channel offload device (kind {kind}), not a tun: openvpn \
-         drives it through the kernel from its own namespace, so moving it would break the VPN. \
-         Make openvpn use a tun for this connection: run it with --disable-dco, or keep the DCO \
-         kernel module from loading (blacklist ovpn-dco-v2 and ovpn in /etc/modprobe.d, then \
-         unload them)"
-    )]
-    Dco { link: String, kind: String },
-    #[error("link {link} is {kind}, not a tun; only an OpenVPN tun can be isolated")]
-    NotTun { link: String, kind: String },
-    #[error(
-        "namespace {netns} exists but nm-vpn-netns did not create it; only a system connection \
-         (one without connection.permissions) may use such a namespace, and {connection_id} has \
-         permissions"
-    )]
-    ForeignNetns {
-        netns: NetnsName,
-        connection_id: String,
-    },
-    #[error(
-        "namespace {netns} belongs to connection {owner_id} ({owner_uuid}), for which \
-         nm-vpn-netns created it; {connection_id} ({connection_uuid}) maps to the same name. Two \
-         connection ids can map to one namespace name: give one of them netns-name=uuid or a \
-         netns-name of its own"
-    )]
-    OwnedByOther {
-        netns: NetnsName,
-        owner_id: String,
-        owner_uuid: String,
-        connection_id: String,
-        connection_uuid: String,
-    },
-    #[error(
-        "namespace {netns} already has an active VPN ({connection_id}, {connection_uuid}); one \
-         VPN per namespace"
-    )]
-    InUse {
-        netns: NetnsName,
-        connection_id: String,
-        connection_uuid: String,
-    },
-    #[error(
-        "isolating in namespace {netns} ran past netns-timeout: {} ms had passed before {step}; \
-         it was rolled back",
-        elapsed.as_millis()
-    )]
-    Timeout {
-        netns: NetnsName,
-        elapsed: Duration,
-        step: &'static str,
-    },
-    #[error("no VPN is isolated in namespace {netns}")]
-    NotIsolated { netns: NetnsName },
-    #[error("namespace {netns} has disappeared from {}", path.display())]
-    NetnsGone { netns: NetnsName, path: PathBuf },
-    #[error("a plan for namespace {plan} cannot be applied to namespace {netns}")]
-    PlanMismatch { netns: NetnsName, plan: NetnsName },
-    #[error("{}; rolling back also failed, so something is left: {rollback}", Chain(&**error))]
-    Incomplete {
-        error: Box<ExecError>,
-        rollback: TeardownError,
-    },
-}
-
-/// What a teardown or rollback could not undo: every error, not only the first.
-#[derive(Debug, thiserror::Error)]
-pub struct TeardownError {
-    pub netns: NetnsName,
-    pub errors: Vec<SysError>,
-}
-
-impl fmt::Display for TeardownError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "tearing down namespace {}: ", self.netns)?;
-        for (i, e) in self.errors.iter().enumerate() {
-            if i > 0 {
-                f.write_str("; ")?;
-            }
-            write!(f, "{}", Chain(e))?;
-        }
-        Ok(())
-    }
 }
 
 /// One side effect's reversal.
@@ -470,174 +370,6 @@ impl<S: Sys> Executor<S> {
             }
         }
         Ok(())
-    }
-
-    fn roll_back(&mut self, attempt: Attempt<S::Netns>, error: ExecError) -> ExecError {
-        let netns = attempt.name.clone();
-        warn!(
-            "isolating in namespace {netns} failed: {}; rolling back",
-            Chain(&error)
-        );
-        let mut errors = Vec::new();
-        for step in attempt.undo.iter().rev() {
-            match self.undo(step, &attempt) {
-                Ok(done) => info!("rolled back: {done}"),
-                Err(e) => errors.push(e),
-            }
-        }
-        if let Err(e) = self.restore_record(&attempt, errors.is_empty()) {
-            errors.push(e);
-        }
-        if errors.is_empty() {
-            return error;
-        }
-        for e in &errors {
-            error!("rolling back: {}", Chain(e));
-        }
-        ExecError::Incomplete {
-            error: Box::new(error),
-            rollback: TeardownError { netns, errors },
-        }
-    }
-
-    /// Puts the record back as it was before the attempt; if not everything was `undone`, what
-    /// is left stays on record as the agent's, with no lease.
-    fn restore_record(
-        &mut self,
-        attempt: &Attempt<S::Netns>,
-        undone: bool,
-    ) -> Result<(), SysError> {
-        let current = self.records.get(&attempt.name).cloned();
-        if current == attempt.previous {
-            return Ok(());
-        }
-        match (&attempt.previous, current) {
-            (Some(previous), _) if undone => self.save(previous),
-            (None, _) if undone => self.forget(&attempt.name),
-            (_, Some(current)) => self.save_unleased(current),
-            (_, None) => Ok(()),
-        }
-    }
-
-    fn undo(&mut self, step: &Undo, attempt: &Attempt<S::Netns>) -> Result<String, SysError> {
-        match step {
-            Undo::NetnsDel => {
-                self.sys.netns_del(&attempt.path)?;
-                Ok(format!("deleted namespace {}", attempt.path.display()))
-            }
-            Undo::LinkBack { link, original } => {
-                self.sys
-                    .link_set_netns_back(&attempt.netns, link, original)?;
-                Ok(format!(
-                    "moved link {link} back out of {} as {}",
-                    attempt.path.display(),
-                    original.name
-                ))
-            }
-            Undo::DirRemove(path) => {
-                self.sys.dir_remove(path)?;
-                Ok(format!("removed {}", path.display()))
-            }
-            Undo::FileRemove(path) => {
-                self.sys.file_remove(path)?;
-                Ok(format!("removed {}", path.display()))
-            }
-            Undo::FileRestore(path, content) => {
-                self.sys.file_rewrite(path, content)?;
-                Ok(format!("restored {}", path.display()))
-            }
-        }
-    }
-
-    /// Ends the isolation in `netns`, going on past every failed step.
-    ///
-    /// A persistent namespace stays, with its DNS files. Otherwise a namespace the agent created
-    /// is deleted; in one it did not create, the files it wrote are removed and the ones it
-    /// replaced restored. A namespace with no record has nothing to release.
-    pub fn release(&mut self, netns: &NetnsName) -> Result<(), TeardownError> {
-        let Some(record) = self.records.get(netns).cloned() else {
-            info!("namespace {netns} has no isolation to release");
-            return Ok(());
-        };
-        let errors = if record.persistent {
-            let kept = self.save_unleased(record);
-            info!("released namespace {netns}; kept it and its DNS files (netns-persistent)");
-            kept.err().into_iter().collect()
-        } else {
-            self.tear_down(record)
-        };
-        if errors.is_empty() {
-            return Ok(());
-        }
-        for e in &errors {
-            error!("releasing namespace {netns}: {}", Chain(e));
-        }
-        Err(TeardownError {
-            netns: netns.clone(),
-            errors,
-        })
-    }
-
-    /// Deletes the namespace if the agent created it, puts the DNS files back as they were and
-    /// removes the directory the agent made for them. Goes on past every failed step.
-    fn tear_down(&mut self, record: Record) -> Vec<SysError> {
-        let netns = &record.netns;
-        let mut errors = Vec::new();
-        if record.created {
-            let path = self.paths.run_netns.join(netns.as_str());
-            match self.sys.netns_del(&path) {
-                Ok(()) => info!("deleted namespace {netns} at {}", path.display()),
-                Err(e) => errors.push(e),
-            }
-        }
-        let dir = self.paths.etc_netns.join(netns.as_str());
-        for f in &record.files {
-            let path = dir.join(f.file.name());
-            let done = match &f.backup {
-                None => self.sys.file_remove(&path).map(|()| "removed"),
-                Some(backup) => self.restore(&path, backup).map(|()| "restored"),
-            };
-            match done {
-                Ok(done) => info!("{done} {}", path.display()),
-                Err(e) => errors.push(e),
-            }
-        }
-        if record.etc_dir_created {
-            errors.extend(self.remove_etc_dir(&dir).err());
-        }
-        // A record that outlives a failed teardown keeps what is left known as the agent's.
-        let recorded = if errors.is_empty() {
-            self.forget(netns)
-        } else {
-            self.save_unleased(record)
-        };
-        errors.extend(recorded.err());
-        errors
-    }
-
-    /// Removes `/etc/netns/NAME`, unless it holds files that the agent did not write.
-    fn remove_etc_dir(&mut self, dir: &Path) -> Result<(), SysError> {
-        match self.sys.dir_remove(dir) {
-            Ok(()) => info!("removed {}", dir.display()),
-            Err(e) if e.raw_os_error() == Some(Errno::ENOTEMPTY as i32) => {
-                warn!(
-                    "kept {}: it holds files nm-vpn-netns did not write",
-                    dir.display()
-                );
-            }
-            Err(e) => return Err(e),
-        }
-        Ok(())
-    }
-
-    /// Puts back a file's old content, in place if it is still there.
-    fn restore(&mut self, path: &Path, content: &[u8]) -> Result<(), SysError> {
-        match self.sys.file_rewrite(path, content) {
-            Err(e) if e.raw_os_error() == Some(Errno::ENOENT as i32) => {
-                self.sys.file_create(path, content, 0o644)
-            }
-            other => other,
-        }
     }
 
     /// Applies `plan` again to the link already in `netns`, as after an openvpn restart that sent
