@@ -215,36 +215,39 @@ impl Configure<'_> {
             .nl
             .dump(RouteNetlinkMessage::GetAddress(query))
             .map_err(|e| SysError::os("addr_list", self.on(""), e))?;
-        for msg in addresses {
-            let RouteNetlinkMessage::NewAddress(msg) = msg else {
-                continue;
-            };
-            let Some(what) = rtmsg::stale_address(&msg, self.index, plan) else {
-                continue;
-            };
-            self.nl
-                .request(RouteNetlinkMessage::DelAddress(msg), 0)
-                .map_err(|e| SysError::os("addr_del", self.on(&what), e))?;
-            debug!("deleted address {}", self.on(&what));
-        }
-        Ok(())
+        let index = self.index;
+        self.delete("addr_del", "address", addresses, |msg| match msg {
+            RouteNetlinkMessage::NewAddress(msg) => rtmsg::stale_address(&msg, index, plan)
+                .map(|what| (RouteNetlinkMessage::DelAddress(msg), what)),
+            _ => None,
+        })
     }
 
     fn flush_routes(&mut self, family: AddressFamily) -> Result<(), SysError> {
         let routes = self
             .route_dump(family)
             .map_err(|e| SysError::os("route_list", self.on(""), e))?;
-        for msg in routes {
-            let RouteNetlinkMessage::NewRoute(msg) = msg else {
-                continue;
-            };
-            let Some(what) = rtmsg::stale_route(&msg, self.index) else {
-                continue;
-            };
+        let index = self.index;
+        self.delete("route_del", "route", routes, |msg| match msg {
+            RouteNetlinkMessage::NewRoute(msg) => rtmsg::stale_route(&msg, index)
+                .map(|what| (RouteNetlinkMessage::DelRoute(msg), what)),
+            _ => None,
+        })
+    }
+
+    /// Sends the deletion that `stale` makes of each message of a dump, if it makes one.
+    fn delete(
+        &mut self,
+        op: &'static str,
+        noun: &str,
+        dump: Vec<RouteNetlinkMessage>,
+        stale: impl Fn(RouteNetlinkMessage) -> Option<(RouteNetlinkMessage, String)>,
+    ) -> Result<(), SysError> {
+        for (del, what) in dump.into_iter().filter_map(stale) {
             self.nl
-                .request(RouteNetlinkMessage::DelRoute(msg), 0)
-                .map_err(|e| SysError::os("route_del", self.on(&what), e))?;
-            debug!("deleted route {}", self.on(&what));
+                .request(del, 0)
+                .map_err(|e| SysError::os(op, self.on(&what), e))?;
+            debug!("deleted {noun} {}", self.on(&what));
         }
         Ok(())
     }

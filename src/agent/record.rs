@@ -91,9 +91,9 @@ pub enum RecordError {
     OtherNetns(String),
 }
 
-/// A record as JSON.
+/// A record as JSON. Fields it does not know are ignored, so that no more than what a record
+/// must say can keep it from being read.
 #[derive(Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct Json {
     version: u64,
     netns: String,
@@ -109,11 +109,10 @@ struct Json {
 }
 
 #[derive(Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct JsonFile {
     file: DnsFile,
     /// The backup's bytes in hexadecimal, so that any content survives exactly.
-    #[serde(with = "hex")]
+    #[serde(with = "hex", default)]
     backup_hex: Option<Vec<u8>>,
 }
 
@@ -411,6 +410,14 @@ mod tests {
     }
 
     #[test]
+    fn unknown_fields_are_ignored() {
+        let r = sample();
+        let text = String::from_utf8(r.encode()).unwrap();
+        let more = text.replacen("{", "{\"later\": [1, 2],", 1);
+        assert_eq!(decode(&work(), more.as_bytes()), Ok((r, Format::Current)));
+    }
+
+    #[test]
     fn every_byte_survives() {
         let mut r = sample();
         r.files[1].backup = Some((0..=255).collect());
@@ -437,7 +444,7 @@ mod tests {
             ),
             (
                 &v2.replace("\"owner\"", "\"bogus\""),
-                "it is not a valid version 2 record: bogus: unknown field `bogus`",
+                "it is not a valid version 2 record: missing field `owner`",
             ),
             (
                 &v2.replace("\"resolv.conf\"", "\"hosts\""),
@@ -491,17 +498,19 @@ mod tests {
         assert_eq!(r.owner, ":1.7");
         assert!(!r.created && r.persistent && r.leased && !r.etc_dir_created);
         assert_eq!(r.link.as_deref(), Some("vpn0"));
+        let files: Vec<_> = r
+            .files
+            .iter()
+            .map(|f| (f.file, f.backup.as_deref()))
+            .collect();
         assert_eq!(
-            r.files,
+            files,
             [
-                FileRecord {
-                    file: DnsFile::NsswitchConf,
-                    backup: None,
-                },
-                FileRecord {
-                    file: DnsFile::ResolvConf,
-                    backup: Some(b"nameserver 192.0.2.1\n\xff\x00 x".to_vec()),
-                },
+                (DnsFile::NsswitchConf, None),
+                (
+                    DnsFile::ResolvConf,
+                    Some(&b"nameserver 192.0.2.1\n\xff\x00 x"[..])
+                ),
             ]
         );
         assert_eq!(r, sample());

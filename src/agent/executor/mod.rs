@@ -6,7 +6,7 @@
 //! deadline included, runs the undo steps in reverse. Teardown goes on past a failed step and
 //! reports every error.
 //!
-//! What the agent owns is kept in one record per namespace under [`Paths::state`], written
+//! What the agent owns is kept in one [`Record`] per namespace under [`Paths::state`], written
 //! before the side effects it describes can be lost: right after a namespace is created, and
 //! before a file is overwritten (with the old content as backup). A restarted agent reloads them.
 

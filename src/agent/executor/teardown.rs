@@ -1,5 +1,7 @@
 //! Taking an isolation down again: the rollback of a failed attempt, step by step in reverse,
 //! and the release of a finished one. Both go on past a failed step and report every error.
+//!
+//! What a release deletes, keeps or restores follows who owns what: ARCHITECTURE.md, "Ownership".
 
 use std::path::Path;
 
