@@ -60,7 +60,7 @@ pub struct FakeLink {
     /// The namespace mount it is in; `None`: the agent's namespace.
     pub netns: Option<PathBuf>,
     /// What `netns_setup` last applied to it; a move clears it, as the kernel does.
-    pub configured: Option<String>,
+    pub setup: Option<String>,
 }
 
 /// A file of a [`World`]; rewriting in place keeps the inode, a rename gives a new one.
@@ -185,7 +185,7 @@ impl RecordingSys {
                     up: false,
                 },
                 netns: netns.map(PathBuf::from),
-                configured: None,
+                setup: None,
             },
         );
     }
@@ -381,7 +381,7 @@ impl Sys for RecordingSys {
             })?;
         link.netns = Some(netns.0.clone());
         link.link.up = false;
-        link.configured = None;
+        link.setup = None;
         if let Some(name) = name {
             link.link.name = name.to_owned();
         }
@@ -407,7 +407,7 @@ impl Sys for RecordingSys {
             )
         })?;
         found.netns = None;
-        found.configured = None;
+        found.setup = None;
         found.link = original.clone();
         Ok(())
     }
@@ -433,7 +433,7 @@ impl Sys for RecordingSys {
         if let Some(mtu) = setup.mtu {
             link.link.mtu = mtu;
         }
-        link.configured = Some(summary);
+        link.setup = Some(summary);
         Ok(())
     }
 

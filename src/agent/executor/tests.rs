@@ -166,7 +166,7 @@ fn happy_path_calls_in_order() {
     );
     let tun = &ex.sys.world.links[&7];
     assert_eq!(tun.netns, Some(p(NS)));
-    let configured = tun.configured.as_deref().unwrap();
+    let configured = tun.setup.as_deref().unwrap();
     assert!(
         configured.contains("mtu Some(1500)")
             && configured.contains("198.19.0.2")
