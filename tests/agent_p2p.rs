@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use nm_vpn_netns::agent::executor::{Executor, Paths};
-use nm_vpn_netns::agent::sys::RecordingSys;
+use nm_vpn_netns::agent::fake::RecordingSys;
 use nm_vpn_netns::agent::Agent;
 use nm_vpn_netns::contract::OBJECT_PATH;
 use zbus::connection::Builder;

@@ -18,7 +18,8 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use nm_vpn_netns::agent::executor::{ExecError, Executor, IsolateArgs, Paths};
-use nm_vpn_netns::agent::sys::{Link, NetnsConfig, NetnsFd, RealSys, Sys, SysError};
+use nm_vpn_netns::agent::linux::{NetnsFd, RealSys};
+use nm_vpn_netns::agent::sys::{Link, NetnsSetup, Sys, SysError};
 use nm_vpn_netns::plan::settings::NetnsName;
 use nm_vpn_netns::plan::{self, IsolationPlan, PlanInput, VarDict};
 
@@ -554,7 +555,12 @@ fn isolates_ipv4_in_a_new_namespace_and_deletes_it_on_release() {
     let record = ex.records().find(|r| r.netns == name(ns)).unwrap();
     assert!(record.created && record.leased);
     let text = fs::read_to_string(format!("/run/nm-vpn-netns/{ns}")).unwrap();
-    assert!(text.contains(&format!("uuid {UUID}")), "{text}");
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        (&json["version"], &json["connection_uuid"]),
+        (&2.into(), &UUID.into()),
+        "{text}"
+    );
     let mode = fs::metadata("/run/nm-vpn-netns").unwrap().mode() & 0o777;
     assert_eq!(mode, 0o700);
 
@@ -1007,12 +1013,8 @@ impl Sys for Timed {
             s.link_set_netns_back(netns, link, original)
         })
     }
-    fn netns_configure(
-        &mut self,
-        netns: &NetnsFd,
-        config: &NetnsConfig<'_>,
-    ) -> Result<(), SysError> {
-        self.time("netns_configure", |s| s.netns_configure(netns, config))
+    fn netns_setup(&mut self, netns: &NetnsFd, setup: &NetnsSetup<'_>) -> Result<(), SysError> {
+        self.time("netns_setup", |s| s.netns_setup(netns, setup))
     }
     fn sysctl_read(&mut self, key: &str) -> Result<String, SysError> {
         self.time("sysctl_read", |s| s.sysctl_read(key))

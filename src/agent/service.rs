@@ -19,13 +19,15 @@ use crate::agent::sys::Sys;
 use crate::contract::{self, AgentError, IsolateReply, IsolateRequest, OBJECT_PATH};
 use crate::plan::settings::{self, ConnectionInfo, IpSettings, NetnsName};
 use crate::plan::{self, IsolationPlan, PlanInput, VarDict};
+use crate::report::chain;
 
 /// Where the agent reads the host's nsswitch.conf, the base of the namespace's own.
 const HOST_NSSWITCH: &str = "/etc/nsswitch.conf";
 
 impl From<ExecError> for AgentError {
     fn from(e: ExecError) -> Self {
-        let msg = error_chain(&e);
+        // A D-Bus error carries only a string, and NetworkManager logs exactly that string.
+        let msg = chain(&e);
         match e {
             ExecError::Timeout { .. } => AgentError::Timeout(msg),
             ExecError::InUse { .. } | ExecError::OwnedByOther { .. } => AgentError::InUse(msg),
@@ -41,22 +43,6 @@ impl From<ExecError> for AgentError {
             }
         }
     }
-}
-
-/// The full chain of causes in one line, because a D-Bus error carries only a string and NM logs
-/// exactly that string. A cause that a message already quotes is not repeated.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut msg = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let cause = s.to_string();
-        if !msg.contains(&cause) {
-            msg.push_str(": ");
-            msg.push_str(&cause);
-        }
-        source = s.source();
-    }
-    msg
 }
 
 /// Work for the executor thread. The executor calls `setns` on threads it spawns itself, so it
@@ -110,7 +96,7 @@ impl ExecutorHandle {
         self.send(Job::Release(netns, tx))?;
         rx.await
             .map_err(|_| executor_gone())?
-            .map_err(|e| AgentError::Failed(error_chain(&e)))
+            .map_err(|e| AgentError::Failed(chain(&e)))
     }
 
     fn send(&self, job: Job) -> Result<(), AgentError> {
@@ -210,7 +196,7 @@ fn read_host_nsswitch() -> String {
 }
 
 fn plan_error(e: plan::PlanError) -> AgentError {
-    AgentError::InvalidArgs(error_chain(&e))
+    AgentError::InvalidArgs(chain(&e))
 }
 
 /// The `Isolate` request with every field decoded and validated: nothing in it is trusted until
@@ -240,7 +226,7 @@ fn decode_request(req: &VarDict, owner: String) -> Result<(IsolateArgs, Lease), 
     };
     let netns_settings: BTreeMap<String, String> =
         req.netns_settings.unwrap_or_default().into_iter().collect();
-    let settings = settings::parse(&netns_settings, &conn).map_err(|e| invalid(error_chain(&e)))?;
+    let settings = settings::parse(&netns_settings, &conn).map_err(|e| invalid(chain(&e)))?;
     if !settings.isolate {
         return Err(invalid(format!(
             "connection {:?} does not ask for isolation (netns-isolate is not yes)",

@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::Parser;
 use log::info;
 use nm_vpn_netns::agent::executor::{Executor, Paths};
-use nm_vpn_netns::agent::sys::RealSys;
+use nm_vpn_netns::agent::linux::RealSys;
 use nm_vpn_netns::agent::{self, Agent};
 use nm_vpn_netns::contract::{BUS_NAME, OBJECT_PATH};
 

@@ -1,0 +1,112 @@
+//! Why an isolation, a release or a rollback failed.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::agent::sys::SysError;
+use crate::plan::settings::NetnsName;
+use crate::report::Chain;
+
+/// Every way an isolation can fail. Each message names the namespace, link or path involved.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    #[error(transparent)]
+    Sys(#[from] SysError),
+    #[error(
+        "link {name} (ifindex {ifindex}) does not exist in the agent's namespace; openvpn may \
+         have exited"
+    )]
+    LinkMissing { ifindex: u32, name: String },
+    #[error(
+        "ifindex {ifindex} is named {found}, not {expected} as NetworkManager reported; refusing \
+         to move another link"
+    )]
+    LinkRenamed {
+        ifindex: u32,
+        expected: String,
+        found: String,
+    },
+    #[error(
+        "link {link} is an OpenVPN data channel offload device (kind {kind}), not a tun: openvpn \
+         drives it through the kernel from its own namespace, so moving it would break the VPN. \
+         Make openvpn use a tun for this connection: run it with --disable-dco, or keep the DCO \
+         kernel module from loading (blacklist ovpn-dco-v2 and ovpn in /etc/modprobe.d, then \
+         unload them)"
+    )]
+    Dco { link: String, kind: String },
+    #[error("link {link} is {kind}, not a tun; only an OpenVPN tun can be isolated")]
+    NotTun { link: String, kind: String },
+    #[error(
+        "namespace {netns} exists but nm-vpn-netns did not create it; only a system connection \
+         (one without connection.permissions) may use such a namespace, and {connection_id} has \
+         permissions"
+    )]
+    ForeignNetns {
+        netns: NetnsName,
+        connection_id: String,
+    },
+    #[error(
+        "namespace {netns} belongs to connection {owner_id} ({owner_uuid}), for which \
+         nm-vpn-netns created it; {connection_id} ({connection_uuid}) maps to the same name. Two \
+         connection ids can map to one namespace name: give one of them netns-name=uuid or a \
+         netns-name of its own"
+    )]
+    OwnedByOther {
+        netns: NetnsName,
+        owner_id: String,
+        owner_uuid: String,
+        connection_id: String,
+        connection_uuid: String,
+    },
+    #[error(
+        "namespace {netns} already has an active VPN ({connection_id}, {connection_uuid}); one \
+         VPN per namespace"
+    )]
+    InUse {
+        netns: NetnsName,
+        connection_id: String,
+        connection_uuid: String,
+    },
+    #[error(
+        "isolating in namespace {netns} ran past netns-timeout: {} ms had passed before {step}; \
+         it was rolled back",
+        elapsed.as_millis()
+    )]
+    Timeout {
+        netns: NetnsName,
+        elapsed: Duration,
+        step: &'static str,
+    },
+    #[error("no VPN is isolated in namespace {netns}")]
+    NotIsolated { netns: NetnsName },
+    #[error("namespace {netns} has disappeared from {}", path.display())]
+    NetnsGone { netns: NetnsName, path: PathBuf },
+    #[error("a plan for namespace {plan} cannot be applied to namespace {netns}")]
+    PlanMismatch { netns: NetnsName, plan: NetnsName },
+    #[error("{}; rolling back also failed, so something is left: {rollback}", Chain(&**error))]
+    Incomplete {
+        error: Box<ExecError>,
+        rollback: TeardownError,
+    },
+}
+
+/// What a teardown or rollback could not undo: every error, not only the first.
+#[derive(Debug, thiserror::Error)]
+pub struct TeardownError {
+    pub netns: NetnsName,
+    pub errors: Vec<SysError>,
+}
+
+impl fmt::Display for TeardownError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "tearing down namespace {}: ", self.netns)?;
+        for (i, e) in self.errors.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{}", Chain(e))?;
+        }
+        Ok(())
+    }
+}

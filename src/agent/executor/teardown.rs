@@ -1,0 +1,185 @@
+//! Taking an isolation down again: the rollback of a failed attempt, step by step in reverse,
+//! and the release of a finished one. Both go on past a failed step and report every error.
+//!
+//! What a release deletes, keeps or restores follows who owns what: ARCHITECTURE.md, "Ownership".
+
+use std::path::Path;
+
+use log::{error, info, warn};
+use nix::errno::Errno;
+
+use super::{Attempt, ExecError, Executor, TeardownError, Undo};
+use crate::agent::record::Record;
+use crate::agent::sys::{Sys, SysError};
+use crate::plan::settings::NetnsName;
+use crate::report::Chain;
+
+impl<S: Sys> Executor<S> {
+    pub(super) fn roll_back(&mut self, attempt: Attempt<S::Netns>, error: ExecError) -> ExecError {
+        let netns = attempt.name.clone();
+        warn!(
+            "isolating in namespace {netns} failed: {}; rolling back",
+            Chain(&error)
+        );
+        let mut errors = Vec::new();
+        for step in attempt.undo.iter().rev() {
+            match self.undo(step, &attempt) {
+                Ok(done) => info!("rolled back: {done}"),
+                Err(e) => errors.push(e),
+            }
+        }
+        if let Err(e) = self.restore_record(&attempt, errors.is_empty()) {
+            errors.push(e);
+        }
+        if errors.is_empty() {
+            return error;
+        }
+        for e in &errors {
+            error!("rolling back: {}", Chain(e));
+        }
+        ExecError::Incomplete {
+            error: Box::new(error),
+            rollback: TeardownError { netns, errors },
+        }
+    }
+
+    /// Puts the record back as it was before the attempt; if not everything was `undone`, what
+    /// is left stays on record as the agent's, with no lease.
+    fn restore_record(
+        &mut self,
+        attempt: &Attempt<S::Netns>,
+        undone: bool,
+    ) -> Result<(), SysError> {
+        let current = self.records.get(&attempt.name).cloned();
+        if current == attempt.previous {
+            return Ok(());
+        }
+        match (&attempt.previous, current) {
+            (Some(previous), _) if undone => self.save(previous),
+            (None, _) if undone => self.forget(&attempt.name),
+            (_, Some(current)) => self.save_unleased(current),
+            (_, None) => Ok(()),
+        }
+    }
+
+    fn undo(&mut self, step: &Undo, attempt: &Attempt<S::Netns>) -> Result<String, SysError> {
+        match step {
+            Undo::NetnsDel => {
+                self.sys.netns_del(&attempt.path)?;
+                Ok(format!("deleted namespace {}", attempt.path.display()))
+            }
+            Undo::LinkBack { link, original } => {
+                self.sys
+                    .link_set_netns_back(&attempt.netns, link, original)?;
+                Ok(format!(
+                    "moved link {link} back out of {} as {}",
+                    attempt.path.display(),
+                    original.name
+                ))
+            }
+            Undo::DirRemove(path) => {
+                self.sys.dir_remove(path)?;
+                Ok(format!("removed {}", path.display()))
+            }
+            Undo::FileRemove(path) => {
+                self.sys.file_remove(path)?;
+                Ok(format!("removed {}", path.display()))
+            }
+            Undo::FileRestore(path, content) => {
+                self.sys.file_rewrite(path, content)?;
+                Ok(format!("restored {}", path.display()))
+            }
+        }
+    }
+
+    /// Ends the isolation in `netns`, going on past every failed step.
+    ///
+    /// A persistent namespace stays, with its DNS files. Otherwise a namespace the agent created
+    /// is deleted; in one it did not create, the files it wrote are removed and the ones it
+    /// replaced restored. A namespace with no record has nothing to release.
+    pub fn release(&mut self, netns: &NetnsName) -> Result<(), TeardownError> {
+        let Some(record) = self.records.get(netns).cloned() else {
+            info!("namespace {netns} has no isolation to release");
+            return Ok(());
+        };
+        let errors = if record.persistent {
+            let kept = self.save_unleased(record);
+            info!("released namespace {netns}; kept it and its DNS files (netns-persistent)");
+            kept.err().into_iter().collect()
+        } else {
+            self.tear_down(record)
+        };
+        if errors.is_empty() {
+            return Ok(());
+        }
+        for e in &errors {
+            error!("releasing namespace {netns}: {}", Chain(e));
+        }
+        Err(TeardownError {
+            netns: netns.clone(),
+            errors,
+        })
+    }
+
+    /// Deletes the namespace if the agent created it, puts the DNS files back as they were and
+    /// removes the directory the agent made for them. Goes on past every failed step.
+    fn tear_down(&mut self, record: Record) -> Vec<SysError> {
+        let netns = &record.netns;
+        let mut errors = Vec::new();
+        if record.created {
+            let path = self.paths.run_netns.join(netns.as_str());
+            match self.sys.netns_del(&path) {
+                Ok(()) => info!("deleted namespace {netns} at {}", path.display()),
+                Err(e) => errors.push(e),
+            }
+        }
+        let dir = self.paths.etc_netns.join(netns.as_str());
+        for f in &record.files {
+            let path = dir.join(f.file.name());
+            let done = match &f.backup {
+                None => self.sys.file_remove(&path).map(|()| "removed"),
+                Some(backup) => self.restore(&path, backup).map(|()| "restored"),
+            };
+            match done {
+                Ok(done) => info!("{done} {}", path.display()),
+                Err(e) => errors.push(e),
+            }
+        }
+        if record.etc_dir_created {
+            errors.extend(self.remove_etc_dir(&dir).err());
+        }
+        // A record that outlives a failed teardown keeps what is left known as the agent's.
+        let recorded = if errors.is_empty() {
+            self.forget(netns)
+        } else {
+            self.save_unleased(record)
+        };
+        errors.extend(recorded.err());
+        errors
+    }
+
+    /// Removes `/etc/netns/NAME`, unless it holds files that the agent did not write.
+    fn remove_etc_dir(&mut self, dir: &Path) -> Result<(), SysError> {
+        match self.sys.dir_remove(dir) {
+            Ok(()) => info!("removed {}", dir.display()),
+            Err(e) if e.raw_os_error() == Some(Errno::ENOTEMPTY as i32) => {
+                warn!(
+                    "kept {}: it holds files nm-vpn-netns did not write",
+                    dir.display()
+                );
+            }
+            Err(e) => return Err(e),
+        }
+        Ok(())
+    }
+
+    /// Puts back a file's old content, in place if it is still there.
+    fn restore(&mut self, path: &Path, content: &[u8]) -> Result<(), SysError> {
+        match self.sys.file_rewrite(path, content) {
+            Err(e) if e.raw_os_error() == Some(Errno::ENOENT as i32) => {
+                self.sys.file_create(path, content, 0o644)
+            }
+            other => other,
+        }
+    }
+}

@@ -1,0 +1,763 @@
+use std::net::Ipv4Addr;
+
+use super::*;
+use crate::agent::fake::{Call, FakeNetnsEntry, RecordingSys, World};
+use crate::plan::{DefaultRoute, FamilyPlan, LinkPlan, Route};
+
+const UUID: &str = "8d3e2c1a-5b4f-4e6d-9a7b-0c1d2e3f4a5b";
+const OTHER_UUID: &str = "1b2c3d4e-0000-4000-8000-000000000001";
+const NS: &str = "/run/netns/work";
+const DIR: &str = "/etc/netns/work";
+const RESOLV: &str = "/etc/netns/work/resolv.conf";
+const NSSWITCH: &str = "/etc/netns/work/nsswitch.conf";
+const RECORD: &str = "/run/nm-vpn-netns/work";
+
+fn p(s: &str) -> PathBuf {
+    PathBuf::from(s)
+}
+
+fn work() -> NetnsName {
+    "work".parse().unwrap()
+}
+
+fn plan() -> IsolationPlan {
+    IsolationPlan {
+        netns: work(),
+        link: LinkPlan {
+            name: "tun0".parse().unwrap(),
+            mtu: Some(1500),
+        },
+        ipv4: Some(FamilyPlan {
+            address: Ipv4Addr::new(198, 19, 0, 2),
+            prefix: 24,
+            peer: None,
+            routes: vec![Route {
+                dest: Ipv4Addr::new(198, 18, 64, 0),
+                prefix: 18,
+                via: Some(Ipv4Addr::new(198, 19, 0, 1)),
+                metric: 0,
+            }],
+            default_route: Some(DefaultRoute {
+                via: Some(Ipv4Addr::new(198, 19, 0, 1)),
+            }),
+            preserve_routes: false,
+        }),
+        ipv6: None,
+        resolv_conf: "nameserver 198.19.0.1\nsearch vpn.test\n".to_owned(),
+        nsswitch_conf: "hosts: files dns\n".to_owned(),
+    }
+}
+
+fn request() -> IsolateArgs {
+    IsolateArgs {
+        plan: plan(),
+        connection_uuid: UUID.to_owned(),
+        connection_id: "work".to_owned(),
+        persistent: false,
+        system_connection: true,
+        tun_ifindex: 7,
+        owner: ":1.42".to_owned(),
+        deadline: Instant::now() + Duration::from_secs(3600),
+    }
+}
+
+fn other_request() -> IsolateArgs {
+    IsolateArgs {
+        connection_uuid: OTHER_UUID.to_owned(),
+        connection_id: "work!".to_owned(),
+        tun_ifindex: 8,
+        owner: ":1.43".to_owned(),
+        plan: IsolationPlan {
+            link: LinkPlan {
+                name: "tun1".parse().unwrap(),
+                mtu: None,
+            },
+            ..plan()
+        },
+        ..request()
+    }
+}
+
+fn sys_with(kind: &str) -> RecordingSys {
+    let mut sys = RecordingSys::default();
+    sys.add_link(7, "tun0", Some(kind), None);
+    sys.add_link(8, "tun1", Some("tun"), None);
+    sys
+}
+
+fn executor_with(sys: RecordingSys) -> Executor<RecordingSys> {
+    let mut executor = Executor::new(sys, Paths::default()).unwrap();
+    executor.sys.calls.clear();
+    executor
+}
+
+fn executor() -> Executor<RecordingSys> {
+    executor_with(sys_with("tun"))
+}
+
+fn world(executor: &Executor<RecordingSys>) -> World {
+    executor.sys.world.clone()
+}
+
+fn calls(executor: &mut Executor<RecordingSys>) -> Vec<Call> {
+    std::mem::take(&mut executor.sys.calls)
+}
+
+fn content(executor: &Executor<RecordingSys>, path: &str) -> Option<String> {
+    executor
+        .sys
+        .world
+        .files
+        .get(&p(path))
+        .map(|f| String::from_utf8(f.content.clone()).unwrap())
+}
+
+fn inode(executor: &Executor<RecordingSys>, path: &str) -> u64 {
+    executor.sys.world.files[&p(path)].inode
+}
+
+/// A namespace that `ip netns add` made, with a resolv.conf of its own.
+fn foreign(executor: &mut Executor<RecordingSys>) {
+    executor.sys.add_netns(NS);
+    executor.sys.world.dirs.insert(p("/etc/netns"));
+    executor.sys.world.dirs.insert(p(DIR));
+    executor.sys.add_file(RESOLV, "nameserver 192.0.2.53\n");
+}
+
+fn record(executor: &Executor<RecordingSys>) -> Option<&Record> {
+    executor.records.get(&work())
+}
+
+#[test]
+fn happy_path_calls_in_order() {
+    let mut ex = executor();
+    let isolation = ex.isolate(&request()).unwrap();
+    assert_eq!(
+        (isolation.netns, isolation.created, isolation.link.as_str()),
+        (work(), true, "tun0")
+    );
+    assert_eq!(
+        calls(&mut ex),
+        [
+            Call::LinkGet(7),
+            Call::NetnsOpen(p(NS)),
+            Call::SysctlRead(PING_GROUP_RANGE.to_owned()),
+            Call::NetnsAdd(p(NS)),
+            Call::FileReplace(p(RECORD)),
+            Call::LinkSetNetns {
+                ifindex: 7,
+                netns: p(NS),
+                name: None
+            },
+            Call::NetnsSetup {
+                netns: p(NS),
+                link: "tun0".to_owned(),
+                reapply: false
+            },
+            Call::DirCreate(p("/etc/netns")),
+            Call::DirCreate(p(DIR)),
+            Call::FileRead(p(RESOLV)),
+            Call::FileRead(p(NSSWITCH)),
+            Call::FileReplace(p(RECORD)),
+            Call::FileCreate(p(RESOLV)),
+            Call::FileCreate(p(NSSWITCH)),
+            Call::FileReplace(p(RECORD)),
+        ]
+    );
+    let tun = &ex.sys.world.links[&7];
+    assert_eq!(tun.netns, Some(p(NS)));
+    let configured = tun.setup.as_deref().unwrap();
+    assert!(
+        configured.contains("mtu Some(1500)")
+            && configured.contains("198.19.0.2")
+            && configured.contains("ping_group_range Some(\"0 2147483647\")"),
+        "{configured}"
+    );
+    assert_eq!(
+        content(&ex, RESOLV).unwrap(),
+        "nameserver 198.19.0.1\nsearch vpn.test\n"
+    );
+    assert_eq!(content(&ex, NSSWITCH).unwrap(), "hosts: files dns\n");
+    let r = record(&ex).unwrap();
+    assert!(r.created && r.leased && r.etc_dir_created && !r.persistent);
+    assert_eq!(r.link.as_deref(), Some("tun0"));
+    assert_eq!(
+        r.files,
+        [
+            FileRecord {
+                file: DnsFile::ResolvConf,
+                backup: None
+            },
+            FileRecord {
+                file: DnsFile::NsswitchConf,
+                backup: None
+            }
+        ]
+    );
+    assert_eq!(content(&ex, RECORD).unwrap().as_bytes(), r.encode());
+}
+
+/// Nothing of the attempt may remain: the world is as before, apart from the directories
+/// that hold every namespace's files, and there is no record.
+fn assert_nothing_left(ex: &Executor<RecordingSys>, before: &World, context: &str) {
+    let mut after = world(ex);
+    for shared in ["/run/netns", "/etc/netns"] {
+        if !before.dirs.contains(&p(shared)) {
+            after.dirs.remove(&p(shared));
+        }
+    }
+    assert_eq!(&after, before, "{context}");
+    assert!(record(ex).is_none(), "{context}");
+}
+
+#[test]
+fn rollback_after_a_failure_at_each_step() {
+    let mut ex = executor();
+    ex.isolate(&request()).unwrap();
+    let steps = calls(&mut ex).len();
+    for step in 0..steps {
+        let mut ex = executor();
+        let before = world(&ex);
+        ex.sys.fail_at(step);
+        let err = ex.isolate(&request()).unwrap_err();
+        let context = format!("failure at call {step}: {err}");
+        assert!(matches!(err, ExecError::Sys(_)), "{context}");
+        // After the failure only undo steps run.
+        let undo_only = ex.sys.calls[step + 1..].iter().all(|c| {
+            matches!(
+                c,
+                Call::NetnsDel(_)
+                    | Call::LinkSetNetnsBack { .. }
+                    | Call::DirRemove(_)
+                    | Call::FileRemove(_)
+            )
+        });
+        assert!(undo_only, "{context}: {:?}", &ex.sys.calls[step + 1..]);
+        assert_nothing_left(&ex, &before, &context);
+        assert!(ex.sys.world.links[&7].netns.is_none(), "{context}");
+    }
+}
+
+#[test]
+fn rollback_undoes_in_reverse_order() {
+    let mut ex = executor();
+    ex.sys
+        .fail_when(|c| matches!(c, Call::FileCreate(f) if f.ends_with("nsswitch.conf")));
+    ex.isolate(&request()).unwrap_err();
+    let calls = calls(&mut ex);
+    let failed = calls
+        .iter()
+        .position(|c| *c == Call::FileCreate(p(NSSWITCH)))
+        .unwrap();
+    assert_eq!(
+        calls[failed + 1..],
+        [
+            Call::FileRemove(p(RESOLV)),
+            Call::DirRemove(p(DIR)),
+            Call::LinkSetNetnsBack {
+                netns: p(NS),
+                link: "tun0".to_owned(),
+                name: "tun0".to_owned()
+            },
+            Call::NetnsDel(p(NS)),
+            Call::FileRemove(p(RECORD)),
+        ]
+    );
+}
+
+#[test]
+fn link_comes_back_with_its_name_mtu_and_state() {
+    let mut ex = executor();
+    foreign(&mut ex);
+    ex.sys.add_link(3, "tun0", Some("tun"), Some(NS));
+    {
+        let tun = &mut ex.sys.world.links.get_mut(&7).unwrap().link;
+        tun.up = true;
+        tun.mtu = 1400;
+    }
+    let before = world(&ex);
+    ex.sys.fail_when(|c| matches!(c, Call::NetnsSetup { .. }));
+    ex.isolate(&request()).unwrap_err();
+    assert!(calls(&mut ex).contains(&Call::LinkSetNetnsBack {
+        netns: p(NS),
+        link: "vpn0".to_owned(),
+        name: "tun0".to_owned()
+    }));
+    assert_nothing_left(&ex, &before, "configure failed");
+}
+
+#[test]
+fn deadline_expiry_rolls_back() {
+    let mut ex = executor();
+    let before = world(&ex);
+    let mut req = request();
+    req.deadline = ex.sys.now() + Duration::from_millis(2000);
+    ex.sys.slow_when(
+        |c| matches!(c, Call::LinkSetNetns { .. }),
+        Duration::from_millis(2500),
+    );
+    let err = ex.isolate(&req).unwrap_err();
+    let ExecError::Timeout { elapsed, step, .. } = &err else {
+        panic!("{err}");
+    };
+    assert_eq!(
+        (*elapsed, *step),
+        (Duration::from_millis(2500), "configuring the namespace")
+    );
+    assert!(
+        err.to_string().contains("ran past netns-timeout: 2500 ms"),
+        "{err}"
+    );
+    let calls = calls(&mut ex);
+    assert!(!calls.iter().any(|c| matches!(c, Call::NetnsSetup { .. })));
+    assert!(calls.contains(&Call::LinkSetNetnsBack {
+        netns: p(NS),
+        link: "tun0".to_owned(),
+        name: "tun0".to_owned()
+    }));
+    assert_nothing_left(&ex, &before, "deadline");
+}
+
+#[test]
+fn deadline_already_past_touches_nothing() {
+    let mut ex = executor();
+    let mut req = request();
+    req.deadline = ex.sys.now();
+    let err = ex.isolate(&req).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ExecError::Timeout {
+                step: "creating the namespace",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(!calls(&mut ex)
+        .iter()
+        .any(|c| matches!(c, Call::NetnsAdd(_))));
+}
+
+fn refused_before_side_effects(ex: &mut Executor<RecordingSys>, req: &IsolateArgs) -> ExecError {
+    calls(ex);
+    let before = world(ex);
+    let err = ex.isolate(req).unwrap_err();
+    assert_eq!(world(ex), before, "{err}");
+    assert!(
+        calls(ex).iter().all(|c| matches!(
+            c,
+            Call::LinkGet(_) | Call::NetnsOpen(_) | Call::SysctlRead(_)
+        )),
+        "{err}"
+    );
+    err
+}
+
+#[test]
+fn dco_is_refused_before_any_side_effect() {
+    for kind in ["ovpn-dco", "ovpn"] {
+        let mut ex = executor_with(sys_with(kind));
+        let err = refused_before_side_effects(&mut ex, &request());
+        assert!(
+            matches!(&err, ExecError::Dco { kind: k, .. } if k == kind),
+            "{err}"
+        );
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with(&format!(
+                "link tun0 is an OpenVPN data channel offload device (kind {kind})"
+            )) && msg.contains("--disable-dco"),
+            "{msg}"
+        );
+    }
+}
+
+#[test]
+fn other_link_kinds_are_refused() {
+    let mut ex = executor_with(sys_with("veth"));
+    let err = refused_before_side_effects(&mut ex, &request());
+    assert_eq!(
+        err.to_string(),
+        "link tun0 is a veth device, not a tun; only an OpenVPN tun can be isolated"
+    );
+    let mut sys = RecordingSys::default();
+    sys.add_link(7, "tun0", None, None);
+    let mut ex = executor_with(sys);
+    let err = refused_before_side_effects(&mut ex, &request());
+    assert!(matches!(err, ExecError::NotTun { .. }), "{err}");
+}
+
+#[test]
+fn missing_or_renamed_link_is_refused() {
+    let mut ex = executor();
+    let mut req = request();
+    req.tun_ifindex = 99;
+    let err = refused_before_side_effects(&mut ex, &req);
+    assert!(
+        matches!(err, ExecError::LinkMissing { ifindex: 99, .. }),
+        "{err}"
+    );
+    req.tun_ifindex = 8;
+    let err = refused_before_side_effects(&mut ex, &req);
+    assert_eq!(
+        err.to_string(),
+        "ifindex 8 is named tun1, not tun0 as NetworkManager reported; refusing to move \
+         another link"
+    );
+}
+
+#[test]
+fn foreign_namespace_is_refused_to_a_user_connection() {
+    let mut ex = executor();
+    foreign(&mut ex);
+    let mut req = request();
+    req.system_connection = false;
+    let err = refused_before_side_effects(&mut ex, &req);
+    assert!(matches!(err, ExecError::ForeignNetns { .. }), "{err}");
+    assert!(
+        err.to_string().contains("only a system connection"),
+        "{err}"
+    );
+}
+
+#[test]
+fn something_else_at_the_namespace_path_is_refused() {
+    let mut ex = executor();
+    ex.sys.world.dirs.insert(p("/run/netns"));
+    ex.sys
+        .world
+        .netns
+        .insert(p(NS), FakeNetnsEntry::RegularFile);
+    let err = refused_before_side_effects(&mut ex, &request());
+    assert_eq!(
+        err.to_string(),
+        "/run/netns/work: is a regular file, not a network namespace; refusing to use it (if \
+         it is a leftover, remove it)"
+    );
+}
+
+#[test]
+fn a_namespace_created_for_one_uuid_is_refused_to_another() {
+    let mut ex = executor();
+    let mut req = request();
+    req.persistent = true;
+    ex.isolate(&req).unwrap();
+    ex.release(&work()).unwrap();
+    let err = refused_before_side_effects(&mut ex, &other_request());
+    assert!(matches!(err, ExecError::OwnedByOther { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains(UUID) && msg.contains(OTHER_UUID) && msg.contains("Two connection ids"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn one_vpn_per_namespace() {
+    let mut ex = executor();
+    ex.isolate(&request()).unwrap();
+    for req in [other_request(), request()] {
+        let err = refused_before_side_effects(&mut ex, &req);
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "namespace work already has an active VPN (work, {UUID}); one VPN per \
+                 namespace"
+            )
+        );
+    }
+}
+
+#[test]
+fn release_deletes_what_it_created() {
+    let mut ex = executor();
+    let before = world(&ex);
+    ex.isolate(&request()).unwrap();
+    calls(&mut ex);
+    ex.release(&work()).unwrap();
+    assert_eq!(
+        calls(&mut ex),
+        [
+            Call::NetnsDel(p(NS)),
+            Call::FileRemove(p(RESOLV)),
+            Call::FileRemove(p(NSSWITCH)),
+            Call::DirRemove(p(DIR)),
+            Call::FileRemove(p(RECORD)),
+        ]
+    );
+    // The kernel destroyed the tun with its namespace.
+    let mut expected = before;
+    expected.links.remove(&7);
+    assert_nothing_left(&ex, &expected, "release");
+    // Releasing again has nothing to do.
+    ex.release(&work()).unwrap();
+    assert!(calls(&mut ex).is_empty());
+}
+
+#[test]
+fn release_keeps_a_persistent_namespace_for_the_next_connect() {
+    let mut ex = executor();
+    let mut req = request();
+    req.persistent = true;
+    ex.isolate(&req).unwrap();
+    let resolv_inode = inode(&ex, RESOLV);
+    calls(&mut ex);
+    ex.release(&work()).unwrap();
+    assert_eq!(calls(&mut ex), [Call::FileReplace(p(RECORD))]);
+    assert!(ex.sys.world.netns.contains_key(&p(NS)));
+    assert!(content(&ex, RESOLV).is_some() && content(&ex, NSSWITCH).is_some());
+    let r = record(&ex).unwrap();
+    assert!(r.created && r.persistent && !r.leased && r.link.is_none());
+
+    // The next connect reuses it: no new namespace, the files rewritten in place, and the
+    // files still recorded as the agent's own rather than as backups.
+    ex.sys.world.links.remove(&7);
+    ex.sys.add_link(7, "tun0", Some("tun"), None);
+    req.plan.resolv_conf = "nameserver 198.19.0.53\n".to_owned();
+    let isolation = ex.isolate(&req).unwrap();
+    assert!(!isolation.created);
+    let calls = calls(&mut ex);
+    assert!(!calls.iter().any(|c| matches!(c, Call::NetnsAdd(_))));
+    assert!(calls.contains(&Call::FileRewrite(p(RESOLV))));
+    assert!(calls.contains(&Call::SysctlRead(PING_GROUP_RANGE.to_owned())));
+    assert_eq!(inode(&ex, RESOLV), resolv_inode);
+    assert_eq!(content(&ex, RESOLV).unwrap(), "nameserver 198.19.0.53\n");
+    assert!(record(&ex)
+        .unwrap()
+        .files
+        .iter()
+        .all(|f| f.backup.is_none()));
+
+    // Turning persistence off lets the next release delete it all.
+    ex.release(&work()).unwrap();
+    ex.sys.world.links.remove(&7);
+    ex.sys.add_link(7, "tun0", Some("tun"), None);
+    ex.isolate(&request()).unwrap();
+    ex.release(&work()).unwrap();
+    assert!(!ex.sys.world.netns.contains_key(&p(NS)));
+    assert!(!ex.sys.world.dirs.contains(&p(DIR)));
+    assert!(record(&ex).is_none());
+}
+
+#[test]
+fn foreign_namespace_keeps_everything_but_the_files_it_was_given() {
+    let mut ex = executor();
+    foreign(&mut ex);
+    ex.sys.add_link(3, "tun0", Some("tun"), Some(NS));
+    let before = world(&ex);
+    let resolv_inode = inode(&ex, RESOLV);
+    let isolation = ex.isolate(&request()).unwrap();
+    assert_eq!(
+        (isolation.created, isolation.link.as_str()),
+        (false, "vpn0")
+    );
+    let calls_made = calls(&mut ex);
+    assert!(calls_made.contains(&Call::LinkSetNetns {
+        ifindex: 7,
+        netns: p(NS),
+        name: Some("vpn0".to_owned())
+    }));
+    assert!(!calls_made.contains(&Call::SysctlRead(PING_GROUP_RANGE.to_owned())));
+    assert!(calls_made.contains(&Call::FileRewrite(p(RESOLV))));
+    assert!(calls_made.contains(&Call::FileCreate(p(NSSWITCH))));
+    assert_eq!(inode(&ex, RESOLV), resolv_inode);
+    assert_eq!(
+        record(&ex)
+            .unwrap()
+            .file(DnsFile::ResolvConf)
+            .unwrap()
+            .backup,
+        Some(b"nameserver 192.0.2.53\n".to_vec())
+    );
+
+    ex.release(&work()).unwrap();
+    let calls_made = calls(&mut ex);
+    assert!(!calls_made
+        .iter()
+        .any(|c| matches!(c, Call::NetnsDel(_) | Call::DirRemove(_))));
+    assert_eq!(content(&ex, RESOLV).unwrap(), "nameserver 192.0.2.53\n");
+    assert_eq!(inode(&ex, RESOLV), resolv_inode);
+    // The tun stays behind in the namespace until openvpn exits; everything else is as it
+    // was.
+    let mut after = world(&ex);
+    after.links.remove(&7);
+    let mut expected = before;
+    expected.links.remove(&7);
+    assert_eq!(after, expected);
+    assert!(record(&ex).is_none());
+}
+
+#[test]
+fn teardown_collects_every_error() {
+    let mut ex = executor();
+    ex.isolate(&request()).unwrap();
+    ex.sys.fail_when(|c| {
+        matches!(c, Call::NetnsDel(_)) || matches!(c, Call::FileRemove(f) if f.starts_with("/etc"))
+    });
+    let err = ex.release(&work()).unwrap_err();
+    assert_eq!(err.netns, work());
+    assert_eq!(err.errors.len(), 3, "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.starts_with("tearing down namespace work: injected failure of NetnsDel"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("resolv.conf") && msg.contains("nsswitch.conf"),
+        "{msg}"
+    );
+    // What is left stays the agent's, unleased, so that a later release can finish.
+    let r = record(&ex).unwrap();
+    assert!(r.created && !r.leased);
+    ex.sys.heal();
+    ex.release(&work()).unwrap();
+    assert!(record(&ex).is_none() && !ex.sys.world.netns.contains_key(&p(NS)));
+}
+
+#[test]
+fn a_failed_rollback_says_what_is_left() {
+    let mut ex = executor();
+    ex.sys
+        .fail_when(|c| matches!(c, Call::NetnsSetup { .. } | Call::LinkSetNetnsBack { .. }));
+    let err = ex.isolate(&request()).unwrap_err();
+    let ExecError::Incomplete { error, rollback } = &err else {
+        panic!("{err}");
+    };
+    assert!(matches!(**error, ExecError::Sys(_)));
+    assert_eq!(rollback.errors.len(), 1);
+    assert!(
+        err.to_string().contains("rolling back also failed"),
+        "{err}"
+    );
+    let r = record(&ex).unwrap();
+    assert!(r.created && !r.leased);
+}
+
+#[test]
+fn records_survive_a_restart() {
+    let mut ex = executor();
+    let mut req = request();
+    req.connection_id = "Work VPN\n\\ \u{e9}".to_owned();
+    ex.isolate(&req).unwrap();
+    let world = world(&ex);
+    let r = record(&ex).unwrap().clone();
+
+    let mut ex = Executor::new(RecordingSys::new(world), Paths::default()).unwrap();
+    assert_eq!(ex.records().collect::<Vec<_>>(), [&r]);
+    ex.sys.add_link(9, "tun9", Some("tun"), None);
+    let mut again = other_request();
+    again.tun_ifindex = 9;
+    again.plan.link.name = "tun9".parse().unwrap();
+    assert!(matches!(ex.isolate(&again), Err(ExecError::InUse { .. })));
+    ex.release(&work()).unwrap();
+    assert!(!ex.sys.world.netns.contains_key(&p(NS)));
+    assert!(ex.records().next().is_none());
+}
+
+#[test]
+fn unreadable_records_are_skipped() {
+    let mut sys = sys_with("tun");
+    sys.world.dirs.insert(p("/run/nm-vpn-netns"));
+    sys.add_file("/run/nm-vpn-netns/work", "garbage\n");
+    sys.add_file("/run/nm-vpn-netns/.work.nm-vpn-netns.tmp", "half");
+    sys.add_file("/run/nm-vpn-netns/not a name", "x");
+    let ex = Executor::new(sys, Paths::default()).unwrap();
+    assert!(ex.records().next().is_none());
+}
+
+#[test]
+fn reapply_rewrites_in_place() {
+    let mut ex = executor();
+    let mut req = request();
+    req.plan.link.name = "tun0".parse().unwrap();
+    ex.isolate(&req).unwrap();
+    let resolv_inode = inode(&ex, RESOLV);
+    calls(&mut ex);
+    let mut new_plan = plan();
+    new_plan.resolv_conf = "nameserver 198.19.0.99\n".to_owned();
+    ex.reapply(&work(), &new_plan).unwrap();
+    assert_eq!(
+        calls(&mut ex),
+        [
+            Call::NetnsOpen(p(NS)),
+            Call::NetnsSetup {
+                netns: p(NS),
+                link: "tun0".to_owned(),
+                reapply: true
+            },
+            Call::DirCreate(p("/etc/netns")),
+            Call::DirCreate(p(DIR)),
+            Call::FileRead(p(RESOLV)),
+            Call::FileRead(p(NSSWITCH)),
+            Call::FileRewrite(p(RESOLV)),
+            Call::FileRewrite(p(NSSWITCH)),
+        ]
+    );
+    assert_eq!(content(&ex, RESOLV).unwrap(), "nameserver 198.19.0.99\n");
+    assert_eq!(inode(&ex, RESOLV), resolv_inode);
+
+    ex.release(&work()).unwrap();
+    assert!(matches!(
+        ex.reapply(&work(), &plan()),
+        Err(ExecError::NotIsolated { .. })
+    ));
+    let other: NetnsName = "other".parse().unwrap();
+    assert!(matches!(
+        ex.reapply(&other, &plan()),
+        Err(ExecError::PlanMismatch { .. })
+    ));
+}
+
+#[test]
+fn symlinked_netns_dir_is_refused_and_rolled_back() {
+    let mut ex = executor();
+    ex.sys.world.dirs.insert(p("/etc/netns"));
+    ex.sys.world.symlinks.insert(p(DIR));
+    let before = world(&ex);
+    let err = ex.isolate(&request()).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "/etc/netns/work: is a symbolic link, and nm-vpn-netns never follows one here"
+    );
+    assert_nothing_left(&ex, &before, "symlink");
+}
+
+#[test]
+fn a_version_1_record_is_loaded_and_rewritten() {
+    let mut sys = sys_with("tun");
+    sys.world.dirs.insert(p("/run/nm-vpn-netns"));
+    let v1 = include_str!("../testdata/record-v1-work");
+    sys.add_file(RECORD, v1);
+    let ex = Executor::new(sys, Paths::default()).unwrap();
+    let r = record(&ex).unwrap().clone();
+    assert_eq!(r.connection_uuid, UUID);
+    assert!(r.leased && r.persistent && !r.created);
+    assert_eq!(ex.sys.calls.last(), Some(&Call::FileReplace(p(RECORD))));
+    let rewritten = content(&ex, RECORD).unwrap();
+    assert!(rewritten.starts_with("{\n  \"version\": 2,"), "{rewritten}");
+    assert_eq!(rewritten.as_bytes(), r.encode());
+
+    // A failed rewrite keeps the old record, and the agent starts all the same.
+    let mut sys = sys_with("tun");
+    sys.world.dirs.insert(p("/run/nm-vpn-netns"));
+    sys.add_file(RECORD, v1);
+    sys.fail_when(|c| matches!(c, Call::FileReplace(_)));
+    let ex = Executor::new(sys, Paths::default()).unwrap();
+    assert_eq!(record(&ex), Some(&r));
+    assert_eq!(content(&ex, RECORD).unwrap(), v1);
+}
+
+#[test]
+fn free_names() {
+    let taken = |names: &[&str]| names.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    assert_eq!(free_name("tun0", &taken(&["lo"])), None);
+    assert_eq!(
+        free_name("tun0", &taken(&["lo", "tun0"])),
+        Some("vpn0".to_owned())
+    );
+    assert_eq!(
+        free_name("tun0", &taken(&["lo", "tun0", "vpn0", "vpn1"])),
+        Some("vpn2".to_owned())
+    );
+}

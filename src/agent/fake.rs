@@ -1,0 +1,535 @@
+//! [`RecordingSys`]: [`Sys`] on an in-memory [`World`], for tests only. It records every call and
+//! fails chosen ones, so the executor's ordering and rollback can be tested without privileges.
+//! Built only for the crate's own tests and under the `test-support` feature.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+
+use crate::agent::sys::{Link, NetnsSetup, Sys, SysError};
+
+/// One call made to a [`RecordingSys`], with the objects it named.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Call {
+    NetnsAdd(PathBuf),
+    NetnsOpen(PathBuf),
+    NetnsDel(PathBuf),
+    LinkGet(u32),
+    LinkNames(PathBuf),
+    LinkSetNetns {
+        ifindex: u32,
+        netns: PathBuf,
+        name: Option<String>,
+    },
+    LinkSetNetnsBack {
+        netns: PathBuf,
+        link: String,
+        name: String,
+    },
+    NetnsSetup {
+        netns: PathBuf,
+        link: String,
+        reapply: bool,
+    },
+    SysctlRead(String),
+    DirCreate(PathBuf),
+    DirRemove(PathBuf),
+    DirList(PathBuf),
+    FileRead(PathBuf),
+    FileCreate(PathBuf),
+    FileReplace(PathBuf),
+    FileRewrite(PathBuf),
+    FileRemove(PathBuf),
+}
+
+/// What sits at a path under the namespace directory in a [`World`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FakeNetnsEntry {
+    Netns,
+    RegularFile,
+}
+
+/// A link of a [`World`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FakeLink {
+    pub link: Link,
+    /// The namespace mount it is in; `None`: the agent's namespace.
+    pub netns: Option<PathBuf>,
+    /// What `netns_setup` last applied to it; a move clears it, as the kernel does.
+    pub setup: Option<String>,
+}
+
+/// A file of a [`World`]; rewriting in place keeps the inode, a rename gives a new one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FakeFile {
+    pub content: Vec<u8>,
+    pub inode: u64,
+}
+
+/// The state a [`RecordingSys`] models: namespaces, links, directories, files, symlinks, sysctls.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct World {
+    pub netns: BTreeMap<PathBuf, FakeNetnsEntry>,
+    pub links: BTreeMap<u32, FakeLink>,
+    pub dirs: BTreeSet<PathBuf>,
+    pub files: BTreeMap<PathBuf, FakeFile>,
+    pub symlinks: BTreeSet<PathBuf>,
+    pub sysctls: BTreeMap<String, String>,
+}
+
+impl Default for World {
+    fn default() -> Self {
+        World {
+            netns: BTreeMap::new(),
+            links: BTreeMap::new(),
+            dirs: ["/", "/etc", "/run"]
+                .into_iter()
+                .map(PathBuf::from)
+                .collect(),
+            files: BTreeMap::new(),
+            symlinks: BTreeSet::new(),
+            sysctls: BTreeMap::from([(
+                "net.ipv4.ping_group_range".to_owned(),
+                "0 2147483647".to_owned(),
+            )]),
+        }
+    }
+}
+
+/// A namespace handle of [`RecordingSys`]: the path it was opened at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FakeNetns(pub PathBuf);
+
+type FailWhen = Box<dyn Fn(&Call) -> bool + Send>;
+
+/// [`Sys`] on an in-memory [`World`]: records every call, fails chosen ones with EIO, and has a
+/// clock that chosen calls move forward.
+pub struct RecordingSys {
+    pub world: World,
+    pub calls: Vec<Call>,
+    fail_at: BTreeSet<usize>,
+    fail_when: Vec<FailWhen>,
+    slow: Vec<(FailWhen, Duration)>,
+    next_inode: u64,
+    start: Instant,
+    elapsed: Duration,
+}
+
+impl fmt::Debug for RecordingSys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RecordingSys")
+            .field("world", &self.world)
+            .field("calls", &self.calls)
+            .field("fail_at", &self.fail_at)
+            .field("elapsed", &self.elapsed)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for RecordingSys {
+    fn default() -> Self {
+        Self::new(World::default())
+    }
+}
+
+impl RecordingSys {
+    pub fn new(world: World) -> Self {
+        RecordingSys {
+            world,
+            calls: Vec::new(),
+            fail_at: BTreeSet::new(),
+            fail_when: Vec::new(),
+            slow: Vec::new(),
+            next_inode: 0,
+            start: Instant::now(),
+            elapsed: Duration::ZERO,
+        }
+    }
+
+    /// Makes the call with this index (counting from 0 over every call made) fail.
+    pub fn fail_at(&mut self, index: usize) {
+        self.fail_at.insert(index);
+    }
+
+    /// Makes every call that `when` matches fail.
+    pub fn fail_when(&mut self, when: impl Fn(&Call) -> bool + Send + 'static) {
+        self.fail_when.push(Box::new(when));
+    }
+
+    /// Moves the clock forward by `by` during every call that `when` matches.
+    pub fn slow_when(&mut self, when: impl Fn(&Call) -> bool + Send + 'static, by: Duration) {
+        self.slow.push((Box::new(when), by));
+    }
+
+    /// Forgets injected failures and slow calls.
+    pub fn heal(&mut self) {
+        self.fail_at.clear();
+        self.fail_when.clear();
+        self.slow.clear();
+    }
+
+    /// Adds a link to the agent's namespace, or to the namespace mounted at `netns`.
+    pub fn add_link(&mut self, ifindex: u32, name: &str, kind: Option<&str>, netns: Option<&str>) {
+        self.world.links.insert(
+            ifindex,
+            FakeLink {
+                link: Link {
+                    ifindex,
+                    name: name.to_owned(),
+                    kind: kind.map(str::to_owned),
+                    mtu: 1500,
+                    up: false,
+                },
+                netns: netns.map(PathBuf::from),
+                setup: None,
+            },
+        );
+    }
+
+    /// Adds a namespace that someone else made, as `ip netns add` would.
+    pub fn add_netns(&mut self, path: &str) {
+        let path = PathBuf::from(path);
+        if let Some(dir) = path.parent() {
+            self.world.dirs.insert(dir.to_owned());
+        }
+        self.world.netns.insert(path, FakeNetnsEntry::Netns);
+    }
+
+    pub fn add_file(&mut self, path: &str, content: &str) {
+        let inode = self.inode();
+        self.world.files.insert(
+            PathBuf::from(path),
+            FakeFile {
+                content: content.as_bytes().to_vec(),
+                inode,
+            },
+        );
+    }
+
+    fn inode(&mut self) -> u64 {
+        self.next_inode += 1;
+        self.next_inode
+    }
+
+    fn call(&mut self, call: Call) -> Result<(), SysError> {
+        let index = self.calls.len();
+        for (when, by) in &self.slow {
+            if when(&call) {
+                self.elapsed += *by;
+            }
+        }
+        let fail = self.fail_at.contains(&index) || self.fail_when.iter().any(|w| w(&call));
+        let object = format!("{call:?}");
+        self.calls.push(call);
+        if fail {
+            Err(SysError::os(
+                "injected failure of",
+                object,
+                io::Error::from_raw_os_error(Errno::EIO as i32),
+            ))
+        } else {
+            Ok(())
+        }
+    }
+
+    fn enoent(op: &'static str, path: &Path) -> SysError {
+        SysError::os(
+            op,
+            path.display(),
+            io::Error::from_raw_os_error(Errno::ENOENT as i32),
+        )
+    }
+
+    fn check_parent(&self, op: &'static str, path: &Path) -> Result<(), SysError> {
+        let parent = path.parent().unwrap_or(Path::new("/"));
+        if self.world.symlinks.contains(parent) {
+            return Err(SysError::Symlink {
+                path: parent.to_owned(),
+            });
+        }
+        if !self.world.dirs.contains(parent) {
+            return Err(Self::enoent(op, parent));
+        }
+        if self.world.symlinks.contains(path) {
+            return Err(SysError::Symlink {
+                path: path.to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    fn link_in(&mut self, netns: &Path, name: &str) -> Option<&mut FakeLink> {
+        self.world
+            .links
+            .values_mut()
+            .find(|l| l.netns.as_deref() == Some(netns) && l.link.name == name)
+    }
+
+    fn write_new(&mut self, path: &Path, content: &[u8]) {
+        let inode = self.inode();
+        self.world.files.insert(
+            path.to_owned(),
+            FakeFile {
+                content: content.to_vec(),
+                inode,
+            },
+        );
+    }
+}
+
+impl Sys for RecordingSys {
+    type Netns = FakeNetns;
+
+    fn now(&self) -> Instant {
+        self.start + self.elapsed
+    }
+
+    fn netns_add(&mut self, path: &Path) -> Result<FakeNetns, SysError> {
+        self.call(Call::NetnsAdd(path.to_owned()))?;
+        if self.world.netns.contains_key(path) {
+            return Err(SysError::os(
+                "netns_add",
+                path.display(),
+                io::Error::from_raw_os_error(Errno::EEXIST as i32),
+            ));
+        }
+        if let Some(dir) = path.parent() {
+            self.world.dirs.insert(dir.to_owned());
+        }
+        self.world
+            .netns
+            .insert(path.to_owned(), FakeNetnsEntry::Netns);
+        Ok(FakeNetns(path.to_owned()))
+    }
+
+    fn netns_open(&mut self, path: &Path) -> Result<Option<FakeNetns>, SysError> {
+        self.call(Call::NetnsOpen(path.to_owned()))?;
+        if self.world.symlinks.contains(path) {
+            return Err(SysError::Symlink {
+                path: path.to_owned(),
+            });
+        }
+        match self.world.netns.get(path) {
+            None => Ok(None),
+            Some(FakeNetnsEntry::Netns) => Ok(Some(FakeNetns(path.to_owned()))),
+            Some(FakeNetnsEntry::RegularFile) => Err(SysError::NotNetns {
+                path: path.to_owned(),
+                found: "a regular file",
+            }),
+        }
+    }
+
+    fn netns_del(&mut self, path: &Path) -> Result<(), SysError> {
+        self.call(Call::NetnsDel(path.to_owned()))?;
+        self.world.netns.remove(path);
+        // The kernel destroys a tun whose namespace goes away.
+        self.world
+            .links
+            .retain(|_, l| l.netns.as_deref() != Some(path));
+        Ok(())
+    }
+
+    fn link_get(&mut self, ifindex: u32) -> Result<Option<Link>, SysError> {
+        self.call(Call::LinkGet(ifindex))?;
+        Ok(self
+            .world
+            .links
+            .get(&ifindex)
+            .filter(|l| l.netns.is_none())
+            .map(|l| l.link.clone()))
+    }
+
+    fn link_names(&mut self, netns: &FakeNetns) -> Result<Vec<String>, SysError> {
+        self.call(Call::LinkNames(netns.0.clone()))?;
+        Ok(std::iter::once("lo".to_owned())
+            .chain(
+                self.world
+                    .links
+                    .values()
+                    .filter(|l| l.netns.as_ref() == Some(&netns.0))
+                    .map(|l| l.link.name.clone()),
+            )
+            .collect())
+    }
+
+    fn link_set_netns(
+        &mut self,
+        ifindex: u32,
+        netns: &FakeNetns,
+        name: Option<&str>,
+    ) -> Result<(), SysError> {
+        self.call(Call::LinkSetNetns {
+            ifindex,
+            netns: netns.0.clone(),
+            name: name.map(str::to_owned),
+        })?;
+        let link = self
+            .world
+            .links
+            .get_mut(&ifindex)
+            .filter(|l| l.netns.is_none())
+            .ok_or_else(|| {
+                SysError::os(
+                    "link_set_netns",
+                    ifindex,
+                    io::Error::from_raw_os_error(Errno::ENODEV as i32),
+                )
+            })?;
+        link.netns = Some(netns.0.clone());
+        link.link.up = false;
+        link.setup = None;
+        if let Some(name) = name {
+            link.link.name = name.to_owned();
+        }
+        Ok(())
+    }
+
+    fn link_set_netns_back(
+        &mut self,
+        netns: &FakeNetns,
+        link: &str,
+        original: &Link,
+    ) -> Result<(), SysError> {
+        self.call(Call::LinkSetNetnsBack {
+            netns: netns.0.clone(),
+            link: link.to_owned(),
+            name: original.name.clone(),
+        })?;
+        let found = self.link_in(&netns.0, link).ok_or_else(|| {
+            SysError::os(
+                "link_set_netns",
+                link,
+                io::Error::from_raw_os_error(Errno::ENODEV as i32),
+            )
+        })?;
+        found.netns = None;
+        found.setup = None;
+        found.link = original.clone();
+        Ok(())
+    }
+
+    fn netns_setup(&mut self, netns: &FakeNetns, setup: &NetnsSetup<'_>) -> Result<(), SysError> {
+        self.call(Call::NetnsSetup {
+            netns: netns.0.clone(),
+            link: setup.link.to_owned(),
+            reapply: setup.reapply,
+        })?;
+        let summary = format!(
+            "mtu {:?} ipv4 {:?} ipv6 {:?} ping_group_range {:?}",
+            setup.mtu, setup.ipv4, setup.ipv6, setup.ping_group_range
+        );
+        let link = self.link_in(&netns.0, setup.link).ok_or_else(|| {
+            SysError::os(
+                "link_get",
+                setup.link,
+                io::Error::from_raw_os_error(Errno::ENODEV as i32),
+            )
+        })?;
+        link.link.up = true;
+        if let Some(mtu) = setup.mtu {
+            link.link.mtu = mtu;
+        }
+        link.setup = Some(summary);
+        Ok(())
+    }
+
+    fn sysctl_read(&mut self, key: &str) -> Result<String, SysError> {
+        self.call(Call::SysctlRead(key.to_owned()))?;
+        self.world.sysctls.get(key).cloned().ok_or_else(|| {
+            SysError::os("sysctl_read", key, io::Error::from(io::ErrorKind::NotFound))
+        })
+    }
+
+    fn dir_create(&mut self, path: &Path, _mode: u32) -> Result<bool, SysError> {
+        self.call(Call::DirCreate(path.to_owned()))?;
+        self.check_parent("mkdir", path)?;
+        if self.world.files.contains_key(path) {
+            return Err(SysError::NotDirectory {
+                path: path.to_owned(),
+                found: "a regular file",
+            });
+        }
+        Ok(self.world.dirs.insert(path.to_owned()))
+    }
+
+    fn dir_remove(&mut self, path: &Path) -> Result<(), SysError> {
+        self.call(Call::DirRemove(path.to_owned()))?;
+        self.check_parent("rmdir", path)?;
+        let busy = self.world.files.keys().any(|f| f.parent() == Some(path))
+            || self.world.dirs.iter().any(|d| d.parent() == Some(path));
+        if busy {
+            return Err(SysError::os(
+                "rmdir",
+                path.display(),
+                io::Error::from_raw_os_error(Errno::ENOTEMPTY as i32),
+            ));
+        }
+        self.world.dirs.remove(path);
+        Ok(())
+    }
+
+    fn dir_list(&mut self, path: &Path) -> Result<Vec<String>, SysError> {
+        self.call(Call::DirList(path.to_owned()))?;
+        if !self.world.dirs.contains(path) {
+            return Err(Self::enoent("list", path));
+        }
+        Ok(self
+            .world
+            .files
+            .keys()
+            .filter(|f| f.parent() == Some(path))
+            .filter_map(|f| f.file_name())
+            .map(|n| n.to_string_lossy().into_owned())
+            .collect())
+    }
+
+    fn file_read(&mut self, path: &Path) -> Result<Option<Vec<u8>>, SysError> {
+        self.call(Call::FileRead(path.to_owned()))?;
+        self.check_parent("open", path)?;
+        Ok(self.world.files.get(path).map(|f| f.content.clone()))
+    }
+
+    fn file_create(&mut self, path: &Path, content: &[u8], _mode: u32) -> Result<(), SysError> {
+        self.call(Call::FileCreate(path.to_owned()))?;
+        self.check_parent("create", path)?;
+        if self.world.files.contains_key(path) {
+            return Err(SysError::os(
+                "create",
+                path.display(),
+                io::Error::from_raw_os_error(Errno::EEXIST as i32),
+            ));
+        }
+        self.write_new(path, content);
+        Ok(())
+    }
+
+    fn file_replace(&mut self, path: &Path, content: &[u8], _mode: u32) -> Result<(), SysError> {
+        self.call(Call::FileReplace(path.to_owned()))?;
+        self.check_parent("create", path)?;
+        self.write_new(path, content);
+        Ok(())
+    }
+
+    fn file_rewrite(&mut self, path: &Path, content: &[u8]) -> Result<(), SysError> {
+        self.call(Call::FileRewrite(path.to_owned()))?;
+        self.check_parent("open", path)?;
+        let file = self
+            .world
+            .files
+            .get_mut(path)
+            .ok_or_else(|| Self::enoent("rewrite", path))?;
+        file.content = content.to_vec();
+        Ok(())
+    }
+
+    fn file_remove(&mut self, path: &Path) -> Result<(), SysError> {
+        self.call(Call::FileRemove(path.to_owned()))?;
+        self.check_parent("unlink", path)?;
+        self.world.files.remove(path);
+        Ok(())
+    }
+}

@@ -1,0 +1,526 @@
+//! The agent's record of what it did to one namespace, one file per namespace under the state
+//! directory: JSON with a `version` field (now [`VERSION`]).
+//!
+//! Version 1, a line format that older agents wrote, is still read, so that an agent updated
+//! while a VPN is up keeps knowing what it owns; the executor rewrites such a record in the
+//! current format as it loads it.
+
+use serde::{Deserialize, Serialize};
+
+use crate::plan::settings::NetnsName;
+use crate::plan::IsolationPlan;
+
+/// The version of the record format that [`Record::encode`] writes.
+pub const VERSION: u32 = 2;
+
+/// A file under `/etc/netns/NAME` that the agent writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum DnsFile {
+    #[serde(rename = "resolv.conf")]
+    ResolvConf,
+    #[serde(rename = "nsswitch.conf")]
+    NsswitchConf,
+}
+
+impl DnsFile {
+    pub const ALL: [DnsFile; 2] = [DnsFile::ResolvConf, DnsFile::NsswitchConf];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            DnsFile::ResolvConf => "resolv.conf",
+            DnsFile::NsswitchConf => "nsswitch.conf",
+        }
+    }
+
+    pub(crate) fn content(self, plan: &IsolationPlan) -> &str {
+        match self {
+            DnsFile::ResolvConf => &plan.resolv_conf,
+            DnsFile::NsswitchConf => &plan.nsswitch_conf,
+        }
+    }
+}
+
+/// A file the agent wrote, and what was there before.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileRecord {
+    pub file: DnsFile,
+    /// The content the agent replaced; `None`: the agent created the file.
+    pub backup: Option<Vec<u8>>,
+}
+
+/// What the agent did to one namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub netns: NetnsName,
+    pub connection_uuid: String,
+    pub connection_id: String,
+    pub owner: String,
+    /// The agent created the namespace, for `connection_uuid`.
+    pub created: bool,
+    pub persistent: bool,
+    /// An isolation is active in the namespace.
+    pub leased: bool,
+    /// The link's name inside the namespace while leased.
+    pub link: Option<String>,
+    /// The agent created `/etc/netns/NAME`.
+    pub etc_dir_created: bool,
+    pub files: Vec<FileRecord>,
+}
+
+/// The format a record was read in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// [`VERSION`]: nothing to do.
+    Current,
+    /// Version 1: to be rewritten in the current format.
+    V1,
+}
+
+/// Why a record cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error("it is neither JSON nor a version 1 record")]
+    NotJson(#[source] serde_json::Error),
+    #[error("it is a version {0} record; this agent reads versions 1 and {VERSION}")]
+    Version(u64),
+    #[error("it is not a valid version {VERSION} record")]
+    Invalid(#[source] serde_path_to_error::Error<serde_json::Error>),
+    #[error("{0}")]
+    V1(String),
+    #[error("it names namespace {0:?}, not its own")]
+    OtherNetns(String),
+}
+
+/// A record as JSON. Fields it does not know are ignored, so that no more than what a record
+/// must say can keep it from being read.
+#[derive(Debug, Serialize, Deserialize)]
+struct Json {
+    version: u64,
+    netns: String,
+    connection_uuid: String,
+    connection_id: String,
+    owner: String,
+    created: bool,
+    persistent: bool,
+    leased: bool,
+    link: Option<String>,
+    etc_dir_created: bool,
+    files: Vec<JsonFile>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct JsonFile {
+    file: DnsFile,
+    /// The backup's bytes in hexadecimal, so that any content survives exactly.
+    #[serde(with = "hex", default)]
+    backup_hex: Option<Vec<u8>>,
+}
+
+/// Only the version, to tell a newer format from a broken one.
+#[derive(Deserialize)]
+struct Versioned {
+    version: u64,
+}
+
+impl Record {
+    pub(crate) fn file(&self, file: DnsFile) -> Option<&FileRecord> {
+        self.files.iter().find(|f| f.file == file)
+    }
+
+    /// The record in the current format.
+    pub fn encode(&self) -> Vec<u8> {
+        let json = Json {
+            version: VERSION.into(),
+            netns: self.netns.as_str().to_owned(),
+            connection_uuid: self.connection_uuid.clone(),
+            connection_id: self.connection_id.clone(),
+            owner: self.owner.clone(),
+            created: self.created,
+            persistent: self.persistent,
+            leased: self.leased,
+            link: self.link.clone(),
+            etc_dir_created: self.etc_dir_created,
+            files: (self.files.iter())
+                .map(|f| JsonFile {
+                    file: f.file,
+                    backup_hex: f.backup.clone(),
+                })
+                .collect(),
+        };
+        let mut out = serde_json::to_vec_pretty(&json).expect("a record always serialises");
+        out.push(b'\n');
+        out
+    }
+
+    /// Reads the record of `netns` in the current format or in version 1.
+    pub fn decode(netns: &NetnsName, text: &[u8]) -> Result<(Record, Format), RecordError> {
+        if text.starts_with(v1::HEADER.as_bytes()) {
+            let record = v1::decode(netns, text).map_err(RecordError::V1)?;
+            return Ok((record, Format::V1));
+        }
+        let Versioned { version } = serde_json::from_slice(text).map_err(RecordError::NotJson)?;
+        if version != u64::from(VERSION) {
+            return Err(RecordError::Version(version));
+        }
+        let json: Json =
+            serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(text))
+                .map_err(RecordError::Invalid)?;
+        if json.netns != netns.as_str() {
+            return Err(RecordError::OtherNetns(json.netns));
+        }
+        let record = Record {
+            netns: netns.clone(),
+            connection_uuid: json.connection_uuid,
+            connection_id: json.connection_id,
+            owner: json.owner,
+            created: json.created,
+            persistent: json.persistent,
+            leased: json.leased,
+            link: json.link,
+            etc_dir_created: json.etc_dir_created,
+            files: (json.files.into_iter())
+                .map(|f| FileRecord {
+                    file: f.file,
+                    backup: f.backup_hex,
+                })
+                .collect(),
+        };
+        Ok((record, Format::Current))
+    }
+}
+
+/// Bytes as a string of hexadecimal digits, two a byte.
+mod hex {
+    use serde::de::Error;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+        match bytes {
+            None => s.serialize_none(),
+            Some(bytes) => {
+                let text: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+                s.serialize_some(&text)
+            }
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
+        let Some(text) = Option::<String>::deserialize(d)? else {
+            return Ok(None);
+        };
+        if text.len() % 2 != 0 {
+            return Err(D::Error::custom("an odd number of hexadecimal digits"));
+        }
+        (0..text.len())
+            .step_by(2)
+            .map(|i| {
+                text.get(i..i + 2)
+                    .and_then(|pair| u8::from_str_radix(pair, 16).ok())
+                    .ok_or_else(|| D::Error::custom(format!("not hexadecimal at {i}")))
+            })
+            .collect::<Result<Vec<u8>, _>>()
+            .map(Some)
+    }
+}
+
+/// The reader of version 1, a line format: a header line, then `KEY VALUE` lines whose values
+/// are escaped (`\\`, `\n`, `\t`, `\xHH`).
+mod v1 {
+    use std::collections::BTreeMap;
+
+    use super::{DnsFile, FileRecord, Record};
+    use crate::plan::settings::NetnsName;
+
+    pub const HEADER: &str = "nm-vpn-netns record 1";
+
+    pub fn decode(netns: &NetnsName, text: &[u8]) -> Result<Record, String> {
+        let text = std::str::from_utf8(text).map_err(|_| "it is not UTF-8".to_owned())?;
+        let mut lines = text.lines();
+        if lines.next() != Some(HEADER) {
+            return Err(format!("the first line is not {HEADER:?}"));
+        }
+        let mut fields: BTreeMap<&str, String> = BTreeMap::new();
+        let mut files = Vec::new();
+        for line in lines {
+            let (key, value) = line.split_once(' ').unwrap_or((line, ""));
+            match key {
+                "netns" | "uuid" | "id" | "owner" | "created" | "persistent" | "leased"
+                | "etc-dir-created" | "link" => {
+                    let value = String::from_utf8(unescape(value)?)
+                        .map_err(|_| format!("{key} is not UTF-8"))?;
+                    if fields.insert(key, value).is_some() {
+                        return Err(format!("{key} appears twice"));
+                    }
+                }
+                "file-created" => files.push(FileRecord {
+                    file: dns_file(value)?,
+                    backup: None,
+                }),
+                "file-replaced" => {
+                    let (name, backup) = value.split_once(' ').unwrap_or((value, ""));
+                    files.push(FileRecord {
+                        file: dns_file(name)?,
+                        backup: Some(unescape(backup)?),
+                    });
+                }
+                _ => return Err(format!("unknown line {line:?}")),
+            }
+        }
+        record(netns, fields, files)
+    }
+
+    fn record(
+        netns: &NetnsName,
+        mut fields: BTreeMap<&str, String>,
+        files: Vec<FileRecord>,
+    ) -> Result<Record, String> {
+        let mut take = |key: &str| {
+            fields
+                .remove(key)
+                .ok_or_else(|| format!("{key} is missing"))
+        };
+        let flag = |key: &str, v: String| match v.as_str() {
+            "yes" => Ok(true),
+            "no" => Ok(false),
+            _ => Err(format!("{key} is {v:?}, not yes or no")),
+        };
+        if take("netns")? != netns.as_str() {
+            return Err("it names another namespace".to_owned());
+        }
+        Ok(Record {
+            netns: netns.clone(),
+            connection_uuid: take("uuid")?,
+            connection_id: take("id")?,
+            owner: take("owner")?,
+            created: flag("created", take("created")?)?,
+            persistent: flag("persistent", take("persistent")?)?,
+            leased: flag("leased", take("leased")?)?,
+            etc_dir_created: flag("etc-dir-created", take("etc-dir-created")?)?,
+            link: take("link").ok(),
+            files,
+        })
+    }
+
+    fn dns_file(name: &str) -> Result<DnsFile, String> {
+        DnsFile::ALL
+            .into_iter()
+            .find(|f| f.name() == name)
+            .ok_or_else(|| format!("unknown file {name:?}"))
+    }
+
+    fn unescape(text: &str) -> Result<Vec<u8>, String> {
+        let mut out = Vec::with_capacity(text.len());
+        let mut bytes = text.bytes();
+        while let Some(b) = bytes.next() {
+            if b != b'\\' {
+                out.push(b);
+                continue;
+            }
+            match bytes.next() {
+                Some(b'\\') => out.push(b'\\'),
+                Some(b'n') => out.push(b'\n'),
+                Some(b't') => out.push(b'\t'),
+                Some(b'x') => {
+                    let hex = [bytes.next(), bytes.next()];
+                    let byte = match hex {
+                        [Some(h), Some(l)] => std::str::from_utf8(&[h, l])
+                            .ok()
+                            .and_then(|s| u8::from_str_radix(s, 16).ok()),
+                        _ => None,
+                    };
+                    out.push(byte.ok_or_else(|| format!("bad \\x escape in {text:?}"))?);
+                }
+                _ => return Err(format!("bad escape in {text:?}")),
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const UUID: &str = "8d3e2c1a-5b4f-4e6d-9a7b-0c1d2e3f4a5b";
+    /// A record written by the version 1 encoder, with a connection id and a backup that needed
+    /// escaping.
+    const V1_FIXTURE: &[u8] = include_bytes!("testdata/record-v1-work");
+
+    fn work() -> NetnsName {
+        "work".parse().unwrap()
+    }
+
+    fn sample() -> Record {
+        Record {
+            netns: work(),
+            connection_uuid: UUID.to_owned(),
+            connection_id: "a b\\c\nd\t\u{1b}é".to_owned(),
+            owner: ":1.7".to_owned(),
+            created: false,
+            persistent: true,
+            leased: true,
+            link: Some("vpn0".to_owned()),
+            etc_dir_created: false,
+            files: vec![
+                FileRecord {
+                    file: DnsFile::NsswitchConf,
+                    backup: None,
+                },
+                FileRecord {
+                    file: DnsFile::ResolvConf,
+                    backup: Some(b"nameserver 192.0.2.1\n\xff\x00 x".to_vec()),
+                },
+            ],
+        }
+    }
+
+    fn decode(netns: &NetnsName, text: &[u8]) -> Result<(Record, Format), String> {
+        Record::decode(netns, text).map_err(|e| crate::report::chain(&e))
+    }
+
+    #[test]
+    fn record_round_trip() {
+        let r = sample();
+        let text = r.encode();
+        assert_eq!(decode(&work(), &text), Ok((r.clone(), Format::Current)));
+        let json: serde_json::Value = serde_json::from_slice(&text).unwrap();
+        assert_eq!(json["version"], 2);
+        assert_eq!(json["files"][1]["file"], "resolv.conf");
+        assert_eq!(
+            json["files"][1]["backup_hex"],
+            "6e616d65736572766572203139322e302e322e310aff002078"
+        );
+        let empty = Record {
+            link: None,
+            files: vec![FileRecord {
+                file: DnsFile::ResolvConf,
+                backup: Some(Vec::new()),
+            }],
+            ..r
+        };
+        assert_eq!(
+            decode(&work(), &empty.encode()),
+            Ok((empty.clone(), Format::Current))
+        );
+        let other: NetnsName = "other".parse().unwrap();
+        assert_eq!(
+            decode(&other, &empty.encode()).unwrap_err(),
+            "it names namespace \"work\", not its own"
+        );
+    }
+
+    #[test]
+    fn unknown_fields_are_ignored() {
+        let r = sample();
+        let text = String::from_utf8(r.encode()).unwrap();
+        let more = text.replacen("{", "{\"later\": [1, 2],", 1);
+        assert_eq!(decode(&work(), more.as_bytes()), Ok((r, Format::Current)));
+    }
+
+    #[test]
+    fn every_byte_survives() {
+        let mut r = sample();
+        r.files[1].backup = Some((0..=255).collect());
+        let (back, _) = Record::decode(&work(), &r.encode()).unwrap();
+        assert_eq!(back, r);
+    }
+
+    #[test]
+    fn broken_records_are_refused() {
+        let v2 = String::from_utf8(sample().encode()).unwrap();
+        for (bad, why) in [
+            ("", "it is neither JSON nor a version 1 record"),
+            (
+                "nm-vpn-netns record 2\n",
+                "it is neither JSON nor a version 1 record",
+            ),
+            (
+                "{\"version\": 3}",
+                "it is a version 3 record; this agent reads versions 1 and 2",
+            ),
+            (
+                "{\"version\": 2}",
+                "it is not a valid version 2 record: missing field `netns`",
+            ),
+            (
+                &v2.replace("\"owner\"", "\"bogus\""),
+                "it is not a valid version 2 record: missing field `owner`",
+            ),
+            (
+                &v2.replace("\"resolv.conf\"", "\"hosts\""),
+                "it is not a valid version 2 record: files[1].file: unknown variant `hosts`",
+            ),
+            (
+                &v2.replace("0aff00", "0aff0"),
+                "it is not a valid version 2 record: files[1].backup_hex: an odd number",
+            ),
+            (
+                &v2.replace("0aff00", "0azz00"),
+                "it is not a valid version 2 record: files[1].backup_hex: not hexadecimal at",
+            ),
+        ] {
+            let err = decode(&work(), bad.as_bytes()).unwrap_err();
+            assert!(err.starts_with(why), "{bad:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn broken_version_1_records_are_refused() {
+        for bad in [
+            &b"nm-vpn-netns record 1\n\xff\n"[..],
+            b"nm-vpn-netns record 1\nnetns work\n",
+            b"nm-vpn-netns record 1\nbogus 1\n",
+            b"nm-vpn-netns record 1\nfile-created hosts\n",
+            b"nm-vpn-netns record 1\nid \\q\n",
+            b"nm-vpn-netns record 1\nid \\x4\n",
+            b"nm-vpn-netns record 1\nid a\nid b\n",
+        ] {
+            assert!(
+                matches!(Record::decode(&work(), bad), Err(RecordError::V1(_))),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        let other: NetnsName = "other".parse().unwrap();
+        assert_eq!(
+            decode(&other, V1_FIXTURE).unwrap_err(),
+            "it names another namespace"
+        );
+    }
+
+    #[test]
+    fn a_version_1_record_is_read_field_by_field() {
+        let (r, format) = Record::decode(&work(), V1_FIXTURE).unwrap();
+        assert_eq!(format, Format::V1);
+        assert_eq!(r.netns, work());
+        assert_eq!(r.connection_uuid, UUID);
+        assert_eq!(r.connection_id, "a b\\c\nd\t\u{1b}é");
+        assert_eq!(r.owner, ":1.7");
+        assert!(!r.created && r.persistent && r.leased && !r.etc_dir_created);
+        assert_eq!(r.link.as_deref(), Some("vpn0"));
+        let files: Vec<_> = r
+            .files
+            .iter()
+            .map(|f| (f.file, f.backup.as_deref()))
+            .collect();
+        assert_eq!(
+            files,
+            [
+                (DnsFile::NsswitchConf, None),
+                (
+                    DnsFile::ResolvConf,
+                    Some(&b"nameserver 192.0.2.1\n\xff\x00 x"[..])
+                ),
+            ]
+        );
+        assert_eq!(r, sample());
+
+        // Rewritten, it is a current record with the same content.
+        let rewritten = r.encode();
+        assert!(rewritten.starts_with(b"{"), "{rewritten:?}");
+        assert_eq!(
+            Record::decode(&work(), &rewritten).unwrap(),
+            (r, Format::Current)
+        );
+    }
+}
