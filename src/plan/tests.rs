@@ -76,37 +76,34 @@ pub(crate) fn config(has_ip6: bool) -> VarDict {
     d
 }
 
+/// An Ip4Config as nm-openvpn's helper sends it: the server's tunnel address as
+/// `internal-gateway`, our `address`/`prefix` (and the gateway as `ptp` for a point-to-point
+/// link), one pushed route through the gateway, DNS 198.19.0.1 and the domain vpn.test.
+fn ip4_config(gateway: &str, address: &str, ptp: bool, prefix: u32, route: (&str, u32)) -> VarDict {
+    let mut d = dict(vec![
+        (INTERNAL_GATEWAY, ov(v4(gateway))),
+        (ADDRESS, ov(v4(address))),
+        (PREFIX, ov(prefix)),
+        (ROUTES, ov(vec![vec![v4(route.0), route.1, v4(gateway), 0]])),
+        (DNS, ov(vec![v4("198.19.0.1")])),
+        (DOMAINS, ov(vec!["vpn.test"])),
+    ]);
+    if ptp {
+        d.insert(PTP.to_owned(), ov(v4(gateway)));
+    }
+    d
+}
+
 /// `topology subnet`: ifconfig_local 198.19.0.2, ifconfig_netmask 255.255.255.0,
 /// route_vpn_gateway 198.19.0.1, `push "route 198.18.64.0 255.255.192.0"`.
 fn ip4_subnet() -> VarDict {
-    dict(vec![
-        (INTERNAL_GATEWAY, ov(v4("198.19.0.1"))),
-        (ADDRESS, ov(v4("198.19.0.2"))),
-        (PREFIX, ov(24u32)),
-        (
-            ROUTES,
-            ov(vec![vec![v4("198.18.64.0"), 18, v4("198.19.0.1"), 0]]),
-        ),
-        (DNS, ov(vec![v4("198.19.0.1")])),
-        (DOMAINS, ov(vec!["vpn.test"])),
-    ])
+    ip4_config("198.19.0.1", "198.19.0.2", false, 24, ("198.18.64.0", 18))
 }
 
 /// `topology net30`: ifconfig_local 198.19.0.6, ifconfig_remote 198.19.0.5 and no netmask,
 /// so the helper sends `ptp` and a /32; the server pushes a route to its own tun address.
 fn ip4_net30() -> VarDict {
-    dict(vec![
-        (INTERNAL_GATEWAY, ov(v4("198.19.0.5"))),
-        (ADDRESS, ov(v4("198.19.0.6"))),
-        (PTP, ov(v4("198.19.0.5"))),
-        (PREFIX, ov(32u32)),
-        (
-            ROUTES,
-            ov(vec![vec![v4("198.19.0.1"), 32, v4("198.19.0.5"), 0]]),
-        ),
-        (DNS, ov(vec![v4("198.19.0.1")])),
-        (DOMAINS, ov(vec!["vpn.test"])),
-    ])
+    ip4_config("198.19.0.5", "198.19.0.6", true, 32, ("198.19.0.1", 32))
 }
 
 /// `server-ipv6 fd00:198:19::/64`: ifconfig_ipv6_local fd00:198:19::1000/64, remote
@@ -157,40 +154,37 @@ fn tun0() -> LinkPlan {
     }
 }
 
-fn subnet_v4_plan() -> FamilyPlan<Ipv4Addr> {
+/// The plan for [`ip4_config`] with the same arguments: the address, the peer on a
+/// point-to-point link, the pushed route and the default route, all through the gateway.
+fn v4_plan(
+    gateway: &str,
+    address: &str,
+    ptp: bool,
+    prefix: u8,
+    route: (&str, u8),
+) -> FamilyPlan<Ipv4Addr> {
+    let via = Some(a4(gateway));
     FamilyPlan {
-        address: a4("198.19.0.2"),
-        prefix: 24,
-        peer: None,
+        address: a4(address),
+        prefix,
+        peer: via.filter(|_| ptp),
         routes: vec![Route {
-            dest: a4("198.18.64.0"),
-            prefix: 18,
-            via: Some(a4("198.19.0.1")),
+            dest: a4(route.0),
+            prefix: route.1,
+            via,
             metric: 0,
         }],
-        default_route: Some(DefaultRoute {
-            via: Some(a4("198.19.0.1")),
-        }),
+        default_route: Some(DefaultRoute { via }),
         preserve_routes: false,
     }
 }
 
+fn subnet_v4_plan() -> FamilyPlan<Ipv4Addr> {
+    v4_plan("198.19.0.1", "198.19.0.2", false, 24, ("198.18.64.0", 18))
+}
+
 fn net30_v4_plan() -> FamilyPlan<Ipv4Addr> {
-    FamilyPlan {
-        address: a4("198.19.0.6"),
-        prefix: 32,
-        peer: Some(a4("198.19.0.5")),
-        routes: vec![Route {
-            dest: a4("198.19.0.1"),
-            prefix: 32,
-            via: Some(a4("198.19.0.5")),
-            metric: 0,
-        }],
-        default_route: Some(DefaultRoute {
-            via: Some(a4("198.19.0.5")),
-        }),
-        preserve_routes: false,
-    }
+    v4_plan("198.19.0.5", "198.19.0.6", true, 32, ("198.19.0.1", 32))
 }
 
 fn v6_plan() -> FamilyPlan<Ipv6Addr> {
@@ -227,40 +221,29 @@ const RESOLV_NO_DNS: &str = "\
 # The VPN pushed no DNS server. Lookups fail closed: they never reach the host's resolver.
 ";
 
-/// The plan for a captured Ip4Config (and, with `ipv6`, the captured Ip6Config) is exactly this.
-fn assert_golden(ip4: VarDict, ipv4: FamilyPlan<Ipv4Addr>, ipv6: bool) {
-    let (c, i6) = (config(ipv6), ip6());
-    assert_eq!(
-        build(&input(&c, Some(&ip4), ipv6.then_some(&i6))).unwrap(),
-        IsolationPlan {
-            netns: netns(),
-            link: tun0(),
-            ipv4: Some(ipv4),
-            ipv6: ipv6.then(v6_plan),
-            resolv_conf: if ipv6 { RESOLV_V4_V6 } else { RESOLV_V4 }.to_owned(),
-            nsswitch_conf: NETNS_NSSWITCH.to_owned(),
+/// Each captured Ip4Config, alone and with the captured Ip6Config, gives exactly this plan.
+#[test]
+fn golden_plans() {
+    for (name, ip4, ipv4) in [
+        ("subnet", ip4_subnet(), subnet_v4_plan()),
+        ("net30", ip4_net30(), net30_v4_plan()),
+    ] {
+        for ipv6 in [false, true] {
+            let (c, i6) = (config(ipv6), ip6());
+            assert_eq!(
+                build(&input(&c, Some(&ip4), ipv6.then_some(&i6))).unwrap(),
+                IsolationPlan {
+                    netns: netns(),
+                    link: tun0(),
+                    ipv4: Some(ipv4.clone()),
+                    ipv6: ipv6.then(v6_plan),
+                    resolv_conf: if ipv6 { RESOLV_V4_V6 } else { RESOLV_V4 }.to_owned(),
+                    nsswitch_conf: NETNS_NSSWITCH.to_owned(),
+                },
+                "{name}, ipv6 {ipv6}"
+            );
         }
-    );
-}
-
-#[test]
-fn golden_subnet() {
-    assert_golden(ip4_subnet(), subnet_v4_plan(), false);
-}
-
-#[test]
-fn golden_subnet_ipv6() {
-    assert_golden(ip4_subnet(), subnet_v4_plan(), true);
-}
-
-#[test]
-fn golden_net30() {
-    assert_golden(ip4_net30(), net30_v4_plan(), false);
-}
-
-#[test]
-fn golden_net30_ipv6() {
-    assert_golden(ip4_net30(), net30_v4_plan(), true);
+    }
 }
 
 #[test]
@@ -524,110 +507,75 @@ pub(crate) fn invalid(dict: DictName, key: &'static str, value: &str, reason: &s
 #[test]
 fn wrong_types() {
     use DictName::*;
-    let cases = [
+    for (dict, key, value, expected, found) in [
+        (Config, TUNDEV, ov(5u32), "a string (s)", "u"),
+        (Config, HAS_IP4, ov("yes"), "a boolean (b)", "s"),
+        (Config, MTU, ov(1500i32), "a uint32 (u)", "i"),
         (
-            build_with(Config, TUNDEV, Some(ov(5u32))),
-            wrong_type(Config, TUNDEV, "a string (s)", "u", "uint32 5"),
+            Config,
+            GATEWAY,
+            ov("198.18.0.1"),
+            "an IPv4 address as uint32 (u) or an IPv6 address as bytes (ay)",
+            "s",
         ),
         (
-            build_with(Config, HAS_IP4, Some(ov("yes"))),
-            wrong_type(Config, HAS_IP4, "a boolean (b)", "s", "\"yes\""),
+            Ip4Config,
+            ADDRESS,
+            ov("198.19.0.2"),
+            "an IPv4 address as uint32 (u)",
+            "s",
+        ),
+        (Ip4Config, PREFIX, ov(24u8), "a uint32 (u)", "y"),
+        (
+            Ip4Config,
+            DNS,
+            ov(vec![ay("fd00:198:19::1")]),
+            "an array of IPv4 addresses as uint32 (au)",
+            "aay",
         ),
         (
-            build_with(Config, MTU, Some(ov(1500i32))),
-            wrong_type(Config, MTU, "a uint32 (u)", "i", "1500"),
+            Ip4Config,
+            ROUTES,
+            ov(vec![v4("198.18.64.0"), 18]),
+            "an array of [dest, prefix, next-hop, metric] uint32 arrays (aau)",
+            "au",
         ),
         (
-            build_with(Config, GATEWAY, Some(ov("198.18.0.1"))),
-            wrong_type(
-                Config,
-                GATEWAY,
-                "an IPv4 address as uint32 (u) or an IPv6 address as bytes (ay)",
-                "s",
-                "\"198.18.0.1\"",
-            ),
+            Ip4Config,
+            DOMAINS,
+            ov("vpn.test"),
+            "an array of strings (as)",
+            "s",
+        ),
+        (Ip4Config, NEVER_DEFAULT, ov(1u32), "a boolean (b)", "u"),
+        (
+            Ip6Config,
+            ADDRESS,
+            ov(v4("198.19.0.2")),
+            "an IPv6 address as bytes (ay)",
+            "u",
         ),
         (
-            build_with(Ip4Config, ADDRESS, Some(ov("198.19.0.2"))),
-            wrong_type(
-                Ip4Config,
-                ADDRESS,
-                "an IPv4 address as uint32 (u)",
-                "s",
-                "\"198.19.0.2\"",
-            ),
+            Ip6Config,
+            ROUTES,
+            ov(vec![vec![1u32, 2, 3, 4]]),
+            "an array of (dest, prefix, next-hop, metric) structs (a(ayuayu))",
+            "aau",
         ),
         (
-            build_with(Ip4Config, PREFIX, Some(ov(24u8))),
-            wrong_type(Ip4Config, PREFIX, "a uint32 (u)", "y", "byte 0x18"),
+            Ip6Config,
+            DNS,
+            ov(vec![v4("198.19.0.1")]),
+            "an array of IPv6 addresses as bytes (aay)",
+            "au",
         ),
-        (
-            build_with(Ip4Config, DNS, Some(ov(vec![ay("fd00:198:19::1")]))),
-            wrong_type(
-                Ip4Config,
-                DNS,
-                "an array of IPv4 addresses as uint32 (au)",
-                "aay",
-                &ov(vec![ay("fd00:198:19::1")]).to_string(),
-            ),
-        ),
-        (
-            build_with(Ip4Config, ROUTES, Some(ov(vec![v4("198.18.64.0"), 18]))),
-            wrong_type(
-                Ip4Config,
-                ROUTES,
-                "an array of [dest, prefix, next-hop, metric] uint32 arrays (aau)",
-                "au",
-                &ov(vec![v4("198.18.64.0"), 18]).to_string(),
-            ),
-        ),
-        (
-            build_with(Ip4Config, DOMAINS, Some(ov("vpn.test"))),
-            wrong_type(
-                Ip4Config,
-                DOMAINS,
-                "an array of strings (as)",
-                "s",
-                "\"vpn.test\"",
-            ),
-        ),
-        (
-            build_with(Ip4Config, NEVER_DEFAULT, Some(ov(1u32))),
-            wrong_type(Ip4Config, NEVER_DEFAULT, "a boolean (b)", "u", "uint32 1"),
-        ),
-        (
-            build_with(Ip6Config, ADDRESS, Some(ov(v4("198.19.0.2")))),
-            wrong_type(
-                Ip6Config,
-                ADDRESS,
-                "an IPv6 address as bytes (ay)",
-                "u",
-                &ov(v4("198.19.0.2")).to_string(),
-            ),
-        ),
-        (
-            build_with(Ip6Config, ROUTES, Some(ov(vec![vec![1u32, 2, 3, 4]]))),
-            wrong_type(
-                Ip6Config,
-                ROUTES,
-                "an array of (dest, prefix, next-hop, metric) structs (a(ayuayu))",
-                "aau",
-                "[[uint32 1, 2, 3, 4]]",
-            ),
-        ),
-        (
-            build_with(Ip6Config, DNS, Some(ov(vec![v4("198.19.0.1")]))),
-            wrong_type(
-                Ip6Config,
-                DNS,
-                "an array of IPv6 addresses as bytes (aay)",
-                "au",
-                &ov(vec![v4("198.19.0.1")]).to_string(),
-            ),
-        ),
-    ];
-    for (got, want) in cases {
-        assert_eq!(got, Err(want));
+    ] {
+        let shown = value.to_string();
+        assert_eq!(
+            build_with(dict, key, Some(value)),
+            Err(wrong_type(dict, key, expected, found, &shown)),
+            "{dict} {key}"
+        );
     }
 }
 
@@ -718,48 +666,31 @@ fn ipv4_route_of_the_wrong_length_is_refused() {
 fn truncated_ipv6_is_refused() {
     use DictName::*;
     let short = ay("fd00:198:19::1000")[..8].to_vec();
-    let got8 = "an IPv6 address needs 16 bytes, got 8";
-    assert_eq!(
-        build_with(Ip6Config, ADDRESS, Some(ov(short.clone()))),
-        Err(invalid(
-            Ip6Config,
-            ADDRESS,
-            &ov(short.clone()).to_string(),
-            got8
-        ))
-    );
-    assert_eq!(
-        build_with(Ip6Config, PTP, Some(ov(short.clone()))),
-        Err(invalid(
-            Ip6Config,
-            PTP,
-            &ov(short.clone()).to_string(),
-            got8
-        ))
-    );
-    assert_eq!(
-        build_with(Config, GATEWAY, Some(ov(short.clone()))),
-        Err(invalid(
-            Config,
-            GATEWAY,
-            &ov(short.clone()).to_string(),
-            got8
-        ))
-    );
-    assert_eq!(
-        build_with(Ip6Config, DNS, Some(ov(vec![short.clone()]))),
-        Err(invalid(
-            Ip6Config,
-            DNS,
-            &ov(short.clone()).to_string(),
-            got8
-        ))
-    );
     let route = (short.clone(), 64u32, ay("::"), 0u32);
-    assert_eq!(
-        build_with(Ip6Config, ROUTES, Some(ov(vec![route.clone()]))),
-        Err(invalid(Ip6Config, ROUTES, &ov(route).to_string(), got8))
-    );
+    let address = ov(short.clone()).to_string();
+    for (dict, key, value, shown) in [
+        (Ip6Config, ADDRESS, ov(short.clone()), address.clone()),
+        (Ip6Config, PTP, ov(short.clone()), address.clone()),
+        (Config, GATEWAY, ov(short.clone()), address.clone()),
+        (Ip6Config, DNS, ov(vec![short.clone()]), address.clone()),
+        (
+            Ip6Config,
+            ROUTES,
+            ov(vec![route.clone()]),
+            ov(route).to_string(),
+        ),
+    ] {
+        assert_eq!(
+            build_with(dict, key, Some(value)),
+            Err(invalid(
+                dict,
+                key,
+                &shown,
+                "an IPv6 address needs 16 bytes, got 8"
+            )),
+            "{dict} {key}"
+        );
+    }
 }
 
 #[test]
@@ -782,30 +713,17 @@ fn missing_tundev_is_refused() {
 
 #[test]
 fn missing_gateway_or_address_is_refused() {
-    assert!(matches!(
-        build_with(DictName::Config, GATEWAY, None),
-        Err(PlanError::MissingKey {
-            dict: DictName::Config,
-            key: GATEWAY,
-            ..
-        })
-    ));
-    assert!(matches!(
-        build_with(DictName::Ip4Config, ADDRESS, None),
-        Err(PlanError::MissingKey {
-            dict: DictName::Ip4Config,
-            key: ADDRESS,
-            ..
-        })
-    ));
-    assert!(matches!(
-        build_with(DictName::Ip6Config, ADDRESS, None),
-        Err(PlanError::MissingKey {
-            dict: DictName::Ip6Config,
-            key: ADDRESS,
-            ..
-        })
-    ));
+    for (dict, key) in [
+        (DictName::Config, GATEWAY),
+        (DictName::Ip4Config, ADDRESS),
+        (DictName::Ip6Config, ADDRESS),
+    ] {
+        let got = build_with(dict, key, None);
+        assert!(
+            matches!(&got, Err(PlanError::MissingKey { dict: d, key: k, .. }) if *d == dict && *k == key),
+            "{dict} {key}: {got:?}"
+        );
+    }
 }
 
 #[test]
