@@ -142,6 +142,28 @@ fn open_parent(path: &Path) -> Result<(OwnedFd, &std::ffi::OsStr), SysError> {
     Ok((dir, name))
 }
 
+/// How every path the agent opens is opened: a symbolic link fails with ELOOP, a FIFO planted
+/// there cannot block the agent until its type is checked, and no descriptor leaks to a child.
+const NO_FOLLOW: OFlag = OFlag::O_NOFOLLOW
+    .union(OFlag::O_NONBLOCK)
+    .union(OFlag::O_CLOEXEC);
+
+/// The descriptor `opened` with [`NO_FOLLOW`], `None` when nothing is at `path`, or why not.
+fn existing(
+    opened: nix::Result<OwnedFd>,
+    op: &'static str,
+    path: &Path,
+) -> Result<Option<OwnedFd>, SysError> {
+    match opened {
+        Ok(fd) => Ok(Some(fd)),
+        Err(Errno::ENOENT) => Ok(None),
+        Err(Errno::ELOOP) => Err(SysError::Symlink {
+            path: path.to_owned(),
+        }),
+        Err(e) => Err(SysError::os(op, path.display(), e)),
+    }
+}
+
 /// Opens the existing regular file `name` in `dir` without following a symbolic link. O_NONBLOCK
 /// keeps a FIFO planted there from blocking the agent until its type is checked.
 fn open_regular(
@@ -150,16 +172,9 @@ fn open_regular(
     path: &Path,
     access: OFlag,
 ) -> Result<Option<File>, SysError> {
-    let flags = access | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
-    let fd = match fcntl::openat(dir, name, flags, Mode::empty()) {
-        Ok(fd) => fd,
-        Err(Errno::ENOENT) => return Ok(None),
-        Err(Errno::ELOOP) => {
-            return Err(SysError::Symlink {
-                path: path.to_owned(),
-            })
-        }
-        Err(e) => return Err(SysError::os("open", path.display(), e)),
+    let opened = fcntl::openat(dir, name, access | NO_FOLLOW, Mode::empty());
+    let Some(fd) = existing(opened, "open", path)? else {
+        return Ok(None);
     };
     let st = stat::fstat(&fd).map_err(|e| SysError::os("fstat", path.display(), e))?;
     if !is_kind(&st, SFlag::S_IFREG) {
@@ -329,19 +344,9 @@ impl Sys for RealSys {
     }
 
     fn netns_open(&mut self, path: &Path) -> Result<Option<NetnsFd>, SysError> {
-        let fd = match fcntl::open(
-            path,
-            OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        ) {
-            Ok(fd) => fd,
-            Err(Errno::ENOENT) => return Ok(None),
-            Err(Errno::ELOOP) => {
-                return Err(SysError::Symlink {
-                    path: path.to_owned(),
-                })
-            }
-            Err(e) => return Err(SysError::os("netns_open", path.display(), e)),
+        let opened = fcntl::open(path, OFlag::O_RDONLY | NO_FOLLOW, Mode::empty());
+        let Some(fd) = existing(opened, "netns_open", path)? else {
+            return Ok(None);
         };
         let fs = statfs::fstatfs(&fd).map_err(|e| SysError::os("statfs", path.display(), e))?;
         if fs.filesystem_type() != statfs::NSFS_MAGIC {

@@ -324,22 +324,13 @@ pub fn route_on_link(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::{DefaultRoute, Route};
+    use crate::plan::DefaultRoute;
 
+    /// The executor tests' IPv4 plan, with a route metric and a default route on the link.
     fn v4() -> FamilySetup {
-        let plan = FamilyPlan {
-            address: Ipv4Addr::new(198, 19, 0, 2),
-            prefix: 24,
-            peer: None,
-            routes: vec![Route {
-                dest: Ipv4Addr::new(198, 18, 64, 0),
-                prefix: 18,
-                via: Some(Ipv4Addr::new(198, 19, 0, 1)),
-                metric: 5,
-            }],
-            default_route: Some(DefaultRoute { via: None }),
-            preserve_routes: false,
-        };
+        let mut plan = crate::agent::executor::tests::plan().ipv4.unwrap();
+        plan.routes[0].metric = 5;
+        plan.default_route = Some(DefaultRoute { via: None });
         FamilySetup::new(AddressFamily::Inet, "inet", &plan)
     }
 

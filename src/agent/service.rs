@@ -283,8 +283,7 @@ impl Agent {
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<(), AgentError> {
-        let owner = authorize(conn, &hdr, "Release").await?;
-        let ns = parse_netns(netns)?;
+        let (owner, ns) = authorize_on(conn, &hdr, "Release", netns).await?;
         {
             let mut leases = self.leases.lock().await;
             check_holder(&leases, &ns, &owner)?;
@@ -307,8 +306,7 @@ impl Agent {
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<(), AgentError> {
-        let owner = authorize(conn, &hdr, "Reapply").await?;
-        let ns = parse_netns(netns)?;
+        let (owner, ns) = authorize_on(conn, &hdr, "Reapply", netns).await?;
         let (never_default_v4, never_default_v6) = {
             let leases = self.leases.lock().await;
             let lease = check_holder(&leases, &ns, &owner)?;
@@ -383,10 +381,18 @@ impl Agent {
     }
 }
 
-fn parse_netns(netns: String) -> Result<NetnsName, AgentError> {
-    netns
+/// [`authorize`] for a method on the namespace `netns`, which must be a valid name.
+async fn authorize_on(
+    conn: &Connection,
+    hdr: &Header<'_>,
+    method: &str,
+    netns: String,
+) -> Result<(String, NetnsName), AgentError> {
+    let owner = authorize(conn, hdr, method).await?;
+    let ns = netns
         .parse()
-        .map_err(|e: settings::SettingsError| AgentError::InvalidArgs(e.to_string()))
+        .map_err(|e: settings::SettingsError| AgentError::InvalidArgs(e.to_string()))?;
+    Ok((owner, ns))
 }
 
 /// The caller's lease on `ns`, or why it has none.

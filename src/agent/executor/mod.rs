@@ -560,4 +560,4 @@ fn log_setup(netns: &NetnsName, setup: &NetnsSetup<'_>) {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

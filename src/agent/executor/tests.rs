@@ -20,7 +20,32 @@ fn work() -> NetnsName {
     "work".parse().unwrap()
 }
 
-fn plan() -> IsolationPlan {
+/// tun0, renamed `link` inside the namespace, moved back out under its own name.
+fn moved_back(link: &str) -> Call {
+    Call::LinkSetNetnsBack {
+        netns: p(NS),
+        link: link.to_owned(),
+        name: "tun0".to_owned(),
+    }
+}
+
+/// What both isolating and re-applying do once the link is inside: set it up, then look at what
+/// is in the way of the DNS files.
+fn setup_and_read_dns(reapply: bool) -> Vec<Call> {
+    vec![
+        Call::NetnsSetup {
+            netns: p(NS),
+            link: "tun0".to_owned(),
+            reapply,
+        },
+        Call::DirCreate(p("/etc/netns")),
+        Call::DirCreate(p(DIR)),
+        Call::FileRead(p(RESOLV)),
+        Call::FileRead(p(NSSWITCH)),
+    ]
+}
+
+pub(crate) fn plan() -> IsolationPlan {
     IsolationPlan {
         netns: work(),
         link: LinkPlan {
@@ -45,6 +70,13 @@ fn plan() -> IsolationPlan {
         ipv6: None,
         resolv_conf: "nameserver 198.19.0.1\nsearch vpn.test\n".to_owned(),
         nsswitch_conf: "hosts: files dns\n".to_owned(),
+    }
+}
+
+fn persistent_request() -> IsolateArgs {
+    IsolateArgs {
+        persistent: true,
+        ..request()
     }
 }
 
@@ -136,33 +168,27 @@ fn happy_path_calls_in_order() {
         (isolation.netns, isolation.created, isolation.link.as_str()),
         (work(), true, "tun0")
     );
+    let before_setup = [
+        Call::LinkGet(7),
+        Call::NetnsOpen(p(NS)),
+        Call::SysctlRead(PING_GROUP_RANGE.to_owned()),
+        Call::NetnsAdd(p(NS)),
+        Call::FileReplace(p(RECORD)),
+        Call::LinkSetNetns {
+            ifindex: 7,
+            netns: p(NS),
+            name: None,
+        },
+    ];
+    let after_setup = [
+        Call::FileReplace(p(RECORD)),
+        Call::FileCreate(p(RESOLV)),
+        Call::FileCreate(p(NSSWITCH)),
+        Call::FileReplace(p(RECORD)),
+    ];
     assert_eq!(
         calls(&mut ex),
-        [
-            Call::LinkGet(7),
-            Call::NetnsOpen(p(NS)),
-            Call::SysctlRead(PING_GROUP_RANGE.to_owned()),
-            Call::NetnsAdd(p(NS)),
-            Call::FileReplace(p(RECORD)),
-            Call::LinkSetNetns {
-                ifindex: 7,
-                netns: p(NS),
-                name: None
-            },
-            Call::NetnsSetup {
-                netns: p(NS),
-                link: "tun0".to_owned(),
-                reapply: false
-            },
-            Call::DirCreate(p("/etc/netns")),
-            Call::DirCreate(p(DIR)),
-            Call::FileRead(p(RESOLV)),
-            Call::FileRead(p(NSSWITCH)),
-            Call::FileReplace(p(RECORD)),
-            Call::FileCreate(p(RESOLV)),
-            Call::FileCreate(p(NSSWITCH)),
-            Call::FileReplace(p(RECORD)),
-        ]
+        [&before_setup[..], &setup_and_read_dns(false), &after_setup].concat()
     );
     let tun = &ex.sys.world.links[&7];
     assert_eq!(tun.netns, Some(p(NS)));
@@ -254,11 +280,7 @@ fn rollback_undoes_in_reverse_order() {
         [
             Call::FileRemove(p(RESOLV)),
             Call::DirRemove(p(DIR)),
-            Call::LinkSetNetnsBack {
-                netns: p(NS),
-                link: "tun0".to_owned(),
-                name: "tun0".to_owned()
-            },
+            moved_back("tun0"),
             Call::NetnsDel(p(NS)),
             Call::FileRemove(p(RECORD)),
         ]
@@ -278,11 +300,7 @@ fn link_comes_back_with_its_name_mtu_and_state() {
     let before = world(&ex);
     ex.sys.fail_when(|c| matches!(c, Call::NetnsSetup { .. }));
     ex.isolate(&request()).unwrap_err();
-    assert!(calls(&mut ex).contains(&Call::LinkSetNetnsBack {
-        netns: p(NS),
-        link: "vpn0".to_owned(),
-        name: "tun0".to_owned()
-    }));
+    assert!(calls(&mut ex).contains(&moved_back("vpn0")));
     assert_nothing_left(&ex, &before, "configure failed");
 }
 
@@ -310,11 +328,7 @@ fn deadline_expiry_rolls_back() {
     );
     let calls = calls(&mut ex);
     assert!(!calls.iter().any(|c| matches!(c, Call::NetnsSetup { .. })));
-    assert!(calls.contains(&Call::LinkSetNetnsBack {
-        netns: p(NS),
-        link: "tun0".to_owned(),
-        name: "tun0".to_owned()
-    }));
+    assert!(calls.contains(&moved_back("tun0")));
     assert_nothing_left(&ex, &before, "deadline");
 }
 
@@ -440,9 +454,7 @@ fn something_else_at_the_namespace_path_is_refused() {
 #[test]
 fn a_namespace_created_for_one_uuid_is_refused_to_another() {
     let mut ex = executor();
-    let mut req = request();
-    req.persistent = true;
-    ex.isolate(&req).unwrap();
+    ex.isolate(&persistent_request()).unwrap();
     ex.release(&work()).unwrap();
     let err = refused_before_side_effects(&mut ex, &other_request());
     assert!(matches!(err, ExecError::OwnedByOther { .. }), "{err}");
@@ -498,8 +510,7 @@ fn release_deletes_what_it_created() {
 #[test]
 fn release_keeps_a_persistent_namespace_for_the_next_connect() {
     let mut ex = executor();
-    let mut req = request();
-    req.persistent = true;
+    let mut req = persistent_request();
     ex.isolate(&req).unwrap();
     let resolv_inode = inode(&ex, RESOLV);
     calls(&mut ex);
@@ -677,22 +688,15 @@ fn reapply_rewrites_in_place() {
     let mut new_plan = plan();
     new_plan.resolv_conf = "nameserver 198.19.0.99\n".to_owned();
     ex.reapply(&work(), &new_plan).unwrap();
+    let rewrites = [Call::FileRewrite(p(RESOLV)), Call::FileRewrite(p(NSSWITCH))];
     assert_eq!(
         calls(&mut ex),
         [
-            Call::NetnsOpen(p(NS)),
-            Call::NetnsSetup {
-                netns: p(NS),
-                link: "tun0".to_owned(),
-                reapply: true
-            },
-            Call::DirCreate(p("/etc/netns")),
-            Call::DirCreate(p(DIR)),
-            Call::FileRead(p(RESOLV)),
-            Call::FileRead(p(NSSWITCH)),
-            Call::FileRewrite(p(RESOLV)),
-            Call::FileRewrite(p(NSSWITCH)),
+            &[Call::NetnsOpen(p(NS))][..],
+            &setup_and_read_dns(true),
+            &rewrites
         ]
+        .concat()
     );
     assert_eq!(content(&ex, RESOLV).unwrap(), "nameserver 198.19.0.99\n");
     assert_eq!(inode(&ex, RESOLV), resolv_inode);
