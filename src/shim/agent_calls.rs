@@ -72,13 +72,13 @@ pub(super) async fn answer(call: &mut Option<AgentCall>) -> AgentAnswer {
 async fn isolated(conn: Connection, call: IsolateCall) -> AgentAnswer {
     let started = Instant::now();
     let result = async {
-        let tun = codec::tundev(&call.config)?;
+        let tun = codec::tundev(&call.set.config)?;
         let request = codec::isolate_request(
             &call.intent,
             ifindex(tun)?,
-            &call.config,
-            call.ip4.as_ref(),
-            call.ip6.as_ref(),
+            &call.set.config,
+            call.set.ip4.as_ref(),
+            call.set.ip6.as_ref(),
         );
         let timeout = call.intent.timeout + AGENT_MARGIN;
         let agent = agent(&conn).await?;
@@ -94,7 +94,7 @@ async fn isolated(conn: Connection, call: IsolateCall) -> AgentAnswer {
                 reply.netns,
                 if reply.created { "created" } else { "reused" },
                 reply.link,
-                codec::addresses(call.ip4.as_ref(), call.ip6.as_ref()).join(" "),
+                codec::addresses(call.set.ip4.as_ref(), call.set.ip6.as_ref()).join(" "),
                 started.elapsed().as_millis()
             );
             AgentAnswer::Isolated(Ok(reply.netns))
@@ -112,9 +112,9 @@ async fn reapplied(conn: Connection, call: ReapplyCall) -> AgentAnswer {
         let agent = agent(&conn).await?;
         let reply = agent.reapply(
             call.netns.as_str(),
-            &call.config,
-            call.ip4.as_ref().unwrap_or(&none),
-            call.ip6.as_ref().unwrap_or(&none),
+            &call.set.config,
+            call.set.ip4.as_ref().unwrap_or(&none),
+            call.set.ip6.as_ref().unwrap_or(&none),
         );
         bounded("Reapply", CALL_TIMEOUT, reply).await
     }

@@ -350,6 +350,17 @@ mod tests {
         assert!(addresses(None, None).is_empty());
     }
 
+    /// What NM gets for an isolated VPN: the gateway, no IP config of ours, and `extra`.
+    fn reduced(gateway: OwnedVariant, extra: Vec<(&str, OwnedVariant)>) -> VarDict {
+        let mut d = dict(vec![
+            (GATEWAY, gateway),
+            (HAS_IP4, ov(false)),
+            (HAS_IP6, ov(false)),
+        ]);
+        d.extend(extra.into_iter().map(|(k, v)| (k.to_owned(), v)));
+        d
+    }
+
     #[test]
     fn isolated_nm_config_keeps_only_what_nm_needs() {
         let mut c = config(true);
@@ -357,76 +368,64 @@ mod tests {
         c.insert("pac".to_owned(), ov("http://198.18.0.80/proxy.pac"));
         assert_eq!(
             isolated_nm_config(&c).unwrap(),
-            dict(vec![
-                (GATEWAY, ov(v4("198.18.0.1"))),
-                (HAS_IP4, ov(false)),
-                (HAS_IP6, ov(false)),
-                (BANNER, ov("Welcome to vpn.test")),
-                (CAN_PERSIST, ov(true)),
-            ])
+            reduced(
+                ov(v4("198.18.0.1")),
+                vec![(BANNER, ov("Welcome to vpn.test")), (CAN_PERSIST, ov(true))]
+            )
         );
     }
 
     #[test]
     fn isolated_nm_config_with_ipv6_gateway_and_nothing_optional() {
+        let gateway = ov(ay("fd00:198:19:ffff::1"));
         let c = dict(vec![
-            (GATEWAY, ov(ay("fd00:198:19:ffff::1"))),
+            (GATEWAY, gateway.clone()),
             (TUNDEV, ov("tun0")),
             (MTU, ov(1500u32)),
             (HAS_IP6, ov(true)),
         ]);
-        assert_eq!(
-            isolated_nm_config(&c).unwrap(),
-            dict(vec![
-                (GATEWAY, ov(ay("fd00:198:19:ffff::1"))),
-                (HAS_IP4, ov(false)),
-                (HAS_IP6, ov(false)),
-            ])
-        );
+        assert_eq!(isolated_nm_config(&c).unwrap(), reduced(gateway, vec![]));
     }
 
     #[test]
     fn isolated_nm_config_refuses_bad_values() {
-        let mut c = config(false);
-        c.insert(BANNER.to_owned(), ov(1u32));
-        assert_eq!(
-            isolated_nm_config(&c),
-            Err(wrong_type(
-                DictName::Config,
+        for (key, value, want) in [
+            (
                 BANNER,
-                "a string (s)",
-                "u",
-                "uint32 1"
-            ))
-        );
-        let mut c = config(false);
-        c.insert(CAN_PERSIST.to_owned(), ov("yes"));
-        assert_eq!(
-            isolated_nm_config(&c),
-            Err(wrong_type(
-                DictName::Config,
+                ov(1u32),
+                wrong_type(DictName::Config, BANNER, "a string (s)", "u", "uint32 1"),
+            ),
+            (
                 CAN_PERSIST,
-                "a boolean (b)",
-                "s",
-                "\"yes\""
-            ))
-        );
+                ov("yes"),
+                wrong_type(
+                    DictName::Config,
+                    CAN_PERSIST,
+                    "a boolean (b)",
+                    "s",
+                    "\"yes\"",
+                ),
+            ),
+            (
+                GATEWAY,
+                ov(0u32),
+                invalid(
+                    DictName::Config,
+                    GATEWAY,
+                    "0.0.0.0",
+                    "the address 0.0.0.0 is not usable",
+                ),
+            ),
+        ] {
+            let mut c = config(false);
+            c.insert(key.to_owned(), value);
+            assert_eq!(isolated_nm_config(&c), Err(want), "{key}");
+        }
         let mut c = config(false);
         c.remove(GATEWAY);
         assert!(matches!(
             isolated_nm_config(&c),
             Err(PlanError::MissingKey { key: GATEWAY, .. })
         ));
-        let mut c = config(false);
-        c.insert(GATEWAY.to_owned(), ov(0u32));
-        assert_eq!(
-            isolated_nm_config(&c),
-            Err(invalid(
-                DictName::Config,
-                GATEWAY,
-                "0.0.0.0",
-                "the address 0.0.0.0 is not usable"
-            ))
-        );
     }
 }

@@ -59,20 +59,25 @@ pub enum Action {
     Stop(Option<u32>),
 }
 
+/// A complete set from the stock service: its Config, and the Ip4Config and Ip6Config that the
+/// Config announced.
 #[derive(Debug, PartialEq)]
-pub struct IsolateCall {
-    pub intent: NetnsIntent,
+pub struct ConfigSet {
     pub config: VarDict,
     pub ip4: Option<VarDict>,
     pub ip6: Option<VarDict>,
 }
 
 #[derive(Debug, PartialEq)]
+pub struct IsolateCall {
+    pub intent: NetnsIntent,
+    pub set: ConfigSet,
+}
+
+#[derive(Debug, PartialEq)]
 pub struct ReapplyCall {
     pub netns: String,
-    pub config: VarDict,
-    pub ip4: Option<VarDict>,
-    pub ip6: Option<VarDict>,
+    pub set: ConfigSet,
 }
 
 /// Where the connection stands.
@@ -152,7 +157,7 @@ impl Dicts {
     }
 
     /// The complete set, leaving this one empty.
-    fn take_complete(&mut self) -> Option<(VarDict, Option<VarDict>, Option<VarDict>)> {
+    fn take_complete(&mut self) -> Option<ConfigSet> {
         let complete = self.config.is_some()
             && (!self.announces("has-ip4") || self.ip4.is_some())
             && (!self.announces("has-ip6") || self.ip6.is_some());
@@ -160,7 +165,11 @@ impl Dicts {
             return None;
         }
         let Dicts { config, ip4, ip6 } = mem::take(self);
-        Some((config?, ip4, ip6))
+        Some(ConfigSet {
+            config: config?,
+            ip4,
+            ip6,
+        })
     }
 }
 
@@ -170,13 +179,11 @@ impl Isolated {
             return vec![];
         }
         match self.dicts.take_complete() {
-            Some((config, ip4, ip6)) => {
+            Some(set) => {
                 self.reapplying = true;
                 vec![Action::Reapply(Box::new(ReapplyCall {
                     netns: self.netns.clone(),
-                    config,
-                    ip4,
-                    ip6,
+                    set,
                 }))]
             }
             None => vec![],
@@ -261,17 +268,15 @@ impl Session {
         if i.reduced.is_some() {
             return vec![];
         }
-        let Some((config, ip4, ip6)) = i.dicts.take_complete() else {
+        let Some(set) = i.dicts.take_complete() else {
             return vec![];
         };
-        match super::codec::isolated_nm_config(&config) {
+        match super::codec::isolated_nm_config(&set.config) {
             Ok(reduced) => {
                 i.reduced = Some(reduced);
                 vec![Action::Isolate(Box::new(IsolateCall {
                     intent: i.intent.clone(),
-                    config,
-                    ip4,
-                    ip6,
+                    set,
                 }))]
             }
             Err(e) => {
@@ -483,9 +488,11 @@ mod tests {
             s.on_signal(Signal::Ip4Config(ip4())),
             [Action::Isolate(Box::new(IsolateCall {
                 intent: intent(),
-                config: config(true),
-                ip4: Some(ip4()),
-                ip6: Some(ip6()),
+                set: ConfigSet {
+                    config: config(true),
+                    ip4: Some(ip4()),
+                    ip6: Some(ip6()),
+                },
             }))]
         );
         assert_eq!(s.on_signal(Signal::StateChanged(state::STARTED)), []);
@@ -511,7 +518,7 @@ mod tests {
         assert_eq!(s.on_signal(Signal::Ip6Config(ip6())), []);
         let actions = s.on_signal(Signal::Ip4Config(ip4()));
         assert!(
-            matches!(&actions[..], [Action::Isolate(c)] if c.ip6.is_none() && c.ip4 == Some(ip4()))
+            matches!(&actions[..], [Action::Isolate(c)] if c.set.ip6.is_none() && c.set.ip4 == Some(ip4()))
         );
     }
 
@@ -530,22 +537,16 @@ mod tests {
 
     #[test]
     fn agent_failures_map_to_nm_reasons() {
-        let mut s = isolating();
-        s.on_signal(Signal::Config(config(false)));
-        s.on_signal(Signal::Ip4Config(ip4()));
-        assert_eq!(
-            s.on_isolated(Err(ShimError::NoTunDev)),
-            [Action::Stop(Some(failure::BAD_IP_CONFIG))]
-        );
-        assert_eq!(s.lease(), None);
-
-        let mut s = isolating();
-        s.on_signal(Signal::Config(config(false)));
-        s.on_signal(Signal::Ip4Config(ip4()));
-        assert_eq!(
-            s.on_isolated(Err(ShimError::StockGone)),
-            [Action::Stop(Some(failure::CONNECT_FAILED))]
-        );
+        for (error, reason) in [
+            (ShimError::NoTunDev, failure::BAD_IP_CONFIG),
+            (ShimError::StockGone, failure::CONNECT_FAILED),
+        ] {
+            let mut s = isolating();
+            s.on_signal(Signal::Config(config(false)));
+            s.on_signal(Signal::Ip4Config(ip4()));
+            assert_eq!(s.on_isolated(Err(error)), [Action::Stop(Some(reason))]);
+            assert_eq!(s.lease(), None);
+        }
     }
 
     #[test]
@@ -568,9 +569,11 @@ mod tests {
         let reapply = |config, ip4| {
             vec![Action::Reapply(Box::new(ReapplyCall {
                 netns: "work".into(),
-                config,
-                ip4,
-                ip6: None,
+                set: ConfigSet {
+                    config,
+                    ip4,
+                    ip6: None,
+                },
             }))]
         };
         assert_eq!(
