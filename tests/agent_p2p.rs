@@ -2,16 +2,18 @@
 //! decoding, leases and the mapping of errors to D-Bus names. The real kernel and the real system
 //! bus are covered by tests/privileged.rs and the e2e rig.
 
+mod common;
+
 use std::collections::HashMap;
 
+use common::ov;
 use nm_vpn_netns::agent::executor::{Executor, Paths};
 use nm_vpn_netns::agent::fake::RecordingSys;
 use nm_vpn_netns::agent::Agent;
-use nm_vpn_netns::contract::OBJECT_PATH;
+use nm_vpn_netns::contract::{BUS_NAME, INTERFACE, OBJECT_PATH};
 use zbus::connection::Builder;
 use zbus::{Connection, OwnedVariant, Proxy, Variant};
 
-const IFACE: &str = "io.github.NmVpnNetns.Agent1";
 const ERR: &str = "io.github.NmVpnNetns.Agent1.Error.";
 
 async fn connect(sys: RecordingSys) -> (Connection, Connection) {
@@ -35,8 +37,6 @@ fn sys_with_links() -> RecordingSys {
     sys.add_file("/etc/nsswitch.conf", "hosts: files dns\n");
     sys
 }
-
-use nm_vpn_netns::plan::owned as ov;
 
 /// An `Isolate` request as the shim sends it, for tun `ifindex`/`tundev` and these netns keys.
 fn request(ifindex: u32, tundev: &str, keys: &[(&str, &str)]) -> HashMap<String, OwnedVariant> {
@@ -66,7 +66,7 @@ fn request(ifindex: u32, tundev: &str, keys: &[(&str, &str)]) -> HashMap<String,
 }
 
 async fn proxy(conn: &Connection) -> Proxy<'static> {
-    Proxy::new(conn, "io.github.NmVpnNetns.Agent1", OBJECT_PATH, IFACE)
+    Proxy::new(conn, BUS_NAME, OBJECT_PATH, INTERFACE)
         .await
         .unwrap()
 }

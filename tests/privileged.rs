@@ -5,6 +5,8 @@
 //! tmpfs on /run and a throwaway overlay on /etc. Run outside it (`cargo test -- --ignored`),
 //! each of them fails at once rather than touching the machine's own namespaces.
 
+mod common;
+
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
@@ -17,6 +19,7 @@ use std::process::Command;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use common::{ay, dict, ov, v4, UUID};
 use nm_vpn_netns::agent::executor::{ExecError, Executor, IsolateArgs, Paths};
 use nm_vpn_netns::agent::linux::{NetnsFd, RealSys};
 use nm_vpn_netns::agent::sys::{Link, NetnsSetup, Sys, SysError};
@@ -24,7 +27,6 @@ use nm_vpn_netns::plan::settings::NetnsName;
 use nm_vpn_netns::plan::{self, IsolationPlan, PlanInput, VarDict};
 
 const SANDBOX_ENV: &str = "NM_VPN_NETNS_PRIVILEGED_SANDBOX";
-const UUID: &str = "8d3e2c1a-5b4f-4e6d-9a7b-0c1d2e3f4a5b";
 const OTHER_UUID: &str = "1b2c3d4e-0000-4000-8000-000000000001";
 const SANDBOX_PING_GROUP_RANGE: &str = "0\t2147483647";
 
@@ -176,16 +178,6 @@ impl Tun {
     fn write(&self, packet: &[u8]) {
         (&self.file).write_all(packet).unwrap();
     }
-}
-
-use nm_vpn_netns::plan::{owned as ov, var_dict as dict};
-
-fn v4(s: &str) -> u32 {
-    u32::from_ne_bytes(s.parse::<Ipv4Addr>().unwrap().octets())
-}
-
-fn ay(s: &str) -> Vec<u8> {
-    s.parse::<Ipv6Addr>().unwrap().octets().to_vec()
 }
 
 /// nm-openvpn's Ip4Config for a `topology subnet` server: `address`/24 on 198.19.0.0/24, its

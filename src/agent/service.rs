@@ -433,3 +433,17 @@ pub async fn serve(conn: &Connection, agent: Agent) -> zbus::Result<()> {
     conn.object_server().at(OBJECT_PATH, agent).await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use zbus::object_server::Interface;
+
+    use super::Agent;
+    use crate::contract::INTERFACE;
+
+    /// The `#[interface]` attribute takes no constant, so its literal is checked here.
+    #[test]
+    fn serves_the_contract_interface() {
+        assert_eq!(Agent::name().as_str(), INTERFACE);
+    }
+}
