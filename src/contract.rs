@@ -4,7 +4,8 @@
 //! Everything both ends must agree on is here, once: the bus, object and interface names, the
 //! typed `Isolate` request and reply (`a{sv}` on the wire, through zbus's dict derives), the error
 //! names, and the proxy the shim calls. The agent serves [`crate::agent::Agent`] under the same
-//! names; a unit test there checks that its interface name is [`INTERFACE`], and the proxy's defaults are checked below.
+//! names. The `#[proxy]` and `#[interface]` attributes take no constants, so unit tests check
+//! their literals against these: the proxy's below, the agent's in its service.
 //!
 //! ```text
 //! // Bus name io.github.NmVpnNetns.Agent1, object /io/github/NmVpnNetns/Agent1
