@@ -30,7 +30,7 @@ bench_activation() {
         samples+=("$(awk -v a="$t0" -v b="$t1" 'BEGIN {print b - a}')")
         ((i < 10)) || proc_status nm-vpn-netns-se | sed 's/^/  shim (nm-vpn-netns-service) /'
         rig_down_nmcli "$name" >/dev/null
-        rig_wait_openvpn_gone
+        rig_wait_vpn_gone
         rig_wait 10 snapshot_is "$before"
     done
     printf '%s\n' "${samples[@]}" | bench_stats "$label"

@@ -51,7 +51,7 @@ show rig_sb getent hosts "$RIG_DNS_NAME"
 
 say "nmcli connection down work: the namespace and its DNS files go away"
 show rig_down_nmcli work
-rig_wait_openvpn_gone
+rig_wait_vpn_gone
 rig_wait 10 netns_gone work
 show rig_sb ip netns list
 

@@ -37,7 +37,7 @@ assert_isolated() {
 # After `down`: no namespace, no DNS files, no process, and the root namespace as before.
 assert_gone() {
     local ns=$1 before=$2
-    expect_openvpn_gone
+    expect_vpn_gone
     expect_netns_gone "namespace $ns remains after down" "$ns" 10
     expect_sb_absent "/etc/netns/$ns remains after down" "/etc/netns/$ns"
     expect_procs_gone "a plugin process remains after down" 10 nm-openvpn-serv nm-vpn-netns-se
@@ -86,7 +86,7 @@ t_passthrough() {
     expect_match "no IP4.ADDRESS for the password VPN" '^198\.19\.0\.' "$(rig_sb nmcli -g IP4.ADDRESS connection show password)"
     pass_note "a password-authenticated profile (secret stored) connects through the shim"
     rig_down_nmcli password >/dev/null
-    expect_openvpn_gone
+    expect_vpn_gone
     rig_profile_delete password
     expect_snapshot "something remains" "$before"
 }
@@ -116,7 +116,7 @@ t_names() {
     pass_note "no netns-name -> Default-Name"
     rig_down_nmcli 'Default Name' >/dev/null
     rig_profile_delete 'Default Name'
-    expect_openvpn_gone
+    expect_vpn_gone
 }
 
 # Scenario 6: a persistent namespace outlives `down`, and an app inside rides the reconnect.
@@ -134,7 +134,7 @@ t_persistent() {
     pinger=$(cat "$RIG_W/keep-ping.pid")
     expect_match_within "the app in keep never reached the server" 10 'bytes from' cat "$RIG_W/keep-ping.out"
     rig_down_nmcli keep >/dev/null
-    expect_openvpn_gone
+    expect_vpn_gone
     expect_netns "the persistent namespace went away on down" keep
     expect_sb_file_line "the DNS files went away on down" "nameserver $RIG_TUN_SERVER_IP" /etc/netns/keep/resolv.conf
     assert_root_clean
@@ -150,7 +150,7 @@ t_persistent() {
     rig_sb kill "$pinger"
     wait
     rig_down_nmcli keep >/dev/null
-    expect_openvpn_gone
+    expect_vpn_gone
     rig_profile_delete keep
     rig_sb ip netns del keep
     rig_sb rm -rf /etc/netns/keep
@@ -186,7 +186,7 @@ t_refusals() {
     expect_ping "the first VPN broke when the second was refused" 10 rig_ns shared
     pass_note "the first VPN on 'shared' still works"
     rig_down_nmcli first >/dev/null
-    expect_openvpn_gone
+    expect_vpn_gone
     rig_profile_delete first
 }
 
@@ -224,7 +224,7 @@ soft_restart_round() {
     assert_root_clean
     pass_note "after SIGUSR1 to openvpn ($1): connectivity in $name returned, the root namespace stayed clean"
     rig_down_nmcli "$name" >/dev/null
-    expect_openvpn_gone
+    expect_vpn_gone
     rig_profile_delete "$name"
 }
 

@@ -73,7 +73,7 @@ stock_vpn_roundtrip() {
     pass_note "$RIG_TUN_SERVER_IP answers through the tunnel"
 
     expect_cmd_ok "deactivation by $how failed" "rig_down_$how" "$name"
-    expect_openvpn_gone
+    expect_vpn_gone
     expect_no_ping "$RIG_TUN_SERVER_IP still answers after down" rig_sb
     expect_snapshot "the sandbox's root namespace differs from before activation" "$before"
     pass_note "after down: no route, address, DNS or process of the VPN remains"
@@ -106,7 +106,7 @@ t_broken_ca_fails() {
     reason=$(grep -o 'Connection activation failed.*' <<<"$out") || true
     pass_note "activation failed with NM's reason: ${reason%%$'\n'*}"
     rig_profile_delete broken-ca
-    expect_openvpn_gone "openvpn still runs after the failed activation"
+    expect_vpn_gone "openvpn still runs after the failed activation"
     expect_snapshot "the failed activation left something behind" "$before"
     pass_note "nothing left behind"
 }

@@ -67,9 +67,13 @@ expect_proc_running() {
     expect_failed "$1" "a process named $2 among the sandbox's" "$(sb_ps)"
 }
 
-# Waits until no openvpn client runs in the sandbox: it exits 1-2 s after `down`
-# because of explicit-exit-notify.
-rig_wait_openvpn_gone() { rig_wait 15 sb_none openvpn; }
+# The processes of a VPN: openvpn, the stock plugin and ours (comm is cut to 15 characters).
+VPN_PROCS=(openvpn nm-openvpn-serv nm-vpn-netns-se)
+
+# Waits until no process of a VPN runs in the sandbox. openvpn exits 1-2 s after `down` because
+# of explicit-exit-notify, and the plugins only after it: a snapshot taken when openvpn is gone
+# may still catch a plugin on its way out.
+rig_wait_vpn_gone() { rig_wait 15 sb_none "${VPN_PROCS[@]}"; }
 
 # The same as a check: WHAT is the failure's message.
-expect_openvpn_gone() { expect_procs_gone "${1:-openvpn still runs after down}" 15 openvpn; }
+expect_vpn_gone() { expect_procs_gone "${1:-a process of the VPN still runs after down}" 15 "${VPN_PROCS[@]}"; }
