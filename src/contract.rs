@@ -130,7 +130,7 @@ where
     };
     let message = error.to_string();
     // A missing field fails the struct as a whole, at the root of the path; serde's default
-    // `missing_field` message is the only place that names it.
+    // `missing_field` message is the only place that names it (`a_bad_field_is_named` pins it).
     if let Some(field) = message
         .strip_prefix("missing field `")
         .and_then(|rest| rest.strip_suffix('`'))

@@ -19,4 +19,4 @@ mod rtmsg;
 pub mod service;
 pub mod sys;
 
-pub use service::{serve, watch_callers, Agent};
+pub use service::{watch_callers, Agent};

@@ -428,12 +428,6 @@ pub async fn watch_callers(conn: Connection) -> zbus::Result<()> {
     Ok(())
 }
 
-/// Exposes `agent` on `conn` under the agent's object path.
-pub async fn serve(conn: &Connection, agent: Agent) -> zbus::Result<()> {
-    conn.object_server().at(OBJECT_PATH, agent).await?;
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use zbus::object_server::Interface;

@@ -16,7 +16,7 @@ use crate::plan::VarDict;
 use crate::report::chain;
 
 use super::codec;
-use super::error::{within, Peer, ShimError};
+use super::error::{within, Leaf, Peer, ShimError};
 use super::session::{IsolateCall, ReapplyCall};
 use super::CALL_TIMEOUT;
 
@@ -48,7 +48,16 @@ async fn bounded<T>(
 ) -> Result<T, ShimError> {
     within(Peer::Agent, method, timeout, call)
         .await?
-        .map_err(|error| ShimError::Agent { method, error })
+        .map_err(|error| match error {
+            // Not one of the agent's own errors (the bus could not start it, or refused the
+            // call, or the connection broke): zbus's error keeps its name and cause.
+            AgentError::ZBus(error) => ShimError::Call {
+                peer: Peer::Agent,
+                method,
+                error: Leaf(error),
+            },
+            error => ShimError::Agent { method, error },
+        })
 }
 
 /// Has the agent move the tun named in the stock service's Config into its namespace.
@@ -159,6 +168,7 @@ fn ifindex(name: &str) -> Result<u32, ShimError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::shim::error::tests::bus_error;
 
     #[test]
     fn ifindex_of_loopback() {
@@ -168,5 +178,39 @@ mod tests {
             e.starts_with("no link \"nm-vpn-netns-x\" in the plugin's network namespace: "),
             "{e}"
         );
+    }
+
+    /// The agent's own errors and the bus's keep their names in what NM logs.
+    #[tokio::test]
+    async fn agent_and_bus_errors_keep_their_names() {
+        let fail = |name| {
+            let error = AgentError::from(bus_error(name, "why"));
+            bounded::<()>("Isolate", CALL_TIMEOUT, async { Err(error) })
+        };
+        let e = fail("io.github.NmVpnNetns.Agent1.Error.InUse")
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ShimError::Agent {
+                    error: AgentError::InUse(_),
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert_eq!(
+            chain(&e),
+            "Isolate of the agent failed: io.github.NmVpnNetns.Agent1.Error.InUse: why"
+        );
+        let e = fail("org.freedesktop.DBus.Error.ServiceUnknown")
+            .await
+            .unwrap_err();
+        assert_eq!(
+            chain(&e),
+            "Isolate of the agent failed: org.freedesktop.DBus.Error.ServiceUnknown: why"
+        );
+        assert_eq!(e.failure(), crate::shim::session::failure::CONNECT_FAILED);
     }
 }

@@ -240,12 +240,13 @@ impl DBusError for Reply {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::plan::settings::NmConnection;
     use crate::shim::codec;
 
-    fn bus_error(name: &str, message: &str) -> zbus::Error {
+    /// A D-Bus error reply as zbus hands it to a caller.
+    pub(in crate::shim) fn bus_error(name: &str, message: &str) -> zbus::Error {
         let call = Message::method_call("/", "M").build(&()).unwrap();
         let reply = Message::error(&call.header(), name)
             .build(&(message,))

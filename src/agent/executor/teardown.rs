@@ -25,17 +25,18 @@ impl<S: Sys> Executor<S> {
         for step in attempt.undo.iter().rev() {
             match self.undo(step, &attempt) {
                 Ok(done) => info!("rolled back: {done}"),
-                Err(e) => errors.push(e),
+                Err(e) => {
+                    error!("rolling back: {}", Chain(&e));
+                    errors.push(e);
+                }
             }
         }
         if let Err(e) = self.restore_record(&attempt, errors.is_empty()) {
+            error!("rolling back: {}", Chain(&e));
             errors.push(e);
         }
         if errors.is_empty() {
             return error;
-        }
-        for e in &errors {
-            error!("rolling back: {}", Chain(e));
         }
         ExecError::Incomplete {
             error: Box::new(error),
