@@ -160,6 +160,8 @@ t_persistent() {
 refused() {
     local name=$1 why=$2 before
     shift 2
+    # A snapshot must not catch the plugins of the previous refusal on their way out.
+    rig_wait 20 vpn_procs_settled || true
     before=$(rig_snapshot)
     rig_profile_keyfile "$name" 1 ca "$@" timeout=15
     local lines log said

@@ -77,3 +77,16 @@ rig_wait_vpn_gone() { rig_wait 15 sb_none "${VPN_PROCS[@]}"; }
 
 # The same as a check: WHAT is the failure's message.
 expect_vpn_gone() { expect_procs_gone "${1:-a process of the VPN still runs after down}" 15 "${VPN_PROCS[@]}"; }
+
+# Succeeds when the sandbox runs no more processes of each VPN kind than the active VPNs need
+# (one openvpn, one stock plugin and one shim each): a VPN that just failed or went down has no
+# plugin left on its way out. NM may still spawn or stop a plugin a moment after nmcli returns.
+vpn_procs_settled() {
+    local active n pids
+    active=$(rig_sb nmcli -t -f TYPE connection show --active) || return 1
+    active=$(grep -c '^vpn$' <<<"$active") || true
+    for n in "${VPN_PROCS[@]}"; do
+        pids=$(sb_pids "$n")
+        (($(grep -c . <<<"$pids") <= active)) || return 1
+    done
+}
