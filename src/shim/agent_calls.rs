@@ -82,13 +82,7 @@ async fn isolated(conn: Connection, call: IsolateCall) -> AgentAnswer {
     let started = Instant::now();
     let result = async {
         let tun = codec::tundev(&call.set.config)?;
-        let request = codec::isolate_request(
-            &call.intent,
-            ifindex(tun)?,
-            &call.set.config,
-            call.set.ip4.as_ref(),
-            call.set.ip6.as_ref(),
-        );
+        let request = codec::isolate_request(&call.intent, ifindex(tun)?, &call.set);
         let timeout = call.intent.timeout + AGENT_MARGIN;
         let agent = agent(&conn).await?;
         let reply = bounded("Isolate", timeout, agent.isolate(&request)).await?;
@@ -103,7 +97,7 @@ async fn isolated(conn: Connection, call: IsolateCall) -> AgentAnswer {
                 reply.netns,
                 if reply.created { "created" } else { "reused" },
                 reply.link,
-                codec::addresses(call.set.ip4.as_ref(), call.set.ip6.as_ref()).join(" "),
+                codec::addresses(&call.set).join(" "),
                 started.elapsed().as_millis()
             );
             AgentAnswer::Isolated(Ok(reply.netns))

@@ -87,14 +87,17 @@ pub fn tundev(config: &VarDict) -> Result<&str, ShimError> {
     }
 }
 
+/// A complete set from the stock service: its Config, and the Ip4Config and Ip6Config that the
+/// Config announced.
+#[derive(Debug, PartialEq)]
+pub struct ConfigSet {
+    pub config: VarDict,
+    pub ip4: Option<VarDict>,
+    pub ip6: Option<VarDict>,
+}
+
 /// The agent's `Isolate` request.
-pub fn isolate_request(
-    intent: &NetnsIntent,
-    ifindex: u32,
-    config: &VarDict,
-    ip4: Option<&VarDict>,
-    ip6: Option<&VarDict>,
-) -> IsolateRequest {
+pub fn isolate_request(intent: &NetnsIntent, ifindex: u32, set: &ConfigSet) -> IsolateRequest {
     IsolateRequest {
         id: intent.id.clone(),
         uuid: intent.uuid.clone(),
@@ -103,14 +106,15 @@ pub fn isolate_request(
         never_default_v4: Some(intent.never_default_v4),
         never_default_v6: Some(intent.never_default_v6),
         ifindex,
-        config: config.clone(),
-        ip4_config: ip4.cloned(),
-        ip6_config: ip6.cloned(),
+        config: set.config.clone(),
+        ip4_config: set.ip4.clone(),
+        ip6_config: set.ip6.clone(),
     }
 }
 
-/// The addresses of NM's Ip4Config/Ip6Config, for the one line logged per intent.
-pub fn addresses(ip4: Option<&VarDict>, ip6: Option<&VarDict>) -> Vec<String> {
+/// The addresses of NM's Ip4Config/Ip6Config, for the one line logged per isolation.
+pub fn addresses(set: &ConfigSet) -> Vec<String> {
+    let (ip4, ip6) = (set.ip4.as_ref(), set.ip6.as_ref());
     let prefix = |d: &VarDict| match d.get("prefix").map(|v| &**v) {
         Some(Variant::U32(p)) => format!("/{p}"),
         _ => String::new(),
@@ -298,7 +302,12 @@ mod tests {
             .unwrap();
         let config = dict(vec![("tundev", ov("tun0")), ("has-ip4", ov(true))]);
         let ip4 = dict(vec![("address", ov(0x0200_13c6u32))]);
-        let r = isolate_request(&intent, 7, &config, Some(&ip4), None);
+        let set = ConfigSet {
+            config: config.clone(),
+            ip4: Some(ip4.clone()),
+            ip6: None,
+        };
+        let r = isolate_request(&intent, 7, &set);
         assert_eq!(
             r,
             IsolateRequest {
@@ -343,11 +352,16 @@ mod tests {
             .octets()
             .to_vec();
         let ip6 = dict(vec![("address", ov(v6)), ("prefix", ov(64u32))]);
+        let set = |ip4, ip6| ConfigSet {
+            config: VarDict::new(),
+            ip4,
+            ip6,
+        };
         assert_eq!(
-            addresses(Some(&ip4), Some(&ip6)),
+            addresses(&set(Some(ip4), Some(ip6))),
             ["198.19.0.2/24", "fd00:198:19::1000/64"]
         );
-        assert!(addresses(None, None).is_empty());
+        assert!(addresses(&set(None, None)).is_empty());
     }
 
     /// What NM gets for an isolated VPN: the gateway, no IP config of ours, and `extra`.

@@ -16,7 +16,7 @@ use log::{error, warn};
 use crate::plan::VarDict;
 use crate::report::chain;
 
-use super::codec::NetnsIntent;
+use super::codec::{ConfigSet, NetnsIntent};
 use super::ShimError;
 
 /// `NMVpnServiceState` values (NetworkManager's nm-vpn-dbus-interface.h) that the shim acts on.
@@ -57,15 +57,6 @@ pub enum Action {
     Reapply(Box<ReapplyCall>),
     /// Tear down; then emit this failure, if any, and STOPPED.
     Stop(Option<u32>),
-}
-
-/// A complete set from the stock service: its Config, and the Ip4Config and Ip6Config that the
-/// Config announced.
-#[derive(Debug, PartialEq)]
-pub struct ConfigSet {
-    pub config: VarDict,
-    pub ip4: Option<VarDict>,
-    pub ip6: Option<VarDict>,
 }
 
 #[derive(Debug, PartialEq)]
