@@ -41,16 +41,20 @@ impl DnsFile {
 }
 
 /// A file the agent wrote, and what was there before.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileRecord {
     pub file: DnsFile,
-    /// The content the agent replaced; `None`: the agent created the file.
+    /// The content the agent replaced; `None`: the agent created the file. Kept as hexadecimal
+    /// digits, so that any content survives exactly.
+    #[serde(rename = "backup_hex", with = "hex", default)]
     pub backup: Option<Vec<u8>>,
 }
 
-/// What the agent did to one namespace.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What the agent did to one namespace. Fields a record has that this agent does not know are
+/// ignored, so that no more than what a record must say can keep it from being read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {
+    #[serde(with = "netns_name")]
     pub netns: NetnsName,
     pub connection_uuid: String,
     pub connection_id: String,
@@ -91,34 +95,17 @@ pub enum RecordError {
     OtherNetns(String),
 }
 
-/// A record as JSON. Fields it does not know are ignored, so that no more than what a record
-/// must say can keep it from being read.
-#[derive(Debug, Serialize, Deserialize)]
-struct Json {
+/// A record as the file holds it: the record with the format's version.
+#[derive(Serialize)]
+struct Versioned<'a> {
     version: u64,
-    netns: String,
-    connection_uuid: String,
-    connection_id: String,
-    owner: String,
-    created: bool,
-    persistent: bool,
-    leased: bool,
-    link: Option<String>,
-    etc_dir_created: bool,
-    files: Vec<JsonFile>,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-struct JsonFile {
-    file: DnsFile,
-    /// The backup's bytes in hexadecimal, so that any content survives exactly.
-    #[serde(with = "hex", default)]
-    backup_hex: Option<Vec<u8>>,
+    #[serde(flatten)]
+    record: &'a Record,
 }
 
 /// Only the version, to tell a newer format from a broken one.
 #[derive(Deserialize)]
-struct Versioned {
+struct Version {
     version: u64,
 }
 
@@ -129,25 +116,11 @@ impl Record {
 
     /// The record in the current format.
     pub fn encode(&self) -> Vec<u8> {
-        let json = Json {
+        let file = Versioned {
             version: VERSION.into(),
-            netns: self.netns.as_str().to_owned(),
-            connection_uuid: self.connection_uuid.clone(),
-            connection_id: self.connection_id.clone(),
-            owner: self.owner.clone(),
-            created: self.created,
-            persistent: self.persistent,
-            leased: self.leased,
-            link: self.link.clone(),
-            etc_dir_created: self.etc_dir_created,
-            files: (self.files.iter())
-                .map(|f| JsonFile {
-                    file: f.file,
-                    backup_hex: f.backup.clone(),
-                })
-                .collect(),
+            record: self,
         };
-        let mut out = serde_json::to_vec_pretty(&json).expect("a record always serialises");
+        let mut out = serde_json::to_vec_pretty(&file).expect("a record always serialises");
         out.push(b'\n');
         out
     }
@@ -158,34 +131,34 @@ impl Record {
             let record = v1::decode(netns, text).map_err(RecordError::V1)?;
             return Ok((record, Format::V1));
         }
-        let Versioned { version } = serde_json::from_slice(text).map_err(RecordError::NotJson)?;
+        let Version { version } = serde_json::from_slice(text).map_err(RecordError::NotJson)?;
         if version != u64::from(VERSION) {
             return Err(RecordError::Version(version));
         }
-        let json: Json =
+        // The record's own fields; `version` is one it does not know, and ignores.
+        let record: Record =
             serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(text))
                 .map_err(RecordError::Invalid)?;
-        if json.netns != netns.as_str() {
-            return Err(RecordError::OtherNetns(json.netns));
+        if record.netns != *netns {
+            return Err(RecordError::OtherNetns(record.netns.to_string()));
         }
-        let record = Record {
-            netns: netns.clone(),
-            connection_uuid: json.connection_uuid,
-            connection_id: json.connection_id,
-            owner: json.owner,
-            created: json.created,
-            persistent: json.persistent,
-            leased: json.leased,
-            link: json.link,
-            etc_dir_created: json.etc_dir_created,
-            files: (json.files.into_iter())
-                .map(|f| FileRecord {
-                    file: f.file,
-                    backup: f.backup_hex,
-                })
-                .collect(),
-        };
         Ok((record, Format::Current))
+    }
+}
+
+/// A namespace name as a string, checked as it is read.
+mod netns_name {
+    use serde::de::Error;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use crate::plan::settings::NetnsName;
+
+    pub fn serialize<S: Serializer>(name: &NetnsName, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(name.as_str())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<NetnsName, D::Error> {
+        String::deserialize(d)?.parse().map_err(D::Error::custom)
     }
 }
 
