@@ -141,18 +141,8 @@ impl Configure<'_> {
         };
         c.link_up(setup.mtu)?;
         let families = [
-            (
-                AddressFamily::Inet,
-                setup
-                    .ipv4
-                    .map(|p| FamilySetup::new(AddressFamily::Inet, "inet", p)),
-            ),
-            (
-                AddressFamily::Inet6,
-                setup
-                    .ipv6
-                    .map(|p| FamilySetup::new(AddressFamily::Inet6, "inet6", p)),
-            ),
+            (AddressFamily::Inet, setup.ipv4.map(FamilySetup::new)),
+            (AddressFamily::Inet6, setup.ipv6.map(FamilySetup::new)),
         ];
         for (family, plan) in &families {
             if setup.reapply {

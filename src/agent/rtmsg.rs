@@ -28,8 +28,6 @@ const IPV6_DEFAULT_METRIC: u32 = 1024;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FamilySetup {
     pub family: AddressFamily,
-    /// `inet` or `inet6`, as `ip` names the family.
-    pub label: &'static str,
     pub address: IpAddr,
     pub prefix: u8,
     pub peer: Option<IpAddr>,
@@ -41,15 +39,14 @@ pub struct FamilySetup {
 }
 
 impl FamilySetup {
-    pub fn new<A: Copy + Into<IpAddr>>(
-        family: AddressFamily,
-        label: &'static str,
-        plan: &FamilyPlan<A>,
-    ) -> Self {
+    pub fn new<A: Copy + Into<IpAddr>>(plan: &FamilyPlan<A>) -> Self {
+        let address = plan.address.into();
         FamilySetup {
-            family,
-            label,
-            address: plan.address.into(),
+            family: match address {
+                IpAddr::V4(_) => AddressFamily::Inet,
+                IpAddr::V6(_) => AddressFamily::Inet6,
+            },
+            address,
             prefix: plan.prefix,
             peer: plan.peer.map(Into::into),
             routes: plan
@@ -59,6 +56,14 @@ impl FamilySetup {
                 .collect(),
             default_via: plan.default_route.as_ref().map(|d| d.via.map(Into::into)),
             preserve_routes: plan.preserve_routes,
+        }
+    }
+
+    /// `inet` or `inet6`, as `ip` names the family.
+    pub fn label(&self) -> &'static str {
+        match self.address {
+            IpAddr::V4(_) => "inet",
+            IpAddr::V6(_) => "inet6",
         }
     }
 
@@ -177,9 +182,11 @@ pub fn address_add(index: u32, plan: &FamilySetup) -> (AddressMessage, String) {
     let what = match plan.peer {
         Some(peer) => format!(
             "{} {} peer {peer}/{}",
-            plan.label, plan.address, plan.prefix
+            plan.label(),
+            plan.address,
+            plan.prefix
         ),
-        None => format!("{} {}/{}", plan.label, plan.address, plan.prefix),
+        None => format!("{} {}/{}", plan.label(), plan.address, plan.prefix),
     };
     (msg, what)
 }
@@ -273,7 +280,7 @@ pub fn route_add(
     if metric > 0 {
         msg.attributes.push(RouteAttribute::Priority(metric));
     }
-    (msg, route_text(plan.label, dest, via, metric))
+    (msg, route_text(plan.label(), dest, via, metric))
 }
 
 fn route_text(label: &str, dest: Option<(IpAddr, u8)>, via: Option<IpAddr>, metric: u32) -> String {
@@ -331,7 +338,7 @@ mod tests {
         let mut plan = crate::agent::executor::tests::plan().ipv4.unwrap();
         plan.routes[0].metric = 5;
         plan.default_route = Some(DefaultRoute { via: None });
-        FamilySetup::new(AddressFamily::Inet, "inet", &plan)
+        FamilySetup::new(&plan)
     }
 
     fn v6() -> FamilySetup {
@@ -343,7 +350,7 @@ mod tests {
             default_route: None,
             preserve_routes: true,
         };
-        FamilySetup::new(AddressFamily::Inet6, "inet6", &plan)
+        FamilySetup::new(&plan)
     }
 
     fn ip(s: &str) -> IpAddr {
