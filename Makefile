@@ -63,6 +63,15 @@ check: deps lint unit privileged release-lib e2e
 bench: deps build
 	bash tests/e2e/run.sh b_activation b_agent_isolate
 
+# Booted Debian 12 and 13 under qemu, systemd as PID 1: install, upgrade, agent crash and purge.
+# STAND-IN until `make deb` exists: a `make install DESTDIR=` tree plays both packages.
+VM_STANDIN = $(CURDIR)/target/vm/standin
+.PHONY: vm
+vm: build
+	bash tests/vm/deps.sh
+	rm -rf $(VM_STANDIN) && $(MAKE) -s install DESTDIR=$(VM_STANDIN)
+	bash tests/vm/run.sh $(VM_STANDIN) $(VM_STANDIN)
+
 # Installs what `make build` produced; it does not build, so that it can run as root in a tree
 # built by a normal user (or inside the e2e rig's sandbox).
 install:

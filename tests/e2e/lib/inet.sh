@@ -24,9 +24,15 @@ rig_pki() {
 }
 
 rig_inet_up() {
-    ip netns add "$RIG_INET"
     ip netns add "$RIG_NMNS"
-    ip -n "$RIG_INET" link add srv0 type veth peer name uplink0 netns "$RIG_NMNS"
+    rig_inet_serve "$RIG_NMNS"
+}
+
+# The server side alone, with the client's end of the veth (uplink0) in namespace $1 (a name, or a
+# PID whose namespace it is): the booted-system rig (tests/vm) passes 1, its own root namespace.
+rig_inet_serve() {
+    ip netns add "$RIG_INET"
+    ip -n "$RIG_INET" link add srv0 type veth peer name uplink0 netns "$1"
     ip -n "$RIG_INET" link set lo up
     ip -n "$RIG_INET" addr add "$RIG_SERVER_IP/30" dev srv0
     ip -n "$RIG_INET" link set srv0 up
@@ -76,7 +82,7 @@ status $RIG_W/server.status 1
 EOF
     # A child of ours rather than a daemon, so that we reap it. Not through the rig_inet function:
     # `ip netns exec` execs the server, so $! is the server's own PID and killing it ends it.
-    ip netns exec "$RIG_INET" openvpn --config "$RIG_W/server.conf" --log "$RIG_W/server.log" </dev/null &
+    ip netns exec "$RIG_INET" "$RIG_SERVER_OPENVPN" --config "$RIG_W/server.conf" --log "$RIG_W/server.log" </dev/null &
     RIG_SERVER_PID=$!
     rig_wait 10 grep -q 'Initialization Sequence Completed' "$RIG_W/server.log" ||
         rig_die "the OpenVPN server did not start: $(tail -5 "$RIG_W/server.log")"

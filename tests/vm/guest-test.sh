@@ -1,0 +1,329 @@
+#!/usr/bin/env bash
+# The booted-system test, run inside the guest by the unit nm-vpn-netns-vm-test.service (run.sh adds
+# both to the image). The guest is the machine a user runs: systemd as PID 1, the distribution's
+# NetworkManager.service, nothing of the e2e rig's sandbox. So the rig's scenarios and checks
+# (tests/e2e) are reused with the sandbox being the guest itself: rig_sb runs a command as it is.
+#
+#   guest-test.sh PACKAGE_A PACKAGE_B
+#
+# Each step runs in a subshell with errexit. Its PASS/FAIL, and the versions read here, go to
+# $VM_DIR/w/results, which run.sh reads from the image after power-off; the progress goes to the
+# console. Every wait is bounded; the unit's TimeoutStartSec bounds the whole.
+# shellcheck source-path=SCRIPTDIR
+set -uo pipefail
+
+VM_DIR=/opt/nm-vpn-netns-vm
+pkg_a=$1 pkg_b=$2
+
+# shellcheck source=../e2e/rig.sh
+source "$VM_DIR/src/tests/e2e/rig.sh"
+# shellcheck source=../e2e/tests.sh
+source "$VM_DIR/src/tests/e2e/tests.sh"
+# shellcheck source=../e2e/tests-isolated.sh
+source "$VM_DIR/src/tests/e2e/tests-isolated.sh"
+
+RIG_W=$VM_DIR/w
+RIG_IN=$RIG_W
+RIG_SRC_IN=$VM_DIR/src
+# The server's openvpn runs as vpn-server (a symlink to openvpn), so that the checks that no openvpn
+# of a VPN is left, which go by process name, see only the client's.
+# shellcheck disable=SC2034 # read by lib/inet.sh
+RIG_SERVER_OPENVPN=$VM_DIR/bin/vpn-server
+RESULTS=$RIG_W/results
+export DEBIAN_FRONTEND=noninteractive
+
+rig_sb() { "$@"; }
+# The rig's waits count polls; under emulation one poll of nmcli may take a second or more, so a
+# wait here is bounded by the clock instead.
+rig_wait() {
+    local end=$((${EPOCHREALTIME/./} + $1 * 1000000))
+    shift
+    until "$@" >/dev/null 2>&1; do
+        ((${EPOCHREALTIME/./} < end)) || return 1
+        sleep 0.1
+    done
+}
+# NM's journal stands for the rig's nm.log, which `refused`-style checks would read.
+rig_dump_logs() {
+    echo "----- NetworkManager, last 40 lines"
+    journalctl -q -b -u NetworkManager.service -n 40 --no-pager
+    echo "----- nm-vpn-netns-agent, last 20 lines"
+    journalctl -q -b -u nm-vpn-netns-agent.service -n 20 --no-pager
+}
+
+record() { echo "$*" >>"$RESULTS"; }
+version() { record "version $1 $2"; }
+
+unit_pid() { systemctl show -p MainPID --value "$1"; }
+AGENT_UNIT=nm-vpn-netns-agent.service
+
+# ---- installing and removing the product ---------------------------------------------------------
+
+pkg_install() {
+    if [[ -d $1 ]]; then standin_install "$1"; else apt-get install -y -q --no-install-recommends "$1"; fi
+}
+
+pkg_purge() {
+    if [[ -d $pkg_a ]]; then standin_purge "$pkg_a"; else apt-get purge -y -q nm-vpn-netns; fi
+}
+
+# STAND-IN until `make deb` exists: a `make install DESTDIR=` tree, installed as `make install` does.
+STOCK_NAME=/usr/lib/NetworkManager/VPN/nm-openvpn-service.name
+standin_install() {
+    dpkg-divert --local --rename --divert "$STOCK_NAME.distrib" --add "$STOCK_NAME"
+    cp -a "$1/." /
+    sed 's|^program=.*|program=/usr/lib/NetworkManager/nm-vpn-netns-service|' "$STOCK_NAME.distrib" >"$STOCK_NAME.tmp"
+    mv "$STOCK_NAME.tmp" "$STOCK_NAME"
+    dbus-send --system --type=method_call --dest=org.freedesktop.DBus / org.freedesktop.DBus.ReloadConfig
+}
+standin_purge() {
+    (cd "$1" && find . -type f -printf '/%P\n') | xargs rm -f
+    dpkg-divert --local --rename --remove "$STOCK_NAME"
+    dbus-send --system --type=method_call --dest=org.freedesktop.DBus / org.freedesktop.DBus.ReloadConfig
+}
+
+# ---- checks from /proc ----------------------------------------------------------------------------
+
+# The kernel's capability numbers, in order (include/uapi/linux/capability.h).
+CAP_NAMES=(chown dac_override dac_read_search fowner fsetid kill setgid setuid setpcap linux_immutable
+    net_bind_service net_broadcast net_admin net_raw ipc_lock ipc_owner sys_module sys_rawio sys_chroot
+    sys_ptrace sys_pacct sys_admin sys_boot sys_nice sys_resource sys_time sys_tty_config mknod lease
+    audit_write audit_control setfcap mac_override mac_admin syslog wake_alarm block_suspend audit_read
+    perfmon bpf checkpoint_restore)
+
+# The CapBnd mask (16 hex digits, as /proc/PID/status shows it) of the capability names "$@".
+caps_mask() {
+    local name i mask=0
+    for name; do
+        for i in "${!CAP_NAMES[@]}"; do
+            [[ ${name,,} != "cap_${CAP_NAMES[i]}" ]] || mask=$((mask | 1 << i))
+        done
+    done
+    printf '%016x\n' "$mask"
+}
+
+# NetworkManager runs under its distribution unit, unchanged, and with that unit's bounding set.
+assert_nm_unit() {
+    local pid unit_caps want got
+    pid=$(unit_pid NetworkManager.service)
+    expect_ne "NetworkManager.service has no main PID" 0 "$pid"
+    expect_eq "NetworkManager.service has drop-ins, so it is not the distribution's unit" "" \
+        "$(systemctl show -p DropInPaths --value NetworkManager.service)"
+    unit_caps=$(systemctl show -p CapabilityBoundingSet --value NetworkManager.service)
+    want=$(read -ra caps <<<"$unit_caps" && caps_mask "${caps[@]}")
+    got=$(awk '/^CapBnd:/ {print $2}' "/proc/$pid/status")
+    expect_eq "NetworkManager's CapBnd (/proc/$pid/status) is not its unit's CapabilityBoundingSet ($unit_caps)" "$want" "$got"
+    ((((0x$got >> 21) & 1) == 0)) || expect_failed "NetworkManager has CAP_SYS_ADMIN" "no bit 21 in CapBnd" "$got"
+    pass_note "NetworkManager (pid $pid) runs with CapBnd $got, its unit's CapabilityBoundingSet, without CAP_SYS_ADMIN"
+}
+
+# The agent is the main process of its systemd unit, in that unit's cgroup and PID 1's mount namespace.
+assert_agent_unit() {
+    local pid agents cgroup
+    pid=$(unit_pid "$AGENT_UNIT")
+    agents=$(sb_pids nm-vpn-netns-ag)
+    expect_eq "the running agent is not the MainPID of $AGENT_UNIT" "$agents" "$pid"
+    cgroup=$(cat "/proc/$pid/cgroup")
+    expect_match "the agent is not in its unit's cgroup" "/system\.slice/$AGENT_UNIT\$" "$cgroup"
+    expect_eq "the agent does not share PID 1's mount namespace" "$(readlink /proc/1/ns/mnt)" \
+        "$(readlink "/proc/$pid/ns/mnt")"
+    pass_note "the agent (pid $pid) is $AGENT_UNIT's MainPID, in its cgroup and PID 1's mount namespace"
+}
+
+# WHAT PID: NetworkManager still runs as PID (it was not restarted).
+expect_nm_pid() {
+    expect_eq "$1" "$2" "$(unit_pid NetworkManager.service)"
+}
+
+# ---- the guest's network --------------------------------------------------------------------------
+
+# The OpenVPN server in namespace rig-inet, its veth end uplink0 in the guest's own namespace under
+# NetworkManager with a static keyfile profile: the base connection NM needs to activate a VPN.
+net_up() {
+    rig_inet_serve 1
+    cat >/etc/NetworkManager/system-connections/uplink.nmconnection <<EOF
+[connection]
+id=uplink
+uuid=$(new_uuid)
+type=ethernet
+interface-name=uplink0
+autoconnect=false
+
+[ipv4]
+method=manual
+address1=$RIG_CLIENT_IP/30,$RIG_SERVER_IP
+dns=$RIG_SERVER_IP;
+
+[ipv6]
+method=disabled
+EOF
+    chmod 600 /etc/NetworkManager/system-connections/uplink.nmconnection
+    nmcli connection reload
+    rig_wait 20 output_matches '^uplink0$' nmcli -g DEVICE device || rig_die "NetworkManager does not see uplink0"
+    rig_log "NetworkManager sees uplink0: $(nmcli -g GENERAL.STATE device show uplink0)"
+    nmcli device set uplink0 managed yes
+    nmcli -w 30 connection up uplink >/dev/null || rig_die "the base connection did not come up: $(nmcli device)"
+    rig_wait 10 grep -q "^nameserver $RIG_SERVER_IP" /etc/resolv.conf ||
+        rig_die "NetworkManager did not write the uplink's DNS to /etc/resolv.conf"
+    rig_wait 10 ping -c1 -W1 "$RIG_SERVER_IP" || rig_die "the server is not reachable over the underlay"
+    rig_log "uplink0 up under NetworkManager; the OpenVPN server answers over it"
+}
+
+# Between steps: whatever a failed step left up or behind goes, so that the next one starts clean.
+tidy() {
+    local name ns
+    for name in $(nmcli -g NAME,TYPE connection show --active | sed -n 's/:vpn$//p'); do
+        nmcli -w 30 connection down "$name" >/dev/null 2>&1 || true
+    done
+    rig_wait 15 sb_none "${VPN_PROCS[@]}" || true
+    for ns in $(ip netns list | awk '$1 != "'"$RIG_INET"'" {print $1}'); do
+        ip netns del "$ns"
+        rm -rf "/etc/netns/$ns"
+    done
+}
+
+# ---- the steps ------------------------------------------------------------------------------------
+
+s1_install() {
+    local nm_pid
+    nm_pid=$(unit_pid NetworkManager.service)
+    assert_nm_unit
+    expect_cmd_ok "installing $pkg_a failed" pkg_install "$pkg_a"
+    expect_nm_pid "installing restarted NetworkManager" "$nm_pid"
+    expect_sb_file_line "the installed .name does not point at the shim" \
+        'program=/usr/lib/NetworkManager/nm-vpn-netns-service' /usr/lib/NetworkManager/VPN/nm-openvpn-service.name
+    pass_note "installed $(basename "$pkg_a") while NetworkManager ran; NetworkManager kept pid $nm_pid"
+}
+
+s2_isolated() {
+    t_isolated_keyfile
+    assert_agent_unit
+    t_isolated_libnm
+    assert_nm_unit
+}
+
+s3_passthrough() { t_passthrough; }
+
+# An isolated VPN `name` up (nmcli) and checked; the profile is created first when it does not exist.
+isolated_up() {
+    local name=$1
+    nmcli -g NAME connection show | grep -qxF "$name" || rig_profile_keyfile "$name" 1 ca netns-isolate=yes
+    expect_cmd_ok "nmcli connection up $name failed" rig_up_nmcli "$name"
+    assert_isolated "$name" "$name"
+}
+
+# `down` of `name` releases everything, and a next `up` works; WHY says what a failure means.
+down_then_up() {
+    local name=$1 why=$2 before=$3
+    printf '  down of %s (%s)\n' "$name" "$why"
+    expect_cmd_ok "nmcli connection down $name failed ($why)" rig_down_nmcli "$name"
+    assert_gone "$name" "$before"
+    isolated_up "$name"
+    expect_cmd_ok "nmcli connection down $name failed" rig_down_nmcli "$name"
+    assert_gone "$name" "$before"
+}
+
+s4_upgrade() {
+    local before nm_pid old_agent agent
+    before=$(rig_snapshot)
+    isolated_up upgrade
+    nm_pid=$(unit_pid NetworkManager.service)
+    old_agent=$(unit_pid "$AGENT_UNIT")
+    expect_cmd_ok "upgrading to $pkg_b failed" pkg_install "$pkg_b"
+    expect_nm_pid "the upgrade restarted NetworkManager" "$nm_pid"
+    pass_note "upgraded to $(dpkg-query -W -f '${Version}' nm-vpn-netns) with the VPN up; NetworkManager kept pid $nm_pid"
+    expect_ping "the isolated VPN stopped answering across the upgrade" 10 rig_ns upgrade
+    pass_note "the VPN still answers in its namespace (agent pid $old_agent before the upgrade, $(unit_pid "$AGENT_UNIT") now)"
+    down_then_up upgrade "the agent of the upgrade must release the lease the old one took" "$before"
+    agent=$(unit_pid "$AGENT_UNIT")
+    expect_no_match "the agent after the upgrade runs a deleted (old) binary" '\(deleted\)$' "$(readlink "/proc/$agent/exe")"
+    pass_note "the agent now runs the upgraded binary (pid $agent)"
+    rig_profile_delete upgrade
+}
+
+s5_agent_killed() {
+    local before pid
+    before=$(rig_snapshot)
+    isolated_up crash
+    pid=$(unit_pid "$AGENT_UNIT")
+    expect_ne "no agent runs with the VPN up" 0 "$pid"
+    kill -9 "$pid"
+    expect_within "the agent survived kill -9" 10 pid_gone "$pid"
+    pass_note "agent pid $pid killed with SIGKILL while the VPN was up"
+    down_then_up crash "a restarted agent must adopt the live lease from its records (lease adoption)" "$before"
+    rig_profile_delete crash
+}
+
+s6_purge() {
+    local nm_pid stock=/usr/lib/NetworkManager/VPN/nm-openvpn-service.name out rc=0
+    nm_pid=$(unit_pid NetworkManager.service)
+    expect_cmd_ok "purging nm-vpn-netns failed" pkg_purge
+    expect_nm_pid "the purge restarted NetworkManager" "$nm_pid"
+    expect_sb_file_line "the purge did not restore the stock .name" \
+        'program=/usr/lib/NetworkManager/nm-openvpn-service' "$stock"
+    expect_eq "the purge left a diversion" "" "$(dpkg-divert --list "$stock")"
+    pass_note "purged; the stock .name is back, no diversion"
+
+    rig_profile_keyfile plain 3 ca
+    stock_vpn_roundtrip plain nmcli
+    rig_profile_delete plain
+    pass_note "after the purge, a stock VPN works"
+
+    rig_profile_keyfile closed 1 ca netns-isolate=yes
+    out=$(rig_up_nmcli closed 2>&1) || rc=$?
+    printf '    nmcli connection up closed (rc %s): %s\n' "$rc" "$out"
+    record "note purge-isolated: nmcli up rc $rc: $(tr '\n' ' ' <<<"$out")"
+    expect_no_ping "after the purge, the isolated profile reaches the tunnel from the root namespace" rig_sb
+    assert_root_clean
+    expect_eq "after the purge, the isolated profile made a namespace" "$RIG_INET" "$(ip netns list | awk '{print $1}')"
+    expect_ne "after the purge, the isolated profile activated" activated "$(rig_state closed)"
+    pass_note "after the purge, the isolated profile fails closed: not activated, no VPN route, address or DNS"
+    rig_down_nmcli closed >/dev/null 2>&1 || true
+    rig_profile_delete closed
+}
+
+run_step() {
+    local name=$1 t0=$SECONDS rc
+    shift
+    echo "=== $name"
+    (set -eE; "$@") 2>&1
+    rc=$?
+    if ((rc == 0)); then
+        record "PASS $name"
+        echo "PASS $name ($((SECONDS - t0)) s)"
+    else
+        record "FAIL $name"
+        echo "FAIL $name ($((SECONDS - t0)) s)"
+        rig_dump_logs
+        tidy
+    fi
+    return "$rc"
+}
+
+main() {
+    mkdir -p "$RIG_W"
+    : >"$RESULTS"
+    local os
+    os=$(. /etc/os-release && echo "$PRETTY_NAME")
+    version distribution "$os"
+    version kernel "$(uname -r)"
+    version systemd "$(dpkg-query -W -f '${Version}' systemd)"
+    version NetworkManager "$(NetworkManager --version)"
+    version network-manager-openvpn "$(dpkg-query -W -f '${Version}' network-manager-openvpn)"
+    version openvpn "$(dpkg-query -W -f '${Version}' openvpn)"
+    rig_log "$os, kernel $(uname -r), systemd $(dpkg-query -W -f '${Version}' systemd), NetworkManager $(NetworkManager --version)"
+    if ! (set -e; net_up); then
+        record "FAIL setup"
+        rig_dump_logs
+        return
+    fi
+    run_step install s1_install || return
+    run_step isolated s2_isolated
+    run_step passthrough s3_passthrough
+    run_step upgrade s4_upgrade
+    run_step agent-killed s5_agent_killed
+    run_step purge s6_purge
+}
+
+main
+record "END"
