@@ -74,9 +74,16 @@ t_package() {
 }
 
 # Remove leaves a VPN that is up running; purge refuses until it is down, then restores the stock
-# registration byte for byte and leaves nothing of ours.
+# registration byte for byte, deletes what the agent kept (a persistent namespace and its DNS files)
+# and leaves nothing of ours.
 pkg_remove_purge_with_vpn_up() {
     local before out f
+    rig_profile_keyfile kept 2 ca netns-isolate=yes netns-name=kept netns-persistent=yes
+    expect_cmd_ok "activating the persistent profile failed" rig_up_nmcli kept
+    expect_cmd_ok "nmcli connection down failed" rig_down_nmcli kept
+    expect_vpn_gone
+    rig_profile_delete kept
+    expect_netns "the persistent namespace went away on down" kept
     before=$(rig_snapshot)
     rig_profile_keyfile work 1 ca netns-isolate=yes netns-name=work
     expect_cmd_ok "nmcli connection up failed" rig_up_nmcli work
@@ -93,7 +100,10 @@ pkg_remove_purge_with_vpn_up() {
     expect_cmd_ok "nmcli connection down failed" rig_down_nmcli work
     assert_gone work "$before"
     rig_profile_delete work
-    expect_cmd_ok "dpkg --purge failed once the VPN was down" rig_sb dpkg --purge nm-vpn-netns
+    out=$(rig_sb dpkg --purge nm-vpn-netns 2>&1) || fail "dpkg --purge failed once the VPN was down" "success" "$out"
+    expect_line "purge did not say it deleted the persistent namespace" "deleted namespace kept" "$out"
+    expect_netns_gone "purge left the persistent namespace" kept 1
+    expect_sb_absent "purge left /etc/netns/kept" /etc/netns/kept
     expect_cmd_ok "purge did not restore the stock .name byte for byte" rig_sb cmp "$PKG_STOCK" "$RIG_IN/stock.name"
     expect_eq "purge left a diversion" "" "$(rig_sb dpkg-divert --list "$PKG_STOCK")"
     expect_sb_absent "purge left $PKG_DIVERTED" "$PKG_DIVERTED"
@@ -102,6 +112,7 @@ pkg_remove_purge_with_vpn_up() {
         expect_sb_absent "purge left $f" "$f"
     done
     pass_note "after down, dpkg --purge: the stock .name byte for byte, no diversion, nothing of ours"
+    pass_note "purge said: $(grep -Ev '^(Reading|Removing|Purging)' <<<"$out" | tr '\n' ';')"
     rig_profile_nmcli stock-after-purge 1
     stock_vpn_roundtrip stock-after-purge nmcli
     rig_profile_delete stock-after-purge
