@@ -4,6 +4,7 @@
 #   make check      the whole test suite (what CI runs)
 #   make bench      benchmarks on the rig; figures go to BENCHMARKS.md
 #   make install    install into $(DESTDIR)$(PREFIX) (run as root; see README)
+#   make deb        target/debian/nm-vpn-netns_<version>_amd64.deb (DEB_VERSION=… for another version)
 
 PREFIX ?= /usr
 DESTDIR ?=
@@ -19,13 +20,15 @@ UNITDIR ?= $(PREFIX)/lib/systemd/system
 
 BIN_DIR = target/$(PROFILE)
 AGENT_NAME = io.github.NmVpnNetns.Agent1
-# NM reads /usr/lib before /etc and the first file for a service wins, so ours must replace the
-# stock file; the stock one is moved aside under a name that does not end in .name.
 STOCK_NAME = $(NMVPNDIR)/nm-openvpn-service.name
-DIVERTED_NAME = $(STOCK_NAME).distrib
+# Tools that are slow to make are cached outside the clone, keyed by their version.
+CI_CACHE ?= /var/cache/nm-vpn-netns-ci
+CARGO_DEB_VERSION = 3.8.0
+CARGO_DEB = $(CI_CACHE)/cargo-deb-$(CARGO_DEB_VERSION)/bin/cargo-deb
+DEB_VERSION ?=
 CARGO_PROFILE_FLAG = $(if $(filter release,$(PROFILE)),--release,--profile $(PROFILE))
 
-.PHONY: all build deps demo check lint unit privileged release-lib e2e bench install uninstall divert undivert clean
+.PHONY: all build deps demo check lint unit privileged release-lib e2e bench deb deb-check install uninstall no-package clean
 
 all: build
 
@@ -50,31 +53,50 @@ unit:
 privileged:
 	bash tests/privileged.sh
 
-e2e: build
+e2e: deb
 	bash tests/e2e/run.sh
 
 # The recording fake of the agent's system calls is for tests only; the release library has none of it.
 release-lib: build
 	bash tests/layout.sh --release-lib
 
-check: deps lint unit privileged release-lib e2e
+check: deps lint unit privileged release-lib deb-check e2e
 
 # Figures for BENCHMARKS.md; not part of check, since timings prove nothing on a noisy machine.
 bench: deps build
 	bash tests/e2e/run.sh b_activation b_agent_isolate
 
-# Booted Debian 12 and 13 under qemu, systemd as PID 1: install, upgrade, agent crash and purge.
-# STAND-IN until `make deb` exists: a `make install DESTDIR=` tree plays both packages.
-VM_STANDIN = $(CURDIR)/target/vm/standin
+# cargo-deb comes from crates.io (Debian has none); built once into the cache, then renamed into
+# place, so that an interrupted build is never used.
+$(CARGO_DEB):
+	rm -rf $(CI_CACHE)/cargo-deb-$(CARGO_DEB_VERSION).tmp
+	$(CARGO) install --locked --version $(CARGO_DEB_VERSION) --root $(CI_CACHE)/cargo-deb-$(CARGO_DEB_VERSION).tmp cargo-deb
+	mv $(CI_CACHE)/cargo-deb-$(CARGO_DEB_VERSION).tmp $(CI_CACHE)/cargo-deb-$(CARGO_DEB_VERSION)
+
+deb: build $(CARGO_DEB)
+	bash packaging/debian/build.sh $(CARGO_DEB) $(DEB_VERSION)
+
+# lintian's errors fail the build; its warnings are explained in packaging/README.md.
+deb-check: deb
+	shellcheck -S warning -s sh target/debian-gen/scripts/*
+	lintian --fail-on error --no-tag-display-limit target/debian/nm-vpn-netns_*.deb
+
+# Booted Debian 12 and 13 under qemu, systemd as PID 1 (tests/vm/README.md): install, an upgrade
+# with a VPN up, a killed agent, purge. The upgrade goes from this tree packaged as a lower version
+# (~vm) to this tree as `make deb` packages it. Not part of check: it takes about 20 minutes.
+VM_DEB_B = $(shell awk 'NR == 1 {gsub(/[()]/, "", $$2); print $$2}' packaging/debian/changelog)
+VM_DEB_A = $(VM_DEB_B)~vm
 .PHONY: vm
-vm: build
+vm:
 	bash tests/vm/deps.sh
-	rm -rf $(VM_STANDIN) && $(MAKE) -s install DESTDIR=$(VM_STANDIN)
-	bash tests/vm/run.sh $(VM_STANDIN) $(VM_STANDIN)
+	$(MAKE) -s deb DEB_VERSION=$(VM_DEB_A)
+	mkdir -p target/vm && mv target/debian/nm-vpn-netns_$(VM_DEB_A)_amd64.deb target/vm/
+	$(MAKE) -s deb DEB_VERSION=$(VM_DEB_B)
+	bash tests/vm/run.sh target/vm/nm-vpn-netns_$(VM_DEB_A)_amd64.deb target/debian/nm-vpn-netns_$(VM_DEB_B)_amd64.deb
 
 # Installs what `make build` produced; it does not build, so that it can run as root in a tree
 # built by a normal user (or inside the e2e rig's sandbox).
-install:
+install: $(if $(DESTDIR),,no-package)
 	@for b in nm-vpn-netns nm-vpn-netns-agent nm-vpn-netns-service; do \
 	    test -x $(BIN_DIR)/$$b || { echo "install: $(BIN_DIR)/$$b is missing; run 'make build' first" >&2; exit 1; }; done
 	install -D -m 755 $(BIN_DIR)/nm-vpn-netns $(DESTDIR)$(BINDIR)/nm-vpn-netns
@@ -84,36 +106,32 @@ install:
 	install -d $(DESTDIR)$(DBUSDIR)/system-services $(DESTDIR)$(UNITDIR)
 	sed 's|@LIBEXECDIR@|$(LIBEXECDIR)|g' nm-plugin/$(AGENT_NAME).service.in >$(DESTDIR)$(DBUSDIR)/system-services/$(AGENT_NAME).service
 	sed 's|@LIBEXECDIR@|$(LIBEXECDIR)|g' nm-plugin/nm-vpn-netns-agent.service.in >$(DESTDIR)$(UNITDIR)/nm-vpn-netns-agent.service
-	$(if $(DESTDIR),,$(MAKE) -s divert)
+	$(if $(DESTDIR),,$(TAKEOVER) nm_vpn_netns_for_each nm_vpn_netns_divert)
 	install -d $(DESTDIR)$(NMVPNDIR)
-	src=$(DIVERTED_NAME); [ -z "$(DESTDIR)" ] && [ -e "$$src" ] || src=nm-plugin/nm-openvpn-service.name.in; \
-	    sed -e 's|^program=.*|program=$(NMLIBDIR)/nm-vpn-netns-service|' -e 's|@NMLIBDIR@|$(NMLIBDIR)|g' "$$src" \
-	        >$(DESTDIR)$(STOCK_NAME).tmp && mv $(DESTDIR)$(STOCK_NAME).tmp $(DESTDIR)$(STOCK_NAME)
-	$(if $(DESTDIR),,-dbus-send --system --type=method_call --dest=org.freedesktop.DBus / org.freedesktop.DBus.ReloadConfig 2>/dev/null)
+	$(if $(DESTDIR),$(REGISTER_TEMPLATE),$(TAKEOVER) nm_vpn_netns_for_each nm_vpn_netns_register)
+	$(if $(DESTDIR),,$(TAKEOVER) nm_vpn_netns_reload_bus)
 
-# Moves the stock .name aside the distribution's way (dpkg-divert, so package upgrades land
-# there too), first, so that NetworkManager never sees two files for the service.
-divert:
-	if command -v dpkg-divert >/dev/null; then \
-	    dpkg-divert --local --rename --divert $(DIVERTED_NAME) --add $(STOCK_NAME); \
-	elif [ -e $(STOCK_NAME) ] && [ ! -e $(DIVERTED_NAME) ]; then \
-	    mv $(STOCK_NAME) $(DIVERTED_NAME); \
-	fi
+# With a DESTDIR there is no stock file to generate ours from: a packager's scripts do that at
+# install time (see packaging/). This file only stands in, for packagers that ship one.
+REGISTER_TEMPLATE = sed 's|@NMLIBDIR@|$(NMLIBDIR)|g' nm-plugin/nm-openvpn-service.name.in >$(DESTDIR)$(STOCK_NAME)
 
-undivert:
-	if command -v dpkg-divert >/dev/null; then \
-	    dpkg-divert --local --rename --remove $(STOCK_NAME); \
-	elif [ -e $(DIVERTED_NAME) ]; then \
-	    mv $(DIVERTED_NAME) $(STOCK_NAME); \
-	fi
+# The takeover of the stock .name files, shared with the package's maintainer scripts: a local
+# dpkg diversion, first, so that NetworkManager never sees two files for one service and package
+# upgrades of the stock plugin land on the diverted path too.
+TAKEOVER = NM_VPN_NETNS_DIVERT_OWNER=--local NM_VPN_NETNS_VPN_DIR=$(NMVPNDIR) \
+	NM_VPN_NETNS_SHIM=$(NMLIBDIR)/nm-vpn-netns-service sh -ec '. packaging/takeover.sh; "$$@"' takeover
 
-uninstall:
+# The package and make install would fight over the same files: with the package installed, use it.
+no-package:
+	@status=$$(dpkg-query -W -f='$${Status}' nm-vpn-netns 2>/dev/null) || true; \
+	    case "$$status" in *"ok installed") echo "the nm-vpn-netns package is installed; remove it before 'make $(MAKECMDGOALS)'" >&2; exit 1;; esac
+
+uninstall: $(if $(DESTDIR),,no-package)
 	rm -f $(DESTDIR)$(BINDIR)/nm-vpn-netns $(DESTDIR)$(LIBEXECDIR)/nm-vpn-netns-agent \
 	    $(DESTDIR)$(NMLIBDIR)/nm-vpn-netns-service $(DESTDIR)$(DBUSDIR)/system.d/$(AGENT_NAME).conf \
 	    $(DESTDIR)$(DBUSDIR)/system-services/$(AGENT_NAME).service $(DESTDIR)$(UNITDIR)/nm-vpn-netns-agent.service
-	! grep -q '^program=.*/nm-vpn-netns-service$$' $(DESTDIR)$(STOCK_NAME) 2>/dev/null || rm $(DESTDIR)$(STOCK_NAME)
-	$(if $(DESTDIR),,$(MAKE) -s undivert)
-	$(if $(DESTDIR),,-dbus-send --system --type=method_call --dest=org.freedesktop.DBus / org.freedesktop.DBus.ReloadConfig 2>/dev/null)
+	$(if $(DESTDIR),rm -f $(DESTDIR)$(STOCK_NAME),$(TAKEOVER) nm_vpn_netns_for_each nm_vpn_netns_undivert)
+	$(if $(DESTDIR),,$(TAKEOVER) nm_vpn_netns_reload_bus)
 
 clean:
 	$(CARGO) clean

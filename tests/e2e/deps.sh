@@ -6,6 +6,8 @@ set -euo pipefail
 PACKAGES=(
     network-manager network-manager-openvpn openvpn dbus iproute2 openssl util-linux procps
     iputils-ping python3-gi gir1.2-nm-1.0 dnsmasq-base make
+    # Packaging: dpkg-shlibdeps for the .deb's library dependencies, lintian, rpmbuild and rpmlint.
+    dpkg-dev lintian shellcheck rpm rpmlint
 )
 
 missing=()
@@ -35,4 +37,14 @@ if ! command -v cargo >/dev/null; then
     echo "deps: cargo not found. nm-vpn-netns needs Rust 1.89 or newer (Debian 12's rustc is too old);" >&2
     echo "      install a current toolchain with rustup, then run this again." >&2
     exit 1
+fi
+
+# The installed network-manager-openvpn as a .deb, which the package scenario reinstalls and upgrades
+# under ours. Cached outside the clone, keyed by its version.
+cache=${CI_CACHE:-/var/cache/nm-vpn-netns-ci}/debs
+version=$(dpkg-query -W -f='${Version}' network-manager-openvpn)
+if ! compgen -G "$cache/network-manager-openvpn_${version//:/%3a}_*.deb" >/dev/null; then
+    [[ $EUID -eq 0 ]] || { echo "deps: fetching network-manager-openvpn's .deb needs root" >&2; exit 1; }
+    mkdir -p "$cache"
+    (cd "$cache" && apt-get download -q "network-manager-openvpn=$version")
 fi

@@ -34,6 +34,9 @@ RIG_VPN_USER=alice
 RIG_VPN_PASSWORD=s3cret-rig
 RIG_IN=/run/rig/w
 RIG_SRC_IN=/run/rig/src
+# The stock plugin's .deb that tests/e2e/deps.sh fetched; /var is the machine's in the sandbox too.
+RIG_STOCK_DEB=$(compgen -G "${CI_CACHE:-/var/cache/nm-vpn-netns-ci}/debs/network-manager-openvpn_*.deb" | tail -1)
+RIG_STOCK_DEB_IN=$RIG_STOCK_DEB
 # NetworkManager.service's CapabilityBoundingSet, which every plugin NM spawns inherits.
 RIG_NM_CAPS=-all,+net_admin,+dac_override,+net_raw,+net_bind_service,+setgid,+setuid,+sys_module,+audit_write,+kill,+sys_chroot
 RIG_NM_CAPBND=00000000200534e2

@@ -60,26 +60,11 @@ AGENT_UNIT=nm-vpn-netns-agent.service
 # ---- installing and removing the product ---------------------------------------------------------
 
 pkg_install() {
-    if [[ -d $1 ]]; then standin_install "$1"; else apt-get install -y -q --no-install-recommends "$1"; fi
+    apt-get install -y -q --no-install-recommends "$1"
 }
 
 pkg_purge() {
-    if [[ -d $pkg_a ]]; then standin_purge "$pkg_a"; else apt-get purge -y -q nm-vpn-netns; fi
-}
-
-# STAND-IN until `make deb` exists: a `make install DESTDIR=` tree, installed as `make install` does.
-STOCK_NAME=/usr/lib/NetworkManager/VPN/nm-openvpn-service.name
-standin_install() {
-    dpkg-divert --local --rename --divert "$STOCK_NAME.distrib" --add "$STOCK_NAME"
-    cp -a "$1/." /
-    sed 's|^program=.*|program=/usr/lib/NetworkManager/nm-vpn-netns-service|' "$STOCK_NAME.distrib" >"$STOCK_NAME.tmp"
-    mv "$STOCK_NAME.tmp" "$STOCK_NAME"
-    dbus-send --system --type=method_call --dest=org.freedesktop.DBus / org.freedesktop.DBus.ReloadConfig
-}
-standin_purge() {
-    (cd "$1" && find . -type f -printf '/%P\n') | xargs rm -f
-    dpkg-divert --local --rename --remove "$STOCK_NAME"
-    dbus-send --system --type=method_call --dest=org.freedesktop.DBus / org.freedesktop.DBus.ReloadConfig
+    apt-get purge -y -q nm-vpn-netns
 }
 
 # ---- checks from /proc ----------------------------------------------------------------------------
