@@ -33,10 +33,13 @@ RESULTS=$RIG_W/results
 export DEBIAN_FRONTEND=noninteractive
 
 rig_sb() { "$@"; }
-# The rig's waits count polls; under emulation one poll of nmcli may take a second or more, so a
-# wait here is bounded by the clock instead.
+# Under emulation every program runs several times slower than on the machine itself: one poll
+# of nmcli may take a second, and openvpn and the plugins take longer to exit. The rig's waits count
+# polls; here they are bounded by the clock instead, and each bound is RIG_WAIT_SCALE times the
+# rig's. They only keep a hung step from hanging the run, and time nothing.
+RIG_WAIT_SCALE=3
 rig_wait() {
-    local end=$((${EPOCHREALTIME/./} + $1 * 1000000))
+    local end=$((${EPOCHREALTIME/./} + $1 * RIG_WAIT_SCALE * 1000000))
     shift
     until "$@" >/dev/null 2>&1; do
         ((${EPOCHREALTIME/./} < end)) || return 1
@@ -51,11 +54,23 @@ rig_dump_logs() {
     journalctl -q -b -u nm-vpn-netns-agent.service -n 20 --no-pager
 }
 
+# The rig's process listing without a fork per process, which under emulation takes seconds; the
+# guest has a single PID namespace, so it is the rig's listing with rig_sb dropped.
+sb_ps() {
+    local p c n
+    for p in /proc/[0-9]*; do
+        read -r c <"$p/comm" 2>/dev/null || continue
+        (($#)) || echo "${p#/proc/} $c"
+        for n; do [[ $c != "$n" ]] || echo "${p#/proc/} $c"; done
+    done
+}
+
 record() { echo "$*" >>"$RESULTS"; }
 version() { record "version $1 $2"; }
 
 unit_pid() { systemctl show -p MainPID --value "$1"; }
 AGENT_UNIT=nm-vpn-netns-agent.service
+STOCK_NAME=/usr/lib/NetworkManager/VPN/nm-openvpn-service.name
 
 # ---- installing and removing the product ---------------------------------------------------------
 
@@ -154,7 +169,8 @@ EOF
     rig_log "uplink0 up under NetworkManager; the OpenVPN server answers over it"
 }
 
-# Between steps: whatever a failed step left up or behind goes, so that the next one starts clean.
+# After a failed step: whatever it left up or behind goes, so that the next step starts clean. The
+# agent's record of a namespace deleted here goes too, or the purge would refuse for its lease.
 tidy() {
     local name ns
     for name in $(nmcli -g NAME,TYPE connection show --active | sed -n 's/:vpn$//p'); do
@@ -163,7 +179,7 @@ tidy() {
     rig_wait 15 sb_none "${VPN_PROCS[@]}" || true
     for ns in $(ip netns list | awk '$1 != "'"$RIG_INET"'" {print $1}'); do
         ip netns del "$ns"
-        rm -rf "/etc/netns/$ns"
+        rm -rf "/etc/netns/$ns" "/run/nm-vpn-netns/$ns"
     done
 }
 
@@ -173,10 +189,12 @@ s1_install() {
     local nm_pid
     nm_pid=$(unit_pid NetworkManager.service)
     assert_nm_unit
+    # What the purge must restore, byte for byte.
+    cp "$STOCK_NAME" "$RIG_W/stock.name"
     expect_cmd_ok "installing $pkg_a failed" pkg_install "$pkg_a"
     expect_nm_pid "installing restarted NetworkManager" "$nm_pid"
     expect_sb_file_line "the installed .name does not point at the shim" \
-        'program=/usr/lib/NetworkManager/nm-vpn-netns-service' /usr/lib/NetworkManager/VPN/nm-openvpn-service.name
+        'program=/usr/lib/NetworkManager/nm-vpn-netns-service' "$STOCK_NAME"
     pass_note "installed $(basename "$pkg_a") while NetworkManager ran; NetworkManager kept pid $nm_pid"
 }
 
@@ -197,15 +215,21 @@ isolated_up() {
     assert_isolated "$name" "$name"
 }
 
-# `down` of `name` releases everything, and a next `up` works; WHY says what a failure means.
-down_then_up() {
+# `down` of `name` releases everything; WHY says what a failure means.
+down_releases() {
     local name=$1 why=$2 before=$3
-    printf '  down of %s (%s)\n' "$name" "$why"
+    printf '  down of %s: %s\n' "$name" "$why"
     expect_cmd_ok "nmcli connection down $name failed ($why)" rig_down_nmcli "$name"
     assert_gone "$name" "$before"
+}
+
+# A next `up` and `down` of `name` work as the first did.
+up_down_again() {
+    local name=$1 before=$2
     isolated_up "$name"
     expect_cmd_ok "nmcli connection down $name failed" rig_down_nmcli "$name"
     assert_gone "$name" "$before"
+    pass_note "$name went up and down again"
 }
 
 s4_upgrade() {
@@ -219,7 +243,13 @@ s4_upgrade() {
     pass_note "upgraded to $(dpkg-query -W -f '${Version}' nm-vpn-netns) with the VPN up; NetworkManager kept pid $nm_pid"
     expect_ping "the isolated VPN stopped answering across the upgrade" 10 rig_ns upgrade
     pass_note "the VPN still answers in its namespace (agent pid $old_agent before the upgrade, $(unit_pid "$AGENT_UNIT") now)"
-    down_then_up upgrade "the agent of the upgrade must release the lease the old one took" "$before"
+    down_releases upgrade "the agent that held the lease across the upgrade releases it" "$before"
+    # The package leaves an agent that holds a lease running through an upgrade, and that agent
+    # exits after its last release, so that the next call starts the new binary.
+    expect_within "the old agent (pid $old_agent) still runs after its last release: $(readlink "/proc/$old_agent/exe")" \
+        10 pid_gone "$old_agent"
+    pass_note "the old agent (pid $old_agent) exited after its last release"
+    up_down_again upgrade "$before"
     agent=$(unit_pid "$AGENT_UNIT")
     expect_no_match "the agent after the upgrade runs a deleted (old) binary" '\(deleted\)$' "$(readlink "/proc/$agent/exe")"
     pass_note "the agent now runs the upgraded binary (pid $agent)"
@@ -235,19 +265,20 @@ s5_agent_killed() {
     kill -9 "$pid"
     expect_within "the agent survived kill -9" 10 pid_gone "$pid"
     pass_note "agent pid $pid killed with SIGKILL while the VPN was up"
-    down_then_up crash "a restarted agent must adopt the live lease from its records (lease adoption)" "$before"
+    down_releases crash "a restarted agent must adopt the live lease from its records (lease adoption)" "$before"
+    up_down_again crash "$before"
     rig_profile_delete crash
 }
 
 s6_purge() {
-    local nm_pid stock=/usr/lib/NetworkManager/VPN/nm-openvpn-service.name out rc=0
+    local nm_pid out rc=0
     nm_pid=$(unit_pid NetworkManager.service)
     expect_cmd_ok "purging nm-vpn-netns failed" pkg_purge
     expect_nm_pid "the purge restarted NetworkManager" "$nm_pid"
-    expect_sb_file_line "the purge did not restore the stock .name" \
-        'program=/usr/lib/NetworkManager/nm-openvpn-service' "$stock"
-    expect_eq "the purge left a diversion" "" "$(dpkg-divert --list "$stock")"
-    pass_note "purged; the stock .name is back, no diversion"
+    expect_cmd_ok "the purge did not restore the stock .name byte for byte" cmp "$STOCK_NAME" "$RIG_W/stock.name"
+    expect_eq "the purge left a diversion" "" "$(dpkg-divert --list "$STOCK_NAME")"
+    expect_sb_absent "the purge left $STOCK_NAME.distrib" "$STOCK_NAME.distrib"
+    pass_note "purged; the stock .name is back byte for byte, no diversion"
 
     rig_profile_keyfile plain 3 ca
     stock_vpn_roundtrip plain nmcli
