@@ -59,7 +59,7 @@ rig_dump_logs() {
 sb_ps() {
     local p c n
     for p in /proc/[0-9]*; do
-        read -r c <"$p/comm" 2>/dev/null || continue
+        { read -r c <"$p/comm"; } 2>/dev/null || continue
         (($#)) || echo "${p#/proc/} $c"
         for n; do [[ $c != "$n" ]] || echo "${p#/proc/} $c"; done
     done
@@ -271,7 +271,7 @@ s5_agent_killed() {
 }
 
 s6_purge() {
-    local nm_pid out rc=0
+    local nm_pid out rc=0 since said
     nm_pid=$(unit_pid NetworkManager.service)
     expect_cmd_ok "purging nm-vpn-netns failed" pkg_purge
     expect_nm_pid "the purge restarted NetworkManager" "$nm_pid"
@@ -285,15 +285,21 @@ s6_purge() {
     rig_profile_delete plain
     pass_note "after the purge, a stock VPN works"
 
+    # The stock plugin gets the profile with the netns-* keys, which it refuses as unknown.
     rig_profile_keyfile closed 1 ca netns-isolate=yes
+    since=$(date +%s)
     out=$(rig_up_nmcli closed 2>&1) || rc=$?
     printf '    nmcli connection up closed (rc %s): %s\n' "$rc" "$out"
-    record "note purge-isolated: nmcli up rc $rc: $(tr '\n' ' ' <<<"$out")"
+    said=$(journalctl -q -u NetworkManager.service --since "@$since" --no-pager | grep -F 'netns-isolate') ||
+        expect_failed "NM's log does not say that the stock plugin refused netns-isolate" \
+            "a line with netns-isolate" "$(journalctl -q -u NetworkManager.service --since "@$since" --no-pager)"
+    expect_match "the stock plugin did not refuse the isolated profile" 'invalid or not supported' "$said"
+    record "note after the purge, an isolated profile: nmcli up exits $rc; NM: ${said##*]: }"
     expect_no_ping "after the purge, the isolated profile reaches the tunnel from the root namespace" rig_sb
     assert_root_clean
     expect_eq "after the purge, the isolated profile made a namespace" "$RIG_INET" "$(ip netns list | awk '{print $1}')"
     expect_ne "after the purge, the isolated profile activated" activated "$(rig_state closed)"
-    pass_note "after the purge, the isolated profile fails closed: not activated, no VPN route, address or DNS"
+    pass_note "after the purge, the isolated profile fails closed: the stock plugin refuses it, no VPN route, address or DNS"
     rig_down_nmcli closed >/dev/null 2>&1 || true
     rig_profile_delete closed
 }
