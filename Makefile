@@ -3,6 +3,7 @@
 #   make demo       install what is missing, build, and show an isolated VPN on the built-in rig
 #   make check      the whole test suite (what CI runs)
 #   make bench      benchmarks on the rig; figures go to BENCHMARKS.md
+#   make man        generate the man pages and shell completions into target/doc-gen
 #   make install    install into $(DESTDIR)$(PREFIX) (run as root; see README)
 #   make deb        target/debian/nm-vpn-netns_<version>_amd64.deb (DEB_VERSION=… for another version)
 
@@ -17,8 +18,13 @@ NMLIBDIR ?= $(PREFIX)/lib/NetworkManager
 NMVPNDIR ?= $(NMLIBDIR)/VPN
 DBUSDIR ?= $(PREFIX)/share/dbus-1
 UNITDIR ?= $(PREFIX)/lib/systemd/system
+MANDIR ?= $(PREFIX)/share/man
+BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
+ZSHCOMPDIR ?= $(PREFIX)/share/zsh/vendor-completions
+FISHCOMPDIR ?= $(PREFIX)/share/fish/vendor_completions.d
 
 BIN_DIR = target/$(PROFILE)
+DOC_DIR = target/doc-gen
 AGENT_NAME = io.github.NmVpnNetns.Agent1
 STOCK_NAME = $(NMVPNDIR)/nm-openvpn-service.name
 # Tools that are slow to make are cached outside the clone, keyed by their version.
@@ -28,7 +34,7 @@ CARGO_DEB = $(CI_CACHE)/cargo-deb-$(CARGO_DEB_VERSION)/bin/cargo-deb
 DEB_VERSION ?=
 CARGO_PROFILE_FLAG = $(if $(filter release,$(PROFILE)),--release,--profile $(PROFILE))
 
-.PHONY: all build deps demo check lint unit privileged release-lib e2e bench deb deb-check install uninstall no-package clean
+.PHONY: all build man deps demo check lint unit privileged release-lib e2e bench deb deb-check install uninstall no-package clean
 
 all: build
 
@@ -37,6 +43,11 @@ deps:
 
 build:
 	$(CARGO) build --locked $(CARGO_PROFILE_FLAG)
+
+# Man pages and completions, rendered by the built CLI (README, "Man pages and completions").
+man: build
+	rm -rf $(DOC_DIR)
+	$(BIN_DIR)/nm-vpn-netns generate-docs $(DOC_DIR)
 
 demo: deps build
 	bash tests/e2e/demo.sh
@@ -93,6 +104,17 @@ install: $(if $(DESTDIR),,no-package)
 	install -d $(DESTDIR)$(DBUSDIR)/system-services $(DESTDIR)$(UNITDIR)
 	sed 's|@LIBEXECDIR@|$(LIBEXECDIR)|g' nm-plugin/$(AGENT_NAME).service.in >$(DESTDIR)$(DBUSDIR)/system-services/$(AGENT_NAME).service
 	sed 's|@LIBEXECDIR@|$(LIBEXECDIR)|g' nm-plugin/nm-vpn-netns-agent.service.in >$(DESTDIR)$(UNITDIR)/nm-vpn-netns-agent.service
+	@# The docs come from the binary being installed, generated outside the tree, which may
+	@# belong to another user.
+	docs=$$(mktemp -d) && trap 'rm -rf "$$docs"' EXIT && \
+	    $(BIN_DIR)/nm-vpn-netns generate-docs "$$docs" >/dev/null && \
+	    for page in "$$docs"/man/*.[58]; do \
+	        gzip -9n "$$page" && \
+	        install -D -m 644 "$$page.gz" "$(DESTDIR)$(MANDIR)/man$${page##*.}/$${page##*/}.gz" || exit 1; \
+	    done && \
+	    install -D -m 644 "$$docs/completions/nm-vpn-netns.bash" $(DESTDIR)$(BASHCOMPDIR)/nm-vpn-netns && \
+	    install -D -m 644 "$$docs/completions/_nm-vpn-netns" $(DESTDIR)$(ZSHCOMPDIR)/_nm-vpn-netns && \
+	    install -D -m 644 "$$docs/completions/nm-vpn-netns.fish" $(DESTDIR)$(FISHCOMPDIR)/nm-vpn-netns.fish
 	$(if $(DESTDIR),,$(TAKEOVER) nm_vpn_netns_for_each nm_vpn_netns_divert)
 	install -d $(DESTDIR)$(NMVPNDIR)
 	$(if $(DESTDIR),$(REGISTER_TEMPLATE),$(TAKEOVER) nm_vpn_netns_for_each nm_vpn_netns_register)
@@ -117,6 +139,9 @@ uninstall: $(if $(DESTDIR),,no-package)
 	rm -f $(DESTDIR)$(BINDIR)/nm-vpn-netns $(DESTDIR)$(LIBEXECDIR)/nm-vpn-netns-agent \
 	    $(DESTDIR)$(NMLIBDIR)/nm-vpn-netns-service $(DESTDIR)$(DBUSDIR)/system.d/$(AGENT_NAME).conf \
 	    $(DESTDIR)$(DBUSDIR)/system-services/$(AGENT_NAME).service $(DESTDIR)$(UNITDIR)/nm-vpn-netns-agent.service
+	rm -f $(DESTDIR)$(MANDIR)/man5/nm-vpn-netns.5.gz $(DESTDIR)$(MANDIR)/man8/nm-vpn-netns.8.gz \
+	    $(DESTDIR)$(MANDIR)/man8/nm-vpn-netns-*.8.gz $(DESTDIR)$(BASHCOMPDIR)/nm-vpn-netns \
+	    $(DESTDIR)$(ZSHCOMPDIR)/_nm-vpn-netns $(DESTDIR)$(FISHCOMPDIR)/nm-vpn-netns.fish
 	$(if $(DESTDIR),rm -f $(DESTDIR)$(STOCK_NAME),$(TAKEOVER) nm_vpn_netns_for_each nm_vpn_netns_undivert)
 	$(if $(DESTDIR),,$(TAKEOVER) nm_vpn_netns_reload_bus)
 

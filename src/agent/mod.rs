@@ -20,3 +20,31 @@ pub mod service;
 pub mod sys;
 
 pub use service::{watch_callers, Agent};
+
+use clap::Parser;
+
+const LONG_ABOUT: &str = "\
+nm-vpn-netns-agent creates the network namespaces of isolated VPNs and configures the VPN's
+tunnel, addresses, routes and DNS files inside them. It is the privileged half of nm-vpn-netns:
+the plugin nm-vpn-netns-service(8) runs inside NetworkManager's sandbox, which can neither create
+a namespace nor enter one, so it asks the agent over the system bus.
+
+Users do not start it. D-Bus starts it as root on the first request to io.github.NmVpnNetns.Agent1,
+through its systemd unit or the bus's activation helper, and only root may call it. It holds a
+lease for each connection it isolated until the connection goes down or the plugin that asked
+leaves the bus; then it removes what it made, unless netns-persistent=yes keeps the namespace.
+It logs to syslog, or to standard error when syslog is unreachable.";
+
+/// The agent's command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "nm-vpn-netns-agent",
+    version,
+    about = "Privileged helper of nm-vpn-netns that sets up network namespaces for VPNs",
+    long_about = LONG_ABOUT
+)]
+pub struct Args {
+    /// Serve on this D-Bus address instead of the system bus.
+    #[arg(long, value_name = "ADDRESS")]
+    pub address: Option<String>,
+}

@@ -8,19 +8,8 @@ use clap::Parser;
 use log::info;
 use nm_vpn_netns::agent::executor::{Executor, Paths};
 use nm_vpn_netns::agent::linux::RealSys;
-use nm_vpn_netns::agent::{self, Agent};
+use nm_vpn_netns::agent::{self, Agent, Args};
 use nm_vpn_netns::contract::{BUS_NAME, OBJECT_PATH};
-
-#[derive(Parser)]
-#[command(
-    version,
-    about = "Privileged helper of nm-vpn-netns; started by D-Bus activation"
-)]
-struct Args {
-    /// Serve on this D-Bus address instead of the system bus.
-    #[arg(long, value_name = "ADDRESS")]
-    address: Option<String>,
-}
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {

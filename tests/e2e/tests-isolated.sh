@@ -266,7 +266,8 @@ t_install_uninstall() {
     for f in /usr/lib/NetworkManager/nm-vpn-netns-service /usr/libexec/nm-vpn-netns-agent /usr/bin/nm-vpn-netns \
         /usr/share/dbus-1/system.d/io.github.NmVpnNetns.Agent1.conf \
         /usr/share/dbus-1/system-services/io.github.NmVpnNetns.Agent1.service \
-        /usr/lib/systemd/system/nm-vpn-netns-agent.service; do
+        /usr/lib/systemd/system/nm-vpn-netns-agent.service /usr/share/man/man8/nm-vpn-netns-agent.8.gz \
+        /usr/share/man/man5/nm-vpn-netns.5.gz /usr/share/bash-completion/completions/nm-vpn-netns; do
         expect_sb_absent "uninstall left $f" "$f"
     done
     pass_note "uninstalled: the stock .name is back byte for byte, no diversion, none of our files"
