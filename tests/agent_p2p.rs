@@ -4,9 +4,12 @@
 
 mod common;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, HashSet};
 
-use common::agent::{agent, is_root, isolate, proxy, release, request, serve_p2p, sys_with_links};
+use common::agent::{
+    agent, is_root, isolate, leased_record, proxy, release, request, serve_p2p, sys_with_leases,
+    sys_with_links,
+};
 use common::ov;
 use zbus::{OwnedVariant, Variant};
 
@@ -115,4 +118,38 @@ async fn bad_requests_name_the_problem() {
     isolate(&p, request(7, "tun0", &[("netns-isolate", "yes")]))
         .await
         .unwrap();
+}
+
+/// What a previous agent leased over a peer-to-peer connection ended with it, and a holder that
+/// is not on the bus (none is, here) is gone: a starting agent releases both.
+#[tokio::test(flavor = "current_thread")]
+async fn a_starting_agent_releases_what_no_live_holder_holds() {
+    if !is_root() {
+        return;
+    }
+    let records = [leased_record("work", ""), leased_record("gone", ":1.9")];
+    let keys = |ns| [("netns-isolate", "yes"), ("netns-name", ns)];
+
+    // Not adopted, the leases keep both names in use.
+    let (_server, client) = serve_p2p(agent(sys_with_leases(&records))).await;
+    let p = proxy(&client).await;
+    let (name, msg) = isolate(&p, request(7, "tun0", &keys("work")))
+        .await
+        .unwrap_err();
+    assert_eq!(name, format!("{ERR}InUse"), "{msg}");
+
+    let mut starting = agent(sys_with_leases(&records));
+    assert_eq!(
+        starting.holders_at_start(),
+        BTreeSet::from([":1.9".to_owned()])
+    );
+    starting.adopt(&HashSet::new()).await;
+    let (_server, client) = serve_p2p(starting).await;
+    let p = proxy(&client).await;
+    for (ns, ifindex, tun) in [("work", 7, "tun0"), ("gone", 8, "tun1")] {
+        let (name, msg) = release(&p, ns).await.unwrap_err();
+        assert!(msg.contains("not leased"), "{name}: {msg}");
+        isolate(&p, request(ifindex, tun, &keys(ns))).await.unwrap();
+        release(&p, ns).await.unwrap();
+    }
 }

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use nm_vpn_netns::agent::executor::{Executor, Paths};
+use nm_vpn_netns::agent::executor::{Executor, Paths, Record};
 use nm_vpn_netns::agent::fake::RecordingSys;
 use nm_vpn_netns::agent::Agent;
 use nm_vpn_netns::contract::{BUS_NAME, INTERFACE, OBJECT_PATH};
@@ -40,6 +40,43 @@ pub fn sys_with_links() -> RecordingSys {
     sys
 }
 
+/// The uuid of [`request`]'s connection.
+pub const REQUEST_UUID: &str = "0b5d5a0e-8f4c-4a55-9b8e-3c6b1f0e2d11";
+
+/// The record a previous agent left of namespace `ns`, which it created for [`request`]'s
+/// connection and which `owner` leased, with the VPN's tun inside as `tun0`.
+pub fn leased_record(ns: &str, owner: &str) -> Record {
+    Record {
+        netns: ns.parse().unwrap(),
+        connection_uuid: REQUEST_UUID.to_owned(),
+        connection_id: "work vpn".to_owned(),
+        owner: owner.to_owned(),
+        never_default_v4: true,
+        never_default_v6: false,
+        created: true,
+        persistent: false,
+        leased: true,
+        link: Some("tun0".to_owned()),
+        etc_dir_created: false,
+        files: Vec::new(),
+    }
+}
+
+/// [`sys_with_links`] with what a previous agent left: the namespaces of `records`, each with its
+/// tun, and the records themselves. Each tun inside has ifindex 100 and up.
+pub fn sys_with_leases(records: &[Record]) -> RecordingSys {
+    let mut sys = sys_with_links();
+    sys.world.dirs.insert("/run/nm-vpn-netns".into());
+    for (r, ifindex) in records.iter().zip(100..) {
+        let netns = format!("/run/netns/{}", r.netns);
+        sys.add_netns(&netns);
+        sys.add_link(ifindex, "tun0", Some("tun"), Some(&netns));
+        let text = String::from_utf8(r.encode()).unwrap();
+        sys.add_file(&format!("/run/nm-vpn-netns/{}", r.netns), &text);
+    }
+    sys
+}
+
 /// An `Isolate` request as the shim sends it, for tun `ifindex`/`tundev` and these netns keys.
 pub fn request(ifindex: u32, tundev: &str, keys: &[(&str, &str)]) -> HashMap<String, OwnedVariant> {
     let ip4 = |a: [u8; 4]| u32::from_ne_bytes(a);
@@ -59,7 +96,7 @@ pub fn request(ifindex: u32, tundev: &str, keys: &[(&str, &str)]) -> HashMap<Str
         .collect();
     HashMap::from([
         ("id".into(), ov("work vpn")),
-        ("uuid".into(), ov("0b5d5a0e-8f4c-4a55-9b8e-3c6b1f0e2d11")),
+        ("uuid".into(), ov(REQUEST_UUID)),
         ("netns-settings".into(), ov(settings)),
         ("ifindex".into(), ov(ifindex)),
         ("config".into(), ov(config)),
