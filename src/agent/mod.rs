@@ -3,6 +3,8 @@
 //!
 //! - [`service`]: the D-Bus facade of [`crate::contract`]: checks the caller, decodes and plans,
 //!   keeps the leases, and maps errors to the contract's names.
+//! - [`lifecycle`]: the agent on the bus: the leases it takes back when it starts, the callers
+//!   that leave, and its exit after the last release once its binary was replaced.
 //! - [`executor`]: carries a plan out all or nothing, and tears it down again.
 //! - [`record`]: what the agent owns, on disk, one record per namespace.
 //! - [`sys`]: the one trait through which the executor touches the system; [`linux`] implements
@@ -12,6 +14,7 @@
 pub mod executor;
 #[cfg(any(test, feature = "test-support"))]
 pub mod fake;
+pub mod lifecycle;
 pub mod linux;
 mod netlink;
 pub mod record;
@@ -19,7 +22,7 @@ mod rtmsg;
 pub mod service;
 pub mod sys;
 
-pub use service::{watch_callers, Agent};
+pub use service::Agent;
 
 use clap::Parser;
 
