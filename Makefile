@@ -90,7 +90,7 @@ deb: build $(CARGO_DEB)
 # lintian's errors fail the build; its warnings are explained in packaging/README.md.
 deb-check: deb
 	shellcheck -S warning -s sh target/debian-gen/scripts/*
-	lintian --fail-on error --no-tag-display-limit target/debian/nm-vpn-netns_*.deb
+	lintian --fail-on error --tag-display-limit 0 target/debian/nm-vpn-netns_*.deb
 
 # Installs what `make build` produced; it does not build, so that it can run as root in a tree
 # built by a normal user (or inside the e2e rig's sandbox).
