@@ -228,22 +228,18 @@ mod tests {
             line(StderrFormat::Plain, log::Level::Info),
             "nm-vpn-netns-agent[541]: <INFO> isolated \"work\""
         );
-        assert_eq!(
-            line(StderrFormat::Journal, log::Level::Info),
-            "<6>isolated \"work\""
-        );
-        assert_eq!(
-            line(StderrFormat::Journal, log::Level::Error),
-            "<3>isolated \"work\""
-        );
-        assert_eq!(
-            line(StderrFormat::Journal, log::Level::Warn),
-            "<4>isolated \"work\""
-        );
-        assert_eq!(
-            line(StderrFormat::Journal, log::Level::Debug),
-            "<7>isolated \"work\""
-        );
+        for (level, prefix) in [
+            (log::Level::Error, 3),
+            (log::Level::Warn, 4),
+            (log::Level::Info, 6),
+            (log::Level::Debug, 7),
+        ] {
+            assert_eq!(
+                line(StderrFormat::Journal, level),
+                format!("<{prefix}>isolated \"work\""),
+                "{level}"
+            );
+        }
     }
 
     #[test]
