@@ -6,6 +6,7 @@
 #   make man        generate the man pages and shell completions into target/doc-gen
 #   make install    install into $(DESTDIR)$(PREFIX) (run as root; see README)
 #   make deb        target/debian/nm-vpn-netns_<version>_amd64.deb (DEB_VERSION=… for another version)
+#   make rpm        target/rpm/RPMS/x86_64/nm-vpn-netns-<version>-1.x86_64.rpm, for Fedora
 
 PREFIX ?= /usr
 DESTDIR ?=
@@ -34,7 +35,7 @@ CARGO_DEB = $(CI_CACHE)/cargo-deb-$(CARGO_DEB_VERSION)/bin/cargo-deb
 DEB_VERSION ?=
 CARGO_PROFILE_FLAG = $(if $(filter release,$(PROFILE)),--release,--profile $(PROFILE))
 
-.PHONY: all build man deps demo check lint unit privileged release-lib e2e bench deb deb-check install uninstall no-package clean
+.PHONY: all build man deps demo check lint unit privileged release-lib e2e bench deb deb-check rpm rpm-check install uninstall no-package clean
 
 all: build
 
@@ -71,7 +72,7 @@ e2e: deb
 release-lib: build
 	bash tests/layout.sh --release-lib
 
-check: deps lint unit privileged release-lib deb-check e2e
+check: deps lint unit privileged release-lib deb-check rpm-check e2e
 
 # Figures for BENCHMARKS.md; not part of check, since timings prove nothing on a noisy machine.
 bench: deps build
@@ -91,6 +92,24 @@ deb: build $(CARGO_DEB)
 deb-check: deb
 	shellcheck -S warning -s sh target/debian-gen/scripts/*
 	lintian --fail-on error --tag-display-limit 0 target/debian/nm-vpn-netns_*.deb
+
+# The RPM packs what `make build` produced (packaging/rpm/nm-vpn-netns.spec says how); --nodeps, as
+# this Debian has none of the Fedora packages it requires. The spec's Version, which its %changelog
+# repeats, must be Cargo.toml's.
+RPM_TOPDIR = $(CURDIR)/target/rpm
+rpm: build
+	@spec=$$(sed -n 's/^Version: *//p' packaging/rpm/nm-vpn-netns.spec); \
+	    cargo=$$(sed -n 's/^version = "\(.*\)"$$/\1/p' Cargo.toml | head -1); \
+	    [ "$$spec" = "$$cargo" ] || { echo "rpm: the spec is at $$spec, Cargo.toml at $$cargo" >&2; exit 1; }
+	rm -rf $(RPM_TOPDIR)
+	rpmbuild -bb --nodeps --quiet --define '_topdir $(RPM_TOPDIR)' packaging/rpm/nm-vpn-netns.spec
+	@ls $(RPM_TOPDIR)/RPMS/x86_64/*.rpm
+
+# rpmlint's errors fail the build; its warnings are explained in packaging/README.md. Then rpm runs
+# the scriptlets in a scratch root (as root).
+rpm-check: rpm
+	rpmlint -r packaging/rpm/nm-vpn-netns.rpmlintrc packaging/rpm/nm-vpn-netns.spec $(RPM_TOPDIR)/RPMS/x86_64/*.rpm
+	bash tests/rpm-scriptlets.sh
 
 # Installs what `make build` produced; it does not build, so that it can run as root in a tree
 # built by a normal user (or inside the e2e rig's sandbox).
