@@ -108,7 +108,7 @@ rpm: build
 # rpmlint's errors fail the build; its warnings are explained in packaging/README.md. Then rpm runs
 # the scriptlets in a scratch root (as root).
 rpm-check: rpm
-	rpmlint -r packaging/rpm/nm-vpn-netns.rpmlintrc packaging/rpm/nm-vpn-netns.spec $(RPM_TOPDIR)/RPMS/x86_64/*.rpm
+	rpmlint -c packaging/rpm/rpmlint.toml -r packaging/rpm/nm-vpn-netns.rpmlintrc packaging/rpm/nm-vpn-netns.spec $(RPM_TOPDIR)/RPMS/x86_64/*.rpm
 	bash tests/rpm-scriptlets.sh
 
 # Installs what `make build` produced; it does not build, so that it can run as root in a tree
