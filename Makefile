@@ -3,8 +3,10 @@
 #   make demo       install what is missing, build, and show an isolated VPN on the built-in rig
 #   make check      the whole test suite (what CI runs)
 #   make bench      benchmarks on the rig; figures go to BENCHMARKS.md
+#   make man        generate the man pages and shell completions into target/doc-gen
 #   make install    install into $(DESTDIR)$(PREFIX) (run as root; see README)
 #   make deb        target/debian/nm-vpn-netns_<version>_amd64.deb (DEB_VERSION=… for another version)
+#   make rpm        target/rpm/RPMS/x86_64/nm-vpn-netns-<version>-1.x86_64.rpm, for Fedora
 
 PREFIX ?= /usr
 DESTDIR ?=
@@ -17,8 +19,13 @@ NMLIBDIR ?= $(PREFIX)/lib/NetworkManager
 NMVPNDIR ?= $(NMLIBDIR)/VPN
 DBUSDIR ?= $(PREFIX)/share/dbus-1
 UNITDIR ?= $(PREFIX)/lib/systemd/system
+MANDIR ?= $(PREFIX)/share/man
+BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
+ZSHCOMPDIR ?= $(PREFIX)/share/zsh/vendor-completions
+FISHCOMPDIR ?= $(PREFIX)/share/fish/vendor_completions.d
 
 BIN_DIR = target/$(PROFILE)
+DOC_DIR = target/doc-gen
 AGENT_NAME = io.github.NmVpnNetns.Agent1
 STOCK_NAME = $(NMVPNDIR)/nm-openvpn-service.name
 # Tools that are slow to make are cached outside the clone, keyed by their version.
@@ -28,7 +35,7 @@ CARGO_DEB = $(CI_CACHE)/cargo-deb-$(CARGO_DEB_VERSION)/bin/cargo-deb
 DEB_VERSION ?=
 CARGO_PROFILE_FLAG = $(if $(filter release,$(PROFILE)),--release,--profile $(PROFILE))
 
-.PHONY: all build deps demo check lint unit privileged release-lib e2e bench deb deb-check install uninstall no-package clean
+.PHONY: all build man deps demo check lint unit privileged release-lib e2e bench deb deb-check rpm rpm-check install uninstall no-package clean
 
 all: build
 
@@ -37,6 +44,11 @@ deps:
 
 build:
 	$(CARGO) build --locked $(CARGO_PROFILE_FLAG)
+
+# Man pages and completions, rendered by the built CLI (README, "Man pages and completions").
+man: build
+	rm -rf $(DOC_DIR)
+	$(BIN_DIR)/nm-vpn-netns generate-docs $(DOC_DIR)
 
 demo: deps build
 	bash tests/e2e/demo.sh
@@ -60,7 +72,7 @@ e2e: deb
 release-lib: build
 	bash tests/layout.sh --release-lib
 
-check: deps lint unit privileged release-lib deb-check e2e
+check: deps lint unit privileged release-lib deb-check rpm-check e2e
 
 # Figures for BENCHMARKS.md; not part of check, since timings prove nothing on a noisy machine.
 bench: deps build
@@ -79,7 +91,25 @@ deb: build $(CARGO_DEB)
 # lintian's errors fail the build; its warnings are explained in packaging/README.md.
 deb-check: deb
 	shellcheck -S warning -s sh target/debian-gen/scripts/*
-	lintian --fail-on error --no-tag-display-limit target/debian/nm-vpn-netns_*.deb
+	lintian --fail-on error --tag-display-limit 0 target/debian/nm-vpn-netns_*.deb
+
+# The RPM packs what `make build` produced (packaging/rpm/nm-vpn-netns.spec says how); --nodeps, as
+# this Debian has none of the Fedora packages it requires. The spec's Version, which its %changelog
+# repeats, must be Cargo.toml's.
+RPM_TOPDIR = $(CURDIR)/target/rpm
+rpm: build
+	@spec=$$(sed -n 's/^Version: *//p' packaging/rpm/nm-vpn-netns.spec); \
+	    cargo=$$(sed -n 's/^version = "\(.*\)"$$/\1/p' Cargo.toml | head -1); \
+	    [ "$$spec" = "$$cargo" ] || { echo "rpm: the spec is at $$spec, Cargo.toml at $$cargo" >&2; exit 1; }
+	rm -rf $(RPM_TOPDIR)
+	rpmbuild -bb --nodeps --quiet --define '_topdir $(RPM_TOPDIR)' packaging/rpm/nm-vpn-netns.spec
+	@ls $(RPM_TOPDIR)/RPMS/x86_64/*.rpm
+
+# rpmlint's errors fail the build; its warnings are explained in packaging/README.md. Then rpm runs
+# the scriptlets in a scratch root (as root).
+rpm-check: rpm
+	rpmlint -c packaging/rpm/rpmlint.toml -r packaging/rpm/nm-vpn-netns.rpmlintrc packaging/rpm/nm-vpn-netns.spec $(RPM_TOPDIR)/RPMS/x86_64/*.rpm
+	bash tests/rpm-scriptlets.sh
 
 # Booted Debian 12 and 13 under qemu, systemd as PID 1 (tests/vm/README.md): install, an upgrade
 # with a VPN up, a killed agent, purge. The upgrade goes from this tree packaged as a lower version
@@ -106,6 +136,17 @@ install: $(if $(DESTDIR),,no-package)
 	install -d $(DESTDIR)$(DBUSDIR)/system-services $(DESTDIR)$(UNITDIR)
 	sed 's|@LIBEXECDIR@|$(LIBEXECDIR)|g' nm-plugin/$(AGENT_NAME).service.in >$(DESTDIR)$(DBUSDIR)/system-services/$(AGENT_NAME).service
 	sed 's|@LIBEXECDIR@|$(LIBEXECDIR)|g' nm-plugin/nm-vpn-netns-agent.service.in >$(DESTDIR)$(UNITDIR)/nm-vpn-netns-agent.service
+	@# The docs come from the binary being installed, generated outside the tree, which may
+	@# belong to another user.
+	docs=$$(mktemp -d) && trap 'rm -rf "$$docs"' EXIT && \
+	    $(BIN_DIR)/nm-vpn-netns generate-docs "$$docs" >/dev/null && \
+	    for page in "$$docs"/man/*.[58]; do \
+	        gzip -9n "$$page" && \
+	        install -D -m 644 "$$page.gz" "$(DESTDIR)$(MANDIR)/man$${page##*.}/$${page##*/}.gz" || exit 1; \
+	    done && \
+	    install -D -m 644 "$$docs/completions/nm-vpn-netns.bash" $(DESTDIR)$(BASHCOMPDIR)/nm-vpn-netns && \
+	    install -D -m 644 "$$docs/completions/_nm-vpn-netns" $(DESTDIR)$(ZSHCOMPDIR)/_nm-vpn-netns && \
+	    install -D -m 644 "$$docs/completions/nm-vpn-netns.fish" $(DESTDIR)$(FISHCOMPDIR)/nm-vpn-netns.fish
 	$(if $(DESTDIR),,$(TAKEOVER) nm_vpn_netns_for_each nm_vpn_netns_divert)
 	install -d $(DESTDIR)$(NMVPNDIR)
 	$(if $(DESTDIR),$(REGISTER_TEMPLATE),$(TAKEOVER) nm_vpn_netns_for_each nm_vpn_netns_register)
@@ -130,6 +171,9 @@ uninstall: $(if $(DESTDIR),,no-package)
 	rm -f $(DESTDIR)$(BINDIR)/nm-vpn-netns $(DESTDIR)$(LIBEXECDIR)/nm-vpn-netns-agent \
 	    $(DESTDIR)$(NMLIBDIR)/nm-vpn-netns-service $(DESTDIR)$(DBUSDIR)/system.d/$(AGENT_NAME).conf \
 	    $(DESTDIR)$(DBUSDIR)/system-services/$(AGENT_NAME).service $(DESTDIR)$(UNITDIR)/nm-vpn-netns-agent.service
+	rm -f $(DESTDIR)$(MANDIR)/man5/nm-vpn-netns.5.gz $(DESTDIR)$(MANDIR)/man8/nm-vpn-netns.8.gz \
+	    $(DESTDIR)$(MANDIR)/man8/nm-vpn-netns-*.8.gz $(DESTDIR)$(BASHCOMPDIR)/nm-vpn-netns \
+	    $(DESTDIR)$(ZSHCOMPDIR)/_nm-vpn-netns $(DESTDIR)$(FISHCOMPDIR)/nm-vpn-netns.fish
 	$(if $(DESTDIR),rm -f $(DESTDIR)$(STOCK_NAME),$(TAKEOVER) nm_vpn_netns_for_each nm_vpn_netns_undivert)
 	$(if $(DESTDIR),,$(TAKEOVER) nm_vpn_netns_reload_bus)
 

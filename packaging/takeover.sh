@@ -1,6 +1,7 @@
 # nm-vpn-netns takes over a NetworkManager VPN service by replacing the service's `.name` file.
 # Sourced, never run: by `make install`/`make uninstall`, and built into the .deb's maintainer
-# scripts (a package's postrm runs after its files are gone, so it cannot source this at run time).
+# scripts and the RPM's scriptlets (a package's postrm runs after its files are gone, so it cannot
+# source this at run time).
 # POSIX sh, as maintainer scripts are. Every function is idempotent.
 #
 # Why a diversion: NetworkManager reads /usr/lib/NetworkManager/VPN before /etc and the first file
@@ -19,6 +20,9 @@ NM_VPN_NETNS_PLUGINS="openvpn"
 : "${NM_VPN_NETNS_SHIM:=/usr/lib/NetworkManager/nm-vpn-netns-service}"
 # `--package nm-vpn-netns` in the package's scripts; `--local` for `make install`.
 : "${NM_VPN_NETNS_DIVERT_OWNER:=--package nm-vpn-netns}"
+# How the stock file is moved aside: `dpkg` (a diversion) where dpkg-divert exists, else `rename`.
+# The RPM's scriptlets say `rename`: Fedora can install dpkg, but dpkg does not own its files.
+: "${NM_VPN_NETNS_DIVERT_BY:=$(command -v dpkg-divert >/dev/null && echo dpkg || echo rename)}"
 
 nm_vpn_netns_stock() { echo "$NM_VPN_NETNS_VPN_DIR/nm-$1-service.name"; }
 nm_vpn_netns_diverted() { echo "$NM_VPN_NETNS_VPN_DIR/nm-$1-service.name.distrib"; }
@@ -34,9 +38,10 @@ nm_vpn_netns_diverter() {
 }
 
 nm_vpn_netns_divert() {
-    if ! command -v dpkg-divert >/dev/null; then
-        # Without dpkg (make install on other distributions): a plain rename. The distribution's
-        # package manager then puts the stock file back on every upgrade of the stock plugin.
+    if [ "$NM_VPN_NETNS_DIVERT_BY" = rename ]; then
+        # Without dpkg (make install on other distributions, the RPM): a plain rename. The
+        # distribution's package manager then puts the stock file back on every upgrade of the
+        # stock plugin (the RPM's file trigger moves it aside again).
         if [ -e "$(nm_vpn_netns_stock "$1")" ] && ! nm_vpn_netns_is_ours "$(nm_vpn_netns_stock "$1")"; then
             mv "$(nm_vpn_netns_stock "$1")" "$(nm_vpn_netns_diverted "$1")"
         fi
@@ -50,7 +55,7 @@ nm_vpn_netns_divert() {
 # Drops our file first, so that the stock one can move back to its place.
 nm_vpn_netns_undivert() {
     nm_vpn_netns_unregister "$1"
-    if ! command -v dpkg-divert >/dev/null; then
+    if [ "$NM_VPN_NETNS_DIVERT_BY" = rename ]; then
         if [ -e "$(nm_vpn_netns_diverted "$1")" ] && [ ! -e "$(nm_vpn_netns_stock "$1")" ]; then
             mv "$(nm_vpn_netns_diverted "$1")" "$(nm_vpn_netns_stock "$1")"
         fi
@@ -101,6 +106,19 @@ nm_vpn_netns_reload_bus() {
         dbus-send --system --type=method_call --dest=org.freedesktop.DBus / \
             org.freedesktop.DBus.ReloadConfig >/dev/null 2>&1 || true
     fi
+}
+
+# After an upgrade replaced the agent's binary. An agent that holds no lease is stopped, and D-Bus
+# activation starts the new one at the next call. One that holds a lease keeps serving the VPNs that
+# are up, and exits by itself after its last release (its binary is gone). The arguments are the
+# command that stops a unit: deb-systemd-invoke, or systemctl.
+nm_vpn_netns_stop_idle_agent() {
+    [ -d /run/systemd/system ] || return 0
+    if grep -qs '"leased": *true' /run/nm-vpn-netns/*; then
+        echo "nm-vpn-netns: isolated VPNs are up; the running agent stays until the last one goes down"
+        return 0
+    fi
+    "$@" stop nm-vpn-netns-agent.service >/dev/null || true
 }
 
 nm_vpn_netns_for_each() {

@@ -7,6 +7,10 @@
 //! names. The `#[proxy]` and `#[interface]` attributes take no constants, so unit tests check
 //! their literals against these: the proxy's below, the agent's in its service.
 //!
+//! It changes only compatibly with the previous release, both ways, since an old shim may call a
+//! new agent and a new shim an old one during an upgrade: ARCHITECTURE.md, "Compatibility between
+//! releases"; `tests/contract_compat.rs` checks it against 0.1.0.
+//!
 //! ```text
 //! // Bus name io.github.NmVpnNetns.Agent1, object /io/github/NmVpnNetns/Agent1
 //! interface io.github.NmVpnNetns.Agent1 {

@@ -3,8 +3,15 @@
 //! NM passes `NM_VPN_LOG_LEVEL` as a syslog level (7 trace … 3 err) and `NM_VPN_LOG_SYSLOG=1`
 //! when it logs to syslog itself. With syslog unreachable (no `/dev/log`, as in containers and
 //! the e2e rig) we fall back to stderr, which NM passes on to its own log.
+//!
+//! Each line carries the program's name and pid once. A syslog datagram carries them in its
+//! header, which syslog and journald turn into the identifier. On stderr they lead the line, for
+//! NM's log and the e2e rig's, unless stderr is the journal (the agent's systemd unit): journald
+//! adds them itself, so a line there is only the priority prefix of sd-daemon(3) and the message.
 
+use std::fmt::Arguments;
 use std::io::Write;
+use std::os::fd::AsFd;
 use std::os::unix::net::UnixDatagram;
 use std::sync::Mutex;
 
@@ -36,10 +43,20 @@ enum Sink {
     Stderr,
 }
 
+/// How a line on stderr reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StderrFormat {
+    /// `name[pid]: <LEVEL> message`.
+    Plain,
+    /// `<N>message`, N the syslog severity.
+    Journal,
+}
+
 struct Logger {
     name: &'static str,
     level: LevelFilter,
     sink: Mutex<Sink>,
+    stderr: StderrFormat,
 }
 
 fn syslog_severity(level: log::Level) -> u8 {
@@ -71,16 +88,49 @@ impl Log for Logger {
             // syslog went away (it restarted): keep the message rather than lose it.
             *sink = Sink::Stderr;
         }
-        let _ = writeln!(
-            std::io::stderr(),
-            "{}[{pid}]: <{}> {}",
-            self.name,
-            record.level(),
-            record.args()
-        );
+        let line = stderr_line(self.stderr, self.name, pid, record.level(), record.args());
+        let _ = writeln!(std::io::stderr(), "{line}");
     }
 
     fn flush(&self) {}
+}
+
+fn stderr_line(
+    format: StderrFormat,
+    name: &str,
+    pid: u32,
+    level: log::Level,
+    message: &Arguments<'_>,
+) -> String {
+    match format {
+        StderrFormat::Plain => format!("{name}[{pid}]: <{level}> {message}"),
+        StderrFormat::Journal => format!("<{}>{message}", syslog_severity(level)),
+    }
+}
+
+/// Whether `journal_stream`, the value of `JOURNAL_STREAM` (`DEV:INODE`, in decimal), names the
+/// file `(dev, ino)`. systemd sets it for a service whose stderr is the journal; a child whose
+/// stderr was redirected inherits it, so the file itself must match (systemd.exec(5)).
+fn is_journal_stream(journal_stream: Option<&str>, dev: u64, ino: u64) -> bool {
+    journal_stream
+        .and_then(|v| v.split_once(':'))
+        .and_then(|(d, i)| Some((d.parse::<u64>().ok()?, i.parse::<u64>().ok()?)))
+        == Some((dev, ino))
+}
+
+fn stderr_format() -> StderrFormat {
+    let journal = nix::sys::stat::fstat(std::io::stderr().as_fd()).is_ok_and(|st| {
+        is_journal_stream(
+            std::env::var("JOURNAL_STREAM").ok().as_deref(),
+            st.st_dev,
+            st.st_ino,
+        )
+    });
+    if journal {
+        StderrFormat::Journal
+    } else {
+        StderrFormat::Plain
+    }
 }
 
 fn open_syslog() -> Option<UnixDatagram> {
@@ -105,6 +155,7 @@ pub fn init(name: &'static str) {
         name,
         level,
         sink: Mutex::new(sink),
+        stderr: stderr_format(),
     };
     if log::set_boxed_logger(Box::new(logger)).is_ok() {
         log::set_max_level(level);
@@ -134,6 +185,7 @@ mod tests {
             name: "nm-vpn-netns-test",
             level: LevelFilter::Info,
             sink: Mutex::new(Sink::Syslog(ours)),
+            stderr: StderrFormat::Plain,
         };
         logger.log(
             &Record::builder()
@@ -159,5 +211,45 @@ mod tests {
         );
         theirs.set_nonblocking(true).unwrap();
         assert!(theirs.recv(&mut buf).is_err(), "debug was filtered out");
+    }
+
+    #[test]
+    fn stderr_lines_carry_name_and_pid_unless_journald_adds_them() {
+        let line = |format, level| {
+            stderr_line(
+                format,
+                "nm-vpn-netns-agent",
+                541,
+                level,
+                &format_args!("isolated {:?}", "work"),
+            )
+        };
+        assert_eq!(
+            line(StderrFormat::Plain, log::Level::Info),
+            "nm-vpn-netns-agent[541]: <INFO> isolated \"work\""
+        );
+        for (level, prefix) in [
+            (log::Level::Error, 3),
+            (log::Level::Warn, 4),
+            (log::Level::Info, 6),
+            (log::Level::Debug, 7),
+        ] {
+            assert_eq!(
+                line(StderrFormat::Journal, level),
+                format!("<{prefix}>isolated \"work\""),
+                "{level}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_journal_stream_must_be_stderr_itself() {
+        assert!(is_journal_stream(Some("8:123456"), 8, 123_456));
+        assert!(!is_journal_stream(Some("8:123456"), 8, 123_457));
+        assert!(!is_journal_stream(Some("9:123456"), 8, 123_456));
+        assert!(!is_journal_stream(None, 8, 123_456));
+        for junk in ["", "8", "8:", ":1", "x:1", "8:1:2"] {
+            assert!(!is_journal_stream(Some(junk), 8, 1), "{junk:?}");
+        }
     }
 }

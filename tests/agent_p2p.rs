@@ -4,109 +4,23 @@
 
 mod common;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, HashSet};
 
+use common::agent::{
+    agent, is_root, isolate, leased_record, proxy, release, request, serve_p2p, sys_with_leases,
+    sys_with_links,
+};
 use common::ov;
-use nm_vpn_netns::agent::executor::{Executor, Paths};
-use nm_vpn_netns::agent::fake::RecordingSys;
-use nm_vpn_netns::agent::Agent;
-use nm_vpn_netns::contract::{BUS_NAME, INTERFACE, OBJECT_PATH};
-use zbus::connection::Builder;
-use zbus::{Connection, OwnedVariant, Proxy, Variant};
+use zbus::{OwnedVariant, Variant};
 
 const ERR: &str = "io.github.NmVpnNetns.Agent1.Error.";
-
-async fn connect(sys: RecordingSys) -> (Connection, Connection) {
-    let (server_end, client_end) = std::os::unix::net::UnixStream::pair().unwrap();
-    let agent = Agent::new(Executor::new(sys, Paths::default()).unwrap()).unwrap();
-    let server = Builder::unix_stream(server_end)
-        .server(zbus::Guid::generate())
-        .p2p()
-        .serve_at(OBJECT_PATH, agent)
-        .build();
-    let client = Builder::unix_stream(client_end).p2p().build();
-    let (server, client) = tokio::join!(server, client);
-    (server.unwrap(), client.unwrap())
-}
-
-fn sys_with_links() -> RecordingSys {
-    let mut sys = RecordingSys::default();
-    sys.add_link(7, "tun0", Some("tun"), None);
-    sys.add_link(8, "tun1", Some("tun"), None);
-    sys.add_link(9, "veth0", Some("veth"), None);
-    sys.add_file("/etc/nsswitch.conf", "hosts: files dns\n");
-    sys
-}
-
-/// An `Isolate` request as the shim sends it, for tun `ifindex`/`tundev` and these netns keys.
-fn request(ifindex: u32, tundev: &str, keys: &[(&str, &str)]) -> HashMap<String, OwnedVariant> {
-    let ip4 = |a: [u8; 4]| u32::from_ne_bytes(a);
-    let config: HashMap<String, OwnedVariant> = HashMap::from([
-        ("tundev".into(), ov(tundev.to_owned())),
-        ("gateway".into(), ov(ip4([198, 18, 0, 1]))),
-        ("has-ip4".into(), ov(true)),
-    ]);
-    let ip4_config: HashMap<String, OwnedVariant> = HashMap::from([
-        ("address".into(), ov(ip4([198, 19, 0, 2]))),
-        ("prefix".into(), ov(24u32)),
-        ("dns".into(), ov(vec![ip4([198, 19, 0, 1])])),
-    ]);
-    let settings: HashMap<String, String> = keys
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    HashMap::from([
-        ("id".into(), ov("work vpn")),
-        ("uuid".into(), ov("0b5d5a0e-8f4c-4a55-9b8e-3c6b1f0e2d11")),
-        ("netns-settings".into(), ov(settings)),
-        ("ifindex".into(), ov(ifindex)),
-        ("config".into(), ov(config)),
-        ("ip4-config".into(), ov(ip4_config)),
-    ])
-}
-
-async fn proxy(conn: &Connection) -> Proxy<'static> {
-    Proxy::new(conn, BUS_NAME, OBJECT_PATH, INTERFACE)
-        .await
-        .unwrap()
-}
-
-async fn isolate(
-    p: &Proxy<'_>,
-    req: HashMap<String, OwnedVariant>,
-) -> Result<HashMap<String, OwnedVariant>, (String, String)> {
-    p.call("Isolate", &(req,)).await.map_err(method_error)
-}
-
-async fn release(p: &Proxy<'_>, ns: &str) -> Result<(), (String, String)> {
-    p.call::<_, _, ()>("Release", &(ns,))
-        .await
-        .map_err(method_error)
-}
-
-fn method_error(e: zbus::Error) -> (String, String) {
-    match e {
-        zbus::Error::MethodError(name, msg, _) => (name.to_string(), msg.unwrap_or_default()),
-        e => panic!("not a method error: {e:?}"),
-    }
-}
-
-/// The peer is this process, and only root may call: as anyone else these tests have nothing to
-/// check here (the e2e rig's t_agent_refusals calls as uid 65534 over the real bus).
-fn is_root() -> bool {
-    let root = nix::unistd::geteuid().is_root();
-    if !root {
-        eprintln!("skipped: the agent only answers root");
-    }
-    root
-}
 
 #[tokio::test(flavor = "current_thread")]
 async fn isolate_lease_and_release() {
     if !is_root() {
         return;
     }
-    let (_server, client) = connect(sys_with_links()).await;
+    let (_server, client) = serve_p2p(agent(sys_with_links())).await;
     let p = proxy(&client).await;
     assert_eq!(p.get_property::<u32>("Version").await.unwrap(), 1);
 
@@ -137,7 +51,7 @@ async fn bad_requests_name_the_problem() {
     if !is_root() {
         return;
     }
-    let (_server, client) = connect(sys_with_links()).await;
+    let (_server, client) = serve_p2p(agent(sys_with_links())).await;
     let p = proxy(&client).await;
     let invalid = format!("{ERR}InvalidArgs");
 
@@ -204,4 +118,38 @@ async fn bad_requests_name_the_problem() {
     isolate(&p, request(7, "tun0", &[("netns-isolate", "yes")]))
         .await
         .unwrap();
+}
+
+/// What a previous agent leased over a peer-to-peer connection ended with it, and a holder that
+/// is not on the bus (none is, here) is gone: a starting agent releases both.
+#[tokio::test(flavor = "current_thread")]
+async fn a_starting_agent_releases_what_no_live_holder_holds() {
+    if !is_root() {
+        return;
+    }
+    let records = [leased_record("work", ""), leased_record("gone", ":1.9")];
+    let keys = |ns| [("netns-isolate", "yes"), ("netns-name", ns)];
+
+    // Not adopted, the leases keep both names in use.
+    let (_server, client) = serve_p2p(agent(sys_with_leases(&records))).await;
+    let p = proxy(&client).await;
+    let (name, msg) = isolate(&p, request(7, "tun0", &keys("work")))
+        .await
+        .unwrap_err();
+    assert_eq!(name, format!("{ERR}InUse"), "{msg}");
+
+    let mut starting = agent(sys_with_leases(&records));
+    assert_eq!(
+        starting.holders_at_start(),
+        BTreeSet::from([":1.9".to_owned()])
+    );
+    starting.adopt(&HashSet::new()).await;
+    let (_server, client) = serve_p2p(starting).await;
+    let p = proxy(&client).await;
+    for (ns, ifindex, tun) in [("work", 7, "tun0"), ("gone", 8, "tun1")] {
+        let (name, msg) = release(&p, ns).await.unwrap_err();
+        assert!(msg.contains("not leased"), "{name}: {msg}");
+        isolate(&p, request(ifindex, tun, &keys(ns))).await.unwrap();
+        release(&p, ns).await.unwrap();
+    }
 }

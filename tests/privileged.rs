@@ -281,6 +281,8 @@ fn request(plan: IsolationPlan, tun_ifindex: u32) -> IsolateArgs {
         system_connection: true,
         tun_ifindex,
         owner: ":1.42".to_owned(),
+        never_default_v4: false,
+        never_default_v6: false,
         deadline: Instant::now() + Duration::from_secs(2),
     }
 }

@@ -7,12 +7,12 @@ mod common;
 
 use std::collections::HashMap;
 use std::fs;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::bus::Bus;
 use common::{dict, openvpn_config, openvpn_ip4, ov, VarDict, UUID};
 use futures_util::{FutureExt, StreamExt};
 use nm_vpn_netns::contract::{AgentError, IsolateReply, BUS_NAME, INTERFACE, OBJECT_PATH};
@@ -75,73 +75,6 @@ fn config(tundev: &str) -> VarDict {
     config.insert("banner".to_owned(), ov("welcome"));
     config.insert("has-ip6".to_owned(), ov(false));
     config
-}
-
-/// A bus daemon of the test's own, on a socket in a directory of its own.
-struct Bus {
-    daemon: Child,
-    dir: PathBuf,
-    address: String,
-}
-
-impl Bus {
-    fn start(test: &str) -> Bus {
-        let dir =
-            std::env::temp_dir().join(format!("nm-vpn-netns-shim-{test}-{}", std::process::id()));
-        fs::remove_dir_all(&dir).ok();
-        fs::create_dir_all(&dir).unwrap();
-        let config = dir.join("bus.conf");
-        fs::write(
-            &config,
-            format!(
-                r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <listen>unix:path={}/bus</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow user="*"/>
-    <allow own="*"/>
-    <allow send_destination="*" eavesdrop="true"/>
-    <allow eavesdrop="true"/>
-  </policy>
-</busconfig>
-"#,
-                dir.display()
-            ),
-        )
-        .unwrap();
-        let mut daemon = Command::new("dbus-daemon")
-            .arg(format!("--config-file={}", config.display()))
-            .args(["--print-address", "--nofork"])
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("dbus-daemon runs");
-        let mut address = String::new();
-        BufReader::new(daemon.stdout.take().unwrap())
-            .read_line(&mut address)
-            .unwrap();
-        Bus {
-            daemon,
-            dir,
-            address: address.trim().to_owned(),
-        }
-    }
-
-    async fn connect(&self) -> Connection {
-        zbus::connection::Builder::address(self.address.as_str())
-            .build()
-            .await
-            .unwrap()
-    }
-}
-
-impl Drop for Bus {
-    fn drop(&mut self) {
-        self.daemon.kill().ok();
-        self.daemon.wait().ok();
-        fs::remove_dir_all(&self.dir).ok();
-    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -36,6 +36,10 @@ for script in preinst postinst postrm; do
     ' "$here/$script" >"$gen/scripts/$script"
     chmod 755 "$gen/scripts/$script"
 done
+# The man pages and completions come from the binary being packaged, dated by the changelog entry.
+changelog_date=$(sed -n 's/^ -- .*>  \(.*\)$/\1/p' "$here/changelog" | head -1)
+SOURCE_DATE_EPOCH=$(date -d "$changelog_date" +%s) target/release/nm-vpn-netns generate-docs "$gen/docs" >/dev/null
+gzip -9n "$gen"/docs/man/*
 for unit in io.github.NmVpnNetns.Agent1.service nm-vpn-netns-agent.service; do
     sed 's|@LIBEXECDIR@|/usr/libexec|g' "nm-plugin/$unit.in" >"$gen/files/$unit"
 done

@@ -4,6 +4,11 @@
 //! Version 1, a line format that older agents wrote, is still read, so that an agent updated
 //! while a VPN is up keeps knowing what it owns; the executor rewrites such a record in the
 //! current format as it loads it.
+//!
+//! A field added within a version has a default, so that records of earlier writers of the same
+//! version still load; and since every reader ignores fields it does not know, an older agent
+//! reads the newer record too (after a downgrade). Only a change that an older reader would
+//! misread takes a new version.
 
 use serde::{Deserialize, Serialize};
 
@@ -58,7 +63,14 @@ pub struct Record {
     pub netns: NetnsName,
     pub connection_uuid: String,
     pub connection_id: String,
+    /// The lease holder's unique bus name (`""` over a peer-to-peer connection).
     pub owner: String,
+    /// `ipv4.never-default` and `ipv6.never-default` of the leasing connection: a `Reapply` needs
+    /// them, also after the agent restarted. Records of 0.1.0 lack them, and read as false.
+    #[serde(default)]
+    pub never_default_v4: bool,
+    #[serde(default)]
+    pub never_default_v6: bool,
     /// The agent created the namespace, for `connection_uuid`.
     pub created: bool,
     pub persistent: bool,
@@ -265,6 +277,8 @@ mod v1 {
             connection_uuid: take("uuid")?,
             connection_id: take("id")?,
             owner: take("owner")?,
+            never_default_v4: false,
+            never_default_v6: false,
             created: flag("created", take("created")?)?,
             persistent: flag("persistent", take("persistent")?)?,
             leased: flag("leased", take("leased")?)?,
@@ -318,6 +332,9 @@ mod tests {
     /// A record written by the version 1 encoder, with a connection id and a backup that needed
     /// escaping.
     const V1_FIXTURE: &[u8] = include_bytes!("testdata/record-v1-work");
+    /// The same record as the agent of release 0.1.0 wrote it: version 2, without the
+    /// `never_default_*` fields.
+    const V2_0_1_0_FIXTURE: &[u8] = include_bytes!("testdata/record-v2-0.1.0-work");
 
     fn work() -> NetnsName {
         "work".parse().unwrap()
@@ -329,6 +346,8 @@ mod tests {
             connection_uuid: UUID.to_owned(),
             connection_id: "a b\\c\nd\t\u{1b}é".to_owned(),
             owner: ":1.7".to_owned(),
+            never_default_v4: false,
+            never_default_v6: false,
             created: false,
             persistent: true,
             leased: true,
@@ -380,6 +399,27 @@ mod tests {
             decode(&other, &empty.encode()).unwrap_err(),
             "it names namespace \"work\", not its own"
         );
+    }
+
+    #[test]
+    fn a_record_of_0_1_0_loads_with_never_default_off() {
+        assert_eq!(
+            decode(&work(), V2_0_1_0_FIXTURE),
+            Ok((sample(), Format::Current))
+        );
+        // The fixture is today's encoding but for the fields added since.
+        let mut today: serde_json::Value = serde_json::from_slice(&sample().encode()).unwrap();
+        let fields = today.as_object_mut().unwrap();
+        fields.remove("never_default_v4").unwrap();
+        fields.remove("never_default_v6").unwrap();
+        let fixture: serde_json::Value = serde_json::from_slice(V2_0_1_0_FIXTURE).unwrap();
+        assert_eq!(today, fixture);
+        let r = Record {
+            never_default_v4: true,
+            never_default_v6: true,
+            ..sample()
+        };
+        assert_eq!(decode(&work(), &r.encode()), Ok((r, Format::Current)));
     }
 
     #[test]

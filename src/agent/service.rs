@@ -4,19 +4,21 @@
 //! contract's names; `plan` validates, and the [`Executor`] touches the kernel on a thread of
 //! its own.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
 use log::{error, info, warn};
-use tokio::sync::{oneshot, Mutex};
+use tokio::sync::{oneshot, Mutex, Notify};
 use zbus::message::Header;
 use zbus::names::UniqueName;
 use zbus::{fdo, interface, Connection};
 
 use crate::agent::executor::{ExecError, Executor, IsolateArgs, Isolated, TeardownError};
+use crate::agent::lifecycle::{self, Exe, Fate};
+use crate::agent::record::Record;
 use crate::agent::sys::Sys;
-use crate::contract::{self, AgentError, IsolateReply, IsolateRequest, OBJECT_PATH};
+use crate::contract::{self, AgentError, IsolateReply, IsolateRequest};
 use crate::plan::settings::{self, ConnectionInfo, IpSettings, NetnsName};
 use crate::plan::{self, IsolationPlan, PlanInput, VarDict};
 use crate::report::chain;
@@ -116,19 +118,115 @@ struct Lease {
     never_default_v6: bool,
 }
 
-type Leases = Arc<Mutex<HashMap<NetnsName, Lease>>>;
+impl From<&Record> for Lease {
+    fn from(r: &Record) -> Self {
+        Lease {
+            owner: r.owner.clone(),
+            never_default_v4: r.never_default_v4,
+            never_default_v6: r.never_default_v6,
+        }
+    }
+}
+
+/// The leases, and whether the agent is on its way out: both change under one lock, so that no
+/// lease is granted once the agent decided to exit.
+#[derive(Default)]
+struct LeaseTable {
+    held: HashMap<NetnsName, Lease>,
+    retiring: bool,
+}
+
+type Leases = Arc<Mutex<LeaseTable>>;
+
+/// When to exit: after the last release, if the executable was replaced since the start.
+struct Retirement {
+    exe: Exe,
+    exit: Arc<Notify>,
+}
 
 pub struct Agent {
     executor: ExecutorHandle,
     leases: Leases,
+    /// The leased records found at start, until [`Agent::adopt`] decides on them.
+    held_at_start: Vec<Record>,
+    retirement: Option<Retirement>,
 }
 
 impl Agent {
     pub fn new<S: Sys + Send + 'static>(executor: Executor<S>) -> std::io::Result<Self> {
+        let held_at_start = executor.records().filter(|r| r.leased).cloned().collect();
         Ok(Agent {
             executor: ExecutorHandle::spawn(executor)?,
             leases: Leases::default(),
+            held_at_start,
+            retirement: None,
         })
+    }
+
+    /// The holders of the leases found at start, whose presence on the bus decides [`Agent::adopt`].
+    pub fn holders_at_start(&self) -> BTreeSet<String> {
+        self.held_at_start
+            .iter()
+            .map(|r| r.owner.clone())
+            .filter(|owner| !owner.is_empty())
+            .collect()
+    }
+
+    /// Takes back each lease found at start whose holder is `live` on the bus, and releases the
+    /// others as if their holder had left the bus while no agent watched. Runs before the agent
+    /// serves anything (see [`lifecycle::run`]), so no call meets a lease still undecided.
+    pub async fn adopt(&mut self, live: &HashSet<String>) {
+        for record in std::mem::take(&mut self.held_at_start) {
+            let (ns, id, owner) = (&record.netns, &record.connection_id, &record.owner);
+            let why = match lifecycle::fate(owner, live) {
+                Fate::Adopt => {
+                    info!(
+                        "took back the lease on namespace {ns} (connection {id:?}): its holder \
+                         {owner} is still on the bus"
+                    );
+                    let lease = Lease::from(&record);
+                    self.leases.lock().await.held.insert(ns.clone(), lease);
+                    continue;
+                }
+                Fate::HolderGone => format!("its holder {owner} left the bus while no agent ran"),
+                Fate::PeerToPeer => "it was leased over a peer-to-peer connection, which ended \
+                                     with the agent that served it"
+                    .to_owned(),
+            };
+            info!("releasing namespace {ns} (connection {id:?}): {why}");
+            if let Err(e) = self.executor.release(ns.clone()).await {
+                error!("releasing {ns} at start: {e}");
+            }
+        }
+    }
+
+    /// Makes the agent exit once its last lease is released, if by then `exe` was replaced on
+    /// disk (an upgrade that kept it running): the bus then starts the new binary on the next
+    /// call. Resolves the returned `Notify` when the agent is to exit.
+    pub fn exit_when_replaced(&mut self, exe: Exe) -> Arc<Notify> {
+        let exit = Arc::new(Notify::new());
+        self.retirement = Some(Retirement {
+            exe,
+            exit: exit.clone(),
+        });
+        exit
+    }
+
+    /// After a release: with no lease left and the executable replaced, the agent is to exit.
+    async fn after_release(&self) {
+        let Some(Retirement { exe, exit }) = &self.retirement else {
+            return;
+        };
+        let mut leases = self.leases.lock().await;
+        if leases.held.is_empty() && !leases.retiring && exe.replaced() {
+            leases.retiring = true;
+            info!(
+                "the last lease is released and {} was replaced on disk; exiting, so that the \
+                 bus starts the new binary on the next call",
+                exe.path.display()
+            );
+            exit.notify_one();
+        }
     }
 
     /// Releases every lease held by `owner`, as if it had called Release for each. Used when a
@@ -137,18 +235,23 @@ impl Agent {
         let names: Vec<NetnsName> = {
             let leases = self.leases.lock().await;
             leases
+                .held
                 .iter()
                 .filter(|(_, lease)| lease.owner == owner)
                 .map(|(n, _)| n.clone())
                 .collect()
         };
+        if names.is_empty() {
+            return;
+        }
         for ns in names {
             info!("caller {owner} left the bus; releasing its lease on namespace {ns}");
-            self.leases.lock().await.remove(&ns);
+            self.leases.lock().await.held.remove(&ns);
             if let Err(e) = self.executor.release(ns).await {
                 error!("releasing after {owner} left: {e}");
             }
         }
+        self.after_release().await;
     }
 }
 
@@ -257,6 +360,8 @@ fn decode_request(req: &VarDict, owner: String) -> Result<(IsolateArgs, Lease), 
         system_connection: settings.system_connection,
         tun_ifindex: req.ifindex,
         owner,
+        never_default_v4: settings.never_default_v4,
+        never_default_v6: settings.never_default_v6,
         deadline: start + settings.timeout,
     };
     Ok((args, lease))
@@ -286,14 +391,15 @@ impl Agent {
         let (owner, ns) = authorize_on(conn, &hdr, "Release", netns).await?;
         {
             let mut leases = self.leases.lock().await;
-            check_holder(&leases, &ns, &owner)?;
-            leases.remove(&ns);
+            check_holder(&leases.held, &ns, &owner)?;
+            leases.held.remove(&ns);
         }
         let result = self.executor.release(ns.clone()).await;
         match &result {
             Ok(()) => info!("released namespace {ns} for {owner}"),
             Err(e) => error!("Release of {ns} failed: {e}"),
         }
+        self.after_release().await;
         result
     }
 
@@ -309,7 +415,7 @@ impl Agent {
         let (owner, ns) = authorize_on(conn, &hdr, "Reapply", netns).await?;
         let (never_default_v4, never_default_v6) = {
             let leases = self.leases.lock().await;
-            let lease = check_holder(&leases, &ns, &owner)?;
+            let lease = check_holder(&leases.held, &ns, &owner)?;
             (lease.never_default_v4, lease.never_default_v6)
         };
         let host_nsswitch = read_host_nsswitch();
@@ -349,12 +455,19 @@ impl Agent {
         let ns = req.plan.netns.clone();
         {
             let mut leases = self.leases.lock().await;
-            if leases.contains_key(&ns) {
+            // Only the calls that reached the agent between its last release and giving up its
+            // name meet this: later ones go to the new agent that the bus starts.
+            if leases.retiring {
+                return Err(AgentError::Failed(
+                    "the agent is exiting because its binary was replaced; try again".into(),
+                ));
+            }
+            if leases.held.contains_key(&ns) {
                 return Err(AgentError::InUse(format!(
                     "namespace {ns} already holds an active VPN; only one VPN may use a namespace at a time"
                 )));
             }
-            leases.insert(ns.clone(), lease);
+            leases.held.insert(ns.clone(), lease);
         }
         let (id, tun) = (req.connection_id.clone(), req.plan.link.name.to_string());
         match self.executor.isolate(req).await {
@@ -374,7 +487,7 @@ impl Agent {
                 })
             }
             Err(e) => {
-                self.leases.lock().await.remove(&ns);
+                self.leases.lock().await.held.remove(&ns);
                 Err(e)
             }
         }
@@ -410,22 +523,6 @@ fn check_holder<'a>(
             "namespace {ns} is not leased"
         ))),
     }
-}
-
-/// Releases the leases of callers that leave the bus, so a crashed plugin never strands a namespace.
-pub async fn watch_callers(conn: Connection) -> zbus::Result<()> {
-    use futures_util::StreamExt;
-    let dbus = fdo::DBusProxy::new(&conn).await?;
-    let mut changes = dbus.receive_name_owner_changed().await?;
-    let server = conn.object_server();
-    let agent = server.interface::<_, Agent>(OBJECT_PATH).await?;
-    while let Some(signal) = changes.next().await {
-        let Ok(args) = signal.args() else { continue };
-        if args.new_owner().is_none() && args.name().starts_with(':') {
-            agent.get().await.release_owner(args.name()).await;
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

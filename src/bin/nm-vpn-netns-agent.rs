@@ -5,22 +5,12 @@
 
 use anyhow::Context;
 use clap::Parser;
-use log::info;
+use log::{info, warn};
 use nm_vpn_netns::agent::executor::{Executor, Paths};
+use nm_vpn_netns::agent::lifecycle::{self, Exe};
 use nm_vpn_netns::agent::linux::RealSys;
-use nm_vpn_netns::agent::{self, Agent};
-use nm_vpn_netns::contract::{BUS_NAME, OBJECT_PATH};
-
-#[derive(Parser)]
-#[command(
-    version,
-    about = "Privileged helper of nm-vpn-netns; started by D-Bus activation"
-)]
-struct Args {
-    /// Serve on this D-Bus address instead of the system bus.
-    #[arg(long, value_name = "ADDRESS")]
-    address: Option<String>,
-}
+use nm_vpn_netns::agent::{Agent, Args};
+use nm_vpn_netns::contract::BUS_NAME;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
@@ -29,17 +19,18 @@ async fn main() -> anyhow::Result<()> {
     let executor =
         Executor::new(RealSys::new()?, Paths::default()).context("cannot start the executor")?;
     let agent = Agent::new(executor).context("cannot start the executor thread")?;
+    // Without it the agent just never exits by itself, as before.
+    let exe = Exe::current()
+        .inspect_err(|e| warn!("cannot tell whether this binary gets replaced: {e}"))
+        .ok();
     let builder = match &args.address {
         Some(address) => zbus::connection::Builder::address(address.as_str()),
         None => zbus::connection::Builder::system(),
     };
-    let conn = builder
-        .serve_at(OBJECT_PATH, agent)
-        .name(BUS_NAME)
-        .build()
+    let conn = builder.build().await.context("cannot connect to the bus")?;
+    lifecycle::run(conn, agent, exe)
         .await
-        .with_context(|| format!("cannot own {BUS_NAME} on the bus"))?;
-    info!("serving {BUS_NAME} at {OBJECT_PATH}");
-    agent::watch_callers(conn).await?;
+        .with_context(|| format!("cannot serve {BUS_NAME} on the bus"))?;
+    info!("exiting");
     Ok(())
 }

@@ -2,10 +2,19 @@
 
 #![deny(clippy::too_many_lines)]
 
-use clap::Parser;
-use nm_vpn_netns::cli::Cli;
+use anyhow::Context;
+use nm_vpn_netns::cli::{self, docs, Invocation};
 
 fn main() -> anyhow::Result<()> {
-    let _cli = Cli::parse();
+    match cli::parse() {
+        Invocation::Run(_cli) => {}
+        Invocation::GenerateDocs(dir) => {
+            let written = docs::generate(&dir)
+                .with_context(|| format!("cannot generate the docs in {}", dir.display()))?;
+            for path in written {
+                println!("{}", path.display());
+            }
+        }
+    }
     Ok(())
 }

@@ -94,16 +94,56 @@ pub enum Key {
     Timeout,
 }
 
+/// One key as users see it. [`Key::spec`] is the one table of them: the parser takes the names
+/// from it, and nm-vpn-netns(5) and the README's table are rendered from it (tests hold the
+/// defaults to the parser's and the README to the table). Text in backticks is literal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeySpec {
+    pub name: &'static str,
+    pub values: &'static str,
+    pub default: &'static str,
+    pub meaning: &'static str,
+}
+
+const FLAG_VALUES: &str = "`yes` or `no` (also `true`/`false`/`1`/`0`, in any case)";
+
 impl Key {
     pub const ALL: [Key; 4] = [Key::Isolate, Key::Persistent, Key::Name, Key::Timeout];
 
-    pub const fn as_str(self) -> &'static str {
+    pub const fn spec(self) -> KeySpec {
         match self {
-            Key::Isolate => "netns-isolate",
-            Key::Persistent => "netns-persistent",
-            Key::Name => "netns-name",
-            Key::Timeout => "netns-timeout",
+            Key::Isolate => KeySpec {
+                name: "netns-isolate",
+                values: FLAG_VALUES,
+                default: "no",
+                meaning: "Isolates this VPN in a network namespace of its own.",
+            },
+            Key::Persistent => KeySpec {
+                name: "netns-persistent",
+                values: FLAG_VALUES,
+                default: "no",
+                meaning: "Keeps the namespace and its DNS files after disconnect and reuses them, \
+                          so that programs inside survive reconnects.",
+            },
+            Key::Name => KeySpec {
+                name: "netns-name",
+                values: "`uuid`, `name`, or a literal namespace name",
+                default: "name",
+                meaning: "Names the namespace. `uuid` means connection.uuid. `name` means \
+                          connection.id made into a valid name. A literal is used as given.",
+            },
+            Key::Timeout => KeySpec {
+                name: "netns-timeout",
+                values: "milliseconds, 1 to 30000",
+                default: "2000",
+                meaning: "How long the isolation step may take before the VPN fails and \
+                          everything is undone.",
+            },
         }
+    }
+
+    pub const fn as_str(self) -> &'static str {
+        self.spec().name
     }
 }
 
@@ -418,6 +458,10 @@ pub fn parse(
 /// keeps `/run/netns/NAME` and `/etc/netns/NAME` readable and safe.
 pub const NETNS_NAME_MAX: usize = 64;
 
+/// What a namespace name may be, as nm-vpn-netns(5) and the README say it.
+pub const NAME_RULE: &str = "A namespace name has 1 to 64 characters from `A-Z a-z 0-9 _ . -` \
+                             and does not start with `.` or `-`.";
+
 /// A validated namespace name: `^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$`.
 ///
 /// Holding one proves the name cannot escape `/run/netns` or `/etc/netns`.
@@ -507,6 +551,26 @@ mod tests {
         assert_eq!(
             (s.connection_id.as_str(), s.connection_uuid.as_str()),
             ("work", UUID)
+        );
+    }
+
+    /// The table's defaults are the parser's, and its bounds are the values' own.
+    #[test]
+    fn key_table_holds_the_parsers_defaults() {
+        let defaults = parse_with(&[]).unwrap();
+        for key in Key::ALL {
+            let spec = key.spec();
+            let explicit = parse_with(&[(spec.name, spec.default)]).unwrap();
+            assert_eq!(explicit, defaults, "{}={}", spec.name, spec.default);
+        }
+        let timeout = Key::Timeout.spec().values;
+        assert!(
+            timeout.ends_with(&format!(" {}", Timeout::MAX_MS)),
+            "{timeout}"
+        );
+        assert!(
+            NAME_RULE.contains(&format!(" {NETNS_NAME_MAX} ")),
+            "{NAME_RULE}"
         );
     }
 

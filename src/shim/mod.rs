@@ -28,9 +28,10 @@ mod plugin;
 pub mod session;
 mod stock;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use clap::Parser;
 use log::info;
 
 pub use error::{Leaf, Peer, Reply, ShimError};
@@ -48,6 +49,51 @@ const PLUGIN_INTERFACE: &str = "org.freedesktop.NetworkManager.VPN.Plugin";
 
 /// NM's own bound on each call to a plugin (`DBUS_DEFAULT_TIMEOUT_MSEC`).
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+const LONG_ABOUT: &str = "\
+nm-vpn-netns-service is the VPN plugin that NetworkManager runs for OpenVPN connections once
+nm-vpn-netns is installed: the installed nm-openvpn-service.name names it in program=. It starts
+the stock nm-openvpn-service under a bus name of its own and forwards NetworkManager's calls to
+it with the netns-* keys of vpn.data removed. For a connection with netns-isolate=yes it holds
+the stock service's configuration back until nm-vpn-netns-agent(8) has moved the tunnel into the
+namespace, and then tells NetworkManager a configuration without addresses, routes or DNS
+servers. Other connections pass through unchanged.
+
+Users do not start it. NetworkManager starts one for each VPN connection, with --bus-name, and
+logs what it reports (journalctl -u NetworkManager).";
+
+/// The plugin's command line, as NetworkManager gives it.
+#[derive(Debug, Parser)]
+#[command(
+    name = "nm-vpn-netns-service",
+    version,
+    about = "NetworkManager VPN plugin that isolates OpenVPN connections in network namespaces",
+    long_about = LONG_ABOUT
+)]
+pub struct Args {
+    /// The D-Bus name to own: NetworkManager passes the VPN service's name with
+    /// .Connection_N appended.
+    #[arg(long, default_value = SERVICE)]
+    pub bus_name: String,
+    /// The stock nm-openvpn-service to run. By default, program= of the stock .name file that
+    /// installing moved aside, or else Debian's path. --inner-program is its old name.
+    #[arg(long, alias = "inner-program")]
+    pub stock_program: Option<PathBuf>,
+}
+
+impl Args {
+    /// What `run` needs; without `--stock-program`, the stock program is looked up.
+    pub fn options(self) -> Result<Options, ShimError> {
+        let program = match self.stock_program {
+            Some(program) => program,
+            None => stock_program(Path::new(STOCK_NAME_FILE))?,
+        };
+        Ok(Options {
+            bus_name: self.bus_name,
+            program,
+        })
+    }
+}
 
 /// What `run` needs.
 #[derive(Debug, Clone)]

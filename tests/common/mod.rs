@@ -1,4 +1,5 @@
-//! Fixtures shared by the integration tests: NetworkManager's dicts as the real nm-openvpn 1.10.2
+//! Fixtures shared by the integration tests: the agent served over the recording fake (`agent`), a
+//! private bus daemon (`bus`), and NetworkManager's dicts as the real nm-openvpn 1.10.2
 //! (with openvpn 2.6.14) sent them on the e2e rig, captured with `dbus-monitor --system` while
 //! `nmcli connection up` ran, and the helpers to write such dicts.
 //!
@@ -7,6 +8,9 @@
 
 // Each test binary compiles this module and uses a part of it.
 #![allow(dead_code)]
+
+pub mod agent;
+pub mod bus;
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 

@@ -5,7 +5,7 @@ set -euo pipefail
 
 PACKAGES=(
     network-manager network-manager-openvpn openvpn dbus iproute2 openssl util-linux procps
-    iputils-ping python3-gi gir1.2-nm-1.0 dnsmasq-base make
+    iputils-ping python3-gi gir1.2-nm-1.0 dnsmasq-base make groff-base
     # Packaging: dpkg-shlibdeps for the .deb's library dependencies, lintian, rpmbuild and rpmlint.
     dpkg-dev lintian shellcheck rpm rpmlint
 )

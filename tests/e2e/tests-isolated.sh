@@ -244,8 +244,79 @@ t_soft_restart() {
     rig_nm_restart
 }
 
+# The part of the sandbox's log written since line $1 (a count from `wc -l`).
+sandbox_log_since() { tail -n +"$1" "$RIG_W/sandbox.log"; }
+
+# Scenario 10: the agent killed with a VPN up, as a crash or the OOM killer would: the VPN lives on,
+# the agent that the next call starts takes the lease back from its record, so `down` still
+# releases everything, and the name is free for the next `up`.
+t_agent_killed() {
+    local before lines log
+    before=$(rig_snapshot)
+    rig_profile_keyfile survivor 1 ca netns-isolate=yes netns-name=survivor
+    expect_no_ping "the tunnel answers before activation (negative control)" rig_sb
+    expect_cmd_ok "nmcli connection up failed" rig_up_nmcli survivor
+    expect_agent_running "no agent on the bus after up"
+    lines=$(wc -l <"$RIG_W/sandbox.log")
+    rig_sb kill -9 "$AGENT_PID"
+    expect_within "the agent (pid $AGENT_PID) survived kill -9" 5 sb_pid_gone "$AGENT_PID"
+    expect_within "an agent is still on the bus after kill -9" 5 no_agent_on_bus
+    pass_note "killed the agent (pid $AGENT_PID) with the VPN up"
+    assert_isolated survivor survivor
+    expect_cmd_ok "the record of survivor is gone" rig_sb test -s /run/nm-vpn-netns/survivor
+    pass_note "with no agent running, the namespace, its traffic and DNS, and the record live on"
+
+    expect_cmd_ok "nmcli connection down failed" rig_down_nmcli survivor
+    assert_gone survivor "$before"
+    expect_sb_absent "the record of survivor remains after down" /run/nm-vpn-netns/survivor
+    log=$(sandbox_log_since "$lines")
+    expect_contains "the new agent did not take the lease back" "took back the lease on namespace survivor" "$log"
+    expect_contains "the new agent did not release survivor on down" "released namespace survivor" "$log"
+    pass_note "down started a new agent, which took the lease back and released everything: no record left"
+
+    expect_cmd_ok "up after the restart failed (the name still in use?)" rig_up_nmcli survivor
+    expect_ping "no ping from survivor after up again" 10 rig_ns survivor
+    rig_down_nmcli survivor >/dev/null
+    assert_gone survivor "$before"
+    pass_note "survivor comes up again and goes down clean"
+    rig_profile_delete survivor
+}
+
+# Scenario 11: an upgrade with a VPN up replaces the agent's binary but does not restart the agent;
+# the old agent exits after its last release, and the bus starts the new binary on the next call.
+t_agent_replaced() {
+    local before lines old agent=/usr/libexec/nm-vpn-netns-agent
+    before=$(rig_snapshot)
+    rig_profile_keyfile upgrade 2 ca netns-isolate=yes netns-name=upgrade
+    expect_cmd_ok "nmcli connection up failed" rig_up_nmcli upgrade
+    expect_agent_running "no agent on the bus after up"
+    old=$AGENT_PID
+    # As dpkg installs a file: a new one, renamed over the old.
+    rig_sb sh -c "cp -p $agent $agent.dpkg-new && mv $agent.dpkg-new $agent"
+    lines=$(wc -l <"$RIG_W/sandbox.log")
+    expect_ping "the VPN broke when the binary was replaced" 5 rig_ns upgrade
+    expect_agent_running "the agent exited when its binary was replaced, with a lease held"
+    expect_eq "another agent runs after the binary was replaced" "$old" "$AGENT_PID"
+    pass_note "binary replaced: the agent (pid $old) runs on while it holds a lease"
+
+    expect_cmd_ok "nmcli connection down failed" rig_down_nmcli upgrade
+    assert_gone upgrade "$before"
+    expect_within "the agent (pid $old) still runs after its last release" 10 sb_pid_gone "$old"
+    expect_contains "the agent did not say why it exited" "was replaced on disk; exiting" "$(sandbox_log_since "$lines")"
+    pass_note "down released everything, then the old agent exited"
+
+    expect_cmd_ok "up with the new binary failed" rig_up_nmcli upgrade
+    expect_agent_running "no agent on the bus after up"
+    expect_ne "the old agent answered" "$old" "$AGENT_PID"
+    expect_ping "no ping from upgrade with the new agent" 10 rig_ns upgrade
+    rig_down_nmcli upgrade >/dev/null
+    assert_gone upgrade "$before"
+    pass_note "the bus started the new binary (pid $AGENT_PID) for the next up"
+    rig_profile_delete upgrade
+}
+
 E2E_TESTS+=(t_isolated_keyfile t_isolated_libnm t_passthrough t_names t_persistent t_refusals
-    t_two_at_once t_soft_restart)
+    t_two_at_once t_soft_restart t_agent_killed t_agent_replaced)
 
 # `make uninstall` restores the stock registration exactly, and `make install` takes it over again.
 t_install_uninstall() {
@@ -266,7 +337,8 @@ t_install_uninstall() {
     for f in /usr/lib/NetworkManager/nm-vpn-netns-service /usr/libexec/nm-vpn-netns-agent /usr/bin/nm-vpn-netns \
         /usr/share/dbus-1/system.d/io.github.NmVpnNetns.Agent1.conf \
         /usr/share/dbus-1/system-services/io.github.NmVpnNetns.Agent1.service \
-        /usr/lib/systemd/system/nm-vpn-netns-agent.service; do
+        /usr/lib/systemd/system/nm-vpn-netns-agent.service /usr/share/man/man8/nm-vpn-netns-agent.8.gz \
+        /usr/share/man/man5/nm-vpn-netns.5.gz /usr/share/bash-completion/completions/nm-vpn-netns; do
         expect_sb_absent "uninstall left $f" "$f"
     done
     pass_note "uninstalled: the stock .name is back byte for byte, no diversion, none of our files"

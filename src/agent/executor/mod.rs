@@ -64,6 +64,10 @@ pub struct IsolateArgs {
     pub tun_ifindex: u32,
     /// Who holds the lease, such as the caller's unique bus name; kept in the record.
     pub owner: String,
+    /// The connection's `ipv4.never-default` and `ipv6.never-default`, kept in the record for
+    /// a `Reapply` after the agent restarted.
+    pub never_default_v4: bool,
+    pub never_default_v6: bool,
     /// From `netns-timeout`: past it, everything is rolled back.
     pub deadline: Instant,
 }
@@ -281,6 +285,8 @@ impl<S: Sys> Executor<S> {
             connection_uuid: req.connection_uuid.clone(),
             connection_id: req.connection_id.clone(),
             owner: req.owner.clone(),
+            never_default_v4: req.never_default_v4,
+            never_default_v6: req.never_default_v6,
             created: attempt.created || previous.is_some_and(|r| r.created),
             persistent: req.persistent,
             leased: true,

@@ -58,4 +58,20 @@ expect_json() {
     [[ $(json_field "$4" "$2") == "$3" ]] || expect_failed "$1" "an answer with \"$2\": \"$3\"" "$4"
 }
 
+# The agent's PID, asked of the sandbox's bus; nothing when no agent owns its name.
+agent_pid() {
+    local out
+    out=$(rig_sb dbus-send --system --print-reply --dest=org.freedesktop.DBus /org/freedesktop/DBus \
+        org.freedesktop.DBus.GetConnectionUnixProcessID string:io.github.NmVpnNetns.Agent1 2>/dev/null) || return 0
+    awk '$1 == "uint32" {print $2}' <<<"$out"
+}
+
+no_agent_on_bus() { [[ -z $(agent_pid) ]]; }
+
+# WHAT: an agent owns its name on the bus; its PID goes to AGENT_PID.
+expect_agent_running() {
+    AGENT_PID=$(agent_pid)
+    [[ -n $AGENT_PID ]] || expect_failed "$1" "an owner of io.github.NmVpnNetns.Agent1" "$(sb_ps)"
+}
+
 bus_reload() { rig_sb dbus-send --system --type=method_call --dest=org.freedesktop.DBus / org.freedesktop.DBus.ReloadConfig; }

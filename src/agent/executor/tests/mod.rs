@@ -92,6 +92,8 @@ fn request() -> IsolateArgs {
         system_connection: true,
         tun_ifindex: 7,
         owner: ":1.42".to_owned(),
+        never_default_v4: false,
+        never_default_v6: false,
         deadline: Instant::now() + Duration::from_secs(3600),
     }
 }

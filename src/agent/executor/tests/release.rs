@@ -171,6 +171,7 @@ fn records_survive_a_restart() {
     let mut ex = executor();
     let mut req = request();
     req.connection_id = "Work VPN\n\\ \u{e9}".to_owned();
+    req.never_default_v6 = true;
     ex.isolate(&req).unwrap();
     let world = world(&ex);
     let r = record(&ex).unwrap().clone();

@@ -1,0 +1,164 @@
+//! The agent on a bus daemon of the test's own, run as `nm-vpn-netns-agent` runs it
+//! (`lifecycle::run`), over the recording fake: the leases it takes back when it starts, and its
+//! exit after the last release once its binary was replaced.
+
+mod common;
+
+use std::fs;
+use std::time::Duration;
+
+use common::agent::{
+    agent, is_root, isolate, leased_record, method_error, proxy, release, request, sys_with_leases,
+    sys_with_links,
+};
+use common::bus::Bus;
+use common::{dict, ov, VarDict};
+use nm_vpn_netns::agent::lifecycle::{self, Exe, FileId};
+use nm_vpn_netns::agent::Agent;
+use nm_vpn_netns::contract::BUS_NAME;
+use tokio::task::JoinHandle;
+use zbus::{fdo, Connection, Proxy};
+
+const ERR: &str = "io.github.NmVpnNetns.Agent1.Error.";
+const WAIT: Duration = Duration::from_secs(10);
+
+/// Runs `agent` on the bus, and waits until it owns its name.
+async fn start(bus: &Bus, agent: Agent, exe: Option<Exe>) -> JoinHandle<zbus::Result<()>> {
+    let task = tokio::spawn(lifecycle::run(bus.connect().await, agent, exe));
+    let watcher = bus.connect().await;
+    assert!(
+        eventually(|| async { name_owned(&watcher).await }).await,
+        "the agent never owned {BUS_NAME}"
+    );
+    task
+}
+
+async fn name_owned(conn: &Connection) -> bool {
+    let dbus = fdo::DBusProxy::new(conn).await.unwrap();
+    dbus.name_has_owner(BUS_NAME.try_into().unwrap())
+        .await
+        .unwrap()
+}
+
+/// Whether `check` holds within [`WAIT`], tried every 50 ms.
+async fn eventually<F: std::future::Future<Output = bool>>(check: impl Fn() -> F) -> bool {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while tokio::time::Instant::now() < deadline {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+fn keys(ns: &str) -> [(&str, &str); 2] {
+    [("netns-isolate", "yes"), ("netns-name", ns)]
+}
+
+async fn reapply(p: &Proxy<'_>, ns: &str) -> Result<(), (String, String)> {
+    let config = dict(vec![
+        ("tundev", ov("tun0")),
+        ("gateway", ov(0x0100_12c6u32)),
+        ("has-ip4", ov(true)),
+    ]);
+    let ip4 = dict(vec![("address", ov(0x0200_13c6u32)), ("prefix", ov(24u32))]);
+    p.call::<_, _, ()>("Reapply", &(ns, config, ip4, VarDict::new()))
+        .await
+        .map_err(method_error)
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn leases_of_holders_still_on_the_bus_are_taken_back() {
+    if !is_root() {
+        return;
+    }
+    let bus = Bus::start("adopt");
+    let holder = bus.connect().await;
+    let leaver = bus.connect().await;
+    let name = |c: &Connection| c.unique_name().unwrap().to_string();
+    let records = [
+        leased_record("held", &name(&holder)),
+        leased_record("left", &name(&leaver)),
+        leased_record("gone", ":1.999"),
+        leased_record("p2p", ""),
+    ];
+    let mut sys = sys_with_leases(&records);
+    sys.add_link(10, "tun2", Some("tun"), None);
+    let _agent = start(&bus, agent(sys), None).await;
+    let p = proxy(&holder).await;
+
+    // Taken back: its holder may Reapply and Release it; nobody else may.
+    let (err, msg) = release(&proxy(&leaver).await, "held").await.unwrap_err();
+    assert_eq!(err, format!("{ERR}AccessDenied"), "{msg}");
+    reapply(&p, "held").await.unwrap();
+    release(&p, "held").await.unwrap();
+
+    // Released at start: the names are free.
+    for (ns, ifindex, tun) in [("gone", 7, "tun0"), ("p2p", 8, "tun1")] {
+        isolate(&p, request(ifindex, tun, &keys(ns))).await.unwrap();
+        release(&p, ns).await.unwrap();
+    }
+
+    // Taken back for a holder that then leaves the bus: released as it leaves.
+    let (err, msg) = isolate(&p, request(10, "tun2", &keys("left")))
+        .await
+        .unwrap_err();
+    assert_eq!(err, format!("{ERR}InUse"), "{msg}");
+    leaver.close().await.unwrap();
+    assert!(
+        eventually(|| async {
+            isolate(&p, request(10, "tun2", &keys("left")))
+                .await
+                .is_ok()
+        })
+        .await,
+        "the agent kept the lease on 'left' after its holder left the bus"
+    );
+    release(&p, "left").await.unwrap();
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn exits_after_the_last_release_once_its_binary_was_replaced() {
+    if !is_root() {
+        return;
+    }
+    let bus = Bus::start("retire");
+    let path = bus.dir.join("agent-binary");
+    fs::write(&path, "0.1.0").unwrap();
+    let exe = Exe {
+        started: FileId::of(&fs::metadata(&path).unwrap()),
+        path: path.clone(),
+    };
+    let mut sys = sys_with_links();
+    sys.add_link(10, "tun2", Some("tun"), None);
+    sys.add_link(11, "tun3", Some("tun"), None);
+    let task = start(&bus, agent(sys), Some(exe)).await;
+    let client = bus.connect().await;
+    let p = proxy(&client).await;
+
+    // The binary unchanged, the last release changes nothing.
+    isolate(&p, request(7, "tun0", &keys("a"))).await.unwrap();
+    release(&p, "a").await.unwrap();
+    isolate(&p, request(8, "tun1", &keys("a"))).await.unwrap();
+    isolate(&p, request(10, "tun2", &keys("b"))).await.unwrap();
+
+    // Replaced as a package manager does it: a new file renamed over the old one. A release
+    // that leaves a lease changes nothing either.
+    let new = bus.dir.join("agent-binary.new");
+    fs::write(&new, "0.2.0").unwrap();
+    fs::rename(&new, &path).unwrap();
+    release(&p, "a").await.unwrap();
+    isolate(&p, request(11, "tun3", &keys("a"))).await.unwrap();
+    release(&p, "a").await.unwrap();
+    assert!(!task.is_finished());
+
+    // The last one ends the agent, once its reply is out.
+    release(&p, "b").await.unwrap();
+    let ended = tokio::time::timeout(WAIT, task).await;
+    assert!(
+        matches!(ended, Ok(Ok(Ok(())))),
+        "the agent did not exit: {ended:?}"
+    );
+    assert!(!name_owned(&client).await, "{BUS_NAME} is still owned");
+}

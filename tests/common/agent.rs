@@ -1,0 +1,143 @@
+//! The agent's facade over the recording fake, and the calls a test makes to it as the shim would:
+//! raw `a{sv}` dicts, so that a test controls every key on the wire.
+
+use std::collections::HashMap;
+
+use nm_vpn_netns::agent::executor::{Executor, Paths, Record};
+use nm_vpn_netns::agent::fake::RecordingSys;
+use nm_vpn_netns::agent::Agent;
+use nm_vpn_netns::contract::{BUS_NAME, INTERFACE, OBJECT_PATH};
+use zbus::connection::Builder;
+use zbus::{Connection, OwnedVariant, Proxy};
+
+use super::ov;
+
+/// An agent on `sys`, with the default paths.
+pub fn agent(sys: RecordingSys) -> Agent {
+    Agent::new(Executor::new(sys, Paths::default()).unwrap()).unwrap()
+}
+
+/// Serves `agent` on one end of a peer-to-peer connection; returns (server, client).
+pub async fn serve_p2p(agent: Agent) -> (Connection, Connection) {
+    let (server_end, client_end) = std::os::unix::net::UnixStream::pair().unwrap();
+    let server = Builder::unix_stream(server_end)
+        .server(zbus::Guid::generate())
+        .p2p()
+        .serve_at(OBJECT_PATH, agent)
+        .build();
+    let client = Builder::unix_stream(client_end).p2p().build();
+    let (server, client) = tokio::join!(server, client);
+    (server.unwrap(), client.unwrap())
+}
+
+/// A world with tuns 7 (`tun0`) and 8 (`tun1`), veth 9 and the host's nsswitch.conf.
+pub fn sys_with_links() -> RecordingSys {
+    let mut sys = RecordingSys::default();
+    sys.add_link(7, "tun0", Some("tun"), None);
+    sys.add_link(8, "tun1", Some("tun"), None);
+    sys.add_link(9, "veth0", Some("veth"), None);
+    sys.add_file("/etc/nsswitch.conf", "hosts: files dns\n");
+    sys
+}
+
+/// The uuid of [`request`]'s connection.
+pub const REQUEST_UUID: &str = "0b5d5a0e-8f4c-4a55-9b8e-3c6b1f0e2d11";
+
+/// The record a previous agent left of namespace `ns`, which it created for [`request`]'s
+/// connection and which `owner` leased, with the VPN's tun inside as `tun0`.
+pub fn leased_record(ns: &str, owner: &str) -> Record {
+    Record {
+        netns: ns.parse().unwrap(),
+        connection_uuid: REQUEST_UUID.to_owned(),
+        connection_id: "work vpn".to_owned(),
+        owner: owner.to_owned(),
+        never_default_v4: true,
+        never_default_v6: false,
+        created: true,
+        persistent: false,
+        leased: true,
+        link: Some("tun0".to_owned()),
+        etc_dir_created: false,
+        files: Vec::new(),
+    }
+}
+
+/// [`sys_with_links`] with what a previous agent left: the namespaces of `records`, each with its
+/// tun, and the records themselves. Each tun inside has ifindex 100 and up.
+pub fn sys_with_leases(records: &[Record]) -> RecordingSys {
+    let mut sys = sys_with_links();
+    sys.world.dirs.insert("/run/nm-vpn-netns".into());
+    for (r, ifindex) in records.iter().zip(100..) {
+        let netns = format!("/run/netns/{}", r.netns);
+        sys.add_netns(&netns);
+        sys.add_link(ifindex, "tun0", Some("tun"), Some(&netns));
+        let text = String::from_utf8(r.encode()).unwrap();
+        sys.add_file(&format!("/run/nm-vpn-netns/{}", r.netns), &text);
+    }
+    sys
+}
+
+/// An `Isolate` request as the shim sends it, for tun `ifindex`/`tundev` and these netns keys.
+pub fn request(ifindex: u32, tundev: &str, keys: &[(&str, &str)]) -> HashMap<String, OwnedVariant> {
+    let ip4 = |a: [u8; 4]| u32::from_ne_bytes(a);
+    let config: HashMap<String, OwnedVariant> = HashMap::from([
+        ("tundev".into(), ov(tundev.to_owned())),
+        ("gateway".into(), ov(ip4([198, 18, 0, 1]))),
+        ("has-ip4".into(), ov(true)),
+    ]);
+    let ip4_config: HashMap<String, OwnedVariant> = HashMap::from([
+        ("address".into(), ov(ip4([198, 19, 0, 2]))),
+        ("prefix".into(), ov(24u32)),
+        ("dns".into(), ov(vec![ip4([198, 19, 0, 1])])),
+    ]);
+    let settings: HashMap<String, String> = keys
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    HashMap::from([
+        ("id".into(), ov("work vpn")),
+        ("uuid".into(), ov(REQUEST_UUID)),
+        ("netns-settings".into(), ov(settings)),
+        ("ifindex".into(), ov(ifindex)),
+        ("config".into(), ov(config)),
+        ("ip4-config".into(), ov(ip4_config)),
+    ])
+}
+
+/// The agent's object, through the well-known name (ignored on a peer-to-peer connection).
+pub async fn proxy(conn: &Connection) -> Proxy<'static> {
+    Proxy::new(conn, BUS_NAME, OBJECT_PATH, INTERFACE)
+        .await
+        .unwrap()
+}
+
+pub async fn isolate(
+    p: &Proxy<'_>,
+    req: HashMap<String, OwnedVariant>,
+) -> Result<HashMap<String, OwnedVariant>, (String, String)> {
+    p.call("Isolate", &(req,)).await.map_err(method_error)
+}
+
+pub async fn release(p: &Proxy<'_>, ns: &str) -> Result<(), (String, String)> {
+    p.call::<_, _, ()>("Release", &(ns,))
+        .await
+        .map_err(method_error)
+}
+
+/// A method error's name and message.
+pub fn method_error(e: zbus::Error) -> (String, String) {
+    match e {
+        zbus::Error::MethodError(name, msg, _) => (name.to_string(), msg.unwrap_or_default()),
+        e => panic!("not a method error: {e:?}"),
+    }
+}
+
+/// The peer is this process, and only root may call: as anyone else these tests have nothing to
+/// check here (the e2e rig's t_agent_refusals calls as uid 65534 over the real bus).
+pub fn is_root() -> bool {
+    let root = nix::unistd::geteuid().is_root();
+    if !root {
+        eprintln!("skipped: the agent only answers root");
+    }
+    root
+}

@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# The RPM's scriptlets and file triggers, run by rpm itself in a scratch root (`rpm --root`), around
+# a stand-in NetworkManager-openvpn that ships only its .name: install over what `make install` set
+# up, the stock plugin's upgrade and reinstall, our upgrade, erase, and the stock plugin's erase
+# under us; and shellcheck on the scriptlets as the package holds them. Run as root by
+# `make rpm-check`, after `make rpm`. Nothing is written outside the scratch root: rpm runs the
+# scriptlets chrooted into it, so the root gets a shell and the tools they call, copied from this
+# system. Neither systemd nor a bus runs there, so what the scriptlets do with them is not tested.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# shellcheck source=tests/e2e/lib/expect.sh
+. tests/e2e/lib/expect.sh
+
+STOCK=/usr/lib/NetworkManager/VPN/nm-openvpn-service.name
+DIVERTED=$STOCK.distrib
+SHIM=/usr/lib/NetworkManager/nm-vpn-netns-service
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+root=$work/root
+ours=$(echo target/rpm/RPMS/x86_64/nm-vpn-netns-*.rpm)
+[[ -f $ours ]] || fail "no RPM in target/rpm; run 'make rpm' first"
+
+# rpmbuild -bb SPEC [DEFINES...], quietly, into $work/build; prints nothing.
+build() {
+    rpmbuild -bb --nodeps --quiet --define "_topdir $work/build" "$@" >/dev/null
+}
+
+# The stand-in stock plugin at VERSION, as $work/stock-VERSION.rpm: its .name, as Fedora's, with a
+# line that tells versions apart, which is also $work/stock-VERSION.name.
+stock_rpm() {
+    printf '%s\n' '[VPN Connection]' 'name=openvpn' 'service=org.freedesktop.NetworkManager.openvpn' \
+        'program=/usr/libexec/nm-openvpn-service' 'supports-multiple-connections=true' '' \
+        '[libnm]' 'plugin=libnm-vpn-plugin-openvpn.so' "# stand-in $1" >"$work/stock-$1.name"
+    cat >"$work/stock.spec" <<EOF
+Name: NetworkManager-openvpn
+Version: $1
+Release: 1
+Summary: stand-in
+License: GPL-2.0-or-later
+BuildArch: noarch
+%description
+The stock plugin's .name only.
+%install
+install -D -m 644 $work/stock-$1.name %{buildroot}$STOCK
+%files
+$STOCK
+EOF
+    build "$work/stock.spec"
+    cp "$work/build/RPMS/noarch/NetworkManager-openvpn-$1-1.noarch.rpm" "$work/stock-$1.rpm"
+}
+
+# The scriptlets as the package holds them, each with takeover.sh built in.
+for tag in POSTIN PREUN POSTUN; do
+    rpm -qp --qf "%{$tag}" "$ours" >"$work/$tag.sh"
+done
+rpm -qp --qf '[%{FILETRIGGERSCRIPTS}\n#END\n]' "$ours" |
+    awk -v dir="$work" '/^#END$/ { n++; next } { print > (dir "/filetrigger" n ".sh") }'
+shellcheck -s sh -S warning "$work"/*.sh
+pass_note "shellcheck: the scriptlets"
+
+# A shell and the tools that the scriptlets call, with the libraries they load.
+mkdir -p "$root/usr/bin" "$root/dev"
+ln -s usr/bin "$root/bin"
+mknod "$root/dev/null" c 1 3
+for tool in sh sed grep chmod cmp rm mv; do
+    path=$(readlink -f "$(command -v "$tool")")
+    cp "$path" "$root/usr/bin/$tool"
+    for lib in $(ldd "$path" | grep -o '/[^ ]*'); do
+        mkdir -p "$root${lib%/*}"
+        cp -n "$lib" "$root$lib"
+    done
+done
+rpm --root "$root" --initdb
+
+# rpm ARGS...: must succeed with no scriptlet failing.
+rpm_ok() {
+    local out
+    out=$(rpm --root "$root" --nodeps "$@" 2>&1) || expect_failed "rpm $*" "success" "$out"
+    [[ $out != *"scriptlet failed"* ]] || expect_failed "rpm $*: a scriptlet failed" "none" "$out"
+}
+
+# Ours is the moved-aside stock file of VERSION with program= alone changed.
+expect_registered() {
+    local stock
+    stock=$(cat "$work/stock-$2.name")
+    expect_same "$1: the moved-aside file" "$stock" "$(cat "$root$DIVERTED")"
+    expect_same "$1: our .name" "${stock/program=\/usr\/libexec\/nm-openvpn-service/program=$SHIM}" \
+        "$(cat "$root$STOCK")"
+    pass_note "$1: ours is registered over stock $2"
+}
+
+# The stock file of VERSION back at its path, byte for byte, and nothing of ours left.
+expect_stock() {
+    cmp -s "$work/stock-$2.name" "$root$STOCK" ||
+        expect_failed "$1: the stock file is not back" "stock $2" "$(cat "$root$STOCK" 2>&1)"
+    expect_eq "$1: left in the VPN directory" "nm-openvpn-service.name" "$(ls -A "$root${STOCK%/*}")"
+    pass_note "$1: stock $2 is back"
+}
+
+stock_rpm 1.0
+stock_rpm 2.0
+sed 's/^Version: .*/Version: 9.9.9/' packaging/rpm/nm-vpn-netns.spec >"$work/next.spec"
+build --define "srcroot $PWD" "$work/next.spec"
+next=$(echo "$work"/build/RPMS/x86_64/nm-vpn-netns-9.9.9-*.rpm)
+
+rpm_ok -i "$work/stock-1.0.rpm"
+# What `make install` leaves on a system without dpkg, which the package takes over as it is.
+NM_VPN_NETNS_DIVERT_BY=rename NM_VPN_NETNS_VPN_DIR=$root${STOCK%/*} NM_VPN_NETNS_SHIM=$SHIM \
+    sh -ec '. packaging/takeover.sh; nm_vpn_netns_for_each nm_vpn_netns_divert
+        nm_vpn_netns_for_each nm_vpn_netns_register' >/dev/null
+expect_registered "make install" 1.0
+rpm_ok -i "$ours"
+expect_registered "install over make install" 1.0
+[[ -x $root$SHIM ]] || fail "install: $SHIM is missing"
+
+rpm_ok -U "$work/stock-2.0.rpm"
+expect_registered "the stock plugin's upgrade" 2.0
+
+rpm_ok --reinstall "$work/stock-2.0.rpm"
+expect_registered "the stock plugin's reinstall" 2.0
+
+rpm_ok -U "$next"
+expect_registered "our upgrade" 2.0
+
+rpm_ok -e nm-vpn-netns
+expect_stock "erase" 2.0
+[[ ! -e $root$SHIM ]] || fail "erase: $SHIM is left"
+
+rpm_ok -i "$ours"
+expect_registered "install again" 2.0
+rpm_ok -e NetworkManager-openvpn
+expect_eq "the stock plugin's erase: left in the VPN directory" "" "$(ls -A "$root${STOCK%/*}")"
+rpm_ok -e nm-vpn-netns
+expect_eq "erase after the stock plugin's: left in the VPN directory" "" "$(ls -A "$root${STOCK%/*}")"
+pass_note "the stock plugin's erase leaves nothing behind, and neither does ours after it"
