@@ -46,7 +46,7 @@ rig_wait() {
         sleep 0.1
     done
 }
-# NM's journal stands for the rig's nm.log, which `refused`-style checks would read.
+# What a failed step shows: the journals of NetworkManager and of the agent.
 rig_dump_logs() {
     echo "----- NetworkManager, last 40 lines"
     journalctl -q -b -u NetworkManager.service -n 40 --no-pager
@@ -209,8 +209,9 @@ s3_passthrough() { t_passthrough; }
 
 # An isolated VPN `name` up (nmcli) and checked; the profile is created first when it does not exist.
 isolated_up() {
-    local name=$1
-    nmcli -g NAME connection show | grep -qxF "$name" || rig_profile_keyfile "$name" 1 ca netns-isolate=yes
+    local name=$1 names
+    names=$(nmcli -g NAME connection show)
+    grep -qxF "$name" <<<"$names" || rig_profile_keyfile "$name" 1 ca netns-isolate=yes
     expect_cmd_ok "nmcli connection up $name failed" rig_up_nmcli "$name"
     assert_isolated "$name" "$name"
 }

@@ -79,7 +79,9 @@ boot() {
         -kernel "$kernel" -initrd "$initrd" -append "root=/dev/vda rw console=ttyS0 quiet panic=-1" \
         -drive "file=$img,format=raw,if=virtio" </dev/null >"$console" 2>&1 &
     qemu=$!
-    tail -n +1 -f --pid="$qemu" "$console" 2>/dev/null | sed -u "s/^/[$suite] /" &
+    # Without the terminal's control sequences, which only clutter a CI log.
+    tail -n +1 -f --pid="$qemu" "$console" 2>/dev/null |
+        sed -u -e 's/\x1b[[][0-9;?!]*[a-zA-Z]//g' -e 's/\x1b[a-z]//g' -e 's/\r$//' -e "s/^/[$suite] /" &
     for ((t = 0; t < timeout; t++)); do
         kill -0 "$qemu" 2>/dev/null || break
         sleep 1
