@@ -81,7 +81,7 @@ boot() {
     qemu=$!
     # Without the terminal's control sequences, which only clutter a CI log.
     tail -n +1 -f --pid="$qemu" "$console" 2>/dev/null |
-        sed -u -e 's/\x1b[[][0-9;?!]*[a-zA-Z]//g' -e 's/\x1b[a-z]//g' -e 's/\r$//' -e "s/^/[$suite] /" &
+        sed -u -e 's/\x1b[[][0-9;?!]*[a-zA-Z]//g' -e 's/\x1b][0-9;]*\(\x07\|\x1b\\\)\{0,1\}//g' -e 's/\x1b[a-z]//g' -e 's/\r$//' -e "s/^/[$suite] /" &
     for ((t = 0; t < timeout; t++)); do
         kill -0 "$qemu" 2>/dev/null || break
         sleep 1
