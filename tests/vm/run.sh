@@ -71,10 +71,12 @@ EOF
 
 # Boots image $2 with the kernel and initrd of tree $1; the console goes to $3 and to our output.
 boot() {
-    local tree=$1 img=$2 console=$3 kernel initrd qemu t
+    local tree=$1 img=$2 console=$3 kernel initrd qemu stream t rc=0
     # The suite's one kernel, as linux-image-amd64 installed it.
     kernel=$(printf '%s\n' "$tree"/boot/vmlinuz-* | sort -V | tail -1)
     initrd=$tree/boot/initrd.img-${kernel##*/vmlinuz-}
+    # The file exists before tail opens it, which would otherwise race qemu's redirection and lose.
+    : >"$console"
     qemu-system-x86_64 -accel tcg,thread=multi -cpu max -m 2048 -smp 2 -nographic -no-reboot -nic none \
         -kernel "$kernel" -initrd "$initrd" -append "root=/dev/vda rw console=ttyS0 quiet panic=-1" \
         -drive "file=$img,format=raw,if=virtio" </dev/null >"$console" 2>&1 &
@@ -82,6 +84,7 @@ boot() {
     # Without the terminal's control sequences, which only clutter a CI log.
     tail -n +1 -f --pid="$qemu" "$console" 2>/dev/null |
         sed -u -e 's/\x1b[[][0-9;?!]*[a-zA-Z]//g' -e 's/\x1b][0-9;]*\(\x07\|\x1b\\\)\{0,1\}//g' -e 's/\x1b[a-z]//g' -e 's/\r$//' -e "s/^/[$suite] /" &
+    stream=$!
     for ((t = 0; t < timeout; t++)); do
         kill -0 "$qemu" 2>/dev/null || break
         sleep 1
@@ -92,9 +95,13 @@ boot() {
         kill -9 "$qemu" 2>/dev/null
         wait "$qemu" 2>/dev/null
         echo "vm: $suite still ran after $timeout s and was killed"
-        return 1
+        rc=1
+    else
+        wait "$qemu" || rc=$?
     fi
-    wait "$qemu"
+    # tail ends within a second of qemu; the summary must not interleave with the console.
+    wait "$stream"
+    return "$rc"
 }
 
 rows=()
