@@ -6,6 +6,7 @@
 #   make man        generate the man pages and shell completions into target/doc-gen
 #   make install    install into $(DESTDIR)$(PREFIX) (run as root; see README)
 #   make deb        target/debian/nm-vpn-netns_<version>_amd64.deb (DEB_VERSION=… for another version)
+#   make vm         the package on booted Debian 12 and 13 under qemu (part of check)
 #   make rpm        target/rpm/RPMS/x86_64/nm-vpn-netns-<version>-1.x86_64.rpm, for Fedora
 
 PREFIX ?= /usr
@@ -35,7 +36,7 @@ CARGO_DEB = $(CI_CACHE)/cargo-deb-$(CARGO_DEB_VERSION)/bin/cargo-deb
 DEB_VERSION ?=
 CARGO_PROFILE_FLAG = $(if $(filter release,$(PROFILE)),--release,--profile $(PROFILE))
 
-.PHONY: all build man deps demo check lint unit privileged release-lib e2e bench deb deb-check rpm rpm-check install uninstall no-package clean
+.PHONY: all build man deps demo check lint unit privileged release-lib e2e bench deb deb-check rpm rpm-check vm install uninstall no-package clean
 
 all: build
 
@@ -72,7 +73,7 @@ e2e: deb
 release-lib: build
 	bash tests/layout.sh --release-lib
 
-check: deps lint unit privileged release-lib deb-check rpm-check e2e
+check: deps lint unit privileged release-lib deb-check rpm-check e2e vm
 
 # Figures for BENCHMARKS.md; not part of check, since timings prove nothing on a noisy machine.
 bench: deps build
@@ -113,10 +114,9 @@ rpm-check: rpm
 
 # Booted Debian 12 and 13 under qemu, systemd as PID 1 (tests/vm/README.md): install, an upgrade
 # with a VPN up, a killed agent, purge. The upgrade goes from this tree packaged as a lower version
-# (~vm) to this tree as `make deb` packages it. Not part of check: it takes about 20 minutes.
+# (~vm) to this tree as `make deb` packages it. About 10 minutes, 14 with the root filesystems to build.
 VM_DEB_B = $(shell awk 'NR == 1 {gsub(/[()]/, "", $$2); print $$2}' packaging/debian/changelog)
 VM_DEB_A = $(VM_DEB_B)~vm
-.PHONY: vm
 vm:
 	bash tests/vm/deps.sh
 	$(MAKE) -s deb DEB_VERSION=$(VM_DEB_A)
