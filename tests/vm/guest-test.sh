@@ -198,9 +198,24 @@ s1_install() {
     pass_note "installed $(basename "$pkg_a") while NetworkManager ran; NetworkManager kept pid $nm_pid"
 }
 
+# journald adds each line's identifier and pid itself; a line of ours that carries them again, or our
+# own level tag, was formatted for a plain stderr.
+assert_journal_lines() {
+    local agent all
+    agent=$(journalctl -q -b -u nm-vpn-netns-agent.service -o short --no-pager)
+    expect_match "the agent's journal lacks its start line, with its identifier" \
+        'nm-vpn-netns-agent\[[0-9]+\]: serving io\.github\.NmVpnNetns\.Agent1' "$agent"
+    expect_no_match "an agent line carries a level tag" ': <(INFO|WARN|ERROR|DEBUG|TRACE)> ' "$agent"
+    all=$(journalctl -q -b -o short --no-pager)
+    expect_no_match "a journal line names one of our programs twice" \
+        'nm-vpn-netns-(agent|service)\[[0-9]+\]: .*nm-vpn-netns-(agent|service)\[[0-9]+\]: ' "$all"
+    pass_note "journal: $(grep -m1 -E 'nm-vpn-netns-agent\[[0-9]+\]: serving' <<<"$agent" | cut -d' ' -f5-)"
+}
+
 s2_isolated() {
     t_isolated_keyfile
     assert_agent_unit
+    assert_journal_lines
     t_isolated_libnm
     assert_nm_unit
 }
