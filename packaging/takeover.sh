@@ -112,9 +112,17 @@ nm_vpn_netns_reload_bus() {
 # activation starts the new one at the next call. One that holds a lease keeps serving the VPNs that
 # are up, and exits by itself after its last release (its binary is gone). The arguments are the
 # command that stops a unit: deb-systemd-invoke, or systemctl.
+# The agent's records, one JSON file per namespace it holds or kept.
+: "${NM_VPN_NETNS_STATE:=/run/nm-vpn-netns}"
+
+# The namespaces whose isolation is up (their record holds a lease), one per line.
+nm_vpn_netns_leased() {
+    grep -ls '"leased": *true' "$NM_VPN_NETNS_STATE"/* | xargs -r -n1 basename
+}
+
 nm_vpn_netns_stop_idle_agent() {
     [ -d /run/systemd/system ] || return 0
-    if grep -qs '"leased": *true' /run/nm-vpn-netns/*; then
+    if [ -n "$(nm_vpn_netns_leased)" ]; then
         echo "nm-vpn-netns: isolated VPNs are up; the running agent stays until the last one goes down"
         return 0
     fi
