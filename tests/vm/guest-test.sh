@@ -21,6 +21,8 @@ source "$VM_DIR/src/tests/e2e/rig.sh"
 source "$VM_DIR/src/tests/e2e/tests.sh"
 # shellcheck source=../e2e/tests-isolated.sh
 source "$VM_DIR/src/tests/e2e/tests-isolated.sh"
+# shellcheck source=guest-local-user.sh
+source "$VM_DIR/guest-local-user.sh"
 
 RIG_W=$VM_DIR/w
 RIG_IN=$RIG_W
@@ -220,6 +222,54 @@ s2_isolated() {
     assert_nm_unit
 }
 
+# systemctl's value of property $1 of the agent's unit.
+agent_prop() { systemctl show -p "$1" --value "$AGENT_UNIT"; }
+
+# The unit's hardening is in force, as systemctl reports it and as the kernel applies it to the agent.
+assert_agent_hardening() {
+    local pid p got status exposure
+    pid=$(unit_pid "$AGENT_UNIT")
+    for p in NoNewPrivileges=yes RestrictSUIDSGID=yes ProtectHostname=yes RestrictNamespaces=net \
+        DevicePolicy=closed LockPersonality=yes MemoryDenyWriteExecute=yes RestrictRealtime=yes; do
+        expect_eq "$AGENT_UNIT has ${p%%=*}=$(agent_prop "${p%%=*}")" "${p#*=}" "$(agent_prop "${p%%=*}")"
+    done
+    expect_match "$AGENT_UNIT does not refuse filtered calls with EPERM" '^(1|EPERM)$' "$(agent_prop SystemCallErrorNumber)"
+    expect_match "$AGENT_UNIT does not deny every IP address" '(^| )0\.0\.0\.0/0( |$)' "$(agent_prop IPAddressDeny)"
+    got=$(agent_prop SystemCallFilter | tr ' ' '\n' | sed 's/:.*//')
+    for p in mount umount2 setns unshare; do
+        expect_line "the system-call filter of $AGENT_UNIT does not allow $p" "$p" "$got"
+    done
+    expect_no_match "the system-call filter of $AGENT_UNIT allows a call the agent never makes" \
+        '^(~.*|chroot|pivot_root|fsopen|move_mount|reboot|init_module|setuid|sched_setscheduler)$' "$got"
+    status=$(cat "/proc/$pid/status")
+    expect_match "the agent (pid $pid) runs without a seccomp filter" $'^Seccomp:\t2$' "$status"
+    expect_match "the agent (pid $pid) may gain privileges" $'^NoNewPrivs:\t1$' "$status"
+    expect_eq "the agent's CapBnd is not CAP_SYS_ADMIN and CAP_NET_ADMIN" "$(caps_mask cap_sys_admin cap_net_admin)" \
+        "$(awk '/^CapBnd:/ {print $2}' <<<"$status")"
+    expect_ne "the agent shares PID 1's UTS namespace despite ProtectHostname" "$(readlink /proc/1/ns/uts)" \
+        "$(readlink "/proc/$pid/ns/uts")"
+    exposure=$(systemd-analyze security --no-pager "$AGENT_UNIT" 2>&1 | grep -a 'Overall exposure level') || true
+    exposure=${exposure##*: }
+    expect_ne "systemd-analyze security gives no exposure level for $AGENT_UNIT" "" "$exposure"
+    record "note systemd-analyze security $AGENT_UNIT: $exposure"
+    pass_note "the hardening is in force (seccomp filter, no new privileges, own UTS namespace); systemd-analyze security: $exposure"
+}
+
+# A full isolate and release under the hardened unit, whose mount reaches a shell outside the unit.
+s2b_hardened() {
+    local before ns=hard
+    before=$(rig_snapshot)
+    isolated_up "$ns"
+    assert_agent_unit
+    assert_agent_hardening
+    expect_eq "/run/netns/$ns is not an nsfs mount for a shell outside the agent's unit" nsfs \
+        "$(findmnt -n -o FSTYPE "/run/netns/$ns")"
+    expect_eq "this shell is not in PID 1's mount namespace" "$(readlink /proc/1/ns/mnt)" "$(readlink /proc/self/ns/mnt)"
+    pass_note "/run/netns/$ns is an nsfs mount in PID 1's mount namespace, outside the agent's unit"
+    down_releases "$ns" "the hardened agent releases" "$before"
+    rig_profile_delete "$ns"
+}
+
 s3_passthrough() { t_passthrough; }
 
 # An isolated VPN `name` up (nmcli) and checked; the profile is created first when it does not exist.
@@ -357,9 +407,18 @@ main() {
     fi
     run_step install s1_install || return
     run_step isolated s2_isolated
+    run_step hardened s2b_hardened
     run_step passthrough s3_passthrough
     run_step upgrade s4_upgrade
     run_step agent-killed s5_agent_killed
+    # Each local-user case runs on its own; all need bob's session.
+    if run_step local-user-session ul_session; then
+        run_step local-user-foreign-netns ul_foreign_netns
+        run_step local-user-foreign-etc ul_foreign_etc
+        run_step local-user-path ul_path_name
+        run_step local-user-prefixed ul_prefixed
+    fi
+    ul_end
     run_step purge s6_purge
 }
 

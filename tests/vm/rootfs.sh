@@ -15,9 +15,11 @@ suite=${1:?usage: rootfs.sh SUITE}
 
 # systemd as PID 1 with its own kernel; the distribution's NetworkManager and OpenVPN plugin; what
 # the test runs (python3-gi and the NM typelib for the GNOME switch's libnm calls, dnsmasq-base for
-# the VPN's DNS server). bookworm's polkitd fails to configure without libpam-systemd.
+# the VPN's DNS server). bookworm's polkitd fails to configure without libpam-systemd. polkitd
+# is there on both suites because NetworkManager asks it whether a local user may activate a VPN
+# (trixie's network-manager only recommends it); libpam-systemd gives that user a logind session.
 PACKAGES=(
-    systemd-sysv udev kmod linux-image-amd64 initramfs-tools libpam-systemd
+    systemd-sysv udev kmod linux-image-amd64 initramfs-tools libpam-systemd polkitd
     network-manager network-manager-openvpn openvpn dbus iproute2
     python3-gi gir1.2-nm-1.0 iputils-ping procps dnsmasq-base
 )

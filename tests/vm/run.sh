@@ -42,6 +42,7 @@ add_test() {
     mkdir -p "$vm/src/tests" "$vm/w/pki" "$vm/bin"
     cp -r "$src/tests/e2e" "$vm/src/tests/"
     install -m 755 "$here/guest-test.sh" "$vm/guest-test.sh"
+    install -m 644 "$here/guest-local-user.sh" "$vm/guest-local-user.sh"
     ln -s /usr/sbin/openvpn "$vm/bin/vpn-server"
     RIG_W=$vm/w rig_pki
     a=$(add_package "$pkg_a" "$root" "a-$(basename "$pkg_a")")
