@@ -139,11 +139,18 @@ local_user_setup() {
     LOCAL_RECORDS=$(agent_records)
 }
 
+# The scenarios' EXIT trap: whatever failed, no profile of the user's stays up or defined.
 local_user_cleanup() {
+    local name
+    for name in $(rig_sb nmcli -g NAME connection show | grep '^user-'); do
+        rig_sb nmcli -w 30 connection down "$name" >/dev/null 2>&1 || true
+        rig_profile_delete "$name"
+    done
+    rig_wait_vpn_gone || true
     rig_sb rm -f "$LOCAL_POLICY"
     rig_sb ip netns del "$ADMIN_NS"
     rig_sb rm -rf "${ADMIN_DNS%/*}"
-    rig_sb userdel "$LOCAL_USER"
+    rig_sb userdel "$LOCAL_USER" || true
 }
 
 # WHAT: the admin's namespace and file are as they were, no namespace of the user's remains, and
@@ -160,6 +167,7 @@ expect_admins_intact() {
 # /etc/netns entry, and lands in a namespace of its own each time, touching neither.
 t_local_user_prefixed() {
     local name target ns
+    trap local_user_cleanup EXIT
     local_user_setup
     for target in "$ADMIN_NS" admin-dns; do
         name=user-$target ns=u-$LOCAL_USER-$target
@@ -178,12 +186,12 @@ t_local_user_prefixed() {
         expect_admins_intact "after $name went down"
     done
     pass_note "after down: the admin's file byte for byte, no namespace of the user's, no record"
-    local_user_cleanup
 }
 
 # user-namespace-names=as-given: each aim at what the agent did not create is refused, says so in
 # NetworkManager's log, and leaves nothing behind.
 t_local_user_as_given() {
+    trap local_user_cleanup EXIT
     local_user_setup
     rig_sb mkdir -p "${LOCAL_POLICY%/*}"
     printf '[agent]\nuser-namespace-names=as-given\n' | rig_sb sh -c "umask 022 && cat >$LOCAL_POLICY"
@@ -192,21 +200,20 @@ t_local_user_as_given() {
     refused user-admin-dns 'did not create' netns-isolate=yes netns-name=admin-dns "connection.permissions=user:$LOCAL_USER;"
     expect_admins_intact "after the refusal of admin-dns"
     pass_note "as-given: the admin's namespace and /etc/netns entry are refused to a user; nothing changed"
-    local_user_cleanup
 }
 
 # Path-like names never reach the file system, whoever's the profile.
 t_local_user_path_names() {
+    trap local_user_cleanup EXIT
     local_user_setup
     local name
     for name in ../x a/b; do
-        refused "user-${name//[^a-z]/_}" 'invalid namespace name' netns-isolate=yes "netns-name=$name" \
+        refused "user-${name//[^a-z]/_}" "invalid value \"$name\"" netns-isolate=yes "netns-name=$name" \
             "connection.permissions=user:$LOCAL_USER;"
         expect_admins_intact "after the refusal of $name"
         expect_sb_absent "netns-name=$name made /etc/netns/x" /etc/netns/x
         expect_sb_absent "netns-name=$name made /etc/x" /etc/x
     done
-    local_user_cleanup
 }
 
 E2E_TESTS+=(t_local_user_prefixed t_local_user_as_given t_local_user_path_names)
@@ -252,6 +259,8 @@ t_secrets() {
     local logging pw=$RIG_VPN_PASSWORD ovpn cmdline verb found
     local -A SECRETS_MARK
     logging=$(rig_sb nmcli -t -f LEVEL,DOMAINS general logging)
+    # shellcheck disable=SC2064 # the levels to restore are those of now
+    trap "secrets_cleanup '$logging'" EXIT
     rig_sb nmcli general logging level TRACE domains ALL
     # The agent at its most verbose, logging where the bus's would (the sandbox's log).
     agent_stop
@@ -303,7 +312,18 @@ t_secrets() {
     *) echo "    openvpn's own lines in NM's log with the password: $(grep -cF -- "$pw" <<<"$nm_lines")" ;;
     esac
 
-    rig_sb nmcli general logging level "${logging%%:*}" domains "${logging#*:}"
-    agent_stop
+}
+
+# The EXIT trap of t_secrets: NetworkManager's logging as it was ($1, LEVEL:DOMAINS), no VPN of
+# its own left, and the verbose agent stopped (the bus starts a plain one on the next call).
+secrets_cleanup() {
+    local name
+    for name in secret-iso secret-plain; do
+        rig_sb nmcli -w 30 connection down "$name" >/dev/null 2>&1 || true
+        rig_profile_delete "$name"
+    done
+    rig_wait_vpn_gone || true
+    rig_sb nmcli general logging level "${1%%:*}" domains "${1#*:}"
+    (agent_stop) || true
 }
 E2E_TESTS+=(t_secrets)
