@@ -220,8 +220,8 @@ E2E_TESTS+=(t_local_user_prefixed t_local_user_as_given t_local_user_path_names)
 
 # ---- secrets ----------------------------------------------------------------------------------------
 # A password-authenticated VPN, isolated and then through the shim alone, with every log at its
-# most verbose: NetworkManager at TRACE in every domain (which makes it run the plugins at
-# NM_VPN_LOG_LEVEL=7, their most verbose), and the agent at RUST_LOG=trace. The password must be
+# most verbose: NetworkManager at TRACE in every domain, VPN_PLUGIN included (which makes it run the
+# plugins at NM_VPN_LOG_LEVEL=7, their most verbose), and the agent at RUST_LOG=trace. The password must be
 # in none of our logs, nor in NetworkManager's, nor in the agent's records or /etc/netns files.
 
 # The part of file $1 (on the caller's side) after its first $2 lines.
@@ -261,7 +261,9 @@ t_secrets() {
     logging=$(rig_sb nmcli -t -f LEVEL,DOMAINS general logging)
     # shellcheck disable=SC2064 # the levels to restore are those of now
     trap "secrets_cleanup '$logging'" EXIT
-    rig_sb nmcli general logging level TRACE domains ALL
+    # ALL alone sets VPN_PLUGIN to INFO (NetworkManager warns that plugins may log secrets there):
+    # VPN_PLUGIN:TRACE is what runs the plugins at NM_VPN_LOG_LEVEL=7.
+    rig_sb nmcli general logging level TRACE domains ALL,VPN_PLUGIN:TRACE
     # The agent at its most verbose, logging where the bus's would (the sandbox's log).
     agent_stop
     rig_sb env RUST_LOG=trace /usr/libexec/nm-vpn-netns-agent >>"$RIG_W/sandbox.log" 2>&1 &
