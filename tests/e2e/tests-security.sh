@@ -219,13 +219,14 @@ t_local_user_path_names() {
 E2E_TESTS+=(t_local_user_prefixed t_local_user_as_given t_local_user_path_names)
 
 # ---- secrets ----------------------------------------------------------------------------------------
-# A password-authenticated VPN, isolated and then through the shim alone, with every log at its
-# most verbose: NetworkManager at TRACE in every domain, VPN_PLUGIN included (which makes it run the
-# plugins at NM_VPN_LOG_LEVEL=7, their most verbose), and the agent at RUST_LOG=trace. The password must be
-# in none of our logs, nor in NetworkManager's, nor in the agent's records or /etc/netns files.
-
-# The part of file $1 (on the caller's side) after its first $2 lines.
-file_since() { tail -n +"$(($2 + 1))" "$1"; }
+# A password-authenticated VPN, isolated and through the shim alone, with every log at its most
+# verbose: NetworkManager at TRACE in every domain, and the agent at RUST_LOG=trace.
+#
+# `domains ALL` leaves VPN_PLUGIN at INFO: NetworkManager warns that plugins may log secrets in it.
+# So the password must be in no line at all of NetworkManager's log (its own, the plugins' and
+# openvpn's) nor of the agent's; then, with VPN_PLUGIN:TRACE asked for explicitly (the plugins run
+# at NM_VPN_LOG_LEVEL=7, the shim at trace), in no line of our binaries, and what the stock plugin
+# writes there is reported.
 
 agent_on_bus() { [[ -n $(agent_pid) ]]; }
 
@@ -238,32 +239,43 @@ agent_stop() {
     expect_within "the agent (pid $pid) did not exit on SIGTERM" 10 no_agent_on_bus
 }
 
-# WHAT TEXT: no log line the rig keeps since the marks of secrets_mark contains TEXT; prints how
-# many lines of each were searched.
-expect_secret_absent() {
-    local f hits
-    for f in nm.log sandbox.log; do
-        hits=$(file_since "$RIG_W/$f" "${SECRETS_MARK[$f]}" | grep -nF -- "$2") || true
-        [[ -z $hits ]] || expect_failed "$1: the password is in $f" "no line with the password" "$hits"
-    done
-}
-
 secrets_profile() {
-    local name=$1 n=$2
-    shift 2
-    rig_profile_keyfile "$name" "$n" ca connection-type=password-tls "username=$RIG_VPN_USER" password-flags=0 \
+    local name=$1
+    shift
+    rig_profile_keyfile "$name" 4 ca connection-type=password-tls "username=$RIG_VPN_USER" password-flags=0 \
         "vpn-secrets.password=$RIG_VPN_PASSWORD" "$@"
 }
 
+# Brings profile $1 up and down; "$2" is the probe's prefix (rig_ns NS, or rig_sb).
+secrets_roundtrip() {
+    local name=$1
+    shift
+    expect_cmd_ok "the password VPN $name did not come up" rig_up_nmcli "$name"
+    expect_ping "no ping through $name" 10 "$@"
+    if [[ $1 == rig_ns ]]; then
+        local found
+        found=$(rig_sb grep -rlF -- "$RIG_VPN_PASSWORD" /run/nm-vpn-netns /var/lib/nm-vpn-netns "/etc/netns/$2" 2>/dev/null) || true
+        [[ -z $found ]] || expect_failed "the password is in the agent's files" "no file with the password" "$found"
+        pass_note "$name up: the password is in no record of the agent's and no file of /etc/netns/$2"
+    fi
+    SECRETS_OPENVPN=$(rig_sb cat "/proc/$(sb_pid openvpn)/cmdline" | tr '\0' ' ')
+    rig_down_nmcli "$name" >/dev/null
+    expect_vpn_gone
+}
+
+# The lines of nm.log and sandbox.log (NetworkManager's, the agent's) since the line counts $1 $2.
+logs_since() {
+    tail -n +"$(($1 + 1))" "$RIG_W/nm.log"
+    tail -n +"$(($2 + 1))" "$RIG_W/sandbox.log"
+}
+log_marks() { echo "$(wc -l <"$RIG_W/nm.log") $(wc -l <"$RIG_W/sandbox.log")"; }
+
 t_secrets() {
-    local logging pw=$RIG_VPN_PASSWORD ovpn cmdline verb found
-    local -A SECRETS_MARK
+    local logging pw=$RIG_VPN_PASSWORD marks=() lines hits ours
     logging=$(rig_sb nmcli -t -f LEVEL,DOMAINS general logging)
     # shellcheck disable=SC2064 # the levels to restore are those of now
     trap "secrets_cleanup '$logging'" EXIT
-    # ALL alone sets VPN_PLUGIN to INFO (NetworkManager warns that plugins may log secrets there):
-    # VPN_PLUGIN:TRACE is what runs the plugins at NM_VPN_LOG_LEVEL=7.
-    rig_sb nmcli general logging level TRACE domains ALL,VPN_PLUGIN:TRACE
+    rig_sb nmcli general logging level TRACE domains ALL
     # The agent at its most verbose, logging where the bus's would (the sandbox's log).
     agent_stop
     rig_sb env RUST_LOG=trace /usr/libexec/nm-vpn-netns-agent >>"$RIG_W/sandbox.log" 2>&1 &
@@ -271,49 +283,48 @@ t_secrets() {
     expect_agent_running "no agent"
     expect_contains "the agent on the bus is not the verbose one" RUST_LOG=trace \
         "$(rig_sb cat "/proc/$AGENT_PID/environ" | tr '\0' '\n')"
-    SECRETS_MARK[nm.log]=$(wc -l <"$RIG_W/nm.log")
-    SECRETS_MARK[sandbox.log]=$(wc -l <"$RIG_W/sandbox.log")
+    secrets_profile secret-iso netns-isolate=yes netns-name=secret
+    secrets_profile secret-plain
 
-    secrets_profile secret-iso 4 netns-isolate=yes netns-name=secret
-    expect_cmd_ok "the isolated password VPN did not come up" rig_up_nmcli secret-iso
-    expect_ping "no ping through the isolated password VPN" 10 rig_ns secret
-    ovpn=$(sb_pid openvpn)
-    cmdline=$(rig_sb cat "/proc/$ovpn/cmdline" | tr '\0' ' ')
-    found=$(rig_sb grep -rlF -- "$pw" /run/nm-vpn-netns /var/lib/nm-vpn-netns /etc/netns/secret 2>/dev/null) || true
-    [[ -z $found ]] || expect_failed "the password is in the agent's files" "no file with the password" "$found"
-    pass_note "isolated, up: the password is in no record of the agent's and no file of /etc/netns/secret"
-    rig_down_nmcli secret-iso >/dev/null
-    expect_vpn_gone
-    rig_profile_delete secret-iso
+    # TRACE, domains ALL: the password in no line at all.
+    read -ra marks < <(log_marks)
+    secrets_roundtrip secret-iso rig_ns secret
+    lines=$(logs_since "${marks[@]}")
+    expect_match "the agent did not log at debug or trace" 'nm-vpn-netns-agent\[[0-9]+\]: <(TRACE|DEBUG)>' "$lines"
+    expect_match "NetworkManager did not log at trace" '^<trace>' "$lines"
+    hits=$(grep -nF -- "$pw" <<<"$lines") || true
+    [[ -z $hits ]] || expect_failed "TRACE, ALL: the password is in a log" "no line with the password" "${hits//$pw/<password>}"
+    pass_note "TRACE, domains ALL, isolated: the password is in none of $(wc -l <<<"$lines") log lines (NetworkManager, plugins, agent)"
 
-    # The rest is not isolated: the shim passes the secret on to the stock plugin.
+    # VPN_PLUGIN:TRACE as well (NM_VPN_LOG_LEVEL=7): in no line of ours.
+    rig_sb nmcli general logging level TRACE domains ALL,VPN_PLUGIN:TRACE
+    read -ra marks < <(log_marks)
+    secrets_roundtrip secret-iso rig_ns secret
     leak_watch_end
-    secrets_profile secret-plain 4
-    expect_cmd_ok "the password VPN through the shim alone did not come up" rig_up_nmcli secret-plain
-    expect_ping "no ping through the password VPN" 10 rig_sb
-    rig_down_nmcli secret-plain >/dev/null
-    expect_vpn_gone
-    rig_profile_delete secret-plain
+    secrets_roundtrip secret-plain rig_sb
+    lines=$(logs_since "${marks[@]}")
+    expect_match "the shim did not log at trace" 'nm-vpn-netns-service\[[0-9]+\]: <TRACE>' "$lines"
+    ours=$(grep -E '^nm-vpn-netns-(service|agent)\[' <<<"$lines") || true
+    expect_not_contains "VPN_PLUGIN:TRACE: the password is in a line of our binaries" "$pw" "$ours"
+    pass_note "VPN_PLUGIN:TRACE, isolated and not: the password is in none of our $(wc -l <<<"$ours") lines"
+    hits=$(grep -nF -- "$pw" <<<"$lines") || true
+    echo "    VPN_PLUGIN:TRACE: lines of others with the password: $(grep -c . <<<"$hits")"
+    [[ -z $hits ]] || grep -B12 -F -- "$pw" <<<"$lines" | grep -E '^nm-openvpn\[|secrets' | sort -u |
+        sed "s/$pw/<password>/; s/^/      /"
 
-    local nm_lines sb_lines
-    nm_lines=$(file_since "$RIG_W/nm.log" "${SECRETS_MARK[nm.log]}")
-    sb_lines=$(file_since "$RIG_W/sandbox.log" "${SECRETS_MARK[sandbox.log]}")
-    # The check means something only if the logs were that verbose.
-    expect_match "NetworkManager did not log at TRACE" '<trace>' "$nm_lines"
-    expect_match "the shim did not log at TRACE or DEBUG" 'nm-vpn-netns-service\[[0-9]+\]: <(TRACE|DEBUG)>' "$nm_lines"
-    expect_match "the agent did not log at TRACE or DEBUG" 'nm-vpn-netns-agent\[[0-9]+\]: <(TRACE|DEBUG)>' "$sb_lines"
-    pass_note "searched $(wc -l <<<"$nm_lines") lines of NetworkManager's log (TRACE, all domains, with the plugins' stderr) and $(wc -l <<<"$sb_lines") of the agent's (trace)"
-    expect_secret_absent "at TRACE" "$pw"
-    pass_note "the password is in neither log"
+    # TRACE, domains ALL again, not isolated.
+    rig_sb nmcli general logging level TRACE domains ALL
+    read -ra marks < <(log_marks)
+    secrets_roundtrip secret-plain rig_sb
+    lines=$(logs_since "${marks[@]}")
+    expect_not_contains "TRACE, ALL, not isolated: the password is in a log" "$pw" "$lines"
+    pass_note "TRACE, domains ALL, not isolated: the password is in none of $(wc -l <<<"$lines") log lines"
 
-    verb=$(grep -oE -- '--verb [0-9]+' <<<"$cmdline") || verb="(no --verb)"
-    echo "    openvpn ran as: $cmdline"
-    echo "    openvpn's verbosity as NM-openvpn picked it: $verb"
-    case $cmdline in
-    *--syslog*) echo "    openvpn logs to syslog, which the rig does not have: its own log is not seen here" ;;
-    *) echo "    openvpn's own lines in NM's log with the password: $(grep -cF -- "$pw" <<<"$nm_lines")" ;;
+    echo "    openvpn as NM-openvpn ran it (last run): $SECRETS_OPENVPN"
+    case $SECRETS_OPENVPN in
+    *--syslog*) echo "    openvpn logs to syslog ($(grep -oE -- '--verb [0-9]+' <<<"$SECRETS_OPENVPN")), which the rig does not have: its own lines are not seen here" ;;
+    *) echo "    openvpn logs to its stderr, which NetworkManager's log holds" ;;
     esac
-
 }
 
 # The EXIT trap of t_secrets: NetworkManager's logging as it was ($1, LEVEL:DOMAINS), no VPN of
