@@ -50,6 +50,7 @@ RIG_NM_CAPBND=00000000200534e2
 #   inet.sh      the PKI, the OpenVPN server and the VPN's DNS server in rig-inet
 #   nm.sh        NetworkManager, profiles and activation
 #   agent.sh     the agent, called over the sandbox's bus by tests/e2e/agent-client.py
+#   leak.sh      the leak monitor (tests/e2e/leak-monitor.py) run.sh wraps each isolated scenario in
 RIG_LIB=$(cd "$(dirname "${BASH_SOURCE[0]}")/lib" && pwd)
 # shellcheck source=lib/common.sh
 source "$RIG_LIB/common.sh"
@@ -67,3 +68,5 @@ source "$RIG_LIB/inet.sh"
 source "$RIG_LIB/nm.sh"
 # shellcheck source=lib/agent.sh
 source "$RIG_LIB/agent.sh"
+# shellcheck source=lib/leak.sh
+source "$RIG_LIB/leak.sh"

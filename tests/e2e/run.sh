@@ -52,6 +52,8 @@ source "$here/tests.sh"
 source "$here/tests-isolated.sh"
 # shellcheck source=tests-package.sh
 source "$here/tests-package.sh"
+# shellcheck source=tests-security.sh
+source "$here/tests-security.sh"
 # shellcheck source=bench.sh
 source "$here/bench.sh"
 
@@ -89,8 +91,12 @@ echo "rig ready in $((SECONDS - start)) s"
 for t in "${selected[@]}"; do
     echo "=== $t"
     t0=$SECONDS
+    # Each scenario that isolates runs under the leak monitor (lib/leak.sh), and fails on its verdict.
+    leak_watch_start "$t"
     (set -eE; "$t") 2>&1 | tee "$RIG_W/$t.out"
     rc=${PIPESTATUS[0]}
+    leak_watch_check "$t" 2>&1 | tee -a "$RIG_W/$t.out"
+    ((PIPESTATUS[0] == 0)) || rc=1
     if ((rc == 0)); then
         record PASS "$t"
         echo "PASS $t ($((SECONDS - t0)) s)"

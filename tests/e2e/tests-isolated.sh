@@ -317,6 +317,8 @@ t_agent_replaced() {
 
 E2E_TESTS+=(t_isolated_keyfile t_isolated_libnm t_passthrough t_names t_persistent t_refusals
     t_two_at_once t_soft_restart t_agent_killed t_agent_replaced)
+# Its password-authenticated profile is not isolated.
+E2E_UNISOLATED+=(t_passthrough)
 
 # `make uninstall` restores the stock registration exactly, and `make install` takes it over again.
 t_install_uninstall() {

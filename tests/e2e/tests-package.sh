@@ -113,6 +113,7 @@ pkg_remove_purge_with_vpn_up() {
     done
     pass_note "after down, dpkg --purge: the stock .name byte for byte, no diversion, nothing of ours"
     pass_note "purge said: $(grep -Ev '^(Reading|Removing|Purging)' <<<"$out" | tr '\n' ';')"
+    leak_watch_end
     rig_profile_nmcli stock-after-purge 1
     stock_vpn_roundtrip stock-after-purge nmcli
     rig_profile_delete stock-after-purge
