@@ -68,11 +68,11 @@ all_traced() {
     rig_sb sh -c 'for t in /proc/$1/task/*; do grep -q "^TracerPid:[[:space:]]*[1-9]" "$t/status" || exit 1; done' sh "$1"
 }
 
-# Detaches strace from the agent, if it still runs (a scenario that failed before its kill).
+# Ends strace (with signal $1, by default TERM: it lets go of the agent, which goes on), if it runs.
 agent_unstall() {
     local pid
     pid=$(sb_pid strace)
-    [[ -z $pid ]] || rig_sb kill "$pid" 2>/dev/null || true
+    [[ -z $pid ]] || rig_sb kill "${1:--TERM}" "$pid" 2>/dev/null || true
 }
 
 # SYSCALL WHEN [PATH]: from now on, each SYSCALL of the agent (AGENT_PID), on PATH when given, stalls for
@@ -85,9 +85,11 @@ agent_stall() {
     expect_within "strace did not attach to the agent (pid $AGENT_PID)" 10 all_traced "$AGENT_PID"
 }
 
-# Kills the agent (AGENT_PID) with SIGKILL and waits until it and its name are gone.
+# Kills the agent (AGENT_PID) with SIGKILL and waits until it and its name are gone. A traced process
+# dies only once its tracer lets go of it: strace goes too.
 agent_kill9() {
     rig_sb kill -9 "$AGENT_PID"
+    agent_unstall -9
     expect_within "the agent (pid $AGENT_PID) survived kill -9" 5 sb_pid_gone "$AGENT_PID"
     expect_within "an agent is still on the bus after kill -9" 5 no_agent_on_bus
 }
@@ -97,21 +99,22 @@ ns_unmounted() { ! ns_mounted "$1"; }
 record_exists() { rig_sb test -e "/run/nm-vpn-netns/$1"; }
 ns_has_tun() { output_matches ' tun ' rig_sb ip -n "$1" -d link show; }
 
-# WHAT SYSCALL WHEN PATH STATE: the agent killed inside Isolate, once STATE (a probe, given the
-# namespace) holds while SYSCALL stalls. Expected: the activation fails, and nothing is left.
+# NS WHAT SYSCALL WHEN PATH STATE: the agent killed inside Isolate into namespace NS, once STATE (a
+# probe, given NS) holds while SYSCALL stalls. Expected: the activation fails, NM has the VPN down,
+# nothing is left, and the next up works.
 agent_killed_in_isolate() {
-    local what=$1 name=iso-kill ns=iso-kill before rc=0 out
+    local name=$1 ns=$1 what=$2 before rc=0 out up
     before=$(rig_snapshot)
     rig_profile_keyfile "$name" 1 ca netns-isolate=yes "netns-name=$ns" netns-timeout=30000
     agent_start
-    agent_stall "$2" "$3" "${4:-}"
-    rig_up_nmcli "$name" >"$RIG_W/iso-kill.out" 2>&1 &
-    local up=$!
-    expect_within "the agent never reached the point $what" 30 "$5" "$ns"
+    agent_stall "$3" "$4" "$5"
+    rig_up_nmcli "$name" >"$RIG_W/$name.up" 2>&1 &
+    up=$!
+    expect_within "the agent never reached the point $what" 30 "$6" "$ns"
     agent_kill9
     pass_note "killed the agent (pid $AGENT_PID) inside Isolate, $what"
     wait "$up" || rc=$?
-    out=$(cat "$RIG_W/iso-kill.out")
+    out=$(cat "$RIG_W/$name.up")
     ((rc != 0)) || expect_failed "the activation succeeded with the agent killed inside Isolate" "nmcli to fail" "$out"
     pass_note "the activation failed: $(grep -o 'Error:.*' <<<"$out" | head -1)"
     assert_fault_clean "$name" "$ns" "$before"
@@ -119,15 +122,22 @@ agent_killed_in_isolate() {
     rig_profile_delete "$name"
 }
 
-# Expected: each time, the activation fails and nothing is left; the next up works.
-t_fault_agent_killed_in_isolate() {
-    # The namespace is mounted, and no record written yet.
-    agent_killed_in_isolate "after the namespace's mount, before its record" mount delay_exit /run/netns/iso-kill ns_mounted
-    # The record is written, and the tun is still in the root namespace.
-    agent_killed_in_isolate "after the record, before the move" renameat2 delay_exit /run/nm-vpn-netns \
-        record_exists
-    # The tun is in the namespace, not yet configured (each setns, which configures it, stalls).
-    agent_killed_in_isolate "after the move, before the tun is configured" setns delay_enter "" ns_has_tun
+# The namespace is mounted, and no record written yet.
+t_fault_agent_killed_before_record() {
+    agent_killed_in_isolate kill-mount "after the namespace's mount, before its record" \
+        mount delay_exit /run/netns/kill-mount ns_mounted
+}
+
+# The record is written, and the tun is still in the root namespace.
+t_fault_agent_killed_before_move() {
+    agent_killed_in_isolate kill-record "after the record, before the move" \
+        renameat2 delay_exit /run/nm-vpn-netns record_exists
+}
+
+# The tun is in the namespace, not yet configured (each setns, which configuring takes, stalls).
+t_fault_agent_killed_before_config() {
+    agent_killed_in_isolate kill-move "after the move, before the tun is configured" \
+        setns delay_enter "" ns_has_tun
 }
 
 # Expected: down kills the agent inside Release once the namespace is unmounted; NM has the VPN down,
@@ -355,6 +365,7 @@ t_fault_cycles() {
     rig_profile_delete "$name"
 }
 
-E2E_TESTS+=(t_fault_agent_killed_in_isolate t_fault_agent_killed_in_release t_fault_shim_killed
+E2E_TESTS+=(t_fault_agent_killed_before_record t_fault_agent_killed_before_move
+    t_fault_agent_killed_before_config t_fault_agent_killed_in_release t_fault_shim_killed
     t_fault_stock_killed t_fault_openvpn_killed t_fault_server_restart t_fault_nm_restart
     t_fault_netns_deleted t_fault_etc_netns_ro t_fault_tun_clash t_fault_cycles)
