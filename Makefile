@@ -36,7 +36,7 @@ CARGO_DEB = $(CI_CACHE)/cargo-deb-$(CARGO_DEB_VERSION)/bin/cargo-deb
 DEB_VERSION ?=
 CARGO_PROFILE_FLAG = $(if $(filter release,$(PROFILE)),--release,--profile $(PROFILE))
 
-.PHONY: all build man deps demo check lint unit privileged release-lib e2e bench deb deb-check rpm rpm-check vm install uninstall no-package clean
+.PHONY: all build man deps demo check lint unit privileged release-lib e2e bench soak deb deb-check rpm rpm-check vm install uninstall no-package clean
 
 all: build
 
@@ -78,6 +78,10 @@ check: deps lint unit privileged release-lib deb-check rpm-check e2e vm
 # Figures for BENCHMARKS.md; not part of check, since timings prove nothing on a noisy machine.
 bench: deps build
 	bash tests/e2e/run.sh b_activation b_agent_isolate
+
+# The e2e rig's up/down cycles, 50 instead of check's 20; not part of check, for its length.
+soak: deps build
+	E2E_CYCLES=$${E2E_CYCLES:-50} bash tests/e2e/run.sh t_fault_cycles
 
 # cargo-deb comes from crates.io (Debian has none); built once into the cache, then renamed into
 # place, so that an interrupted build is never used.

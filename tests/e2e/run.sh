@@ -50,6 +50,8 @@ fi
 source "$here/tests.sh"
 # shellcheck source=tests-isolated.sh
 source "$here/tests-isolated.sh"
+# shellcheck source=tests-faults.sh
+source "$here/tests-faults.sh"
 # shellcheck source=tests-package.sh
 source "$here/tests-package.sh"
 # shellcheck source=tests-security.sh

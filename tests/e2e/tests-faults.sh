@@ -1,0 +1,390 @@
+# shellcheck shell=bash
+# Fault scenarios: a process of the VPN killed at any point, the server, NetworkManager or the
+# namespace going away under a live VPN, a read-only /etc/netns, a name clash in the namespace, and
+# quick up/down cycles. Each scenario states the end state it expects. All of them check that nothing
+# leaked into the root namespace, that nothing of the VPN is left (namespace, /etc/netns entry, record,
+# mount, process), that NM's state is right, and that the next `up` works and goes down clean.
+
+# ---- what every fault scenario checks -------------------------------------------------------------
+
+# The mount table lines of the sandbox's main mount namespace and of NM's that mount namespace $1.
+fault_mounts() {
+    local nm
+    nm=$(rig_nm_pid)
+    rig_sb cat /proc/self/mountinfo ${nm:+"/proc/$nm/mountinfo"} | grep -F -- " /run/netns/$1 " || true
+}
+
+# NM does not list connection $1 among the active ones.
+nm_inactive() { [[ -z $(rig_state "$1") ]]; }
+
+# The records under /run/nm-vpn-netns that say leased, one file name a line.
+leased_records() { rig_sb grep -l '"leased": true' -r /run/nm-vpn-netns 2>/dev/null || true; }
+
+# NAME NS BEFORE: after a fault, or a down, NM has connection NAME down, nothing of namespace NS is
+# left (namespace, /etc/netns entry, record, mount, VPN process), and the root namespace is as in the
+# snapshot BEFORE.
+assert_fault_clean() {
+    local name=$1 ns=$2 before=$3
+    expect_within "NM still reports $name active" 30 nm_inactive "$name"
+    assert_root_clean
+    assert_gone "$ns" "$before"
+    expect_sb_absent "the record of $ns remains" "/run/nm-vpn-netns/$ns"
+    expect_eq "a mount of /run/netns/$ns remains" "" "$(fault_mounts "$ns")"
+    pass_note "NM has $name down; no leak, no namespace, /etc/netns entry, record, mount or process of $ns"
+}
+
+# NAME NS BEFORE: the next up of NAME works, and its down leaves nothing.
+assert_next_up() {
+    local name=$1 ns=$2 before=$3
+    expect_cmd_ok "the next up of $name failed" rig_up_nmcli "$name"
+    expect_activated "NM does not report $name activated after the next up" "$name"
+    expect_ping "no ping from $ns after the next up" 10 rig_ns "$ns"
+    assert_root_clean
+    expect_cmd_ok "the next down of $name failed" rig_down_nmcli "$name"
+    assert_fault_clean "$name" "$ns" "$before"
+    pass_note "the next up of $name works, and its down leaves nothing"
+}
+
+# NAME N [KEY=VALUE...]: the isolated profile NAME, in namespace NAME, with client certificate N.
+# Whatever the scenario's end, the profile goes, and so does its VPN if still up: a failure does not
+# spill into the next scenario.
+fault_profile() {
+    rig_profile_keyfile "$1" "$2" ca netns-isolate=yes "netns-name=$1" "${@:3}"
+    FAULT_NAME=$1
+    trap fault_exit EXIT
+}
+
+# Undoes what a scenario may leave when it fails: strace on the agent, the VPN and its profile, and
+# whatever FAULT_UNDO says (a command).
+fault_exit() {
+    agent_unstall
+    rig_down_nmcli "$FAULT_NAME" >/dev/null 2>&1 || true
+    rig_profile_delete "$FAULT_NAME"
+    [[ -z ${FAULT_UNDO:-} ]] || eval "$FAULT_UNDO" || true
+}
+
+# NAME NS: brings the isolated VPN NAME up in NS and checks it works.
+fault_up() {
+    expect_cmd_ok "nmcli connection up $1 failed" rig_up_nmcli "$1"
+    expect_activated "NM does not report $1 activated" "$1"
+    expect_ping "no ping from $2" 10 rig_ns "$2"
+    assert_root_clean
+}
+
+# Starts the agent if no agent runs (as any call would), and puts its PID in AGENT_PID.
+agent_start() {
+    rig_sb dbus-send --system --print-reply --dest=org.freedesktop.DBus /org/freedesktop/DBus \
+        org.freedesktop.DBus.StartServiceByName string:io.github.NmVpnNetns.Agent1 uint32:0 >/dev/null
+    expect_agent_running "no agent on the bus after StartServiceByName"
+}
+
+# ---- kill -9 of the agent inside a call --------------------------------------------------------------
+
+# Every thread of process $1 of the sandbox is traced.
+all_traced() {
+    # shellcheck disable=SC2016 # expanded by the sandbox's shell
+    rig_sb sh -c 'for t in /proc/$1/task/*; do grep -q "^TracerPid:[[:space:]]*[1-9]" "$t/status" || exit 1; done' sh "$1"
+}
+
+# Ends strace (with signal $1, by default TERM: it lets go of the agent, which goes on), if it runs.
+agent_unstall() {
+    local pid
+    pid=$(sb_pid strace)
+    [[ -z $pid ]] || rig_sb kill "${1:--TERM}" "$pid" 2>/dev/null || true
+}
+
+# SYSCALL WHEN [PATH]: from now on, each SYSCALL of the agent (AGENT_PID), on PATH when given, stalls for
+# 30 s at WHEN (delay_enter: before the kernel runs it; delay_exit: after). strace's tampering is how
+# the scenario holds the agent inside a call long enough to kill it there, with no hook in the agent.
+agent_stall() {
+    rig_sb strace -f -qq -o "$RIG_IN/stall.strace" -e trace="$1" -e inject="$1:$2=30000000" ${3:+-P "$3"} \
+        -p "$AGENT_PID" >/dev/null 2>&1 &
+    expect_within "strace did not attach to the agent (pid $AGENT_PID)" 10 all_traced "$AGENT_PID"
+}
+
+# Kills the agent (AGENT_PID) with SIGKILL and waits until it and its name are gone. A traced process
+# dies only once its tracer lets go of it: strace goes too.
+agent_kill9() {
+    rig_sb kill -9 "$AGENT_PID"
+    agent_unstall -9
+    expect_within "the agent (pid $AGENT_PID) survived kill -9" 5 sb_pid_gone "$AGENT_PID"
+    expect_within "an agent is still on the bus after kill -9" 5 no_agent_on_bus
+}
+
+ns_mounted() { rig_sb mountpoint -q "/run/netns/$1"; }
+ns_unmounted() { ! ns_mounted "$1"; }
+record_exists() { rig_sb test -e "/run/nm-vpn-netns/$1"; }
+ns_has_tun() { output_matches ' tun ' rig_sb ip -n "$1" -d link show; }
+
+# NS WHAT SYSCALL WHEN PATH STATE: the agent killed inside Isolate into namespace NS, once STATE (a
+# probe, given NS) holds while SYSCALL stalls. Expected: the activation fails, NM has the VPN down,
+# nothing is left, and the next up works.
+agent_killed_in_isolate() {
+    local name=$1 ns=$1 what=$2 before rc=0 out up
+    before=$(rig_snapshot)
+    fault_profile "$name" 1 netns-timeout=30000
+    agent_start
+    agent_stall "$3" "$4" "$5"
+    rig_up_nmcli "$name" >"$RIG_W/$name.up" 2>&1 &
+    up=$!
+    expect_within "the agent never reached the point $what" 30 "$6" "$ns"
+    agent_kill9
+    pass_note "killed the agent (pid $AGENT_PID) inside Isolate, $what"
+    wait "$up" || rc=$?
+    out=$(cat "$RIG_W/$name.up")
+    ((rc != 0)) || expect_failed "the activation succeeded with the agent killed inside Isolate" "nmcli to fail" "$out"
+    pass_note "the activation failed: $(grep -o 'Error:.*' <<<"$out" | head -1)"
+    assert_fault_clean "$name" "$ns" "$before"
+    assert_next_up "$name" "$ns" "$before"
+}
+
+# The namespace is mounted, and no record written yet.
+t_fault_agent_killed_before_record() {
+    agent_killed_in_isolate kill-mount "after the namespace's mount, before its record" \
+        mount delay_exit /run/netns/kill-mount ns_mounted
+}
+
+# The record is written, and the tun is still in the root namespace.
+t_fault_agent_killed_before_move() {
+    agent_killed_in_isolate kill-record "after the record, before the move" \
+        renameat2 delay_exit "" record_exists
+}
+
+# The tun is in the namespace, not yet configured (each setns, which configuring takes, stalls).
+t_fault_agent_killed_before_config() {
+    agent_killed_in_isolate kill-move "after the move, before the tun is configured" \
+        setns delay_enter "" ns_has_tun
+}
+
+# Expected: down kills the agent inside Release once the namespace is unmounted; NM has the VPN down,
+# nothing is left, and the next up works.
+t_fault_agent_killed_in_release() {
+    local name=rel-kill ns=rel-kill before
+    before=$(rig_snapshot)
+    fault_profile "$name" 2
+    fault_up "$name" "$ns"
+    expect_agent_running "no agent on the bus after up"
+    agent_stall umount2 delay_exit "/run/netns/$ns"
+    rig_down_nmcli "$name" >/dev/null 2>&1 &
+    local down=$!
+    expect_within "the agent never unmounted $ns" 30 ns_unmounted "$ns"
+    agent_kill9
+    pass_note "killed the agent (pid $AGENT_PID) inside Release, after the namespace's unmount"
+    wait "$down" || true
+    assert_fault_clean "$name" "$ns" "$before"
+    assert_next_up "$name" "$ns" "$before"
+}
+
+# ---- kill -9 of a process of the VPN while connected ------------------------------------------------
+
+# COMM TAG N: kills the sandbox's process named COMM with SIGKILL while an isolated VPN (client N) is
+# connected. Expected: NM has the VPN down, everything is released, nothing is left; the next up works.
+vpn_proc_killed() {
+    local comm=$1 name=kill-$2 ns=kill-$2 before pid
+    before=$(rig_snapshot)
+    fault_profile "$name" "$3"
+    fault_up "$name" "$ns"
+    pid=$(sb_pid "$comm")
+    [[ -n $pid ]] || expect_failed "no process named $comm" "a process named $comm" "$(sb_ps)"
+    rig_sb kill -9 "$pid"
+    expect_within "$comm (pid $pid) survived kill -9" 5 sb_pid_gone "$pid"
+    pass_note "killed $comm (pid $pid) with the VPN up"
+    assert_fault_clean "$name" "$ns" "$before"
+    assert_next_up "$name" "$ns" "$before"
+}
+
+t_fault_shim_killed() { vpn_proc_killed nm-vpn-netns-se shim 3; }
+t_fault_stock_killed() { vpn_proc_killed nm-openvpn-serv stock 4; }
+t_fault_openvpn_killed() { vpn_proc_killed openvpn openvpn 1; }
+
+# ---- the world around the VPN ----------------------------------------------------------------------
+
+# The local address of the client openvpn's UDP socket.
+openvpn_port() { rig_sb ss -Hunp | awk '/"openvpn"/ {print $4}'; }
+openvpn_port_changed() {
+    local now
+    now=$(openvpn_port)
+    [[ -n $now && $now != "$1" ]]
+}
+
+# The server stopped (as a dead or unreachable server is) until openvpn's ping-restart fires, then
+# restarted with no memory of its clients. Expected: the tunnel comes back in the same namespace, NM
+# keeps the VPN activated, and a process started inside before keeps running.
+t_fault_server_restart() {
+    local name=srv-restart ns=srv-restart before ino app port
+    before=$(rig_snapshot)
+    fault_profile "$name" 2
+    fault_up "$name" "$ns"
+    ino=$(rig_sb stat -L -c %i "/run/netns/$ns")
+    rig_sb sh -c "echo \$\$ >$RIG_IN/srv-app.pid; exec ip netns exec $ns sleep 600" >/dev/null 2>&1 &
+    expect_within "the app did not start" 5 test -s "$RIG_W/srv-app.pid"
+    app=$(cat "$RIG_W/srv-app.pid")
+    port=$(openvpn_port)
+    FAULT_UNDO="kill -CONT $RIG_SERVER_PID; rig_sb kill $app"
+    kill -STOP "$RIG_SERVER_PID"
+    # The server pushes `keepalive 2 20`: openvpn restarts after 20 s without a ping, on a new port.
+    expect_within "openvpn (on $port) never restarted with the server stopped" 40 openvpn_port_changed "$port"
+    expect_no_ping "the tunnel answers with the server stopped" rig_ns "$ns"
+    pass_note "server stopped: openvpn's ping-restart fired (port $port, now $(openvpn_port)); no answer through the tunnel"
+    # SIGUSR1 restarts the server: it forgets its clients, and keeps its tun (persist-tun).
+    kill -USR1 "$RIG_SERVER_PID"
+    kill -CONT "$RIG_SERVER_PID"
+    expect_ping "the tunnel did not come back after the server's restart" 60 rig_ns "$ns"
+    expect_eq "the namespace changed" "$ino" "$(rig_sb stat -L -c %i "/run/netns/$ns")"
+    expect_activated "NM does not report $name activated after the server's restart" "$name"
+    expect_cmd_ok "the app in $ns died" rig_sb kill -0 "$app"
+    assert_root_clean
+    pass_note "server restarted: the tunnel is back in the same namespace; the app inside still runs"
+    rig_sb kill "$app"
+    expect_cmd_ok "nmcli connection down failed" rig_down_nmcli "$name"
+    assert_fault_clean "$name" "$ns" "$before"
+}
+
+# NetworkManager restarted (SIGTERM, then started again) with an isolated VPN up.
+t_fault_nm_restart() {
+    local name=nm-restart ns=nm-restart before
+    before=$(rig_snapshot)
+    fault_profile "$name" 3
+    fault_up "$name" "$ns"
+    rig_nm_stop
+    pass_note "NetworkManager stopped with the VPN up"
+    expect_vpn_gone "a process of the VPN outlived NetworkManager"
+    expect_netns_gone "namespace $ns outlived NetworkManager" "$ns" 10
+    rig_nm_start
+    [[ $(rig_state uplink) == activated ]] || rig_sb nmcli -w 20 connection up uplink >/dev/null
+    pass_note "NetworkManager started again"
+    assert_fault_clean "$name" "$ns" "$before"
+    assert_next_up "$name" "$ns" "$before"
+}
+
+# The namespace deleted from outside (`ip netns del`) while connected.
+t_fault_netns_deleted() {
+    local name=ns-del ns=ns-del before lines
+    before=$(rig_snapshot)
+    fault_profile "$name" 4
+    fault_up "$name" "$ns"
+    lines=$(wc -l <"$RIG_W/sandbox.log")
+    rig_sb ip netns del "$ns"
+    pass_note "ip netns del $ns with the VPN up"
+    sleep 15
+    rig_state "$name"
+    sb_ps "${VPN_PROCS[@]}"
+    rig_sb ls -la /run/nm-vpn-netns /etc/netns
+    rig_down_nmcli "$name" || true
+    sleep 5
+    sandbox_log_since "$lines"
+    assert_fault_clean "$name" "$ns" "$before"
+    assert_next_up "$name" "$ns" "$before"
+}
+
+# /etc/netns read-only. Expected: the isolated up fails, NM's log says why, and nothing is left.
+t_fault_etc_netns_ro() {
+    local name=ro-etc ns=ro-etc before made='' lines log
+    rig_sb test -d /etc/netns || made=1
+    rig_sb mkdir -p /etc/netns
+    FAULT_UNDO="rig_sb umount /etc/netns"
+    rig_sb mount --bind /etc/netns /etc/netns
+    rig_sb mount -o remount,bind,ro /etc/netns
+    before=$(rig_snapshot)
+    fault_profile "$name" 1
+    lines=$(wc -l <"$RIG_W/nm.log")
+    expect_cmd_fails "the VPN came up with /etc/netns read-only" rig_up_nmcli "$name"
+    log=$(tail -n +"$lines" "$RIG_W/nm.log")
+    expect_match "NM's log does not say that /etc/netns is read-only" '/etc/netns.*[Rr]ead-only' "$log"
+    grep -m1 -E '/etc/netns.*[Rr]ead-only' <<<"$log" | sed 's/^/    NM log: /'
+    rig_wait 20 vpn_procs_settled || true
+    assert_fault_clean "$name" "$ns" "$before"
+    rig_sb umount /etc/netns
+    FAULT_UNDO=
+    [[ -z $made ]] || rig_sb rmdir /etc/netns
+    before=$(rig_snapshot)
+    assert_next_up "$name" "$ns" "$before"
+}
+
+# A link named as the VPN's tun already in the target namespace (a persistent one, kept from the
+# last down). Expected: the move renames the tun, the VPN works, and down leaves the namespace's
+# links as they were.
+t_fault_tun_clash() {
+    local name=clash ns=clash tun links
+    fault_profile "$name" 2 netns-persistent=yes
+    fault_up "$name" "$ns"
+    tun=$(rig_sb ip -n "$ns" -o link show type tun | awk -F': ' '{print $2}')
+    tun=${tun%%@*}
+    expect_cmd_ok "nmcli connection down failed" rig_down_nmcli "$name"
+    expect_vpn_gone
+    rig_sb ip -n "$ns" tuntap add dev "$tun" mode tun
+    links=$(rig_sb ip -n "$ns" -br link show)
+    pass_note "a tun named $tun waits in the persistent namespace $ns"
+    fault_up "$name" "$ns"
+    local inside
+    inside=$(rig_sb ip -n "$ns" -br link show)
+    printf '    in %s: %s\n' "$ns" "${inside//$'\n'/ | }"
+    expect_match "the VPN's tun was not renamed" '^vpn0 ' "$inside"
+    expect_match "the waiting tun is gone" "^$tun " "$inside"
+    pass_note "the VPN's tun was renamed to vpn0 beside $tun, and the VPN works"
+    expect_cmd_ok "nmcli connection down failed" rig_down_nmcli "$name"
+    expect_vpn_gone
+    expect_within "nm still reports $name active" 30 nm_inactive "$name"
+    expect_same "down did not leave the namespace's links as they were" "$links" "$(rig_sb ip -n "$ns" -br link show)"
+    assert_root_clean
+    pass_note "down left $ns with its own links only"
+    rig_sb ip -n "$ns" link del "$tun"
+    rig_sb ip netns del "$ns"
+    rig_sb rm -rf "/etc/netns/$ns"
+}
+
+# ---- quick up/down cycles ----------------------------------------------------------------------
+
+# The agent's open fds, threads, leases and RSS (kB), as "FDS THREADS LEASES RSS".
+agent_usage() {
+    local pid status
+    pid=$(agent_pid)
+    status=$(rig_sb cat "/proc/$pid/status")
+    echo "$(rig_sb ls "/proc/$pid/fd" | wc -l) $(awk '/^Threads/ {print $2}' <<<"$status")" \
+        "$(leased_records | grep -c .) $(awk '/^VmRSS/ {print $2}' <<<"$status")"
+}
+
+# The agent's fds, threads and leases are $1 (its RSS aside).
+agent_usage_is() { [[ $(agent_usage | cut -d' ' -f1-3) == "$1" ]]; }
+
+# E2E_CYCLES (default 20) up/down cycles of one isolated VPN; every other `up` follows its `down`
+# at once, with no wait for the VPN's processes to exit. Expected: each up works, and afterwards the
+# agent has as many fds, threads and leases as before, and nothing is left.
+t_fault_cycles() {
+    local name=cycle ns=cycle n=${E2E_CYCLES:-20} before i base_pid base after t0=$SECONDS
+    local fds0 threads0 leases0 rss0 fds1 threads1 leases1 rss1
+    before=$(rig_snapshot)
+    fault_profile "$name" 3
+    # The first cycle starts the agent: the baseline is taken after it.
+    fault_up "$name" "$ns"
+    rig_down_nmcli "$name" >/dev/null
+    assert_fault_clean "$name" "$ns" "$before"
+    base_pid=$(agent_pid)
+    base=$(agent_usage)
+    for ((i = 2; i <= n; i++)); do
+        expect_cmd_ok "up $i of $n failed" rig_up_nmcli "$name"
+        expect_cmd_ok "down $i of $n failed" rig_down_nmcli "$name"
+        if ((i % 2)); then
+            expect_vpn_gone "cycle $i: a process of the VPN still runs after down"
+            expect_netns_gone "cycle $i: namespace $ns remains after down" "$ns" 10
+        fi
+    done
+    pass_note "$n up/down cycles, $((n / 2)) of them with up at once after down, in $((SECONDS - t0)) s"
+    assert_fault_clean "$name" "$ns" "$before"
+    expect_eq "the agent was restarted during the cycles" "$base_pid" "$(agent_pid)"
+    # Threads of a finished blocking call linger a few seconds before they exit.
+    rig_wait 20 agent_usage_is "$(cut -d' ' -f1-3 <<<"$base")" || true
+    after=$(agent_usage)
+    read -r fds0 threads0 leases0 rss0 <<<"$base"
+    read -r fds1 threads1 leases1 rss1 <<<"$after"
+    expect_eq "the agent's open fds changed over $n cycles" "$fds0" "$fds1"
+    expect_eq "the agent's threads changed over $n cycles" "$threads0" "$threads1"
+    expect_eq "leases are left after $n cycles" "$leases0" "$leases1"
+    pass_note "agent (pid $base_pid): $fds1 fds, $threads1 threads, $leases1 leases, as before the cycles"
+    echo "    agent RSS: ${rss0} kB after the first cycle, ${rss1} kB after $n cycles"
+}
+
+E2E_TESTS+=(t_fault_agent_killed_before_record t_fault_agent_killed_before_move
+    t_fault_agent_killed_before_config t_fault_agent_killed_in_release t_fault_shim_killed
+    t_fault_stock_killed t_fault_openvpn_killed t_fault_server_restart t_fault_nm_restart
+    t_fault_netns_deleted t_fault_etc_netns_ro t_fault_tun_clash t_fault_cycles)
