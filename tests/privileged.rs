@@ -22,7 +22,8 @@ use std::time::{Duration, Instant};
 use common::{ay, dict, ov, v4, UUID};
 use nm_vpn_netns::agent::executor::{ExecError, Executor, IsolateArgs, Paths};
 use nm_vpn_netns::agent::linux::{NetnsFd, RealSys};
-use nm_vpn_netns::agent::sys::{Link, NetnsSetup, Sys, SysError};
+use nm_vpn_netns::agent::policy::Policy;
+use nm_vpn_netns::agent::sys::{Link, NetnsId, NetnsSetup, Sys, SysError};
 use nm_vpn_netns::plan::settings::NetnsName;
 use nm_vpn_netns::plan::{self, IsolationPlan, PlanInput, VarDict};
 
@@ -278,7 +279,8 @@ fn request(plan: IsolationPlan, tun_ifindex: u32) -> IsolateArgs {
         connection_uuid: UUID.to_owned(),
         connection_id: "work".to_owned(),
         persistent: false,
-        system_connection: true,
+        user: None,
+        policy: Policy::default(),
         tun_ifindex,
         owner: ":1.42".to_owned(),
         never_default_v4: false,
@@ -674,11 +676,15 @@ fn foreign_namespace_is_used_and_given_back_as_it_was() {
     let plan = plan_for(ns, &tun.name, false, None);
     let mut ex = executor();
     let mut user = request(plan.clone(), tun.ifindex());
-    user.system_connection = false;
+    user.user = Some("alice".to_owned());
     let err = ex.isolate(&user).unwrap_err();
     assert!(matches!(err, ExecError::ForeignNetns { .. }), "{err}");
+    let mut system = request(plan.clone(), tun.ifindex());
+    let err = ex.isolate(&system).unwrap_err();
+    assert!(matches!(err, ExecError::ForeignNotListed { .. }), "{err}");
 
-    let isolation = ex.isolate(&request(plan.clone(), tun.ifindex())).unwrap();
+    system.policy.system_foreign.insert(name(ns));
+    let isolation = ex.isolate(&system).unwrap();
     assert!(!isolation.created);
     assert_eq!(isolation.link, "vpn0");
     assert_ipv4_config(ns, "vpn0");
@@ -983,6 +989,9 @@ impl Sys for Timed {
     fn netns_del(&mut self, path: &Path) -> Result<(), SysError> {
         self.time("netns_del", |s| s.netns_del(path))
     }
+    fn netns_id(&mut self, netns: &NetnsFd) -> Result<NetnsId, SysError> {
+        self.time("netns_id", |s| s.netns_id(netns))
+    }
     fn link_get(&mut self, ifindex: u32) -> Result<Option<Link>, SysError> {
         self.time("link_get", |s| s.link_get(ifindex))
     }
@@ -1018,6 +1027,9 @@ impl Sys for Timed {
     }
     fn dir_remove(&mut self, path: &Path) -> Result<(), SysError> {
         self.time("dir_remove", |s| s.dir_remove(path))
+    }
+    fn dir_exists(&mut self, path: &Path) -> Result<bool, SysError> {
+        self.time("dir_exists", |s| s.dir_exists(path))
     }
     fn dir_list(&mut self, path: &Path) -> Result<Vec<String>, SysError> {
         self.time("dir_list", |s| s.dir_list(path))
