@@ -538,4 +538,5 @@ fn one_vpn_per_namespace() {
     }
 }
 
+mod ownership;
 mod release;
