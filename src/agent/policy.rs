@@ -27,6 +27,17 @@ use crate::plan::settings::{NameSource, NetnsName, NETNS_NAME_MAX};
 /// Where the agent reads its policy.
 pub const POLICY_PATH: &str = "/etc/nm-vpn-netns/agent.conf";
 
+/// The naming and ownership rules as users see them, in nm-vpn-netns(5) and the README (tests
+/// hold both to this text).
+pub const USER_NAME_RULE: &str = "A user's connection, one with `connection.permissions` \
+     (`user:NAME`), gets the namespace `u-USER-NAME`: USER is the user it names, NAME the name \
+     above, and a name made from connection.id or connection.uuid is cut to fit 64 characters. \
+     It may use only a namespace and an `/etc/netns/NAME` entry that nm-vpn-netns created for \
+     it, and one user's connections hold at most 4 namespaces, connected or kept by \
+     `netns-persistent`. A system connection may use a namespace that nm-vpn-netns did not \
+     create only if the administrator lists it. `/etc/nm-vpn-netns/agent.conf` changes these \
+     rules; see nm-vpn-netns-agent(8).";
+
 const GROUP: &str = "agent";
 const FOREIGN: &str = "system-foreign-namespaces";
 const USER_NAMES: &str = "user-namespace-names";
