@@ -112,8 +112,10 @@ nm_vpn_netns_reload_bus() {
 # activation starts the new one at the next call. One that holds a lease keeps serving the VPNs that
 # are up, and exits by itself after its last release (its binary is gone). The arguments are the
 # command that stops a unit: deb-systemd-invoke, or systemctl.
-# The agent's records, one JSON file per namespace it holds or kept.
+# The agent's records, one JSON file per namespace it holds or kept, and their copies that outlive
+# a reboot.
 : "${NM_VPN_NETNS_STATE:=/run/nm-vpn-netns}"
+: "${NM_VPN_NETNS_DURABLE:=/var/lib/nm-vpn-netns}"
 
 # The namespaces whose isolation is up (their record holds a lease), one per line.
 nm_vpn_netns_leased() {

@@ -14,7 +14,7 @@
 //!   through one narrow trait ([`agent::sys::Sys`]).
 //! - [`plan`] is the pure core both processes share: the `netns-*` settings, NetworkManager's
 //!   dicts, the isolation plan and the DNS files. No I/O.
-//! - [`cli`] is the `nm-vpn-netns` command's interface; [`logging`] follows NM's conventions;
+//! - [`cli`] is the `nm-vpn-netns` command's interface; [`keyfile`] reads GLib key files; [`logging`] follows NM's conventions;
 //!   [`report`] renders an error with its causes, once, where it leaves the process.
 
 // Functions outside tests stay short enough to read at once (clippy.toml sets the bound).
@@ -23,6 +23,7 @@
 pub mod agent;
 pub mod cli;
 pub mod contract;
+pub mod keyfile;
 pub mod logging;
 pub mod plan;
 pub mod report;

@@ -153,3 +153,42 @@ async fn a_starting_agent_releases_what_no_live_holder_holds() {
         release(&p, ns).await.unwrap();
     }
 }
+
+/// Without `permissions`, a user's connection would pass for a system one.
+#[tokio::test(flavor = "current_thread")]
+async fn a_request_without_permissions_is_refused() {
+    if !is_root() {
+        return;
+    }
+    let (_server, client) = serve_p2p(agent(sys_with_links())).await;
+    let p = proxy(&client).await;
+    let mut req = request(7, "tun0", &[("netns-isolate", "yes")]);
+    req.remove("permissions");
+    let (name, msg) = isolate(&p, req).await.unwrap_err();
+    assert_eq!(name, format!("{ERR}InvalidArgs"), "{msg}");
+    assert!(msg.contains("\"permissions\" is missing"), "{msg}");
+}
+
+/// A user's connection gets a name of its own, which the reply carries and Release takes.
+#[tokio::test(flavor = "current_thread")]
+async fn a_users_namespace_name_is_prefixed() {
+    if !is_root() {
+        return;
+    }
+    let (_server, client) = serve_p2p(agent(sys_with_links())).await;
+    let p = proxy(&client).await;
+    let keys = [("netns-isolate", "yes"), ("netns-name", "work")];
+    let mut req = request(7, "tun0", &keys);
+    req.insert("permissions".into(), ov(vec!["user:alice:"]));
+    let out = isolate(&p, req).await.unwrap();
+    assert_eq!(*out["netns"], Variant::from("u-alice-work"));
+    let (name, msg) = release(&p, "work").await.unwrap_err();
+    assert!(msg.contains("not leased"), "{name}: {msg}");
+    release(&p, "u-alice-work").await.unwrap();
+
+    let mut req = request(7, "tun0", &keys);
+    req.insert("permissions".into(), ov(vec!["user:al ice:"]));
+    let (name, msg) = isolate(&p, req).await.unwrap_err();
+    assert_eq!(name, format!("{ERR}AccessDenied"), "{msg}");
+    assert!(msg.contains("user \"al ice\" cannot be part"), "{msg}");
+}

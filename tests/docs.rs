@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use nm_vpn_netns::agent::policy::USER_NAME_RULE;
 use nm_vpn_netns::plan::settings::{Key, NAME_RULE};
 
 const FILES: [&str; 7] = [
@@ -108,7 +109,7 @@ fn completions_parse() {
     }
 }
 
-/// The README's table of keys is the key table, row for row, and states the name rule.
+/// The README's table of keys is the key table, row for row, and states the name rules.
 #[test]
 fn readme_lists_every_key() {
     let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
@@ -131,5 +132,10 @@ fn readme_lists_every_key() {
     assert!(
         readme.contains(NAME_RULE),
         "README.md: expected {NAME_RULE:?}"
+    );
+    // Wrapped as the README wraps its paragraphs.
+    assert!(
+        readme.replace('\n', " ").contains(USER_NAME_RULE),
+        "README.md: expected {USER_NAME_RULE:?}"
     );
 }

@@ -13,7 +13,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::Command;
 use std::rc::Rc;
@@ -22,7 +22,8 @@ use std::time::{Duration, Instant};
 use common::{ay, dict, ov, v4, UUID};
 use nm_vpn_netns::agent::executor::{ExecError, Executor, IsolateArgs, Paths};
 use nm_vpn_netns::agent::linux::{NetnsFd, RealSys};
-use nm_vpn_netns::agent::sys::{Link, NetnsSetup, Sys, SysError};
+use nm_vpn_netns::agent::policy::Policy;
+use nm_vpn_netns::agent::sys::{Link, NetnsId, NetnsSetup, Sys, SysError};
 use nm_vpn_netns::plan::settings::NetnsName;
 use nm_vpn_netns::plan::{self, IsolationPlan, PlanInput, VarDict};
 
@@ -31,7 +32,7 @@ const OTHER_UUID: &str = "1b2c3d4e-0000-4000-8000-000000000001";
 const SANDBOX_PING_GROUP_RANGE: &str = "0\t2147483647";
 
 /// Panics unless this process is in the sandbox: told so by the script, and in a network and
-/// mount namespace of its own with a tmpfs on /run and an overlay on /etc.
+/// mount namespace of its own with a tmpfs on /run and /var/lib and an overlay on /etc.
 fn sandbox() {
     assert_eq!(
         std::env::var(SANDBOX_ENV).as_deref(),
@@ -68,6 +69,7 @@ fn sandbox() {
     }
     for (path, magic, what) in [
         ("/run", nix::sys::statfs::TMPFS_MAGIC, "a tmpfs"),
+        ("/var/lib", nix::sys::statfs::TMPFS_MAGIC, "a tmpfs"),
         (
             "/etc",
             nix::sys::statfs::OVERLAYFS_SUPER_MAGIC,
@@ -278,7 +280,8 @@ fn request(plan: IsolationPlan, tun_ifindex: u32) -> IsolateArgs {
         connection_uuid: UUID.to_owned(),
         connection_id: "work".to_owned(),
         persistent: false,
-        system_connection: true,
+        user: None,
+        policy: Policy::default(),
         tun_ifindex,
         owner: ":1.42".to_owned(),
         never_default_v4: false,
@@ -674,11 +677,15 @@ fn foreign_namespace_is_used_and_given_back_as_it_was() {
     let plan = plan_for(ns, &tun.name, false, None);
     let mut ex = executor();
     let mut user = request(plan.clone(), tun.ifindex());
-    user.system_connection = false;
+    user.user = Some("alice".to_owned());
     let err = ex.isolate(&user).unwrap_err();
     assert!(matches!(err, ExecError::ForeignNetns { .. }), "{err}");
+    let mut system = request(plan.clone(), tun.ifindex());
+    let err = ex.isolate(&system).unwrap_err();
+    assert!(matches!(err, ExecError::ForeignNotListed { .. }), "{err}");
 
-    let isolation = ex.isolate(&request(plan.clone(), tun.ifindex())).unwrap();
+    system.policy.system_foreign.insert(name(ns));
+    let isolation = ex.isolate(&system).unwrap();
     assert!(!isolation.created);
     assert_eq!(isolation.link, "vpn0");
     assert_ipv4_config(ns, "vpn0");
@@ -952,6 +959,157 @@ fn a_veth_is_refused() {
     ip(&["link", "del", "pv-veth0"]);
 }
 
+#[test]
+#[ignore = "needs root in the sandbox of tests/privileged.sh"]
+fn a_hard_link_or_a_foreign_owner_under_etc_netns_is_refused() {
+    sandbox();
+    let (ns, tun) = ("pv-trust", tun("pv-tun-t"));
+    let dir = format!("/etc/netns/{ns}");
+    fs::create_dir_all(&dir).unwrap();
+    let resolv = format!("{dir}/resolv.conf");
+    // A second name for a file elsewhere would make the agent write there.
+    let target = "/etc/.privileged-target";
+    fs::write(target, "precious\n").unwrap();
+    fs::hard_link(target, &resolv).unwrap();
+    let rolled_back = |ex: &Executor<RealSys>| {
+        assert!(!netns_list().contains(ns));
+        assert!(ex.records().next().is_none());
+        assert!(
+            ifindex(&tun.name, None).is_some(),
+            "the tun did not come back"
+        );
+    };
+    let plan = plan_for(ns, &tun.name, false, None);
+    let mut ex = executor();
+    let err = ex
+        .isolate(&request(plan.clone(), tun.ifindex()))
+        .unwrap_err();
+    assert!(
+        matches!(&err, ExecError::Sys(SysError::Untrusted { path, .. }) if *path == Path::new(&resolv)),
+        "{err}"
+    );
+    assert!(err.to_string().contains("2 hard links"), "{err}");
+    assert_eq!(fs::read_to_string(target).unwrap(), "precious\n");
+    rolled_back(&ex);
+    fs::remove_file(&resolv).unwrap();
+
+    // In a directory others may write, its files could be swapped under the agent. (A directory
+    // of another owner is refused the same way; the sandbox has no CAP_CHOWN to make one.)
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).unwrap();
+    let err = ex
+        .isolate(&request(plan.clone(), tun.ifindex()))
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("writable by group or others (mode 777)"),
+        "{err}"
+    );
+    rolled_back(&ex);
+    fs::remove_dir_all(&dir).unwrap();
+    fs::remove_file(target).unwrap();
+}
+
+#[test]
+#[ignore = "needs root in the sandbox of tests/privileged.sh"]
+fn a_namespace_made_anew_under_the_same_name_is_never_deleted() {
+    sandbox();
+    let ns = "pv-anew";
+    let first = tun("pv-tun-n");
+    let mut req = request(plan_for(ns, &first.name, false, None), first.ifindex());
+    req.persistent = true;
+    let mut ex = executor();
+    ex.isolate(&req).unwrap();
+    drop(first);
+    ex.release(&name(ns)).unwrap();
+    // Someone else deletes it and makes another under the same name.
+    ip(&["netns", "del", ns]);
+    ip(&["netns", "add", ns]);
+
+    let second = tun("pv-tun-n");
+    let mut again = request(plan_for(ns, &second.name, false, None), second.ifindex());
+    let err = ex.isolate(&again).unwrap_err();
+    assert!(matches!(err, ExecError::ForeignNotListed { .. }), "{err}");
+    // Listed as usable, it is used as foreign, and the release leaves it.
+    again.policy.system_foreign.insert(name(ns));
+    let isolation = ex.isolate(&again).unwrap();
+    assert!(!isolation.created);
+    drop(second);
+    ex.release(&name(ns)).unwrap();
+    assert!(netns_list().contains(ns));
+    ip(&["netns", "del", ns]);
+    let _ = fs::remove_dir_all(format!("/etc/netns/{ns}"));
+}
+
+/// A reboot as the agent sees it: the namespace and /run/nm-vpn-netns are gone, /var/lib and
+/// /etc kept.
+fn reboot(ex: Executor<RealSys>, ns: &str) {
+    drop(ex);
+    let _ = Command::new("ip").args(["netns", "del", ns]).status();
+    fs::remove_file(format!("/run/nm-vpn-netns/{ns}")).unwrap();
+}
+
+#[test]
+#[ignore = "needs root in the sandbox of tests/privileged.sh"]
+fn a_reboot_keeps_a_users_entry_and_puts_back_the_admins_file() {
+    sandbox();
+    // An administrator's namespace and resolv.conf, replaced while the VPN is up.
+    let ns = "pv-boot";
+    ip(&["netns", "add", ns]);
+    let dir = format!("/etc/netns/{ns}");
+    fs::create_dir_all(&dir).unwrap();
+    let resolv = format!("{dir}/resolv.conf");
+    fs::write(&resolv, "nameserver 192.0.2.53\n").unwrap();
+    let tun1 = tun("pv-tun-b");
+    let mut req = request(plan_for(ns, &tun1.name, false, None), tun1.ifindex());
+    req.policy.system_foreign.insert(name(ns));
+    let mut ex = executor();
+    ex.isolate(&req).unwrap();
+    assert_ne!(
+        fs::read_to_string(&resolv).unwrap(),
+        "nameserver 192.0.2.53\n"
+    );
+    // The machine goes down with the VPN up.
+    drop(tun1);
+    reboot(ex, ns);
+    let ex = executor();
+    assert_eq!(
+        fs::read_to_string(&resolv).unwrap(),
+        "nameserver 192.0.2.53\n"
+    );
+    assert!(!Path::new(&format!("{dir}/nsswitch.conf")).exists());
+    assert!(ex.records().next().is_none());
+    assert!(!Path::new(&format!("/var/lib/nm-vpn-netns/{ns}")).exists());
+    fs::remove_dir_all(&dir).unwrap();
+
+    // A user's persistent VPN comes back after the reboot, in its own /etc/netns entry.
+    let ns = "pv-user";
+    let tun2 = tun("pv-tun-u");
+    let mut user = request(plan_for(ns, &tun2.name, false, None), tun2.ifindex());
+    user.user = Some("alice".to_owned());
+    user.persistent = true;
+    let mut ex = executor();
+    ex.isolate(&user).unwrap();
+    drop(tun2);
+    ex.release(&name(ns)).unwrap();
+    reboot(ex, ns);
+    let tun3 = tun("pv-tun-u");
+    user.tun_ifindex = tun3.ifindex();
+    let mut ex = executor();
+    let isolation = ex.isolate(&user).unwrap();
+    assert!(isolation.created);
+    drop(tun3);
+    ex.release(&name(ns)).unwrap();
+    // Turned non-persistent, the next release removes it all.
+    let tun4 = tun("pv-tun-u");
+    user.tun_ifindex = tun4.ifindex();
+    user.persistent = false;
+    ex.isolate(&user).unwrap();
+    drop(tun4);
+    ex.release(&name(ns)).unwrap();
+    assert_gone(ns);
+    assert!(!Path::new(&format!("/var/lib/nm-vpn-netns/{ns}")).exists());
+}
+
 /// [`RealSys`] that times each call, for a breakdown of `isolate`.
 struct Timed {
     sys: RealSys,
@@ -982,6 +1140,9 @@ impl Sys for Timed {
     }
     fn netns_del(&mut self, path: &Path) -> Result<(), SysError> {
         self.time("netns_del", |s| s.netns_del(path))
+    }
+    fn netns_id(&mut self, netns: &NetnsFd) -> Result<NetnsId, SysError> {
+        self.time("netns_id", |s| s.netns_id(netns))
     }
     fn link_get(&mut self, ifindex: u32) -> Result<Option<Link>, SysError> {
         self.time("link_get", |s| s.link_get(ifindex))
@@ -1018,6 +1179,9 @@ impl Sys for Timed {
     }
     fn dir_remove(&mut self, path: &Path) -> Result<(), SysError> {
         self.time("dir_remove", |s| s.dir_remove(path))
+    }
+    fn dir_exists(&mut self, path: &Path) -> Result<bool, SysError> {
+        self.time("dir_exists", |s| s.dir_exists(path))
     }
     fn dir_list(&mut self, path: &Path) -> Result<Vec<String>, SysError> {
         self.time("dir_list", |s| s.dir_list(path))

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Runs the privileged integration tests (tests/privileged.rs) on the real kernel, inside a sandbox
 # made for them: an empty network namespace, and a private mount namespace with a tmpfs on /run
-# and an overlay on /etc whose upper layer lives on that tmpfs. Whatever the tests do to
-# namespaces, /run/netns or /etc/netns ends with the sandbox; the machine's own namespaces and
-# files are never touched.
+# and on /var/lib, and an overlay on /etc whose upper layer lives on that tmpfs. Whatever the
+# tests do to namespaces, /run/netns, /var/lib or /etc/netns ends with the sandbox; the machine's
+# own namespaces and files are never touched.
 #
 # Usage, as root:  [PROFILE=release] bash tests/privileged.sh [TEST_NAME_FILTER] [libtest options]
 set -euo pipefail
@@ -36,6 +36,7 @@ NM_VPN_NETNS_PRIVILEGED_SANDBOX=1 exec unshare --net --mount --propagation priva
     bin=$1
     shift
     mount -t tmpfs -o mode=755 nm-vpn-netns-test-run /run
+    mount -t tmpfs -o mode=755 nm-vpn-netns-test-var-lib /var/lib
     mkdir -p /run/.privileged-etc/upper /run/.privileged-etc/work
     mount -t overlay nm-vpn-netns-test-etc \
         -o lowerdir=/etc,upperdir=/run/.privileged-etc/upper,workdir=/run/.privileged-etc/work /etc

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 
-use crate::agent::sys::{Link, NetnsSetup, Sys, SysError};
+use crate::agent::sys::{Link, NetnsId, NetnsSetup, Sys, SysError};
 
 /// One call made to a [`RecordingSys`], with the objects it named.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,6 +18,7 @@ pub enum Call {
     NetnsAdd(PathBuf),
     NetnsOpen(PathBuf),
     NetnsDel(PathBuf),
+    NetnsId(PathBuf),
     LinkGet(u32),
     LinkNames(PathBuf),
     LinkSetNetns {
@@ -38,6 +39,7 @@ pub enum Call {
     SysctlRead(String),
     DirCreate(PathBuf),
     DirRemove(PathBuf),
+    DirExists(PathBuf),
     DirList(PathBuf),
     FileRead(PathBuf),
     FileCreate(PathBuf),
@@ -79,6 +81,8 @@ pub struct World {
     pub files: BTreeMap<PathBuf, FakeFile>,
     pub symlinks: BTreeSet<PathBuf>,
     pub sysctls: BTreeMap<String, String>,
+    /// The inode of each namespace in `netns`: a namespace made anew at a path gets a new one.
+    pub netns_inodes: BTreeMap<PathBuf, u64>,
 }
 
 impl Default for World {
@@ -86,7 +90,7 @@ impl Default for World {
         World {
             netns: BTreeMap::new(),
             links: BTreeMap::new(),
-            dirs: ["/", "/etc", "/run"]
+            dirs: ["/", "/etc", "/run", "/var", "/var/lib"]
                 .into_iter()
                 .map(PathBuf::from)
                 .collect(),
@@ -96,6 +100,7 @@ impl Default for World {
                 "net.ipv4.ping_group_range".to_owned(),
                 "0 2147483647".to_owned(),
             )]),
+            netns_inodes: BTreeMap::new(),
         }
     }
 }
@@ -196,6 +201,8 @@ impl RecordingSys {
         if let Some(dir) = path.parent() {
             self.world.dirs.insert(dir.to_owned());
         }
+        let inode = self.inode();
+        self.world.netns_inodes.insert(path.clone(), inode);
         self.world.netns.insert(path, FakeNetnsEntry::Netns);
     }
 
@@ -303,6 +310,8 @@ impl Sys for RecordingSys {
         self.world
             .netns
             .insert(path.to_owned(), FakeNetnsEntry::Netns);
+        let inode = self.inode();
+        self.world.netns_inodes.insert(path.to_owned(), inode);
         Ok(FakeNetns(path.to_owned()))
     }
 
@@ -326,11 +335,22 @@ impl Sys for RecordingSys {
     fn netns_del(&mut self, path: &Path) -> Result<(), SysError> {
         self.call(Call::NetnsDel(path.to_owned()))?;
         self.world.netns.remove(path);
+        self.world.netns_inodes.remove(path);
         // The kernel destroys a tun whose namespace goes away.
         self.world
             .links
             .retain(|_, l| l.netns.as_deref() != Some(path));
         Ok(())
+    }
+
+    fn netns_id(&mut self, netns: &FakeNetns) -> Result<NetnsId, SysError> {
+        self.call(Call::NetnsId(netns.0.clone()))?;
+        let ino = *self
+            .world
+            .netns_inodes
+            .get(&netns.0)
+            .ok_or_else(|| Self::enoent("fstat", &netns.0))?;
+        Ok(NetnsId { dev: 4, ino })
     }
 
     fn link_get(&mut self, ifindex: u32) -> Result<Option<Link>, SysError> {
@@ -470,6 +490,18 @@ impl Sys for RecordingSys {
         }
         self.world.dirs.remove(path);
         Ok(())
+    }
+
+    fn dir_exists(&mut self, path: &Path) -> Result<bool, SysError> {
+        self.call(Call::DirExists(path.to_owned()))?;
+        self.check_parent("stat", path)?;
+        if self.world.files.contains_key(path) {
+            return Err(SysError::NotDirectory {
+                path: path.to_owned(),
+                found: "a regular file",
+            });
+        }
+        Ok(self.world.dirs.contains(path))
     }
 
     fn dir_list(&mut self, path: &Path) -> Result<Vec<String>, SysError> {

@@ -25,7 +25,7 @@ use nix::unistd::{self, UnlinkatFlags};
 
 use crate::agent::netlink::{Configure, Rtnl};
 use crate::agent::rtmsg;
-use crate::agent::sys::{Link, NetnsSetup, Sys, SysError};
+use crate::agent::sys::{Link, NetnsId, NetnsSetup, Sys, SysError};
 use crate::report::Chain;
 
 /// An open network namespace and the path it was opened at, for messages.
@@ -114,8 +114,34 @@ fn is_kind(st: &FileStat, kind: SFlag) -> bool {
     SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == kind
 }
 
+/// Refuses what the agent's own user did not make alone: owned by another user, writable by
+/// group or others, or, for a regular file, with more than one name.
+fn check_trusted(st: &FileStat, path: &Path) -> Result<(), SysError> {
+    let untrusted = |why: String| {
+        Err(SysError::Untrusted {
+            path: path.to_owned(),
+            why,
+        })
+    };
+    let me = unistd::geteuid().as_raw();
+    if st.st_uid != me {
+        return untrusted(format!("it is owned by uid {}, not {me}", st.st_uid));
+    }
+    if st.st_mode & 0o022 != 0 {
+        return untrusted(format!(
+            "it is writable by group or others (mode {:o})",
+            st.st_mode & 0o7777
+        ));
+    }
+    if is_kind(st, SFlag::S_IFREG) && st.st_nlink != 1 {
+        return untrusted(format!("it has {} hard links, not 1", st.st_nlink));
+    }
+    Ok(())
+}
+
 /// Splits `path` into its parent directory, opened without following a symbolic link, and its
-/// last component.
+/// last component. The directory must be [trusted](check_trusted): what the agent reads and
+/// writes in it must not be swapped by anyone else.
 fn open_parent(path: &Path) -> Result<(OwnedFd, &std::ffi::OsStr), SysError> {
     let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
         return Err(SysError::os(
@@ -139,6 +165,8 @@ fn open_parent(path: &Path) -> Result<(OwnedFd, &std::ffi::OsStr), SysError> {
         },
         e => SysError::os("open", parent.display(), e),
     })?;
+    let st = stat::fstat(&dir).map_err(|e| SysError::os("fstat", parent.display(), e))?;
+    check_trusted(&st, parent)?;
     Ok((dir, name))
 }
 
@@ -183,6 +211,7 @@ fn open_regular(
             found: describe(&st),
         });
     }
+    check_trusted(&st, path)?;
     Ok(Some(File::from(fd)))
 }
 
@@ -384,6 +413,14 @@ impl Sys for RealSys {
         }
     }
 
+    fn netns_id(&mut self, netns: &NetnsFd) -> Result<NetnsId, SysError> {
+        let st = stat::fstat(netns).map_err(|e| SysError::os("fstat", netns.path.display(), e))?;
+        Ok(NetnsId {
+            dev: st.st_dev,
+            ino: st.st_ino,
+        })
+    }
+
     fn link_get(&mut self, ifindex: u32) -> Result<Option<Link>, SysError> {
         let object = format!("ifindex {ifindex}");
         Rtnl::open(&object)?
@@ -486,6 +523,27 @@ impl Sys for RealSys {
             Ok(()) | Err(Errno::ENOENT) => Ok(()),
             Err(e) => Err(SysError::os("rmdir", path.display(), e)),
         }
+    }
+
+    fn dir_exists(&mut self, path: &Path) -> Result<bool, SysError> {
+        let (dir, name) = open_parent(path)?;
+        let st = match stat::fstatat(&dir, name, fcntl::AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(st) => st,
+            Err(Errno::ENOENT) => return Ok(false),
+            Err(e) => return Err(SysError::os("stat", path.display(), e)),
+        };
+        if is_kind(&st, SFlag::S_IFLNK) {
+            return Err(SysError::Symlink {
+                path: path.to_owned(),
+            });
+        }
+        if !is_kind(&st, SFlag::S_IFDIR) {
+            return Err(SysError::NotDirectory {
+                path: path.to_owned(),
+                found: describe(&st),
+            });
+        }
+        Ok(true)
     }
 
     fn dir_list(&mut self, path: &Path) -> Result<Vec<String>, SysError> {

@@ -6,7 +6,8 @@
 //! - [`lifecycle`]: the agent on the bus: the leases it takes back when it starts, the callers
 //!   that leave, and its exit after the last release once its binary was replaced.
 //! - [`executor`]: carries a plan out all or nothing, and tears it down again.
-//! - [`record`]: what the agent owns, on disk, one record per namespace.
+//! - [`record`]: what the agent owns, on disk, one record per namespace; [`policy`]: the
+//!   administrator's confinement of names, from `/etc/nm-vpn-netns/agent.conf`.
 //! - [`sys`]: the one trait through which the executor touches the system; [`linux`] implements
 //!   it on the kernel, with [`netlink`] for links, addresses and routes and [`rtmsg`] for the
 //!   pure decisions of which messages to send.
@@ -17,6 +18,7 @@ pub mod fake;
 pub mod lifecycle;
 pub mod linux;
 mod netlink;
+pub mod policy;
 pub mod record;
 mod rtmsg;
 pub mod service;

@@ -12,6 +12,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::agent::sys::NetnsId;
 use crate::plan::settings::NetnsName;
 use crate::plan::IsolationPlan;
 
@@ -53,6 +54,10 @@ pub struct FileRecord {
     /// digits, so that any content survives exactly.
     #[serde(rename = "backup_hex", with = "hex", default)]
     pub backup: Option<Vec<u8>>,
+    /// What the agent last wrote there, saved before it writes: a file that no longer holds it
+    /// was changed by someone else since, and is theirs. Records of 0.1.0 lack it.
+    #[serde(rename = "written_hex", with = "hex", default)]
+    pub written: Option<Vec<u8>>,
 }
 
 /// What the agent did to one namespace. Fields a record has that this agent does not know are
@@ -73,6 +78,15 @@ pub struct Record {
     pub never_default_v6: bool,
     /// The agent created the namespace, for `connection_uuid`.
     pub created: bool,
+    /// The identity of the namespace the agent created or used. A namespace found under the
+    /// name with another identity is not the one on record. Records of 0.1.0 lack it: the
+    /// namespace found under the name is then taken as the one on record, as 0.1.0 did.
+    #[serde(default)]
+    pub netns_id: Option<NetnsId>,
+    /// The user of a user connection (`connection.permissions`), whose namespaces count against
+    /// the per-user limit; `None` for a system connection, and in records of 0.1.0.
+    #[serde(default)]
+    pub user: Option<String>,
     pub persistent: bool,
     /// An isolation is active in the namespace.
     pub leased: bool,
@@ -240,12 +254,14 @@ mod v1 {
                 "file-created" => files.push(FileRecord {
                     file: dns_file(value)?,
                     backup: None,
+                    written: None,
                 }),
                 "file-replaced" => {
                     let (name, backup) = value.split_once(' ').unwrap_or((value, ""));
                     files.push(FileRecord {
                         file: dns_file(name)?,
                         backup: Some(unescape(backup)?),
+                        written: None,
                     });
                 }
                 _ => return Err(format!("unknown line {line:?}")),
@@ -280,6 +296,8 @@ mod v1 {
             never_default_v4: false,
             never_default_v6: false,
             created: flag("created", take("created")?)?,
+            netns_id: None,
+            user: None,
             persistent: flag("persistent", take("persistent")?)?,
             leased: flag("leased", take("leased")?)?,
             etc_dir_created: flag("etc-dir-created", take("etc-dir-created")?)?,
@@ -349,6 +367,8 @@ mod tests {
             never_default_v4: false,
             never_default_v6: false,
             created: false,
+            netns_id: None,
+            user: None,
             persistent: true,
             leased: true,
             link: Some("vpn0".to_owned()),
@@ -357,10 +377,12 @@ mod tests {
                 FileRecord {
                     file: DnsFile::NsswitchConf,
                     backup: None,
+                    written: None,
                 },
                 FileRecord {
                     file: DnsFile::ResolvConf,
                     backup: Some(b"nameserver 192.0.2.1\n\xff\x00 x".to_vec()),
+                    written: None,
                 },
             ],
         }
@@ -387,6 +409,7 @@ mod tests {
             files: vec![FileRecord {
                 file: DnsFile::ResolvConf,
                 backup: Some(Vec::new()),
+                written: None,
             }],
             ..r
         };
@@ -410,15 +433,25 @@ mod tests {
         // The fixture is today's encoding but for the fields added since.
         let mut today: serde_json::Value = serde_json::from_slice(&sample().encode()).unwrap();
         let fields = today.as_object_mut().unwrap();
-        fields.remove("never_default_v4").unwrap();
-        fields.remove("never_default_v6").unwrap();
+        for added in ["never_default_v4", "never_default_v6", "netns_id", "user"] {
+            fields.remove(added).unwrap();
+        }
+        for file in fields["files"].as_array_mut().unwrap() {
+            file.as_object_mut().unwrap().remove("written_hex").unwrap();
+        }
         let fixture: serde_json::Value = serde_json::from_slice(V2_0_1_0_FIXTURE).unwrap();
         assert_eq!(today, fixture);
-        let r = Record {
+        let mut r = Record {
             never_default_v4: true,
             never_default_v6: true,
+            netns_id: Some(NetnsId {
+                dev: 4,
+                ino: 4026532291,
+            }),
+            user: Some("alice".to_owned()),
             ..sample()
         };
+        r.files[0].written = Some(b"hosts: files dns\n".to_vec());
         assert_eq!(decode(&work(), &r.encode()), Ok((r, Format::Current)));
     }
 

@@ -5,6 +5,7 @@
 //! its own.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -16,6 +17,7 @@ use zbus::{fdo, interface, Connection};
 
 use crate::agent::executor::{ExecError, Executor, IsolateArgs, Isolated, TeardownError};
 use crate::agent::lifecycle::{self, Exe, Fate};
+use crate::agent::policy::Policy;
 use crate::agent::record::Record;
 use crate::agent::sys::Sys;
 use crate::contract::{self, AgentError, IsolateReply, IsolateRequest};
@@ -33,16 +35,20 @@ impl From<ExecError> for AgentError {
         match e {
             ExecError::Timeout { .. } => AgentError::Timeout(msg),
             ExecError::InUse { .. } | ExecError::OwnedByOther { .. } => AgentError::InUse(msg),
-            ExecError::ForeignNetns { .. } => AgentError::AccessDenied(msg),
+            ExecError::ForeignNetns { .. }
+            | ExecError::ForeignNotListed { .. }
+            | ExecError::NotOurs { .. }
+            | ExecError::UserLimit { .. } => AgentError::AccessDenied(msg),
             ExecError::Dco { .. }
             | ExecError::NotTun { .. }
             | ExecError::LinkMissing { .. }
             | ExecError::LinkRenamed { .. }
             | ExecError::NotIsolated { .. }
             | ExecError::PlanMismatch { .. } => AgentError::InvalidArgs(msg),
-            ExecError::Sys(_) | ExecError::NetnsGone { .. } | ExecError::Incomplete { .. } => {
-                AgentError::Failed(msg)
-            }
+            ExecError::Sys(_)
+            | ExecError::NetnsGone { .. }
+            | ExecError::Incomplete { .. }
+            | ExecError::Leftover(_) => AgentError::Failed(msg),
         }
     }
 }
@@ -146,6 +152,8 @@ struct Retirement {
 
 pub struct Agent {
     executor: ExecutorHandle,
+    /// The administrator's policy file, read at each `Isolate`.
+    policy: PathBuf,
     leases: Leases,
     /// The leased records found at start, until [`Agent::adopt`] decides on them.
     held_at_start: Vec<Record>,
@@ -156,6 +164,7 @@ impl Agent {
     pub fn new<S: Sys + Send + 'static>(executor: Executor<S>) -> std::io::Result<Self> {
         let held_at_start = executor.records().filter(|r| r.leased).cloned().collect();
         Ok(Agent {
+            policy: executor.paths().policy.clone(),
             executor: ExecutorHandle::spawn(executor)?,
             leases: Leases::default(),
             held_at_start,
@@ -245,8 +254,11 @@ impl Agent {
             return;
         }
         for ns in names {
+            if !take_lease(&mut self.leases.lock().await.held, &ns, owner) {
+                // Released meanwhile, and perhaps leased again by another caller.
+                continue;
+            }
             info!("caller {owner} left the bus; releasing its lease on namespace {ns}");
-            self.leases.lock().await.held.remove(&ns);
             if let Err(e) = self.executor.release(ns).await {
                 error!("releasing after {owner} left: {e}");
             }
@@ -303,8 +315,13 @@ fn plan_error(e: plan::PlanError) -> AgentError {
 }
 
 /// The `Isolate` request with every field decoded and validated: nothing in it is trusted until
-/// `settings::parse` and `plan::build` accepted it.
-fn decode_request(req: &VarDict, owner: String) -> Result<(IsolateArgs, Lease), AgentError> {
+/// `settings::parse` and `plan::build` accepted it. A user connection's name is formed as
+/// `policy` says.
+fn decode_request(
+    req: &VarDict,
+    owner: String,
+    policy: Policy,
+) -> Result<(IsolateArgs, Lease), AgentError> {
     let invalid = |msg: String| AgentError::InvalidArgs(msg);
     // The deadline starts when the request arrives, before any validation work.
     let start = Instant::now();
@@ -314,10 +331,18 @@ fn decode_request(req: &VarDict, owner: String) -> Result<(IsolateArgs, Lease), 
             "request field \"ifindex\" must be a positive u32".into(),
         ));
     }
+    // Absent, a user connection would pass for a system one.
+    let permissions = req.permissions.ok_or_else(|| {
+        invalid(
+            "request field \"permissions\" is missing; send connection.permissions, empty for a \
+             system connection"
+                .into(),
+        )
+    })?;
     let conn = ConnectionInfo {
         id: req.id,
         uuid: req.uuid,
-        permissions: req.permissions.unwrap_or_default(),
+        permissions,
         ipv4: IpSettings {
             never_default: req.never_default_v4.unwrap_or_default(),
             ..Default::default()
@@ -336,9 +361,17 @@ fn decode_request(req: &VarDict, owner: String) -> Result<(IsolateArgs, Lease), 
             conn.id
         )));
     }
+    let denied = |e: crate::agent::policy::PolicyError| AgentError::AccessDenied(chain(&e));
+    let user = policy.connection_user(&conn.permissions).map_err(denied)?;
+    let netns = match &user {
+        Some(user) => policy
+            .user_netns_name(user, &settings.name, &settings.name_source)
+            .map_err(denied)?,
+        None => settings.name.clone(),
+    };
     let host_nsswitch = read_host_nsswitch();
     let plan = plan::build(&PlanInput {
-        netns: settings.name.clone(),
+        netns,
         never_default_v4: settings.never_default_v4,
         never_default_v6: settings.never_default_v6,
         config: &req.config,
@@ -357,7 +390,8 @@ fn decode_request(req: &VarDict, owner: String) -> Result<(IsolateArgs, Lease), 
         connection_uuid: settings.connection_uuid,
         connection_id: settings.connection_id,
         persistent: settings.persistent,
-        system_connection: settings.system_connection,
+        user,
+        policy,
         tun_ifindex: req.ifindex,
         owner,
         never_default_v4: settings.never_default_v4,
@@ -451,7 +485,9 @@ impl Agent {
         conn: &Connection,
     ) -> Result<IsolateReply, AgentError> {
         let owner = authorize(conn, hdr, "Isolate").await?;
-        let (req, lease) = decode_request(&request, owner)?;
+        // Read at each request, so that a change applies from the next connect on.
+        let policy = Policy::load(&self.policy, 0).map_err(|e| AgentError::Failed(chain(&e)))?;
+        let (req, lease) = decode_request(&request, owner, policy)?;
         let ns = req.plan.netns.clone();
         {
             let mut leases = self.leases.lock().await;
@@ -508,6 +544,15 @@ async fn authorize_on(
     Ok((owner, ns))
 }
 
+/// Removes `owner`'s lease on `ns`; `false`, and nothing removed, if `owner` holds none there.
+fn take_lease(leases: &mut HashMap<NetnsName, Lease>, ns: &NetnsName, owner: &str) -> bool {
+    let held = leases.get(ns).is_some_and(|lease| lease.owner == owner);
+    if held {
+        leases.remove(ns);
+    }
+    held
+}
+
 /// The caller's lease on `ns`, or why it has none.
 fn check_holder<'a>(
     leases: &'a HashMap<NetnsName, Lease>,
@@ -529,12 +574,32 @@ fn check_holder<'a>(
 mod tests {
     use zbus::object_server::Interface;
 
-    use super::Agent;
+    use std::collections::HashMap;
+
+    use super::{take_lease, Agent, Lease};
     use crate::contract::INTERFACE;
 
     /// The `#[interface]` attribute takes no constant, so its literal is checked here.
     #[test]
     fn serves_the_contract_interface() {
         assert_eq!(Agent::name().as_str(), INTERFACE);
+    }
+
+    /// A caller that left the bus loses only its own leases: the name may have been released
+    /// and leased again to another caller since its leases were listed.
+    #[test]
+    fn only_the_owners_lease_is_taken() {
+        let ns = "work".parse().unwrap();
+        let lease = |owner: &str| Lease {
+            owner: owner.to_owned(),
+            never_default_v4: false,
+            never_default_v6: false,
+        };
+        let mut leases = HashMap::from([(ns, lease(":1.8"))]);
+        let ns = "work".parse().unwrap();
+        assert!(!take_lease(&mut leases, &ns, ":1.7"));
+        assert_eq!(leases[&ns].owner, ":1.8");
+        assert!(take_lease(&mut leases, &ns, ":1.8"));
+        assert!(leases.is_empty());
     }
 }

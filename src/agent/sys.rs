@@ -12,6 +12,8 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use serde::{Deserialize, Serialize};
+
 use crate::plan::FamilyPlan;
 
 /// A failed side effect. Each message names the operation and the object it was applied to.
@@ -36,6 +38,11 @@ pub enum SysError {
     NotRegularFile { path: PathBuf, found: &'static str },
     #[error("{}: is {found}, not a directory", path.display())]
     NotDirectory { path: PathBuf, found: &'static str },
+    /// Only the agent's own user may have written what it trusts: a file or directory that
+    /// someone else owns or may write, or a file with a second name (a hard link planted to make
+    /// the agent write elsewhere), is refused.
+    #[error("{}: {why}; nm-vpn-netns does not trust it", path.display())]
+    Untrusted { path: PathBuf, why: String },
 }
 
 impl SysError {
@@ -58,6 +65,14 @@ impl SysError {
             _ => None,
         }
     }
+}
+
+/// A namespace's identity: the device and inode of its nsfs file, the same for every mount and
+/// descriptor of one namespace, and different for a namespace created later under the same name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetnsId {
+    pub dev: u64,
+    pub ino: u64,
 }
 
 /// A network link as the kernel reports it.
@@ -102,6 +117,8 @@ pub trait Sys {
     fn netns_open(&mut self, path: &Path) -> Result<Option<Self::Netns>, SysError>;
     /// `ip netns del`: detaches the mount and removes the file; a missing one counts as done.
     fn netns_del(&mut self, path: &Path) -> Result<(), SysError>;
+    /// The identity of an open namespace.
+    fn netns_id(&mut self, netns: &Self::Netns) -> Result<NetnsId, SysError>;
 
     /// The link with this index in the agent's own namespace; `None` if there is none.
     fn link_get(&mut self, ifindex: u32) -> Result<Option<Link>, SysError>;
@@ -132,6 +149,8 @@ pub trait Sys {
     /// Creates a directory; `false` if one already exists there.
     fn dir_create(&mut self, path: &Path, mode: u32) -> Result<bool, SysError>;
     fn dir_remove(&mut self, path: &Path) -> Result<(), SysError>;
+    /// Whether a directory is at `path`; an error if something else is.
+    fn dir_exists(&mut self, path: &Path) -> Result<bool, SysError>;
     /// The names in a directory.
     fn dir_list(&mut self, path: &Path) -> Result<Vec<String>, SysError>;
     /// A regular file's content; `None` if there is no file.

@@ -23,7 +23,7 @@ mod agent_calls;
 pub mod codec;
 mod driver;
 mod error;
-pub mod keyfile;
+pub use crate::keyfile;
 mod plugin;
 pub mod session;
 mod stock;

@@ -54,6 +54,8 @@ pub fn leased_record(ns: &str, owner: &str) -> Record {
         never_default_v4: true,
         never_default_v6: false,
         created: true,
+        netns_id: None,
+        user: None,
         persistent: false,
         leased: true,
         link: Some("tun0".to_owned()),
@@ -97,6 +99,8 @@ pub fn request(ifindex: u32, tundev: &str, keys: &[(&str, &str)]) -> HashMap<Str
     HashMap::from([
         ("id".into(), ov("work vpn")),
         ("uuid".into(), ov(REQUEST_UUID)),
+        // A system connection: the shim always sends the field, empty for one.
+        ("permissions".into(), ov(Vec::<String>::new())),
         ("netns-settings".into(), ov(settings)),
         ("ifindex".into(), ov(ifindex)),
         ("config".into(), ov(config)),

@@ -23,7 +23,8 @@ mount -t tmpfs sandbox-tmp /tmp
 mount -t tmpfs -o mode=755 sandbox-nm-etc /etc/NetworkManager
 mkdir -p /etc/NetworkManager/system-connections /etc/NetworkManager/conf.d /etc/NetworkManager/VPN
 mount -t tmpfs -o mode=755 sandbox-nm-var /var/lib/NetworkManager
-rm -rf /etc/netns
+# Nothing of the machine's own nm-vpn-netns state: /etc/netns and the agent's durable records.
+rm -rf /etc/netns /var/lib/nm-vpn-netns
 : >/etc/resolv.conf
 # NM waits for udev forever on a writable /sys; read-only makes it treat links as initialized.
 mount -o remount,bind,ro /sys

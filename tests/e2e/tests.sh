@@ -197,17 +197,49 @@ t_agent_refusals() {
     expect_netns_gone "namespace 'leased' remains" leased 10
     pass_note "a second VPN on a leased namespace is refused (InUse)"
 
-    # A user's connection may not touch a namespace the agent did not create.
+    # A user's connection gets a name of its own (u-USER-NAME), so it never reaches the
+    # administrator's namespace or /etc/netns entry of the name it asked for.
     rig_sb ip netns add foreign
+    rig_sb sh -c 'mkdir -p /etc/netns/foreign && echo "nameserver 192.0.2.53" >/etc/netns/foreign/resolv.conf'
     agent_client --tun rigtun4 --id mine --uuid "$uuid" --permissions user:alice \
         --settings netns-isolate=yes,netns-name=foreign --addr4 198.19.0.6/24
     out=$(agent_say "")
     agent_end
-    echo "    foreign: $out"
-    expect_json "a user connection got a foreign namespace" error io.github.NmVpnNetns.Agent1.Error.AccessDenied "$out"
-    expect_sb_absent "files were written for the foreign namespace" /etc/netns/foreign
+    echo "    prefixed: $out"
+    expect_json "a user's namespace was not prefixed" netns u-alice-foreign "$out"
+    expect_netns_gone "namespace 'u-alice-foreign' remains" u-alice-foreign 10
+    pass_note "a user's connection asking for netns-name=foreign gets u-alice-foreign"
+
+    # With names as given, a user's connection may not touch a namespace or an /etc/netns entry
+    # the agent did not create; nor may a system connection use a namespace the policy does not
+    # list.
+    rig_sb sh -c 'mkdir -p /etc/nm-vpn-netns && printf "[agent]\nuser-namespace-names=as-given\n" >/etc/nm-vpn-netns/agent.conf'
+    local ns tun
+    for ns in foreign admin-dns; do
+        tun=rigtun7
+        if [[ $ns == admin-dns ]]; then
+            tun=rigtun8
+            rig_sb sh -c 'mkdir -p /etc/netns/admin-dns && echo "nameserver 192.0.2.53" >/etc/netns/admin-dns/resolv.conf'
+        fi
+        agent_client --tun "$tun" --id mine --uuid "$uuid" --permissions user:alice \
+            --settings "netns-isolate=yes,netns-name=$ns" --addr4 198.19.0.6/24
+        out=$(agent_say "")
+        agent_end
+        echo "    user, $ns: $out"
+        expect_json "a user connection got $ns" error io.github.NmVpnNetns.Agent1.Error.AccessDenied "$out"
+        expect_eq "the admin's resolv.conf of $ns was touched" "nameserver 192.0.2.53" \
+            "$(rig_sb cat /etc/netns/$ns/resolv.conf)"
+    done
+    expect_netns_gone "a namespace was made for the refused admin-dns" admin-dns
+    rig_sb rm -r /etc/netns/admin-dns
+    agent_client --tun rigtun9 --id system --uuid "$uuid" --settings netns-isolate=yes,netns-name=foreign --addr4 198.19.0.6/24
+    out=$(agent_say "")
+    agent_end
+    echo "    system, foreign: $out"
+    expect_json "a system connection got a foreign namespace not listed" error io.github.NmVpnNetns.Agent1.Error.AccessDenied "$out"
+    rig_sb rm -r /etc/nm-vpn-netns /etc/netns/foreign
     rig_sb ip netns del foreign
-    pass_note "a connection with connection.permissions cannot use a foreign namespace"
+    pass_note "a user's connection cannot use the admin's namespace or /etc/netns entry; a system one only a listed foreign namespace"
 
     # Only a tun may be moved: a veth is refused before anything happens.
     rig_sb ip link add rigveth0 type veth peer name rigveth1

@@ -4,6 +4,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::agent::policy::POLICY_PATH;
 use crate::agent::sys::SysError;
 use crate::plan::settings::NetnsName;
 use crate::report::Chain;
@@ -47,27 +48,32 @@ pub enum ExecError {
         connection_id: String,
     },
     #[error(
-        "namespace {netns} belongs to connection {owner_id} ({owner_uuid}), for which \
-         nm-vpn-netns created it; {connection_id} ({connection_uuid}) maps to the same name. Two \
-         connection ids can map to one namespace name: give one of them netns-name=uuid or a \
-         netns-name of its own"
+        "namespace {netns} exists but nm-vpn-netns did not create it; a system connection may \
+         use such a namespace only if system-foreign-namespaces in {POLICY_PATH} lists it"
     )]
-    OwnedByOther {
-        netns: NetnsName,
-        owner_id: String,
-        owner_uuid: String,
-        connection_id: String,
-        connection_uuid: String,
-    },
+    ForeignNotListed { netns: NetnsName },
     #[error(
-        "namespace {netns} already has an active VPN ({connection_id}, {connection_uuid}); one \
-         VPN per namespace"
+        "{} exists and nm-vpn-netns did not create it, or it was changed since; a user's \
+         connection may not use it",
+        path.display()
     )]
-    InUse {
-        netns: NetnsName,
-        connection_id: String,
-        connection_uuid: String,
-    },
+    NotOurs { path: PathBuf },
+    #[error(
+        "user {user:?} already holds {held} namespaces, the most max-namespaces-per-user in \
+         {POLICY_PATH} allows ({max}); take one down or remove a netns-persistent one"
+    )]
+    UserLimit { user: String, held: usize, max: u32 },
+    #[error(
+        "namespace {netns} is kept for another connection (netns-persistent). Two connection ids \
+         can map to one namespace name: give this one netns-name=uuid or a netns-name of its own"
+    )]
+    OwnedByOther { netns: NetnsName },
+    #[error(
+        "namespace {netns} already has an active VPN of another connection; one VPN per namespace"
+    )]
+    InUse { netns: NetnsName },
+    #[error("removing what an earlier teardown left failed again")]
+    Leftover(#[source] TeardownError),
     #[error(
         "isolating in namespace {netns} ran past netns-timeout: {} ms had passed before {step}; \
          it was rolled back",

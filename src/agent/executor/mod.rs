@@ -7,35 +7,45 @@
 //! reports every error.
 //!
 //! What the agent owns is kept in one [`Record`] per namespace under [`Paths::state`], written
-//! before the side effects it describes can be lost: right after a namespace is created, and
-//! before a file is overwritten (with the old content as backup). A restarted agent reloads them.
+//! before the side effects it describes can be lost: before a namespace is created, and before a
+//! file is overwritten (with the old content as backup). A copy under [`Paths::durable`] outlives
+//! a reboot, as `/etc/netns` does. A restarted agent reloads them (`store`); `ownership` decides
+//! who may use what.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use log::{error, info, warn};
+use log::{error, info};
 
-use crate::agent::record::Format;
+use crate::agent::policy::{Policy, POLICY_PATH};
 pub use crate::agent::record::{DnsFile, FileRecord, Record};
-use crate::agent::sys::{Link, NetnsSetup, Sys, SysError};
+use crate::agent::sys::{Link, NetnsId, NetnsSetup, Sys, SysError};
 use crate::plan::settings::NetnsName;
 use crate::plan::IsolationPlan;
 use crate::report::Chain;
 
 mod error;
+mod ownership;
+mod store;
 mod teardown;
 
 pub use error::{ExecError, TeardownError};
 
 const PING_GROUP_RANGE: &str = "net.ipv4.ping_group_range";
 
-/// Where namespaces, their DNS files and the agent's records live.
+/// Where namespaces, their DNS files, the agent's records and its policy live.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Paths {
     pub run_netns: PathBuf,
     pub etc_netns: PathBuf,
+    /// The records, gone at a reboot with the namespaces they describe.
     pub state: PathBuf,
+    /// A copy of each record that survives a reboot, as `/etc/netns` does: the proof that the
+    /// agent made `/etc/netns/NAME` and its files, and the backups of what they replaced.
+    pub durable: PathBuf,
+    /// The administrator's policy ([`Policy`]).
+    pub policy: PathBuf,
 }
 
 impl Default for Paths {
@@ -44,6 +54,8 @@ impl Default for Paths {
             run_netns: PathBuf::from("/run/netns"),
             etc_netns: PathBuf::from("/etc/netns"),
             state: PathBuf::from("/run/nm-vpn-netns"),
+            durable: PathBuf::from("/var/lib/nm-vpn-netns"),
+            policy: PathBuf::from(POLICY_PATH),
         }
     }
 }
@@ -57,9 +69,11 @@ pub struct IsolateArgs {
     /// Keep the namespace and its DNS files after release, for the next isolation of this
     /// connection.
     pub persistent: bool,
-    /// No `connection.permissions`: only such a connection may use a namespace that the agent
-    /// did not create.
-    pub system_connection: bool,
+    /// The user of a user connection (one with `connection.permissions`); `None` for a system
+    /// connection, the only kind that may use a namespace the agent did not create.
+    pub user: Option<String>,
+    /// The administrator's policy, as read for this request.
+    pub policy: Policy,
     /// The link in the agent's namespace, where it is named `plan.link.name`.
     pub tun_ifindex: u32,
     /// Who holds the lease, such as the caller's unique bus name; kept in the record.
@@ -98,7 +112,10 @@ struct Attempt<N> {
     name: NetnsName,
     path: PathBuf,
     netns: N,
+    netns_id: NetnsId,
     created: bool,
+    /// The namespace is the agent's: this attempt or an earlier one created it.
+    ours: bool,
     previous: Option<Record>,
     undo: Vec<Undo>,
 }
@@ -112,31 +129,8 @@ pub struct Executor<S: Sys> {
 }
 
 impl<S: Sys> Executor<S> {
-    /// Loads the records under `paths.state`, creating that directory if needed.
-    pub fn new(mut sys: S, paths: Paths) -> Result<Self, ExecError> {
-        if sys.dir_create(&paths.state, 0o700)? {
-            info!("created state directory {}", paths.state.display());
-        }
-        let mut records = BTreeMap::new();
-        for entry in sys.dir_list(&paths.state)? {
-            // Dot files are temporary files of an interrupted write.
-            if entry.starts_with('.') {
-                continue;
-            }
-            let path = paths.state.join(&entry);
-            let Ok(netns) = entry.parse::<NetnsName>() else {
-                warn!("ignoring {}: not a namespace name", path.display());
-                continue;
-            };
-            if let Some(record) = load_record(&mut sys, &path, &netns)? {
-                records.insert(netns, record);
-            }
-        }
-        Ok(Executor {
-            sys,
-            paths,
-            records,
-        })
+    pub fn paths(&self) -> &Paths {
+        &self.paths
     }
 
     pub fn records(&self) -> impl Iterator<Item = &Record> {
@@ -151,17 +145,20 @@ impl<S: Sys> Executor<S> {
             "isolating connection {} ({}) in namespace {netns}: link {} (ifindex {})",
             req.connection_id, req.connection_uuid, req.plan.link.name, req.tun_ifindex
         );
-        let previous = self.records.get(netns).cloned();
-        check_lease(netns, previous.as_ref(), req)?;
+        let previous = self.previous_record(netns)?;
+        ownership::check_lease(netns, previous.as_ref(), req)?;
+        self.check_user_limit(req)?;
         let link = self.check_link(req)?;
         let path = self.paths.run_netns.join(netns.as_str());
-        let existing = self.sys.netns_open(&path)?;
-        let ours = previous.as_ref().is_some_and(|r| r.created);
-        if existing.is_some() && !ours && !req.system_connection {
-            return Err(ExecError::ForeignNetns {
-                netns: netns.clone(),
-                connection_id: req.connection_id.clone(),
-            });
+        let existing = self.open_netns(&path)?;
+        let ours = existing
+            .as_ref()
+            .is_some_and(|(_, id)| ownership::is_ours(previous.as_ref(), *id));
+        if existing.is_some() && !ours {
+            ownership::check_foreign(netns, req)?;
+        }
+        if req.user.is_some() {
+            self.check_user_entries(netns, previous.as_ref())?;
         }
         // A namespace someone else made keeps its own settings.
         let ping_group_range = if ours || existing.is_none() {
@@ -169,20 +166,21 @@ impl<S: Sys> Executor<S> {
         } else {
             None
         };
-        let (handle, created) = match existing {
-            Some(handle) => (handle, false),
+        let (handle, netns_id, created) = match existing {
+            Some((handle, id)) => (handle, id, false),
             None => {
                 check_deadline(&self.sys, req, start, "creating the namespace")?;
-                let handle = self.sys.netns_add(&path)?;
-                info!("created namespace {netns} at {}", path.display());
-                (handle, true)
+                let (handle, id) = self.create_netns(req, &path, previous.as_ref())?;
+                (handle, id, true)
             }
         };
         let mut attempt = Attempt {
             name: netns.clone(),
             path,
             netns: handle,
+            netns_id,
             created,
+            ours: ours || created,
             previous,
             undo: if created {
                 vec![Undo::NetnsDel]
@@ -201,6 +199,52 @@ impl<S: Sys> Executor<S> {
                 Ok(isolation)
             }
             Err(e) => Err(self.roll_back(attempt, e)),
+        }
+    }
+
+    /// The namespace at `path` and its identity, if there is one.
+    fn open_netns(&mut self, path: &Path) -> Result<Option<(S::Netns, NetnsId)>, SysError> {
+        let Some(handle) = self.sys.netns_open(path)? else {
+            return Ok(None);
+        };
+        let id = self.sys.netns_id(&handle)?;
+        Ok(Some((handle, id)))
+    }
+
+    /// Creates the namespace, on record as the agent's before it exists: a crash right after
+    /// finds it known, not foreign. Puts the record back as it was if that fails.
+    fn create_netns(
+        &mut self,
+        req: &IsolateArgs,
+        path: &Path,
+        previous: Option<&Record>,
+    ) -> Result<(S::Netns, NetnsId), ExecError> {
+        let netns = &req.plan.netns;
+        let mut intent = new_record(req, previous, true);
+        intent.netns_id = None;
+        let created = self.save(&intent).and_then(|()| {
+            let handle = self.sys.netns_add(path)?;
+            let id = self.sys.netns_id(&handle).inspect_err(|_| {
+                // A namespace whose identity is unknown cannot be kept as the agent's.
+                let _ = self.sys.netns_del(path);
+            })?;
+            Ok((handle, id))
+        });
+        match created {
+            Ok((handle, id)) => {
+                info!("created namespace {netns} at {}", path.display());
+                Ok((handle, id))
+            }
+            Err(e) => {
+                let restored = match previous {
+                    Some(previous) => self.save(previous),
+                    None => self.forget(netns),
+                };
+                if let Err(r) = restored {
+                    error!("putting back the record of {netns}: {}", Chain(&r));
+                }
+                Err(e.into())
+            }
         }
     }
 
@@ -273,27 +317,14 @@ impl<S: Sys> Executor<S> {
     }
 
     /// The record of this isolation, saved at once if the namespace is new: from then on the
-    /// agent must know it as its own, even across a crash.
+    /// agent must know it as its own, with its identity, even across a crash.
     fn record_attempt(
         &mut self,
         req: &IsolateArgs,
         attempt: &Attempt<S::Netns>,
     ) -> Result<Record, ExecError> {
-        let previous = attempt.previous.as_ref();
-        let record = Record {
-            netns: attempt.name.clone(),
-            connection_uuid: req.connection_uuid.clone(),
-            connection_id: req.connection_id.clone(),
-            owner: req.owner.clone(),
-            never_default_v4: req.never_default_v4,
-            never_default_v6: req.never_default_v6,
-            created: attempt.created || previous.is_some_and(|r| r.created),
-            persistent: req.persistent,
-            leased: true,
-            link: None,
-            etc_dir_created: previous.is_some_and(|r| r.etc_dir_created),
-            files: previous.map(|r| r.files.clone()).unwrap_or_default(),
-        };
+        let mut record = new_record(req, attempt.previous.as_ref(), attempt.ours);
+        record.netns_id = Some(attempt.netns_id);
         if attempt.created {
             self.save(&record)?;
         }
@@ -347,15 +378,31 @@ impl<S: Sys> Executor<S> {
         let mut old = Vec::new();
         for file in DnsFile::ALL {
             let content = self.sys.file_read(&dir.join(file.name()))?;
-            if record.file(file).is_none() {
-                record.files.push(FileRecord {
+            let written = Some(file.content(plan).as_bytes().to_vec());
+            match record.files.iter_mut().find(|f| f.file == file) {
+                None => record.files.push(FileRecord {
                     file,
                     backup: content.clone(),
-                });
+                    written,
+                }),
+                Some(f) => {
+                    // Changed since the agent wrote it: what is there now is someone's, and
+                    // what a release puts back.
+                    if f.written.is_some() && f.written != content {
+                        info!(
+                            "{} changed since nm-vpn-netns wrote it; keeping the new content as \
+                             the one to put back",
+                            dir.join(file.name()).display()
+                        );
+                        f.backup = content.clone();
+                    }
+                    f.written = written;
+                }
             }
             old.push((file, content));
         }
-        // The backups reach the disk before the files change, or a crash would lose them.
+        // The backups, and what is about to be written, reach the disk before the files
+        // change, or a crash would lose them.
         if self.records.get(&record.netns) != Some(record) {
             self.save(record)?;
         }
@@ -418,94 +465,27 @@ impl<S: Sys> Executor<S> {
         // Nothing to roll back to: the previous configuration is gone once the new one applies.
         self.write_dns_files(&mut record, plan, &mut Vec::new())
     }
-
-    fn save(&mut self, record: &Record) -> Result<(), SysError> {
-        let path = self.paths.state.join(record.netns.as_str());
-        self.sys.file_replace(&path, &record.encode(), 0o600)?;
-        info!(
-            "recorded namespace {} at {} (created {}, leased {})",
-            record.netns,
-            path.display(),
-            record.created,
-            record.leased
-        );
-        self.records.insert(record.netns.clone(), record.clone());
-        Ok(())
-    }
-
-    /// Saves `record` as no longer leased: its namespace is the agent's, with no VPN in it.
-    fn save_unleased(&mut self, mut record: Record) -> Result<(), SysError> {
-        record.leased = false;
-        record.link = None;
-        self.save(&record)
-    }
-
-    fn forget(&mut self, netns: &NetnsName) -> Result<(), SysError> {
-        let path = self.paths.state.join(netns.as_str());
-        self.sys.file_remove(&path)?;
-        info!("removed record {}", path.display());
-        self.records.remove(netns);
-        Ok(())
-    }
 }
 
-/// Reads one record, rewriting a version 1 record in the current format. A record that cannot
-/// be read is skipped: its namespace then looks foreign, which only makes the agent more careful
-/// with it, as it never deletes a foreign namespace.
-fn load_record<S: Sys>(
-    sys: &mut S,
-    path: &Path,
-    netns: &NetnsName,
-) -> Result<Option<Record>, SysError> {
-    let Some(text) = sys.file_read(path)? else {
-        return Ok(None);
-    };
-    let (record, format) = match Record::decode(netns, &text) {
-        Ok(decoded) => decoded,
-        Err(e) => {
-            error!("ignoring record {}: {}", path.display(), Chain(&e));
-            return Ok(None);
-        }
-    };
-    info!(
-        "loaded record of namespace {netns}: connection {} ({}), created {}, leased {}",
-        record.connection_id, record.connection_uuid, record.created, record.leased
-    );
-    if format == Format::V1 {
-        // The old file still says the same, so a failed rewrite loses nothing.
-        match sys.file_replace(path, &record.encode(), 0o600) {
-            Ok(()) => info!("rewrote record {} in the current format", path.display()),
-            Err(e) => warn!("could not rewrite record {}: {}", path.display(), Chain(&e)),
-        }
+/// The record of `req`'s isolation, carrying on what `previous` knew of the namespace's
+/// directory and files; `ours`: the agent created the namespace.
+fn new_record(req: &IsolateArgs, previous: Option<&Record>, ours: bool) -> Record {
+    Record {
+        netns: req.plan.netns.clone(),
+        connection_uuid: req.connection_uuid.clone(),
+        connection_id: req.connection_id.clone(),
+        owner: req.owner.clone(),
+        never_default_v4: req.never_default_v4,
+        never_default_v6: req.never_default_v6,
+        created: ours,
+        netns_id: None,
+        user: req.user.clone(),
+        persistent: req.persistent,
+        leased: true,
+        link: None,
+        etc_dir_created: previous.is_some_and(|r| r.etc_dir_created),
+        files: previous.map(|r| r.files.clone()).unwrap_or_default(),
     }
-    Ok(Some(record))
-}
-
-fn check_lease(
-    netns: &NetnsName,
-    previous: Option<&Record>,
-    req: &IsolateArgs,
-) -> Result<(), ExecError> {
-    let Some(r) = previous else {
-        return Ok(());
-    };
-    if r.leased {
-        return Err(ExecError::InUse {
-            netns: netns.clone(),
-            connection_id: r.connection_id.clone(),
-            connection_uuid: r.connection_uuid.clone(),
-        });
-    }
-    if r.created && r.connection_uuid != req.connection_uuid {
-        return Err(ExecError::OwnedByOther {
-            netns: netns.clone(),
-            owner_id: r.connection_id.clone(),
-            owner_uuid: r.connection_uuid.clone(),
-            connection_id: req.connection_id.clone(),
-            connection_uuid: req.connection_uuid.clone(),
-        });
-    }
-    Ok(())
 }
 
 fn check_deadline<S: Sys>(

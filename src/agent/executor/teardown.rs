@@ -9,8 +9,8 @@ use log::{error, info, warn};
 use nix::errno::Errno;
 
 use super::{Attempt, ExecError, Executor, TeardownError, Undo};
-use crate::agent::record::Record;
-use crate::agent::sys::{Sys, SysError};
+use crate::agent::record::{FileRecord, Record};
+use crate::agent::sys::{NetnsId, Sys, SysError};
 use crate::plan::settings::NetnsName;
 use crate::report::Chain;
 
@@ -66,12 +66,17 @@ impl<S: Sys> Executor<S> {
     fn undo(&mut self, step: &Undo, attempt: &Attempt<S::Netns>) -> Result<String, SysError> {
         match step {
             Undo::NetnsDel => {
-                self.sys.netns_del(&attempt.path)?;
+                self.delete_netns(&attempt.path, Some(attempt.netns_id))?;
                 Ok(format!("deleted namespace {}", attempt.path.display()))
             }
             Undo::LinkBack { link, original } => {
-                self.sys
-                    .link_set_netns_back(&attempt.netns, link, original)?;
+                match self.sys.link_set_netns_back(&attempt.netns, link, original) {
+                    // openvpn exited and the kernel destroyed its tun: nothing to move back.
+                    Err(e) if e.raw_os_error() == Some(Errno::ENODEV as i32) => {
+                        return Ok(format!("link {link} is gone; nothing to move back"));
+                    }
+                    other => other?,
+                }
                 Ok(format!(
                     "moved link {link} back out of {} as {}",
                     attempt.path.display(),
@@ -124,24 +129,19 @@ impl<S: Sys> Executor<S> {
 
     /// Deletes the namespace if the agent created it, puts the DNS files back as they were and
     /// removes the directory the agent made for them. Goes on past every failed step.
-    fn tear_down(&mut self, record: Record) -> Vec<SysError> {
+    pub(super) fn tear_down(&mut self, record: Record) -> Vec<SysError> {
         let netns = &record.netns;
         let mut errors = Vec::new();
         if record.created {
             let path = self.paths.run_netns.join(netns.as_str());
-            match self.sys.netns_del(&path) {
-                Ok(()) => info!("deleted namespace {netns} at {}", path.display()),
-                Err(e) => errors.push(e),
+            if let Err(e) = self.delete_netns(&path, record.netns_id) {
+                errors.push(e);
             }
         }
         let dir = self.paths.etc_netns.join(netns.as_str());
         for f in &record.files {
             let path = dir.join(f.file.name());
-            let done = match &f.backup {
-                None => self.sys.file_remove(&path).map(|()| "removed"),
-                Some(backup) => self.restore(&path, backup).map(|()| "restored"),
-            };
-            match done {
+            match self.put_back(&path, f) {
                 Ok(done) => info!("{done} {}", path.display()),
                 Err(e) => errors.push(e),
             }
@@ -172,6 +172,48 @@ impl<S: Sys> Executor<S> {
             Err(e) => return Err(e),
         }
         Ok(())
+    }
+
+    /// Deletes the namespace at `path` if it is the one with identity `id` (any, for a record
+    /// without one); one created since under the same name is someone else's, and stays.
+    fn delete_netns(&mut self, path: &Path, id: Option<NetnsId>) -> Result<(), SysError> {
+        if let Some(id) = id {
+            let Some(found) = self.sys.netns_open(path)? else {
+                info!("namespace {} is already gone", path.display());
+                return Ok(());
+            };
+            let now = self.sys.netns_id(&found)?;
+            if now != id {
+                warn!(
+                    "kept namespace {}: it is not the one nm-vpn-netns created ({id:?}, now \
+                     {now:?})",
+                    path.display()
+                );
+                return Ok(());
+            }
+        }
+        self.sys.netns_del(path)?;
+        info!("deleted namespace {}", path.display());
+        Ok(())
+    }
+
+    /// Removes a file the agent created, or puts back the content it replaced; a file changed
+    /// since the agent wrote it is someone else's, and stays as it is.
+    fn put_back(&mut self, path: &Path, f: &FileRecord) -> Result<&'static str, SysError> {
+        if let Some(written) = &f.written {
+            let now = self.sys.file_read(path)?;
+            if now.as_ref() != Some(written) {
+                warn!(
+                    "kept {}: it changed since nm-vpn-netns wrote it",
+                    path.display()
+                );
+                return Ok("kept");
+            }
+        }
+        match &f.backup {
+            None => self.sys.file_remove(path).map(|()| "removed"),
+            Some(backup) => self.restore(path, backup).map(|()| "restored"),
+        }
     }
 
     /// Puts back a file's old content, in place if it is still there.

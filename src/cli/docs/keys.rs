@@ -4,6 +4,7 @@
 use clap_mangen::roff::{bold, italic, line_break, roman, Inline, Roff};
 
 use super::{spans, Extras, NETNS_FILES, SOURCE};
+use crate::agent::policy::USER_NAME_RULE;
 use crate::plan::settings::{Key, KEY_PREFIX, NAME_RULE, NETNS_NAME_MAX, STATIC_IP_KEYS};
 
 const TITLE: &str = "nm-vpn-netns";
@@ -74,6 +75,7 @@ pub(super) fn page(date: &str) -> (String, String) {
          a leading `.` or `-` is dropped, and the name is cut at {NETNS_NAME_MAX} characters. If \
          nothing is left, connection.uuid is used."
     )));
+    roff.text(spans(USER_NAME_RULE));
     EXTRAS.render_files(&mut roff);
     EXTRAS.render_examples(&mut roff);
     EXTRAS.render_see_also(&mut roff);

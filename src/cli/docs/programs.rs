@@ -40,13 +40,28 @@ const SUBCOMMAND: Extras = Extras {
     see_also: &["nm-vpn-netns(8)", "nm-vpn-netns(5)"],
 };
 
-const AGENT_FILES: [(&str, &str); 6] = [
+const AGENT_FILES: [(&str, &str); 8] = [
     NETNS_FILES[0],
     NETNS_FILES[1],
     (
+        "/etc/nm-vpn-netns/agent.conf",
+        "The administrator's policy, read at each connect; no file means the defaults. A key \
+         file owned by root and writable by no one else, with the group `[agent]` and the keys \
+         `system-foreign-namespaces` (namespaces nm-vpn-netns did not create that system \
+         connections may use, separated by `;`; default none), `user-namespace-names` \
+         (`prefixed`, the default, names a user's namespace `u-USER-NAME`; `as-given` takes the \
+         profile's name) and `max-namespaces-per-user` (default 4). A bad key or value refuses \
+         every connect with an error that names it.",
+    ),
+    (
         "/run/nm-vpn-netns/",
-        "One record for each namespace the agent made or configured, so that it removes only \
-         what it made.",
+        "One record for each namespace the agent made or configured, with the namespace's \
+         identity, so that it removes only what it made.",
+    ),
+    (
+        "/var/lib/nm-vpn-netns/",
+        "A copy of each record that outlives a reboot, as `/etc/netns` does: what the agent \
+         wrote there, and the files it replaced.",
     ),
     (
         "/usr/share/dbus-1/system.d/io.github.NmVpnNetns.Agent1.conf",

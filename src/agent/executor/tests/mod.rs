@@ -4,7 +4,8 @@
 use std::net::Ipv4Addr;
 
 use super::*;
-use crate::agent::fake::{Call, FakeNetnsEntry, RecordingSys, World};
+use crate::agent::fake::{Call, FakeNetns, FakeNetnsEntry, RecordingSys, World};
+use crate::agent::policy::Policy;
 use crate::plan::{DefaultRoute, FamilyPlan, LinkPlan, Route};
 
 const UUID: &str = "8d3e2c1a-5b4f-4e6d-9a7b-0c1d2e3f4a5b";
@@ -14,6 +15,17 @@ const DIR: &str = "/etc/netns/work";
 const RESOLV: &str = "/etc/netns/work/resolv.conf";
 const NSSWITCH: &str = "/etc/netns/work/nsswitch.conf";
 const RECORD: &str = "/run/nm-vpn-netns/work";
+const DURABLE: &str = "/var/lib/nm-vpn-netns/work";
+
+/// What saving the record writes: its durable copy, then the record itself.
+fn saved() -> [Call; 2] {
+    [Call::FileReplace(p(DURABLE)), Call::FileReplace(p(RECORD))]
+}
+
+/// What forgetting the record removes.
+fn forgotten() -> [Call; 2] {
+    [Call::FileRemove(p(RECORD)), Call::FileRemove(p(DURABLE))]
+}
 
 fn p(s: &str) -> PathBuf {
     PathBuf::from(s)
@@ -89,12 +101,32 @@ fn request() -> IsolateArgs {
         connection_uuid: UUID.to_owned(),
         connection_id: "work".to_owned(),
         persistent: false,
-        system_connection: true,
+        user: None,
+        policy: Policy::default(),
         tun_ifindex: 7,
         owner: ":1.42".to_owned(),
         never_default_v4: false,
         never_default_v6: false,
         deadline: Instant::now() + Duration::from_secs(3600),
+    }
+}
+
+/// [`request`] with a policy that lets system connections use the foreign namespace `work`.
+fn foreign_allowed() -> IsolateArgs {
+    IsolateArgs {
+        policy: Policy {
+            system_foreign: [work()].into(),
+            ..Policy::default()
+        },
+        ..request()
+    }
+}
+
+/// [`request`] as a connection of user alice, whose names are taken as given.
+fn alice(req: IsolateArgs) -> IsolateArgs {
+    IsolateArgs {
+        user: Some("alice".to_owned()),
+        ..req
     }
 }
 
@@ -173,27 +205,33 @@ fn happy_path_calls_in_order() {
         (isolation.netns, isolation.created, isolation.link.as_str()),
         (work(), true, "tun0")
     );
-    let before_setup = [
+    let checks = [
         Call::LinkGet(7),
         Call::NetnsOpen(p(NS)),
         Call::SysctlRead(PING_GROUP_RANGE.to_owned()),
-        Call::NetnsAdd(p(NS)),
-        Call::FileReplace(p(RECORD)),
-        Call::LinkSetNetns {
-            ifindex: 7,
-            netns: p(NS),
-            name: None,
-        },
     ];
-    let after_setup = [
-        Call::FileReplace(p(RECORD)),
-        Call::FileCreate(p(RESOLV)),
-        Call::FileCreate(p(NSSWITCH)),
-        Call::FileReplace(p(RECORD)),
-    ];
+    // On record before the namespace exists, with its identity once it does.
+    let create = [Call::NetnsAdd(p(NS)), Call::NetnsId(p(NS))];
+    let move_link = [Call::LinkSetNetns {
+        ifindex: 7,
+        netns: p(NS),
+        name: None,
+    }];
+    let write = [Call::FileCreate(p(RESOLV)), Call::FileCreate(p(NSSWITCH))];
     assert_eq!(
         calls(&mut ex),
-        [&before_setup[..], &setup_and_read_dns(false), &after_setup].concat()
+        [
+            &checks[..],
+            &saved(),
+            &create,
+            &saved(),
+            &move_link,
+            &setup_and_read_dns(false),
+            &saved(),
+            &write,
+            &saved()
+        ]
+        .concat()
     );
     let tun = &ex.sys.world.links[&7];
     assert_eq!(tun.netns, Some(p(NS)));
@@ -209,7 +247,7 @@ fn happy_path_calls_in_order() {
         "nameserver 198.19.0.1\nsearch vpn.test\n"
     );
     assert_eq!(content(&ex, NSSWITCH).unwrap(), "hosts: files dns\n");
-    let r = record(&ex).unwrap();
+    let r = record(&ex).unwrap().clone();
     assert!(r.created && r.leased && r.etc_dir_created && !r.persistent);
     assert_eq!(r.link.as_deref(), Some("tun0"));
     assert_eq!(
@@ -217,15 +255,22 @@ fn happy_path_calls_in_order() {
         [
             FileRecord {
                 file: DnsFile::ResolvConf,
-                backup: None
+                backup: None,
+                written: Some(plan().resolv_conf.into_bytes()),
             },
             FileRecord {
                 file: DnsFile::NsswitchConf,
-                backup: None
+                backup: None,
+                written: Some(plan().nsswitch_conf.into_bytes()),
             }
         ]
     );
     assert_eq!(content(&ex, RECORD).unwrap().as_bytes(), r.encode());
+    assert_eq!(content(&ex, DURABLE).unwrap().as_bytes(), r.encode());
+    assert_eq!(
+        r.netns_id,
+        Some(ex.sys.netns_id(&FakeNetns(p(NS))).unwrap())
+    );
 }
 
 /// Nothing of the attempt may remain: the world is as before, apart from the directories
@@ -258,6 +303,8 @@ fn rollback_after_a_failure_at_each_step() {
             matches!(
                 c,
                 Call::NetnsDel(_)
+                    | Call::NetnsOpen(_)
+                    | Call::NetnsId(_)
                     | Call::LinkSetNetnsBack { .. }
                     | Call::DirRemove(_)
                     | Call::FileRemove(_)
@@ -286,8 +333,11 @@ fn rollback_undoes_in_reverse_order() {
             Call::FileRemove(p(RESOLV)),
             Call::DirRemove(p(DIR)),
             moved_back("tun0"),
+            Call::NetnsOpen(p(NS)),
+            Call::NetnsId(p(NS)),
             Call::NetnsDel(p(NS)),
             Call::FileRemove(p(RECORD)),
+            Call::FileRemove(p(DURABLE)),
         ]
     );
 }
@@ -304,7 +354,7 @@ fn link_comes_back_with_its_name_mtu_and_state() {
     }
     let before = world(&ex);
     ex.sys.fail_when(|c| matches!(c, Call::NetnsSetup { .. }));
-    ex.isolate(&request()).unwrap_err();
+    ex.isolate(&foreign_allowed()).unwrap_err();
     assert!(calls(&mut ex).contains(&moved_back("vpn0")));
     assert_nothing_left(&ex, &before, "configure failed");
 }
@@ -366,7 +416,12 @@ fn refused_before_side_effects(ex: &mut Executor<RecordingSys>, req: &IsolateArg
     assert!(
         calls(ex).iter().all(|c| matches!(
             c,
-            Call::LinkGet(_) | Call::NetnsOpen(_) | Call::SysctlRead(_)
+            Call::LinkGet(_)
+                | Call::NetnsOpen(_)
+                | Call::NetnsId(_)
+                | Call::SysctlRead(_)
+                | Call::DirExists(_)
+                | Call::FileRead(_)
         )),
         "{err}"
     );
@@ -430,9 +485,7 @@ fn missing_or_renamed_link_is_refused() {
 fn foreign_namespace_is_refused_to_a_user_connection() {
     let mut ex = executor();
     foreign(&mut ex);
-    let mut req = request();
-    req.system_connection = false;
-    let err = refused_before_side_effects(&mut ex, &req);
+    let err = refused_before_side_effects(&mut ex, &alice(foreign_allowed()));
     assert!(matches!(err, ExecError::ForeignNetns { .. }), "{err}");
     assert!(
         err.to_string().contains("only a system connection"),
@@ -464,8 +517,9 @@ fn a_namespace_created_for_one_uuid_is_refused_to_another() {
     let err = refused_before_side_effects(&mut ex, &other_request());
     assert!(matches!(err, ExecError::OwnedByOther { .. }), "{err}");
     let msg = err.to_string();
+    // The caller may be a user, who must not learn another's connection.
     assert!(
-        msg.contains(UUID) && msg.contains(OTHER_UUID) && msg.contains("Two connection ids"),
+        !msg.contains(UUID) && msg.contains("Two connection ids"),
         "{msg}"
     );
 }
@@ -478,12 +532,11 @@ fn one_vpn_per_namespace() {
         let err = refused_before_side_effects(&mut ex, &req);
         assert_eq!(
             err.to_string(),
-            format!(
-                "namespace work already has an active VPN (work, {UUID}); one VPN per \
-                 namespace"
-            )
+            "namespace work already has an active VPN of another connection; one VPN per \
+             namespace"
         );
     }
 }
 
+mod ownership;
 mod release;

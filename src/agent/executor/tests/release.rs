@@ -12,12 +12,21 @@ fn release_deletes_what_it_created() {
     assert_eq!(
         calls(&mut ex),
         [
-            Call::NetnsDel(p(NS)),
-            Call::FileRemove(p(RESOLV)),
-            Call::FileRemove(p(NSSWITCH)),
-            Call::DirRemove(p(DIR)),
-            Call::FileRemove(p(RECORD)),
+            &[
+                // Only the namespace the agent created is deleted, and only a file that still
+                // holds what it wrote is removed.
+                Call::NetnsOpen(p(NS)),
+                Call::NetnsId(p(NS)),
+                Call::NetnsDel(p(NS)),
+                Call::FileRead(p(RESOLV)),
+                Call::FileRemove(p(RESOLV)),
+                Call::FileRead(p(NSSWITCH)),
+                Call::FileRemove(p(NSSWITCH)),
+                Call::DirRemove(p(DIR)),
+            ][..],
+            &forgotten(),
         ]
+        .concat()
     );
     // The kernel destroyed the tun with its namespace.
     let mut expected = before;
@@ -36,7 +45,7 @@ fn release_keeps_a_persistent_namespace_for_the_next_connect() {
     let resolv_inode = inode(&ex, RESOLV);
     calls(&mut ex);
     ex.release(&work()).unwrap();
-    assert_eq!(calls(&mut ex), [Call::FileReplace(p(RECORD))]);
+    assert_eq!(calls(&mut ex), saved());
     assert!(ex.sys.world.netns.contains_key(&p(NS)));
     assert!(content(&ex, RESOLV).is_some() && content(&ex, NSSWITCH).is_some());
     let r = record(&ex).unwrap();
@@ -79,7 +88,14 @@ fn foreign_namespace_keeps_everything_but_the_files_it_was_given() {
     ex.sys.add_link(3, "tun0", Some("tun"), Some(NS));
     let before = world(&ex);
     let resolv_inode = inode(&ex, RESOLV);
-    let isolation = ex.isolate(&request()).unwrap();
+    // Not listed in the policy, a foreign namespace is refused even to a system connection.
+    let err = ex.isolate(&request()).unwrap_err();
+    assert!(matches!(err, ExecError::ForeignNotListed { .. }), "{err}");
+    assert!(
+        err.to_string().contains("system-foreign-namespaces"),
+        "{err}"
+    );
+    let isolation = ex.isolate(&foreign_allowed()).unwrap();
     assert_eq!(
         (isolation.created, isolation.link.as_str()),
         (false, "vpn0")
@@ -216,6 +232,7 @@ fn reapply_rewrites_in_place() {
         [
             &[Call::NetnsOpen(p(NS))][..],
             &setup_and_read_dns(true),
+            &saved(),
             &rewrites
         ]
         .concat()
@@ -259,7 +276,7 @@ fn a_version_1_record_is_loaded_and_rewritten() {
     let r = record(&ex).unwrap().clone();
     assert_eq!(r.connection_uuid, UUID);
     assert!(r.leased && r.persistent && !r.created);
-    assert_eq!(ex.sys.calls.last(), Some(&Call::FileReplace(p(RECORD))));
+    assert!(ex.sys.calls.contains(&Call::FileReplace(p(RECORD))));
     let rewritten = content(&ex, RECORD).unwrap();
     assert!(rewritten.starts_with("{\n  \"version\": 2,"), "{rewritten}");
     assert_eq!(rewritten.as_bytes(), r.encode());

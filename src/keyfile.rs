@@ -1,4 +1,5 @@
-//! Reading one string out of a GKeyFile (`.name` files), the way GLib reads it.
+//! Reading a GKeyFile the way GLib reads it: the stock plugin's `.name` file (the shim) and the
+//! agent's policy file.
 //!
 //! NetworkManager reads `.name` files with `g_key_file_get_string()`, so `program=` must mean here
 //! what it means there: no inline comments, `;` and `#` kept inside values, trailing blanks kept,
@@ -22,11 +23,31 @@ impl fmt::Display for KeyFileError {
 
 impl std::error::Error for KeyFileError {}
 
-/// The string value of `key` in `[group]`, or `None` if it is absent. A repeated key counts
-/// the last time, and a repeated group continues the first, as in GLib.
-pub fn get_string(text: &str, group: &str, key: &str) -> Result<Option<String>, KeyFileError> {
+/// One `key=value` line of a key file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry<'a> {
+    /// 1-based.
+    pub line: usize,
+    pub group: &'a str,
+    pub key: &'a str,
+    raw: &'a str,
+}
+
+impl Entry<'_> {
+    /// The value, unescaped. As in GLib, a bad escape is an error only in a value that is read.
+    pub fn value(&self) -> Result<String, KeyFileError> {
+        unescape(self.raw).map_err(|reason| KeyFileError {
+            line: self.line,
+            reason,
+        })
+    }
+}
+
+/// Every key of the file in order, or the first malformed line. A repeated key appears each
+/// time; GLib counts the last one.
+pub fn entries(text: &str) -> Result<Vec<Entry<'_>>, KeyFileError> {
     let mut current: Option<&str> = None;
-    let mut found = None;
+    let mut found = Vec::new();
     for (index, raw) in text.split('\n').enumerate() {
         let error = |reason| KeyFileError {
             line: index + 1,
@@ -47,20 +68,30 @@ pub fn get_string(text: &str, group: &str, key: &str) -> Result<Option<String>, 
         let Some((k, value)) = line.split_once('=').filter(|(k, _)| !k.is_empty()) else {
             return Err(error("not a key-value pair, group or comment"));
         };
-        let Some(in_group) = current else {
+        let Some(group) = current else {
             return Err(error("a key comes before the first group"));
         };
-        let k = k.trim_end_matches(|c: char| c.is_ascii_whitespace());
-        if !is_key_name(k) {
+        let key = k.trim_end_matches(|c: char| c.is_ascii_whitespace());
+        if !is_key_name(key) {
             return Err(error("invalid key name"));
         }
-        if in_group == group && k == key {
-            let value = value.trim_start_matches(|c: char| c.is_ascii_whitespace());
-            found = Some((index + 1, value));
-        }
+        found.push(Entry {
+            line: index + 1,
+            group,
+            key,
+            raw: value.trim_start_matches(|c: char| c.is_ascii_whitespace()),
+        });
     }
-    found
-        .map(|(line, value)| unescape(value).map_err(|reason| KeyFileError { line, reason }))
+    Ok(found)
+}
+
+/// The string value of `key` in `[group]`, or `None` if it is absent. A repeated key counts
+/// the last time, and a repeated group continues the first, as in GLib.
+pub fn get_string(text: &str, group: &str, key: &str) -> Result<Option<String>, KeyFileError> {
+    entries(text)?
+        .into_iter()
+        .rfind(|e| e.group == group && e.key == key)
+        .map(|e| e.value())
         .transpose()
 }
 

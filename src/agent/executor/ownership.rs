@@ -1,0 +1,155 @@
+//! Who may use what: the lease, the namespace's identity, namespaces the agent did not create,
+//! a user's entries under `/etc/netns` and the per-user limit (ARCHITECTURE.md, "Ownership").
+//!
+//! A refusal tells the caller only that another connection holds the name; which one is written
+//! to the agent's own log, since a user must not learn another's connection.
+
+use log::{info, warn};
+
+use super::{ExecError, Executor, IsolateArgs, TeardownError};
+use crate::agent::record::{DnsFile, Record};
+use crate::agent::sys::{NetnsId, Sys};
+use crate::plan::settings::NetnsName;
+
+impl<S: Sys> Executor<S> {
+    /// The record of `netns`, once what a failed teardown left of it is gone: a record neither
+    /// leased nor kept for its connection must not block the name for good.
+    pub(super) fn previous_record(
+        &mut self,
+        netns: &NetnsName,
+    ) -> Result<Option<Record>, ExecError> {
+        let Some(record) = self.records.get(netns).cloned() else {
+            return Ok(None);
+        };
+        if record.leased || record.persistent {
+            return Ok(Some(record));
+        }
+        info!("namespace {netns} holds what an earlier teardown left; removing it first");
+        let errors = self.tear_down(record);
+        if errors.is_empty() {
+            return Ok(None);
+        }
+        Err(ExecError::Leftover(TeardownError {
+            netns: netns.clone(),
+            errors,
+        }))
+    }
+
+    /// A user's connections may hold only `max_per_user` namespaces, leased or kept.
+    pub(super) fn check_user_limit(&self, req: &IsolateArgs) -> Result<(), ExecError> {
+        let Some(user) = &req.user else {
+            return Ok(());
+        };
+        let held: Vec<&NetnsName> = self
+            .records
+            .values()
+            .filter(|r| r.user.as_ref() == Some(user) && (r.leased || r.persistent))
+            .filter(|r| r.netns != req.plan.netns)
+            .map(|r| &r.netns)
+            .collect();
+        let max = req.policy.max_per_user;
+        if held.len() < max as usize {
+            return Ok(());
+        }
+        warn!(
+            "user {user:?} holds namespaces {held:?}; refusing namespace {}",
+            req.plan.netns
+        );
+        Err(ExecError::UserLimit {
+            user: user.clone(),
+            held: held.len(),
+            max,
+        })
+    }
+
+    /// A user's connection may write only where the agent created `/etc/netns/NAME` and every
+    /// DNS file in it, and nobody changed such a file since.
+    pub(super) fn check_user_entries(
+        &mut self,
+        netns: &NetnsName,
+        previous: Option<&Record>,
+    ) -> Result<(), ExecError> {
+        let dir = self.paths.etc_netns.join(netns.as_str());
+        if !self.sys.dir_exists(&self.paths.etc_netns)? || !self.sys.dir_exists(&dir)? {
+            return Ok(());
+        }
+        if !previous.is_some_and(|r| r.etc_dir_created) {
+            return Err(ExecError::NotOurs { path: dir });
+        }
+        for file in DnsFile::ALL {
+            let path = dir.join(file.name());
+            let content = self.sys.file_read(&path)?;
+            let ours = content.is_none()
+                || previous.and_then(|r| r.file(file)).is_some_and(|f| {
+                    f.backup.is_none() && (f.written.is_none() || f.written == content)
+                });
+            if !ours {
+                return Err(ExecError::NotOurs { path });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The lease and the connection that owns the name.
+pub(super) fn check_lease(
+    netns: &NetnsName,
+    previous: Option<&Record>,
+    req: &IsolateArgs,
+) -> Result<(), ExecError> {
+    let Some(r) = previous else {
+        return Ok(());
+    };
+    if r.leased {
+        warn!(
+            "namespace {netns} is leased by connection {:?} ({}); refusing {:?} ({})",
+            r.connection_id, r.connection_uuid, req.connection_id, req.connection_uuid
+        );
+        return Err(ExecError::InUse {
+            netns: netns.clone(),
+        });
+    }
+    // Not leased, the record is kept for its connection (netns-persistent).
+    if r.connection_uuid != req.connection_uuid {
+        warn!(
+            "namespace {netns} is kept for connection {:?} ({}); refusing {:?} ({})",
+            r.connection_id, r.connection_uuid, req.connection_id, req.connection_uuid
+        );
+        return Err(ExecError::OwnedByOther {
+            netns: netns.clone(),
+        });
+    }
+    Ok(())
+}
+
+/// Whether the namespace with identity `id` is the one the agent created, as `previous` says. A
+/// record without an identity (from 0.1.0, or written just before the namespace was created)
+/// takes the namespace found under its name.
+pub(super) fn is_ours(previous: Option<&Record>, id: NetnsId) -> bool {
+    let Some(r) = previous.filter(|r| r.created) else {
+        return false;
+    };
+    let same = r.netns_id.is_none_or(|recorded| recorded == id);
+    if !same {
+        warn!(
+            "namespace {} is not the one nm-vpn-netns created ({:?}, now {id:?}); it is foreign",
+            r.netns, r.netns_id
+        );
+    }
+    same
+}
+
+/// Only a system connection may use a namespace the agent did not create, and only one that the
+/// policy lists.
+pub(super) fn check_foreign(netns: &NetnsName, req: &IsolateArgs) -> Result<(), ExecError> {
+    match &req.user {
+        Some(_) => Err(ExecError::ForeignNetns {
+            netns: netns.clone(),
+            connection_id: req.connection_id.clone(),
+        }),
+        None if req.policy.system_foreign.contains(netns) => Ok(()),
+        None => Err(ExecError::ForeignNotListed {
+            netns: netns.clone(),
+        }),
+    }
+}
