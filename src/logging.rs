@@ -280,12 +280,19 @@ mod tests {
             ("work\n<3>forged", Some("work\\n<3>forged")),
             ("a\r\tb", Some("a\\r\\tb")),
             ("\u{1b}[2Jcleared", Some("\\x1b[2Jcleared")),
-            ("nul\0 bel\u{7} del\u{7f}", Some("nul\\x00 bel\\x07 del\\x7f")),
+            (
+                "nul\0 bel\u{7} del\u{7f}",
+                Some("nul\\x00 bel\\x07 del\\x7f"),
+            ),
             ("c1\u{85}\u{9b}", Some("c1\\u{85}\\u{9b}")),
         ] {
             let got = escape_controls(raw);
             assert_eq!(got, escaped.unwrap_or(raw), "{raw:?}");
-            assert_eq!(matches!(got, Cow::Borrowed(_)), escaped.is_none(), "{raw:?}");
+            assert_eq!(
+                matches!(got, Cow::Borrowed(_)),
+                escaped.is_none(),
+                "{raw:?}"
+            );
         }
     }
 
