@@ -163,16 +163,17 @@ async fn hostile_requests_are_refused_and_the_agent_serves_on() {
         return;
     }
     type Request = HashMap<String, OwnedVariant>;
+    type Change = Box<dyn Fn(&mut Request)>;
     let keys = [("netns-isolate", "yes"), ("netns-name", "work")];
     // A tun for each request, as a released namespace takes its tun along.
     let tun = |i: u32| (100 + i, format!("tun{}", 100 + i));
     let valid = |i: u32| request(tun(i).0, &tun(i).1, &keys);
-    let set = |field: &'static str, value: OwnedVariant| -> Box<dyn Fn(&mut Request)> {
+    let set = |field: &'static str, value: OwnedVariant| -> Change {
         Box::new(move |r| {
             r.insert(field.to_owned(), value.try_clone().unwrap());
         })
     };
-    let unset = |field: &'static str| -> Box<dyn Fn(&mut Request)> {
+    let unset = |field: &'static str| -> Change {
         Box::new(move |r| {
             r.remove(field);
         })
@@ -189,7 +190,7 @@ async fn hostile_requests_are_refused_and_the_agent_serves_on() {
     let sv_settings = HashMap::from([("netns-isolate", ov("yes"))]);
     // What the answer must contain; "ok" when it is served. An id or uuid of any length is
     // served today: the agent caps neither.
-    let cases: Vec<(&str, Box<dyn Fn(&mut Request)>, &[&str])> = vec![
+    let cases: Vec<(&str, Change, &[&str])> = vec![
         (
             "100k keys it does not read",
             Box::new(move |r| {
