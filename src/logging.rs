@@ -8,8 +8,13 @@
 //! header, which syslog and journald turn into the identifier. On stderr they lead the line, for
 //! NM's log and the e2e rig's, unless stderr is the journal (the agent's systemd unit): journald
 //! adds them itself, so a line there is only the priority prefix of sd-daemon(3) and the message.
+//!
+//! Every message is one line: control characters are escaped here, once for both binaries, so
+//! that text a peer chose (a connection's id, a server's banner, an error from the bus) can never
+//! start a line of its own, such as a forged `<3>` line in the journal, or move a terminal's cursor.
 
-use std::fmt::Arguments;
+use std::borrow::Cow;
+use std::fmt::Write as _;
 use std::io::Write;
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixDatagram;
@@ -78,17 +83,19 @@ impl Log for Logger {
             return;
         }
         let pid = std::process::id();
+        let message = record.args().to_string();
+        let message = escape_controls(&message);
         let mut sink = self.sink.lock().unwrap_or_else(|e| e.into_inner());
         if let Sink::Syslog(socket) = &*sink {
             let pri = LOG_DAEMON | syslog_severity(record.level());
-            let line = format!("<{pri}>{}[{pid}]: {}", self.name, record.args());
+            let line = format!("<{pri}>{}[{pid}]: {message}", self.name);
             if socket.send(line.as_bytes()).is_ok() {
                 return;
             }
             // syslog went away (it restarted): keep the message rather than lose it.
             *sink = Sink::Stderr;
         }
-        let line = stderr_line(self.stderr, self.name, pid, record.level(), record.args());
+        let line = stderr_line(self.stderr, self.name, pid, record.level(), &message);
         let _ = writeln!(std::io::stderr(), "{line}");
     }
 
@@ -100,12 +107,36 @@ fn stderr_line(
     name: &str,
     pid: u32,
     level: log::Level,
-    message: &Arguments<'_>,
+    message: &str,
 ) -> String {
     match format {
         StderrFormat::Plain => format!("{name}[{pid}]: <{level}> {message}"),
         StderrFormat::Journal => format!("<{}>{message}", syslog_severity(level)),
     }
+}
+
+/// `message` with every control character escaped: C0, DEL and C1, ESC among them. `\n`, `\r`
+/// and `\t` read as in Rust, the others as `\x1b` or, for C1, `\u{85}`.
+pub fn escape_controls(message: &str) -> Cow<'_, str> {
+    if !message.chars().any(char::is_control) {
+        return Cow::Borrowed(message);
+    }
+    let mut escaped = String::with_capacity(message.len() + 8);
+    for c in message.chars() {
+        match c {
+            '\n' => escaped.push_str("\\n"),
+            '\r' => escaped.push_str("\\r"),
+            '\t' => escaped.push_str("\\t"),
+            c if u32::from(c) < 0x80 && c.is_control() => {
+                let _ = write!(escaped, "\\x{:02x}", u32::from(c));
+            }
+            c if c.is_control() => {
+                let _ = write!(escaped, "\\u{{{:x}}}", u32::from(c));
+            }
+            c => escaped.push(c),
+        }
+    }
+    Cow::Owned(escaped)
 }
 
 /// Whether `journal_stream`, the value of `JOURNAL_STREAM` (`DEV:INODE`, in decimal), names the
@@ -221,7 +252,7 @@ mod tests {
                 "nm-vpn-netns-agent",
                 541,
                 level,
-                &format_args!("isolated {:?}", "work"),
+                "isolated \"work\"",
             )
         };
         assert_eq!(
@@ -240,6 +271,58 @@ mod tests {
                 "{level}"
             );
         }
+    }
+
+    #[test]
+    fn control_characters_are_escaped() {
+        for (raw, escaped) in [
+            ("plain text, ünïcode and \\n as typed", None),
+            ("work\n<3>forged", Some("work\\n<3>forged")),
+            ("a\r\tb", Some("a\\r\\tb")),
+            ("\u{1b}[2Jcleared", Some("\\x1b[2Jcleared")),
+            (
+                "nul\0 bel\u{7} del\u{7f}",
+                Some("nul\\x00 bel\\x07 del\\x7f"),
+            ),
+            ("c1\u{85}\u{9b}", Some("c1\\u{85}\\u{9b}")),
+        ] {
+            let got = escape_controls(raw);
+            assert_eq!(got, escaped.unwrap_or(raw), "{raw:?}");
+            assert_eq!(
+                matches!(got, Cow::Borrowed(_)),
+                escaped.is_none(),
+                "{raw:?}"
+            );
+        }
+    }
+
+    /// Both sinks get one line per message, whatever a peer put in it.
+    #[test]
+    fn a_message_is_one_line_in_every_sink() {
+        let (ours, theirs) = UnixDatagram::pair().unwrap();
+        let logger = Logger {
+            name: "nm-vpn-netns-test",
+            level: LevelFilter::Info,
+            sink: Mutex::new(Sink::Syslog(ours)),
+            stderr: StderrFormat::Journal,
+        };
+        let id = "work\n<3>forged";
+        logger.log(
+            &Record::builder()
+                .level(log::Level::Info)
+                .args(format_args!("isolated connection {id}"))
+                .build(),
+        );
+        let mut buf = [0u8; 256];
+        let n = theirs.recv(&mut buf).unwrap();
+        let line = std::str::from_utf8(&buf[..n]).unwrap();
+        assert_eq!(
+            line,
+            format!(
+                "<30>nm-vpn-netns-test[{}]: isolated connection work\\n<3>forged",
+                std::process::id()
+            )
+        );
     }
 
     #[test]

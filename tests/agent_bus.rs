@@ -5,17 +5,21 @@
 mod common;
 
 use std::fs;
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::agent::{
     agent, is_root, isolate, leased_record, method_error, proxy, release, request, sys_with_leases,
-    sys_with_links,
+    sys_with_links, REQUEST_UUID,
 };
 use common::bus::Bus;
 use common::{dict, ov, VarDict};
 use nm_vpn_netns::agent::lifecycle::{self, Exe, FileId};
 use nm_vpn_netns::agent::Agent;
-use nm_vpn_netns::contract::BUS_NAME;
+use nm_vpn_netns::contract::{BUS_NAME, INTERFACE, OBJECT_PATH};
 use tokio::task::JoinHandle;
 use zbus::{fdo, Connection, Proxy};
 
@@ -161,4 +165,101 @@ async fn exits_after_the_last_release_once_its_binary_was_replaced() {
         "the agent did not exit: {ended:?}"
     );
     assert!(!name_owned(&client).await, "{BUS_NAME} is still owned");
+}
+
+/// Calls Isolate (a request valid for [`sys_with_links`]), Reapply and Release of namespace `work`
+/// on the bus at argv[1] as whoever runs it, and prints one line per call: the method, then `ok`
+/// or the error's name and message. First it prints its uid.
+const CLIENT: &str = r#"
+import os, sys
+import gi
+gi.require_version("Gio", "2.0")
+from gi.repository import Gio, GLib
+V = GLib.Variant
+flags = Gio.DBusConnectionFlags
+conn = Gio.DBusConnection.new_for_address_sync(
+    sys.argv[1], flags.AUTHENTICATION_CLIENT | flags.MESSAGE_BUS_CONNECTION, None, None)
+name, path, iface, uuid = sys.argv[2:6]
+request = {
+    "id": V("s", "work vpn"), "uuid": V("s", uuid), "ifindex": V("u", 7),
+    "permissions": V("as", []),
+    "netns-settings": V("a{ss}", {"netns-isolate": "yes", "netns-name": "work"}),
+    "config": V("a{sv}", {"tundev": V("s", "tun0"), "gateway": V("u", 0x010012c6),
+                          "has-ip4": V("b", True)}),
+    "ip4-config": V("a{sv}", {"address": V("u", 0x020013c6), "prefix": V("u", 24)}),
+}
+print("uid", os.getuid())
+for method, args in [
+    ("Isolate", V("(a{sv})", (request,))),
+    ("Reapply", V("(sa{sv}a{sv}a{sv})", ("work", {}, {}, {}))),
+    ("Release", V("(s)", ("work",))),
+]:
+    try:
+        conn.call_sync(name, path, iface, method, args, None, 0, -1, None)
+        print(method, "ok")
+    except GLib.Error as e:
+        remote = Gio.DBusError.get_remote_error(e)
+        print(method, remote, e.message.split(": ", 1)[-1] if remote else e.message)
+"#;
+
+/// The agent itself refuses a caller that is not root, even on a bus whose policy lets anyone
+/// call it (a policy loosened by mistake): a real process of uid 65534, whose uid the agent asks
+/// of the bus. Nothing reaches the system, no lease is taken, and root is served after it.
+#[tokio::test(flavor = "current_thread")]
+async fn a_caller_that_is_not_root_is_refused_and_changes_nothing() {
+    if !is_root() {
+        return;
+    }
+    let bus = Bus::start("not-root");
+    let calls = Arc::new(AtomicUsize::new(0));
+    let mut sys = sys_with_links();
+    let counted = calls.clone();
+    sys.fail_when(move |_| {
+        counted.fetch_add(1, Ordering::SeqCst);
+        false
+    });
+    let _agent = start(&bus, agent(sys), None).await;
+    let before = calls.load(Ordering::SeqCst);
+
+    // Run beside the runtime, which serves the agent meanwhile.
+    let address = bus.address.clone();
+    let client = move || {
+        Command::new("/usr/bin/python3")
+            .arg("-c")
+            .arg(CLIENT)
+            .args([&address, BUS_NAME, OBJECT_PATH, INTERFACE, REQUEST_UUID])
+            .uid(65534)
+            .gid(65534)
+            .output()
+    };
+    let out = tokio::task::spawn_blocking(client).await.unwrap().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let denied = |method: &str| {
+        format!("{method} {ERR}AccessDenied only root may call {method}; the caller has uid 65534")
+    };
+    let want = [
+        "uid 65534".to_owned(),
+        denied("Isolate"),
+        denied("Reapply"),
+        denied("Release"),
+    ];
+    assert_eq!(
+        stdout.lines().collect::<Vec<_>>(),
+        want,
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        before,
+        "the agent worked on the system for a caller it refused"
+    );
+
+    // Nothing was leased: root gets the namespace, and it was not in use.
+    let root = bus.connect().await;
+    let p = proxy(&root).await;
+    isolate(&p, request(7, "tun0", &keys("work")))
+        .await
+        .unwrap();
+    release(&p, "work").await.unwrap();
 }

@@ -192,3 +192,144 @@ async fn a_users_namespace_name_is_prefixed() {
     assert_eq!(name, format!("{ERR}AccessDenied"), "{msg}");
     assert!(msg.contains("user \"al ice\" cannot be part"), "{msg}");
 }
+
+/// Hostile requests over the wire: oversized, mistyped, missing fields. Each is refused with
+/// InvalidArgs naming the field, or served when the excess is only keys the agent does not read,
+/// and the agent serves the next valid request after it.
+#[tokio::test(flavor = "current_thread")]
+async fn hostile_requests_are_refused_and_the_agent_serves_on() {
+    if !is_root() {
+        return;
+    }
+    type Request = HashMap<String, OwnedVariant>;
+    type Change = Box<dyn Fn(&mut Request)>;
+    let keys = [("netns-isolate", "yes"), ("netns-name", "work")];
+    // A tun for each request, as a released namespace takes its tun along.
+    let tun = |i: u32| (100 + i, format!("tun{}", 100 + i));
+    let valid = |i: u32| request(tun(i).0, &tun(i).1, &keys);
+    let set = |field: &'static str, value: OwnedVariant| -> Change {
+        Box::new(move |r| {
+            r.insert(field.to_owned(), value.try_clone().unwrap());
+        })
+    };
+    let unset = |field: &'static str| -> Change {
+        Box::new(move |r| {
+            r.remove(field);
+        })
+    };
+    let big = |mib: usize| "x".repeat(mib << 20);
+    let extra: Request = (0..100_000u32).map(|i| (format!("k{i}"), ov(i))).collect();
+    let netns_keys: HashMap<String, String> = (0..10_000)
+        .map(|i| (format!("netns-k{i}"), "1".to_owned()))
+        .collect();
+    let mut long_tundev = common::openvpn_config("tun0", false);
+    long_tundev.insert("tundev".into(), ov(big(1)));
+    let nested = OwnedVariant::try_from(Variant::new(Variant::new(7u32))).unwrap();
+    let text_address = HashMap::from([("address", ov("198.19.0.2"))]);
+    let sv_settings = HashMap::from([("netns-isolate", ov("yes"))]);
+    // What the answer must contain; "ok" when it is served. An id or uuid of any length is
+    // served today: the agent caps neither.
+    let cases: Vec<(&str, Change, &[&str])> = vec![
+        (
+            "100k keys it does not read",
+            Box::new(move |r| {
+                r.extend(
+                    extra
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.try_clone().unwrap())),
+                )
+            }),
+            &["ok"],
+        ),
+        (
+            "10k netns keys",
+            set("netns-settings", ov(netns_keys)),
+            &["unknown key \"netns-k"],
+        ),
+        ("a 10 MiB id", set("id", ov(big(10))), &["ok", "\"id\""]),
+        ("a 1 MiB uuid", set("uuid", ov(big(1))), &["ok", "\"uuid\""]),
+        (
+            "a 1 MiB tundev",
+            set("config", ov(long_tundev)),
+            &["InvalidArgs"],
+        ),
+        (
+            "ifindex as a string",
+            set("ifindex", ov("7")),
+            &["field \"ifindex\" is invalid"],
+        ),
+        (
+            "ifindex in a variant",
+            set("ifindex", nested),
+            &["field \"ifindex\" is invalid"],
+        ),
+        (
+            "id as a u32",
+            set("id", ov(7u32)),
+            &["field \"id\" is invalid"],
+        ),
+        (
+            "permissions as a string",
+            set("permissions", ov("user:alice:")),
+            &["field \"permissions\" is invalid"],
+        ),
+        (
+            "netns-settings as a{sv}",
+            set("netns-settings", ov(sv_settings)),
+            &["field \"netns-settings\" is invalid"],
+        ),
+        (
+            "config as a string",
+            set("config", ov("tun0")),
+            &["field \"config\" is invalid"],
+        ),
+        (
+            "an address as a string",
+            set("ip4-config", ov(text_address)),
+            &["key \"address\""],
+        ),
+        ("no id", unset("id"), &["field \"id\" is missing"]),
+        ("no uuid", unset("uuid"), &["field \"uuid\" is missing"]),
+        (
+            "no ifindex",
+            unset("ifindex"),
+            &["field \"ifindex\" is missing"],
+        ),
+        (
+            "no config",
+            unset("config"),
+            &["field \"config\" is missing"],
+        ),
+        (
+            "no netns-settings",
+            unset("netns-settings"),
+            &["does not ask for isolation"],
+        ),
+    ];
+    let mut sys = sys_with_links();
+    for i in 0..2 * cases.len() as u32 {
+        sys.add_link(tun(i).0, &tun(i).1, Some("tun"), None);
+    }
+    let (_server, client) = serve_p2p(agent(sys)).await;
+    let p = proxy(&client).await;
+    for (i, (what, change, want)) in (0..).step_by(2).zip(cases) {
+        let mut req = valid(i);
+        change(&mut req);
+        let got = match isolate(&p, req).await {
+            Ok(_) => {
+                release(&p, "work").await.unwrap();
+                "ok".to_owned()
+            }
+            Err((name, msg)) => {
+                assert_eq!(name, format!("{ERR}InvalidArgs"), "{what}: {msg:.300}");
+                format!("{name}: {msg:.300}")
+            }
+        };
+        assert!(
+            want.iter().any(|w| got.contains(w)),
+            "{what}: {got}; expected one of {want:?}"
+        );
+        isolate(&p, valid(i + 1)).await.unwrap();
+        release(&p, "work").await.unwrap();
+    }
+}

@@ -15,8 +15,15 @@ that key's value as its message.
 Tests drive it through io.github.NmVpnNetns.Test.FakeStock on the same object:
   Emit(s member, v args)   emit the plugin signal `member` with `args` (a tuple) from this process
   Crash()                  exit at once, status 3, without a word on the bus
+  Spawn() -> u             start a child that sleeps, in this process group, as openvpn is started,
+                           and return its PID
+
+On SIGTERM it ends its children and exits, as nm-openvpn-service does with openvpn. Disconnect and
+Crash leave them running, as a stock service that lost track of openvpn would.
 """
 import os
+import signal
+import subprocess
 import sys
 
 import gi
@@ -49,6 +56,7 @@ XML = f"""
   <interface name="{CONTROL}">
     <method name="Emit"><arg type="s" direction="in"/><arg type="v" direction="in"/></method>
     <method name="Crash"/>
+    <method name="Spawn"><arg type="u" direction="out"/></method>
   </interface>
 </node>
 """
@@ -69,6 +77,16 @@ def main():
     name = sys.argv[2]
     loop = GLib.MainLoop()
     conn = Gio.bus_get_sync(Gio.BusType.SYSTEM, None)
+    children = []
+
+    def on_sigterm():
+        for child in children:
+            child.terminate()
+            child.wait()
+        loop.quit()
+        return GLib.SOURCE_REMOVE
+
+    GLib.unix_signal_add(GLib.PRIORITY_DEFAULT, signal.SIGTERM, on_sigterm)
 
     def emit(member, args):
         conn.emit_signal(None, PATH, PLUGIN, member, args)
@@ -77,6 +95,10 @@ def main():
         if iface == CONTROL:
             if method == "Crash":
                 os._exit(3)
+            if method == "Spawn":
+                children.append(subprocess.Popen(["sleep", "600"]))
+                invocation.return_value(GLib.Variant("(u)", (children[-1].pid,)))
+                return
             emit(params.get_child_value(0).get_string(), params.get_child_value(1).get_variant())
             invocation.return_value(None)
             return

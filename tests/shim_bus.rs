@@ -101,7 +101,8 @@ impl FakeAgent {
     async fn isolate(&self, request: VarDict) -> Result<IsolateReply, AgentError> {
         self.calls.lock().unwrap().push(AgentCall::Isolate(request));
         if let Some(fail) = self.fail {
-            return Err(fail("the fake agent refuses".into()));
+            // A peer's text, with a line of its own in it for the log.
+            return Err(fail("the fake agent refuses\n<3>forged".into()));
         }
         Ok(IsolateReply {
             netns: "work".into(),
@@ -338,6 +339,55 @@ impl Rig {
 
     fn shim_log(&self) -> String {
         fs::read_to_string(&self.shim_log).unwrap()
+    }
+
+    /// The unique name that owns `name`.
+    async fn owner(&self, name: &str) -> String {
+        let dbus = zbus::fdo::DBusProxy::new(&self.nm).await.unwrap();
+        let owner = dbus.get_name_owner(name.try_into().unwrap()).await;
+        owner.unwrap().to_string()
+    }
+
+    /// The fake stock service's PID.
+    async fn stock_pid(&self) -> u32 {
+        let dbus = zbus::fdo::DBusProxy::new(&self.nm).await.unwrap();
+        let pid = dbus.get_connection_unix_process_id(STOCK.try_into().unwrap());
+        pid.await.unwrap()
+    }
+
+    /// Has the fake stock service start a child, as the real one starts openvpn; its PID.
+    async fn stock_child(&self) -> u32 {
+        let reply = self
+            .nm
+            .call_method(Some(STOCK), PATH, Some(FAKE_STOCK_CONTROL), "Spawn", &())
+            .await
+            .unwrap();
+        reply.body().deserialize().unwrap()
+    }
+}
+
+/// The process group of `pid` while it runs; `None` once it has ended (a zombie has).
+fn running_group(pid: u32) -> Option<u32> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let mut fields = stat.get(stat.rfind(')')? + 1..)?.split_whitespace();
+    let state = fields.next()?;
+    let group = fields.nth(1)?.parse().ok()?;
+    (state != "Z").then_some(group)
+}
+
+/// Waits until none of `pids` runs; which still run after [`TIMEOUT`].
+async fn ended(pids: &[u32]) -> Vec<u32> {
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    loop {
+        let running: Vec<u32> = pids
+            .iter()
+            .copied()
+            .filter(|&p| running_group(p).is_some())
+            .collect();
+        if running.is_empty() || tokio::time::Instant::now() > deadline {
+            return running;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -584,7 +634,10 @@ async fn agent_failure_fails_the_connection() {
         // The agent undid its work; there is no lease to release.
         assert!(matches!(&rig.agent_calls()[..], [AgentCall::Isolate(_)]));
         assert!(rig.exit_status().await.success());
-        assert!(rig.shim_log().contains("the fake agent refuses"));
+        // The agent's text is in the log, on the line of the message that quotes it.
+        let log = rig.shim_log();
+        assert!(log.contains("the fake agent refuses\\n<3>forged"), "{log}");
+        assert!(!log.lines().any(|l| l.starts_with("<3>")), "{log}");
     }
 }
 
@@ -727,6 +780,156 @@ async fn nm_leaving_stops_the_plugin() {
         ["Connect\tremote=x", "Disconnect", "exit"]
     );
     assert!(rig.shim_log().contains("NetworkManager left the bus"));
+}
+
+/// The stock service leads a process group of its own, which openvpn joins, and however it goes,
+/// the shim ends that group before it reports STOPPED: nothing that the stock service started (a
+/// child of the fake here) outlives the plugin, even when the stock service crashed or left it.
+#[tokio::test]
+async fn nothing_the_stock_service_started_outlives_the_plugin() {
+    for how in ["Crash", "Disconnect"] {
+        let mut rig = Rig::fake(&format!("group-{how}")).await;
+        rig.call("Connect", connection(&[("remote", "x")], vec![]))
+            .await
+            .unwrap();
+        assert_eq!(rig.next_signal().await, Sig::State(STARTING));
+        let stock = rig.stock_pid().await;
+        let child = rig.stock_child().await;
+        assert_eq!(running_group(stock), Some(stock), "it leads a group");
+        assert_eq!(running_group(child), Some(stock), "its child is in it");
+        if how == "Crash" {
+            let crash =
+                rig.nm
+                    .call_method(Some(STOCK), PATH, Some(FAKE_STOCK_CONTROL), "Crash", &());
+            crash.await.unwrap_err();
+        } else {
+            rig.disconnect().await;
+        }
+        assert_eq!(
+            rig.signals_until_stopped().await,
+            [Sig::State(STOPPING), Sig::State(STOPPED)],
+            "{how}"
+        );
+        assert_eq!(
+            running_group(child),
+            None,
+            "{how}: its child {child} runs on"
+        );
+        assert!(rig.exit_status().await.success());
+        let log = rig.shim_log();
+        assert!(
+            log.contains("ending the stock service's process group"),
+            "{log}"
+        );
+    }
+}
+
+/// A shim killed with SIGKILL tears nothing down: the kernel then sends the stock service SIGTERM,
+/// on which it ends what it started and exits, as nm-openvpn-service ends openvpn.
+#[tokio::test]
+async fn a_killed_shim_takes_the_stock_service_along() {
+    let mut rig = Rig::fake("shim-killed").await;
+    rig.call("Connect", connection(&[("remote", "x")], vec![]))
+        .await
+        .unwrap();
+    assert_eq!(rig.next_signal().await, Sig::State(STARTING));
+    let stock = rig.stock_pid().await;
+    let child = rig.stock_child().await;
+    rig.shim.kill().unwrap();
+    rig.shim.wait().unwrap();
+    let running = ended(&[stock, child]).await;
+    assert!(
+        running.is_empty(),
+        "{running:?} still run after {TIMEOUT:?}"
+    );
+}
+
+/// Only the stock service's owner speaks for it, and only the bus tells who owns a name. Signals
+/// that another peer forges, broadcast or sent to the shim alone, change nothing: not a Config,
+/// not a stop, not the stock service's or NetworkManager's name changing hands and then lost.
+/// A signal sent to the shim alone passes every match rule of the bus; zbus then checks the
+/// sender itself, against the stock service's unique name or against `org.freedesktop.DBus`,
+/// which it parses as a unique name too. This test keeps an upgrade of zbus honest.
+#[tokio::test]
+async fn forged_signals_change_nothing() {
+    let mut rig = Rig::fake("forged").await;
+    let data = [("remote", "x"), ("netns-isolate", "yes")];
+    rig.call("Connect", connection(&data, vec![]))
+        .await
+        .unwrap();
+    assert_eq!(rig.next_signal().await, Sig::State(STARTING));
+    let forger = rig.bus.connect().await;
+    let me = forger.unique_name().unwrap().to_string();
+    let shim = rig.owner(SHIM).await;
+    let stock = rig.owner(STOCK).await;
+    let nm = rig.nm.unique_name().unwrap().to_string();
+    let mut forged = config("lo");
+    forged.insert("banner".into(), ov("forged"));
+    let dbus = ("/org/freedesktop/DBus", "org.freedesktop.DBus");
+    for to in [None, Some(shim.as_str())] {
+        for (member, body) in [("Config", &forged), ("Ip4Config", &openvpn_ip4("lo"))] {
+            let body = (body,);
+            let signal = forger.emit_signal(to, PATH, IFACE, member, &body);
+            signal.await.unwrap();
+        }
+        for (member, reason) in [("StateChanged", STOPPED), ("Failure", LOGIN_FAILED)] {
+            let body = (reason,);
+            let signal = forger.emit_signal(to, PATH, IFACE, member, &body);
+            signal.await.unwrap();
+        }
+        for (name, owner) in [(STOCK, &stock), (&nm, &nm)] {
+            for body in [(name, owner.as_str(), me.as_str()), (name, me.as_str(), "")] {
+                let noc = forger.emit_signal(to, dbus.0, dbus.1, "NameOwnerChanged", &body);
+                noc.await.unwrap();
+            }
+        }
+    }
+    // Time for the shim to act on them, if it would.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    rig.emit("Config", Variant::from((config("lo"),))).await;
+    rig.emit("Ip4Config", Variant::from((openvpn_ip4("lo"),)))
+        .await;
+    let Sig::Config(reduced) = rig.next_signal().await else {
+        panic!("not a Config:\n{}", rig.shim_log())
+    };
+    assert_eq!(reduced["banner"], ov("welcome"));
+    let calls = rig.agent_calls();
+    let [AgentCall::Isolate(request)] = &calls[..] else {
+        panic!("{calls:?}")
+    };
+    assert_eq!(
+        VarDict::try_from(request["config"].clone()).unwrap(),
+        config("lo")
+    );
+    rig.disconnect().await;
+    assert_eq!(
+        rig.signals_until_stopped().await,
+        [Sig::State(STOPPING), Sig::State(STOPPED)]
+    );
+    assert!(rig.exit_status().await.success());
+    let log = rig.shim_log();
+    assert!(!log.contains("left the bus"), "{log}");
+}
+
+/// A system profile has no `connection.permissions` in NM's dict; the shim still sends the field,
+/// empty, which the agent requires and reads as "system".
+#[tokio::test]
+async fn a_system_profile_sends_empty_permissions() {
+    let mut rig = Rig::fake("system-profile").await;
+    let mut conn = connection(&[("remote", "x"), ("netns-isolate", "yes")], vec![]);
+    conn.get_mut("connection").unwrap().remove("permissions");
+    rig.call("Connect", conn).await.unwrap();
+    rig.emit("Config", Variant::from((config("lo"),))).await;
+    rig.emit("Ip4Config", Variant::from((openvpn_ip4("lo"),)))
+        .await;
+    rig.await_agent_calls(1).await;
+    let calls = rig.agent_calls();
+    let [AgentCall::Isolate(request)] = &calls[..] else {
+        panic!("{calls:?}")
+    };
+    assert_eq!(request.get("permissions"), Some(&ov(Vec::<String>::new())));
+    rig.disconnect().await;
+    assert!(rig.exit_status().await.success());
 }
 
 /// The real nm-openvpn-service refuses unknown `vpn.data` keys in key order, so it names

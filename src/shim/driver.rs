@@ -26,7 +26,8 @@ use super::session::{state, Action, Session, Signal};
 use super::stock::{self, Stock, StockProcess, StockStatus};
 use super::{PLUGIN_INTERFACE, PLUGIN_PATH};
 
-/// The stock service sends openvpn SIGTERM, SIGKILL 10 s later, and waits 15 s in all.
+/// How long the stock service gets to exit after Disconnect. It sends openvpn SIGTERM, and SIGKILL
+/// 2 s later; this leaves room for a loaded machine.
 const STOCK_EXIT_TIMEOUT: Duration = Duration::from_secs(16);
 /// How long after the stock service's exit the bus gets to report its name lost.
 const EXIT_GRACE: Duration = Duration::from_secs(1);
@@ -305,7 +306,7 @@ impl Driver {
     }
 
     /// Asks the stock service to disconnect if it got as far as owning its name, waits for it to
-    /// exit, and kills it if it does not.
+    /// exit, and ends its process group: what it left running, or itself if it did not exit.
     async fn stop_stock(&self, stock: &mut Stock) {
         let Some(process) = stock.process.as_mut() else {
             return;
@@ -320,7 +321,7 @@ impl Driver {
             }
             None => Duration::ZERO,
         };
-        let status = process.wait_or_kill(bound).await;
+        let status = process.stop(bound, stock::GROUP_TERM_TIMEOUT).await;
         info!("the stock service has exited ({status})");
     }
 
