@@ -258,7 +258,9 @@ secrets_roundtrip() {
         [[ -z $found ]] || expect_failed "the password is in the agent's files" "no file with the password" "$found"
         pass_note "$name up: the password is in no record of the agent's and no file of /etc/netns/$2"
     fi
+    # Any local user can read a process's command line.
     SECRETS_OPENVPN=$(rig_sb cat "/proc/$(sb_pid openvpn)/cmdline" | tr '\0' ' ')
+    expect_not_contains "the password is on openvpn's command line" "$RIG_VPN_PASSWORD" "$SECRETS_OPENVPN"
     rig_down_nmcli "$name" >/dev/null
     expect_vpn_gone
 }
@@ -302,6 +304,7 @@ t_secrets() {
     secrets_roundtrip secret-iso rig_ns secret
     leak_watch_end
     secrets_roundtrip secret-plain rig_sb
+    echo "    VPN_PLUGIN:TRACE: openvpn ran with $(grep -oE -- '--verb [0-9]+' <<<"$SECRETS_OPENVPN")"
     lines=$(logs_since "${marks[@]}")
     # The shim's most detailed lines are at debug.
     expect_match "the shim did not log at debug" 'nm-vpn-netns-service\[[0-9]+\]: <(TRACE|DEBUG)>' "${lines//$pw/<password>}"
@@ -323,7 +326,7 @@ t_secrets() {
     [[ -z $hits ]] || expect_failed "TRACE, ALL, not isolated: the password is in a log" "no line with the password" "${hits//$pw/<password>}"
     pass_note "TRACE, domains ALL, not isolated: the password is in none of $(wc -l <<<"$lines") log lines"
 
-    echo "    openvpn as NM-openvpn ran it (last run): $SECRETS_OPENVPN"
+    echo "    openvpn as NM-openvpn ran it (TRACE, ALL): $SECRETS_OPENVPN"
     case $SECRETS_OPENVPN in
     *--syslog*) echo "    openvpn logs to syslog ($(grep -oE -- '--verb [0-9]+' <<<"$SECRETS_OPENVPN")), which the rig does not have: its own lines are not seen here" ;;
     *) echo "    openvpn logs to its stderr, which NetworkManager's log holds" ;;
