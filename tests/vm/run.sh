@@ -5,7 +5,7 @@
 #   tests/vm/run.sh PACKAGE_A PACKAGE_B [SUITE...]     (as root; default suites: trixie bookworm)
 #
 # PACKAGE_A is installed first, PACKAGE_B is the upgrade. NM_VPN_NETNS_VM_TIMEOUT (seconds, default
-# 1500) bounds each guest; a guest still running then is killed, and the run fails with the tail of
+# 2400) bounds each guest; a guest still running then is killed, and the run fails with the tail of
 # its console. The guest has no network card: nothing of this run reaches the machine's network.
 # shellcheck source-path=SCRIPTDIR
 set -uo pipefail
@@ -19,7 +19,7 @@ pkg_b=$(realpath -e "$2") || exit 2
 shift 2
 suites=("$@")
 ((${#suites[@]})) || suites=(trixie bookworm)
-timeout=${NM_VPN_NETNS_VM_TIMEOUT:-1500}
+timeout=${NM_VPN_NETNS_VM_TIMEOUT:-2400}
 
 # Only definitions; rig_pki makes the certificates the e2e rig uses, here for the guest's server.
 # shellcheck source=../e2e/rig.sh
