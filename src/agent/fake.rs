@@ -114,6 +114,7 @@ pub struct RecordingSys {
     fail_at: BTreeSet<usize>,
     fail_when: Vec<FailWhen>,
     slow: Vec<(FailWhen, Duration)>,
+    per_message: Duration,
     next_inode: u64,
     start: Instant,
     elapsed: Duration,
@@ -144,6 +145,7 @@ impl RecordingSys {
             fail_at: BTreeSet::new(),
             fail_when: Vec::new(),
             slow: Vec::new(),
+            per_message: Duration::ZERO,
             next_inode: 0,
             start: Instant::now(),
             elapsed: Duration::ZERO,
@@ -165,11 +167,17 @@ impl RecordingSys {
         self.slow.push((Box::new(when), by));
     }
 
+    /// Moves the clock forward by `by` before each netlink message that `netns_setup` models.
+    pub fn slow_messages(&mut self, by: Duration) {
+        self.per_message = by;
+    }
+
     /// Forgets injected failures and slow calls.
     pub fn heal(&mut self) {
         self.fail_at.clear();
         self.fail_when.clear();
         self.slow.clear();
+        self.per_message = Duration::ZERO;
     }
 
     /// Adds a link to the agent's namespace, or to the namespace mounted at `netns`.
@@ -418,6 +426,20 @@ impl Sys for RecordingSys {
             link: setup.link.to_owned(),
             reapply: setup.reapply,
         })?;
+        // The messages the real one sends: lo and the link, then each family's address, routes
+        // and default route. The clock moves on before each, as a slow kernel's would.
+        let family = |routes: usize, default: bool| 1 + routes + usize::from(default);
+        let messages = 2
+            + setup
+                .ipv4
+                .map_or(0, |p| family(p.routes.len(), p.default_route.is_some()))
+            + setup
+                .ipv6
+                .map_or(0, |p| family(p.routes.len(), p.default_route.is_some()));
+        for n in 0..messages {
+            self.elapsed += self.per_message;
+            setup.check_deadline(self.now(), format_args!("message {n} of {messages}"))?;
+        }
         let summary = format!(
             "mtu {:?} ipv4 {:?} ipv6 {:?} ping_group_range {:?}",
             setup.mtu, setup.ipv4, setup.ipv6, setup.ping_group_range

@@ -36,6 +36,10 @@ pub enum SysError {
     NotRegularFile { path: PathBuf, found: &'static str },
     #[error("{}: is {found}, not a directory", path.display())]
     NotDirectory { path: PathBuf, found: &'static str },
+    /// The request's deadline passed in the middle of a step; the executor reports it as its
+    /// own timeout.
+    #[error("the deadline passed before {op}")]
+    Deadline { op: String },
 }
 
 impl SysError {
@@ -84,6 +88,19 @@ pub struct NetnsSetup<'a> {
     pub ping_group_range: Option<&'a str>,
     /// The link was configured before: addresses and routes that the plan no longer has go.
     pub reapply: bool,
+    /// Checked before each message, so that a long list of routes cannot hold the executor's
+    /// thread past `netns-timeout`; `None`: no deadline.
+    pub deadline: Option<Instant>,
+}
+
+impl NetnsSetup<'_> {
+    /// Refuses to go on with `op` once `now` is past the deadline.
+    pub fn check_deadline(&self, now: Instant, op: impl fmt::Display) -> Result<(), SysError> {
+        match self.deadline {
+            Some(deadline) if now >= deadline => Err(SysError::Deadline { op: op.to_string() }),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// The agent's side effects. Paths are absolute; every file operation refuses to follow a
