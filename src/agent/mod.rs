@@ -14,6 +14,7 @@
 pub mod executor;
 #[cfg(any(test, feature = "test-support"))]
 pub mod fake;
+mod leases;
 pub mod lifecycle;
 pub mod linux;
 mod netlink;

@@ -9,12 +9,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use log::{error, info, warn};
-use tokio::sync::{oneshot, Mutex, Notify};
+use tokio::sync::{oneshot, Notify};
 use zbus::message::Header;
 use zbus::names::UniqueName;
 use zbus::{fdo, interface, Connection};
 
 use crate::agent::executor::{ExecError, Executor, IsolateArgs, Isolated, TeardownError};
+use crate::agent::leases::{Lease, Leases};
 use crate::agent::lifecycle::{self, Exe, Fate};
 use crate::agent::record::Record;
 use crate::agent::sys::Sys;
@@ -110,34 +111,6 @@ fn executor_gone() -> AgentError {
     AgentError::Failed("the agent's executor thread has stopped".into())
 }
 
-/// One isolation's holder: the caller's unique bus name (`""` on a peer-to-peer connection), and
-/// what a re-sent config needs to be planned again.
-struct Lease {
-    owner: String,
-    never_default_v4: bool,
-    never_default_v6: bool,
-}
-
-impl From<&Record> for Lease {
-    fn from(r: &Record) -> Self {
-        Lease {
-            owner: r.owner.clone(),
-            never_default_v4: r.never_default_v4,
-            never_default_v6: r.never_default_v6,
-        }
-    }
-}
-
-/// The leases, and whether the agent is on its way out: both change under one lock, so that no
-/// lease is granted once the agent decided to exit.
-#[derive(Default)]
-struct LeaseTable {
-    held: HashMap<NetnsName, Lease>,
-    retiring: bool,
-}
-
-type Leases = Arc<Mutex<LeaseTable>>;
-
 /// When to exit: after the last release, if the executable was replaced since the start.
 struct Retirement {
     exe: Exe,
@@ -146,7 +119,7 @@ struct Retirement {
 
 pub struct Agent {
     executor: ExecutorHandle,
-    leases: Leases,
+    leases: Arc<Leases>,
     /// The leased records found at start, until [`Agent::adopt`] decides on them.
     held_at_start: Vec<Record>,
     retirement: Option<Retirement>,
@@ -157,7 +130,7 @@ impl Agent {
         let held_at_start = executor.records().filter(|r| r.leased).cloned().collect();
         Ok(Agent {
             executor: ExecutorHandle::spawn(executor)?,
-            leases: Leases::default(),
+            leases: Arc::default(),
             held_at_start,
             retirement: None,
         })
@@ -246,10 +219,13 @@ impl Agent {
         }
         for ns in names {
             info!("caller {owner} left the bus; releasing its lease on namespace {ns}");
-            self.leases.lock().await.held.remove(&ns);
-            if let Err(e) = self.executor.release(ns).await {
+            if self.leases.lock().await.start_release(&ns).is_none() {
+                continue;
+            }
+            if let Err(e) = self.executor.release(ns.clone()).await {
                 error!("releasing after {owner} left: {e}");
             }
+            self.leases.released(&ns).await;
         }
         self.after_release().await;
     }
@@ -349,6 +325,7 @@ fn decode_request(req: &VarDict, owner: String) -> Result<(IsolateArgs, Lease), 
     .map_err(plan_error)?;
     let lease = Lease {
         owner: owner.clone(),
+        uuid: settings.connection_uuid.clone(),
         never_default_v4: settings.never_default_v4,
         never_default_v6: settings.never_default_v6,
     };
@@ -392,9 +369,10 @@ impl Agent {
         {
             let mut leases = self.leases.lock().await;
             check_holder(&leases.held, &ns, &owner)?;
-            leases.held.remove(&ns);
+            leases.start_release(&ns);
         }
         let result = self.executor.release(ns.clone()).await;
+        self.leases.released(&ns).await;
         match &result {
             Ok(()) => info!("released namespace {ns} for {owner}"),
             Err(e) => error!("Release of {ns} failed: {e}"),
@@ -453,22 +431,8 @@ impl Agent {
         let owner = authorize(conn, hdr, "Isolate").await?;
         let (req, lease) = decode_request(&request, owner)?;
         let ns = req.plan.netns.clone();
-        {
-            let mut leases = self.leases.lock().await;
-            // Only the calls that reached the agent between its last release and giving up its
-            // name meet this: later ones go to the new agent that the bus starts.
-            if leases.retiring {
-                return Err(AgentError::Failed(
-                    "the agent is exiting because its binary was replaced; try again".into(),
-                ));
-            }
-            if leases.held.contains_key(&ns) {
-                return Err(AgentError::InUse(format!(
-                    "namespace {ns} already holds an active VPN; only one VPN may use a namespace at a time"
-                )));
-            }
-            leases.held.insert(ns.clone(), lease);
-        }
+        let owner = lease.owner.clone();
+        self.leases.take(&ns, lease, req.deadline).await?;
         let (id, tun) = (req.connection_id.clone(), req.plan.link.name.to_string());
         match self.executor.isolate(req).await {
             Ok(iso) => {
@@ -487,7 +451,7 @@ impl Agent {
                 })
             }
             Err(e) => {
-                self.leases.lock().await.held.remove(&ns);
+                self.leases.drop_lease(&ns, &owner).await;
                 Err(e)
             }
         }
