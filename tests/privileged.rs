@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use common::{ay, dict, ov, v4, UUID};
 use nm_vpn_netns::agent::executor::{ExecError, Executor, IsolateArgs, Paths};
 use nm_vpn_netns::agent::linux::{NetnsFd, RealSys};
-use nm_vpn_netns::agent::sys::{Link, NetnsSetup, Sys, SysError};
+use nm_vpn_netns::agent::sys::{Link, NetnsSetup, Process, Sys, SysError};
 use nm_vpn_netns::plan::settings::NetnsName;
 use nm_vpn_netns::plan::{self, IsolationPlan, PlanInput, VarDict};
 
@@ -982,6 +982,9 @@ impl Sys for Timed {
     }
     fn netns_del(&mut self, path: &Path) -> Result<(), SysError> {
         self.time("netns_del", |s| s.netns_del(path))
+    }
+    fn netns_processes(&mut self, path: &Path) -> Result<Vec<Process>, SysError> {
+        self.time("netns_processes", |s| s.netns_processes(path))
     }
     fn link_get(&mut self, ifindex: u32) -> Result<Option<Link>, SysError> {
         self.time("link_get", |s| s.link_get(ifindex))

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 
-use crate::agent::sys::{Link, NetnsSetup, Sys, SysError};
+use crate::agent::sys::{Link, NetnsSetup, Process, Sys, SysError};
 
 /// One call made to a [`RecordingSys`], with the objects it named.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,6 +18,7 @@ pub enum Call {
     NetnsAdd(PathBuf),
     NetnsOpen(PathBuf),
     NetnsDel(PathBuf),
+    NetnsProcesses(PathBuf),
     LinkGet(u32),
     LinkNames(PathBuf),
     LinkSetNetns {
@@ -79,6 +80,8 @@ pub struct World {
     pub files: BTreeMap<PathBuf, FakeFile>,
     pub symlinks: BTreeSet<PathBuf>,
     pub sysctls: BTreeMap<String, String>,
+    /// The processes that run in the namespace mounted at a path.
+    pub processes: BTreeMap<PathBuf, Vec<Process>>,
 }
 
 impl Default for World {
@@ -96,6 +99,7 @@ impl Default for World {
                 "net.ipv4.ping_group_range".to_owned(),
                 "0 2147483647".to_owned(),
             )]),
+            processes: BTreeMap::new(),
         }
     }
 }
@@ -339,6 +343,14 @@ impl Sys for RecordingSys {
             .links
             .retain(|_, l| l.netns.as_deref() != Some(path));
         Ok(())
+    }
+
+    fn netns_processes(&mut self, path: &Path) -> Result<Vec<Process>, SysError> {
+        self.call(Call::NetnsProcesses(path.to_owned()))?;
+        if !self.world.netns.contains_key(path) {
+            return Ok(Vec::new());
+        }
+        Ok(self.world.processes.get(path).cloned().unwrap_or_default())
     }
 
     fn link_get(&mut self, ifindex: u32) -> Result<Option<Link>, SysError> {

@@ -24,8 +24,9 @@ use nix::sys::statfs;
 use nix::unistd::{self, UnlinkatFlags};
 
 use crate::agent::netlink::{Configure, Rtnl};
+use crate::agent::procs;
 use crate::agent::rtmsg;
-use crate::agent::sys::{Link, NetnsSetup, Sys, SysError};
+use crate::agent::sys::{Link, NetnsSetup, Process, Sys, SysError};
 use crate::report::Chain;
 
 /// An open network namespace and the path it was opened at, for messages.
@@ -381,6 +382,13 @@ impl Sys for RealSys {
         match unistd::unlink(path) {
             Ok(()) | Err(Errno::ENOENT) => Ok(()),
             Err(e) => Err(SysError::os("unlink", path.display(), e)),
+        }
+    }
+
+    fn netns_processes(&mut self, path: &Path) -> Result<Vec<Process>, SysError> {
+        match self.netns_open(path)? {
+            Some(netns) => procs::in_netns(&netns.fd, &netns.name()),
+            None => Ok(Vec::new()),
         }
     }
 

@@ -18,6 +18,7 @@ mod leases;
 pub mod lifecycle;
 pub mod linux;
 mod netlink;
+mod procs;
 pub mod record;
 mod rtmsg;
 pub mod service;

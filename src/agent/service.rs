@@ -18,8 +18,8 @@ use crate::agent::executor::{ExecError, Executor, IsolateArgs, Isolated, Teardow
 use crate::agent::leases::{Lease, Leases};
 use crate::agent::lifecycle::{self, Exe, Fate};
 use crate::agent::record::Record;
-use crate::agent::sys::Sys;
-use crate::contract::{self, AgentError, IsolateReply, IsolateRequest};
+use crate::agent::sys::{Process, Sys};
+use crate::contract::{self, AgentError, IsolateReply, IsolateRequest, ReleaseReport};
 use crate::plan::settings::{self, ConnectionInfo, IpSettings, NetnsName};
 use crate::plan::{self, IsolationPlan, PlanInput, VarDict};
 use crate::report::chain;
@@ -56,7 +56,11 @@ enum Job {
         oneshot::Sender<Result<Isolated, ExecError>>,
     ),
     Reapply(Box<IsolationPlan>, oneshot::Sender<Result<(), ExecError>>),
-    Release(NetnsName, oneshot::Sender<Result<(), TeardownError>>),
+    /// Answered with the processes the release stranded in the namespace it deleted.
+    Release(
+        NetnsName,
+        oneshot::Sender<Result<Vec<Process>, TeardownError>>,
+    ),
 }
 
 #[derive(Clone)]
@@ -75,7 +79,10 @@ impl ExecutorHandle {
                         Job::Reapply(plan, reply) => {
                             drop(reply.send(executor.reapply(&plan.netns, &plan)))
                         }
-                        Job::Release(ns, reply) => drop(reply.send(executor.release(&ns))),
+                        Job::Release(ns, reply) => {
+                            let stranded = executor.stranded(&ns);
+                            drop(reply.send(executor.release(&ns).map(|()| stranded)))
+                        }
                     }
                 }
             })?;
@@ -94,7 +101,7 @@ impl ExecutorHandle {
         Ok(rx.await.map_err(|_| executor_gone())??)
     }
 
-    async fn release(&self, netns: NetnsName) -> Result<(), AgentError> {
+    async fn release(&self, netns: NetnsName) -> Result<Vec<Process>, AgentError> {
         let (tx, rx) = oneshot::channel();
         self.send(Job::Release(netns, tx))?;
         rx.await
@@ -365,20 +372,23 @@ impl Agent {
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<(), AgentError> {
-        let (owner, ns) = authorize_on(conn, &hdr, "Release", netns).await?;
-        {
-            let mut leases = self.leases.lock().await;
-            check_holder(&leases.held, &ns, &owner)?;
-            leases.start_release(&ns);
-        }
-        let result = self.executor.release(ns.clone()).await;
-        self.leases.released(&ns).await;
-        match &result {
-            Ok(()) => info!("released namespace {ns} for {owner}"),
-            Err(e) => error!("Release of {ns} failed: {e}"),
-        }
-        self.after_release().await;
-        result
+        self.release_checked(netns, &hdr, conn, "Release")
+            .await
+            .map(drop)
+    }
+
+    async fn release_with_report(
+        &self,
+        netns: String,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<ReleaseReport, AgentError> {
+        let stranded = self
+            .release_checked(netns, &hdr, conn, "ReleaseWithReport")
+            .await?;
+        Ok(ReleaseReport {
+            stranded: Some(stranded.into_iter().map(|p| (p.pid, p.comm)).collect()),
+        })
     }
 
     async fn reapply(
@@ -422,6 +432,31 @@ impl Agent {
 }
 
 impl Agent {
+    /// `Release` and `ReleaseWithReport`: the processes the release stranded, if it deleted the
+    /// namespace under them.
+    async fn release_checked(
+        &self,
+        netns: String,
+        hdr: &Header<'_>,
+        conn: &Connection,
+        method: &str,
+    ) -> Result<Vec<Process>, AgentError> {
+        let (owner, ns) = authorize_on(conn, hdr, method, netns).await?;
+        {
+            let mut leases = self.leases.lock().await;
+            check_holder(&leases.held, &ns, &owner)?;
+            leases.start_release(&ns);
+        }
+        let result = self.executor.release(ns.clone()).await;
+        self.leases.released(&ns).await;
+        match &result {
+            Ok(_) => info!("released namespace {ns} for {owner}"),
+            Err(e) => error!("{method} of {ns} failed: {e}"),
+        }
+        self.after_release().await;
+        result
+    }
+
     async fn isolate_checked(
         &self,
         request: VarDict,

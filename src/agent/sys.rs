@@ -76,6 +76,13 @@ pub struct Link {
     pub up: bool,
 }
 
+/// A process, by its pid and its `comm` (the kernel's 15-byte name).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Process {
+    pub pid: u32,
+    pub comm: String,
+}
+
 /// What [`Sys::netns_setup`] applies inside a namespace, borrowed from the plan.
 #[derive(Debug, Clone, Copy)]
 pub struct NetnsSetup<'a> {
@@ -119,6 +126,9 @@ pub trait Sys {
     fn netns_open(&mut self, path: &Path) -> Result<Option<Self::Netns>, SysError>;
     /// `ip netns del`: detaches the mount and removes the file; a missing one counts as done.
     fn netns_del(&mut self, path: &Path) -> Result<(), SysError>;
+    /// `ip netns pids`: the processes that run in the namespace mounted at `path`; none if
+    /// nothing is mounted there.
+    fn netns_processes(&mut self, path: &Path) -> Result<Vec<Process>, SysError>;
 
     /// The link with this index in the agent's own namespace; `None` if there is none.
     fn link_get(&mut self, ifindex: u32) -> Result<Option<Link>, SysError>;

@@ -24,6 +24,7 @@ use crate::plan::IsolationPlan;
 use crate::report::Chain;
 
 mod error;
+mod stranded;
 mod teardown;
 
 pub use error::{ExecError, TeardownError};

@@ -516,3 +516,4 @@ fn one_vpn_per_namespace() {
 }
 
 mod release;
+mod stranded;
