@@ -167,13 +167,19 @@ pub(super) async fn release(conn: &Connection, netns: &str) {
 }
 
 fn is_unknown_method(e: &ShimError) -> bool {
-    matches!(
-        e,
-        ShimError::Call {
-            error: Leaf(zbus::Error::MethodError(name, ..)),
-            ..
-        } if name.as_str() == "org.freedesktop.DBus.Error.UnknownMethod"
-    )
+    let ShimError::Call {
+        error: Leaf(error), ..
+    } = e
+    else {
+        return false;
+    };
+    match error {
+        zbus::Error::FDO(e) => matches!(**e, zbus::fdo::Error::UnknownMethod(_)),
+        zbus::Error::MethodError(name, ..) => {
+            name.as_str() == "org.freedesktop.DBus.Error.UnknownMethod"
+        }
+        _ => false,
+    }
 }
 
 /// The ifindex of `name` in the plugin's own namespace, which the agent checks before moving it.
