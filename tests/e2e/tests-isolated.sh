@@ -370,8 +370,35 @@ t_tunnel_mtu() {
     rig_profile_delete mtu
 }
 
+# Scenario 14: an app still running in a namespace that `down` deletes is stranded there; NM's log
+# names it (through the plugin) and suggests netns-persistent=yes.
+t_apps_left_behind() {
+    local before lines pid
+    before=$(rig_snapshot)
+    rig_profile_keyfile left 1 ca netns-isolate=yes netns-name=left
+    expect_cmd_ok "activation failed" rig_up_nmcli left
+    lines=$(wc -l <"$RIG_W/nm.log")
+    # `ip netns exec` execs sleep, so the PID the shell wrote is sleep's.
+    rig_sb sh -c "echo \$\$ >$RIG_IN/left-sleep.pid; exec ip netns exec left sleep 120" >/dev/null 2>&1 &
+    expect_within "the app did not start" 5 test -s "$RIG_W/left-sleep.pid"
+    pid=$(cat "$RIG_W/left-sleep.pid")
+    expect_cmd_ok "down failed" rig_down_nmcli left
+    expect_match_within "NM's log does not name the stranded app" 15 \
+        "namespace left was deleted at down while processes still ran in it: $pid \(sleep\)" \
+        tail -n +"$lines" "$RIG_W/nm.log"
+    expect_match_within "NM's log does not suggest netns-persistent" 1 'set netns-persistent=yes' \
+        tail -n +"$lines" "$RIG_W/nm.log"
+    expect_contains "the agent's log does not name the stranded app" "$pid (sleep)" "$(cat "$RIG_W/sandbox.log")"
+    pass_note "NM's log: $(tail -n +"$lines" "$RIG_W/nm.log" | grep -o "namespace left was deleted.*$pid (sleep)" | head -1)"
+    rig_sb kill "$pid"
+    wait
+    assert_gone left "$before"
+    rig_profile_delete left
+}
+
 E2E_TESTS+=(t_isolated_keyfile t_isolated_libnm t_passthrough t_names t_persistent t_refusals
-    t_two_at_once t_soft_restart t_agent_killed t_agent_replaced t_quick_reconnect t_tunnel_mtu)
+    t_two_at_once t_soft_restart t_agent_killed t_agent_replaced t_quick_reconnect t_tunnel_mtu
+    t_apps_left_behind)
 
 # `make uninstall` restores the stock registration exactly, and `make install` takes it over again.
 t_install_uninstall() {
