@@ -90,14 +90,16 @@ enum AgentCall {
 /// How the fake agent refuses Isolate.
 type Refusal = fn(String) -> AgentError;
 
+/// What the fake agent's ReleaseWithReport reports as stranded, as (pid, comm); `None`: an agent
+/// older than 0.2, which has no ReleaseWithReport.
+type Stranded = Arc<Mutex<Option<Vec<(u32, String)>>>>;
+
 /// The agent's interface, recording calls; `fail` makes Isolate fail.
 struct FakeAgent {
     calls: Arc<Mutex<Vec<AgentCall>>>,
     fail: Option<Refusal>,
     stock_log: PathBuf,
-    /// What ReleaseWithReport says was stranded; `None`: an agent older than 0.2, which has no
-    /// ReleaseWithReport.
-    stranded: Arc<Mutex<Option<Vec<(u32, String)>>>>,
+    stranded: Stranded,
 }
 
 // The attribute takes no constant; `fake_agent_serves_the_contract` checks it is INTERFACE.
@@ -190,7 +192,7 @@ struct Rig {
     nm: Connection,
     signals: MessageStream,
     agent_calls: Arc<Mutex<Vec<AgentCall>>>,
-    agent_stranded: Arc<Mutex<Option<Vec<(u32, String)>>>>,
+    agent_stranded: Stranded,
     _agent: Connection,
     shim: Child,
     stock_log: PathBuf,
