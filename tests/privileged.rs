@@ -903,6 +903,43 @@ fn a_deadline_that_passes_rolls_everything_back() {
     }
 }
 
+/// `/proc` is scanned for the processes a release would strand: one started with
+/// `ip netns exec` is found by its pid and comm.
+#[test]
+#[ignore = "needs root in the sandbox of tests/privileged.sh"]
+fn the_processes_a_release_would_strand_are_found() {
+    sandbox();
+    let (ns, tun) = ("pv-left", tun("pv-tun-l"));
+    let mut ex = executor();
+    ex.isolate(&request(
+        plan_for(ns, &tun.name, false, None),
+        tun.ifindex(),
+    ))
+    .unwrap();
+    let mut sleeper = std::process::Command::new("ip")
+        .args(["netns", "exec", ns, "sleep", "30"])
+        .spawn()
+        .unwrap();
+    let pid = sleeper.id();
+    let want = Process {
+        pid,
+        comm: "sleep".into(),
+    };
+    // `ip` enters the namespace, then execs sleep.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut found = ex.stranded(&name(ns));
+    while found != [want.clone()] && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+        found = ex.stranded(&name(ns));
+    }
+    assert_eq!(found, [want]);
+    sleeper.kill().unwrap();
+    sleeper.wait().unwrap();
+    assert_eq!(ex.stranded(&name(ns)), []);
+    ex.release(&name(ns)).unwrap();
+    assert_gone(ns);
+}
+
 #[test]
 #[ignore = "needs root in the sandbox of tests/privileged.sh"]
 fn a_regular_file_at_the_namespace_path_is_refused() {
