@@ -17,6 +17,7 @@
 //!   Isolate(in a{sv} request, out a{sv} result);
 //!   Reapply(in s netns, in a{sv} config, in a{sv} ip4, in a{sv} ip6);
 //!   Release(in s netns);
+//!   ReleaseWithReport(in s netns, out a{sv} report);  // since 0.2
 //!   property u Version;  // 1
 //! }
 //! errors: io.github.NmVpnNetns.Agent1.Error.{InvalidArgs, AccessDenied, InUse, Timeout, Failed}
@@ -81,6 +82,31 @@ pub struct IsolateReply {
     pub created: bool,
     /// How long the agent's isolation step took, in microseconds.
     pub elapsed_us: u64,
+}
+
+/// `ReleaseWithReport`'s answer: what the release left behind. Every field is optional, so that
+/// either end may add one; both ignore keys they do not know.
+#[derive(Debug, Default, Clone, PartialEq, Eq, SerializeDict, DeserializeDict, Type)]
+#[zbus(signature = "a{sv}", rename_all = "kebab-case")]
+pub struct ReleaseReport {
+    /// The processes, as (pid, comm), that still ran in the namespace when the agent deleted it.
+    pub stranded: Option<Vec<(u32, String)>>,
+}
+
+/// The warning about processes left in a namespace deleted at `down`, in the agent's log and in
+/// NetworkManager's (through the plugin).
+pub fn stranded_message(netns: &str, stranded: &[(u32, String)]) -> String {
+    let list: Vec<String> = stranded
+        .iter()
+        .map(|(pid, comm)| format!("{pid} ({})", comm.escape_debug()))
+        .collect();
+    format!(
+        "namespace {netns} was deleted at down while processes still ran in it: {}. They keep \
+         running without network and can no longer be reached with ip netns exec; end them, or \
+         set netns-persistent=yes in the connection's vpn.data to keep the namespace across \
+         reconnects",
+        list.join(", ")
+    )
 }
 
 /// Errors as callers see them: the name tells a program what happened, the message a person
@@ -198,6 +224,11 @@ pub trait Agent1 {
 
     /// `Release(in s netns)`: ends the caller's lease; see ARCHITECTURE.md, "Ownership".
     fn release(&self, netns: &str) -> Result<(), AgentError>;
+
+    /// `ReleaseWithReport(in s netns, out a{sv} report)`: `Release`, answered with what it left
+    /// behind ([`ReleaseReport`]). An agent older than 0.2 answers `UnknownMethod`; the shim then
+    /// calls `Release`.
+    fn release_with_report(&self, netns: &str) -> Result<ReleaseReport, AgentError>;
 
     /// `property u Version`: [`VERSION`].
     #[zbus(property)]

@@ -9,7 +9,7 @@ use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::agent::{
     agent, is_root, isolate, leased_record, method_error, proxy, release, request, sys_with_leases,
@@ -104,21 +104,14 @@ async fn leases_of_holders_still_on_the_bus_are_taken_back() {
         release(&p, ns).await.unwrap();
     }
 
-    // Taken back for a holder that then leaves the bus: released as it leaves.
-    let (err, msg) = isolate(&p, request(10, "tun2", &keys("left")))
-        .await
-        .unwrap_err();
-    assert_eq!(err, format!("{ERR}InUse"), "{msg}");
-    leaver.close().await.unwrap();
-    assert!(
-        eventually(|| async {
-            isolate(&p, request(10, "tun2", &keys("left")))
-                .await
-                .is_ok()
-        })
-        .await,
-        "the agent kept the lease on 'left' after its holder left the bus"
-    );
+    // Taken back for a holder that then leaves the bus: released as it leaves, which ends the
+    // wait of the same connection's new request.
+    let (isolated, closed) = tokio::join!(isolate(&p, request(10, "tun2", &keys("left"))), async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        leaver.close().await
+    });
+    closed.unwrap();
+    isolated.expect("the agent kept the lease on 'left' after its holder left the bus");
     release(&p, "left").await.unwrap();
 }
 
@@ -262,4 +255,71 @@ async fn a_caller_that_is_not_root_is_refused_and_changes_nothing() {
         .await
         .unwrap();
     release(&p, "work").await.unwrap();
+}
+
+/// NetworkManager does not wait for a plugin to stop: after `down` then `up`, the new plugin's
+/// `Isolate` can arrive while the old plugin still holds the connection's lease.
+#[tokio::test(flavor = "current_thread")]
+async fn a_reconnect_waits_for_its_own_previous_lease() {
+    if !is_root() {
+        return;
+    }
+    let bus = Bus::start("reconnect");
+    let mut sys = sys_with_links();
+    sys.add_link(10, "tun2", Some("tun"), None);
+    let _agent = start(&bus, agent(sys), None).await;
+    let (old, other) = (bus.connect().await, bus.connect().await);
+    let old_p = proxy(&old).await;
+    isolate(&old_p, request(7, "tun0", &keys("work")))
+        .await
+        .unwrap();
+
+    // Another connection that maps to the namespace is refused at once.
+    let mut req = request(8, "tun1", &keys("work"));
+    req.insert("uuid".into(), ov("5f0e2c1a-0000-4000-8000-000000000002"));
+    let asked = Instant::now();
+    let (err, msg) = isolate(&proxy(&other).await, req).await.unwrap_err();
+    assert_eq!(err, format!("{ERR}InUse"), "{msg}");
+    assert!(
+        asked.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        asked.elapsed()
+    );
+
+    // The same connection, through a new plugin, waits for the old lease to go.
+    let new = bus.connect().await;
+    let reconnect = tokio::spawn(async move {
+        let p = proxy(&new).await;
+        (isolate(&p, request(8, "tun1", &keys("work"))).await, new)
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!reconnect.is_finished(), "the reconnect did not wait");
+    release(&old_p, "work").await.unwrap();
+    let (isolated, new) = tokio::time::timeout(WAIT, reconnect)
+        .await
+        .unwrap()
+        .unwrap();
+    let reply = isolated.expect("the reconnect was refused");
+    assert_eq!(reply["netns"], ov("work"), "{reply:?}");
+    let (err, msg) = release(&old_p, "work").await.unwrap_err();
+    assert_eq!(err, format!("{ERR}AccessDenied"), "{msg}");
+
+    // The wait ends at the request's netns-timeout when the old lease stays.
+    let late = bus.connect().await;
+    let keys = [
+        ("netns-isolate", "yes"),
+        ("netns-name", "work"),
+        ("netns-timeout", "500"),
+    ];
+    let mut req = request(10, "tun2", &keys);
+    req.insert("uuid".into(), ov(REQUEST_UUID));
+    let asked = Instant::now();
+    let (err, msg) = isolate(&proxy(&late).await, req).await.unwrap_err();
+    assert_eq!(err, format!("{ERR}Timeout"), "{msg}");
+    assert!(
+        (Duration::from_millis(500)..WAIT).contains(&asked.elapsed()),
+        "{:?}",
+        asked.elapsed()
+    );
+    release(&proxy(&new).await, "work").await.unwrap();
 }

@@ -11,6 +11,7 @@ use common::agent::{
     sys_with_links,
 };
 use common::ov;
+use nm_vpn_netns::agent::sys::Process;
 use zbus::{OwnedVariant, Variant};
 
 const ERR: &str = "io.github.NmVpnNetns.Agent1.Error.";
@@ -332,4 +333,44 @@ async fn hostile_requests_are_refused_and_the_agent_serves_on() {
         isolate(&p, valid(i + 1)).await.unwrap();
         release(&p, "work").await.unwrap();
     }
+}
+
+/// `ReleaseWithReport` is `Release` that names the processes left in the namespace it deleted.
+#[tokio::test(flavor = "current_thread")]
+async fn release_with_report_names_the_stranded_processes() {
+    if !is_root() {
+        return;
+    }
+    let mut sys = sys_with_links();
+    let sleeper = Process {
+        pid: 4242,
+        comm: "sleep".into(),
+    };
+    sys.world
+        .processes
+        .insert("/run/netns/work".into(), vec![sleeper]);
+    let (_server, client) = serve_p2p(agent(sys)).await;
+    let p = proxy(&client).await;
+    let report = |ns: &'static str| {
+        let p = p.clone();
+        async move {
+            p.call::<_, _, HashMap<String, OwnedVariant>>("ReleaseWithReport", &(ns,))
+                .await
+                .unwrap()
+        }
+    };
+    let keys = [("netns-isolate", "yes"), ("netns-name", "work")];
+    isolate(&p, request(7, "tun0", &keys)).await.unwrap();
+    let got = report("work").await;
+    assert_eq!(got["stranded"], ov(vec![(4242u32, "sleep")]), "{got:?}");
+
+    // The same processes in a namespace that stays are not stranded.
+    let keys = [
+        ("netns-isolate", "yes"),
+        ("netns-name", "work"),
+        ("netns-persistent", "yes"),
+    ];
+    isolate(&p, request(8, "tun1", &keys)).await.unwrap();
+    let got = report("work").await;
+    assert_eq!(got["stranded"], ov(Vec::<(u32, &str)>::new()), "{got:?}");
 }

@@ -23,7 +23,7 @@ use common::{ay, dict, ov, v4, UUID};
 use nm_vpn_netns::agent::executor::{ExecError, Executor, IsolateArgs, Paths};
 use nm_vpn_netns::agent::linux::{NetnsFd, RealSys};
 use nm_vpn_netns::agent::policy::Policy;
-use nm_vpn_netns::agent::sys::{Link, NetnsId, NetnsSetup, Sys, SysError};
+use nm_vpn_netns::agent::sys::{Link, NetnsId, NetnsSetup, Process, Sys, SysError};
 use nm_vpn_netns::plan::settings::NetnsName;
 use nm_vpn_netns::plan::{self, IsolationPlan, PlanInput, VarDict};
 
@@ -910,6 +910,43 @@ fn a_deadline_that_passes_rolls_everything_back() {
     }
 }
 
+/// `/proc` is scanned for the processes a release would strand: one started with
+/// `ip netns exec` is found by its pid and comm.
+#[test]
+#[ignore = "needs root in the sandbox of tests/privileged.sh"]
+fn the_processes_a_release_would_strand_are_found() {
+    sandbox();
+    let (ns, tun) = ("pv-left", tun("pv-tun-l"));
+    let mut ex = executor();
+    ex.isolate(&request(
+        plan_for(ns, &tun.name, false, None),
+        tun.ifindex(),
+    ))
+    .unwrap();
+    let mut sleeper = std::process::Command::new("ip")
+        .args(["netns", "exec", ns, "sleep", "30"])
+        .spawn()
+        .unwrap();
+    let pid = sleeper.id();
+    let want = Process {
+        pid,
+        comm: "sleep".into(),
+    };
+    // `ip` enters the namespace, then execs sleep.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut found = ex.stranded(&name(ns));
+    while found != [want.clone()] && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+        found = ex.stranded(&name(ns));
+    }
+    assert_eq!(found, [want]);
+    sleeper.kill().unwrap();
+    sleeper.wait().unwrap();
+    assert_eq!(ex.stranded(&name(ns)), []);
+    ex.release(&name(ns)).unwrap();
+    assert_gone(ns);
+}
+
 #[test]
 #[ignore = "needs root in the sandbox of tests/privileged.sh"]
 fn a_regular_file_at_the_namespace_path_is_refused() {
@@ -1143,6 +1180,9 @@ impl Sys for Timed {
     }
     fn netns_id(&mut self, netns: &NetnsFd) -> Result<NetnsId, SysError> {
         self.time("netns_id", |s| s.netns_id(netns))
+    }
+    fn netns_processes(&mut self, path: &Path) -> Result<Vec<Process>, SysError> {
+        self.time("netns_processes", |s| s.netns_processes(path))
     }
     fn link_get(&mut self, ifindex: u32) -> Result<Option<Link>, SysError> {
         self.time("link_get", |s| s.link_get(ifindex))

@@ -15,7 +15,9 @@ use std::time::Duration;
 use common::bus::Bus;
 use common::{dict, openvpn_config, openvpn_ip4, ov, VarDict, UUID};
 use futures_util::{FutureExt, StreamExt};
-use nm_vpn_netns::contract::{AgentError, IsolateReply, BUS_NAME, INTERFACE, OBJECT_PATH};
+use nm_vpn_netns::contract::{
+    AgentError, IsolateReply, ReleaseReport, BUS_NAME, INTERFACE, OBJECT_PATH,
+};
 use zbus::{interface, Connection, MatchRule, Message, MessageStream, OwnedVariant, Variant};
 
 type NmConnection = HashMap<String, VarDict>;
@@ -88,11 +90,16 @@ enum AgentCall {
 /// How the fake agent refuses Isolate.
 type Refusal = fn(String) -> AgentError;
 
+/// What the fake agent's ReleaseWithReport reports as stranded, as (pid, comm); `None`: an agent
+/// older than 0.2, which has no ReleaseWithReport.
+type Stranded = Arc<Mutex<Option<Vec<(u32, String)>>>>;
+
 /// The agent's interface, recording calls; `fail` makes Isolate fail.
 struct FakeAgent {
     calls: Arc<Mutex<Vec<AgentCall>>>,
     fail: Option<Refusal>,
     stock_log: PathBuf,
+    stranded: Stranded,
 }
 
 // The attribute takes no constant; `fake_agent_serves_the_contract` checks it is INTERFACE.
@@ -125,6 +132,23 @@ impl FakeAgent {
             .lock()
             .unwrap()
             .push(AgentCall::Release(netns, exited, state));
+    }
+
+    async fn release_with_report(
+        &self,
+        netns: String,
+        #[zbus(connection)] conn: &Connection,
+    ) -> zbus::fdo::Result<ReleaseReport> {
+        let Some(stranded) = self.stranded.lock().unwrap().clone() else {
+            // As zbus answers for a method an interface lacks.
+            return Err(zbus::fdo::Error::UnknownMethod(
+                "Unknown method 'ReleaseWithReport'".into(),
+            ));
+        };
+        self.release(netns, conn).await;
+        Ok(ReleaseReport {
+            stranded: Some(stranded),
+        })
     }
 }
 
@@ -169,6 +193,7 @@ struct Rig {
     nm: Connection,
     signals: MessageStream,
     agent_calls: Arc<Mutex<Vec<AgentCall>>>,
+    agent_stranded: Stranded,
     _agent: Connection,
     shim: Child,
     stock_log: PathBuf,
@@ -184,6 +209,7 @@ impl Rig {
         let stock_log = bus.dir.join("stock.log");
         let shim_log = bus.dir.join("shim.log");
         let agent_calls = Arc::new(Mutex::new(Vec::new()));
+        let agent_stranded = Arc::new(Mutex::new(None));
         let agent = zbus::connection::Builder::address(bus.address.as_str())
             .serve_at(
                 OBJECT_PATH,
@@ -191,6 +217,7 @@ impl Rig {
                     calls: agent_calls.clone(),
                     fail,
                     stock_log: stock_log.clone(),
+                    stranded: agent_stranded.clone(),
                 },
             )
             .name(BUS_NAME)
@@ -225,6 +252,7 @@ impl Rig {
             nm,
             signals,
             agent_calls,
+            agent_stranded,
             _agent: agent,
             shim,
             stock_log,
@@ -979,4 +1007,42 @@ async fn real_stock_service_sees_no_netns_keys() {
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
     assert_eq!(rig.next_signal().await, Sig::State(STOPPED));
     assert!(rig.exit_status().await.success());
+}
+
+/// An agent of 0.2 or later reports the processes a release stranded in the namespace it
+/// deleted, and the shim names them in NetworkManager's log; an older agent has only `Release`,
+/// which the other tests' fake agent stands for.
+#[tokio::test]
+async fn stranded_processes_are_named_in_nms_log() {
+    let mut rig = Rig::fake("stranded").await;
+    *rig.agent_stranded.lock().unwrap() = Some(vec![(4242, "sleep".into())]);
+    let data = [
+        ("remote", "vpn.example.com"),
+        ("netns-isolate", "yes"),
+        ("netns-name", "work"),
+    ];
+    rig.call("Connect", connection(&data, vec![]))
+        .await
+        .unwrap();
+    assert_eq!(rig.next_signal().await, Sig::State(STARTING));
+    rig.emit("Config", Variant::from((config("lo"),))).await;
+    rig.emit("Ip4Config", Variant::from((openvpn_ip4("lo"),)))
+        .await;
+    rig.emit("StateChanged", Variant::from((STARTED,))).await;
+    rig.await_agent_calls(1).await;
+    rig.disconnect().await;
+    assert!(rig.exit_status().await.success());
+    assert!(matches!(
+        rig.agent_calls()[..],
+        [AgentCall::Isolate(_), AgentCall::Release(..)]
+    ));
+    let log = rig.shim_log();
+    assert!(
+        log.contains(
+            "<ERROR> namespace work was deleted at down while processes still ran in it: \
+             4242 (sleep)."
+        ),
+        "{log}"
+    );
+    assert!(log.contains("set netns-persistent=yes"), "{log}");
 }

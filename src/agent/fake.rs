@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 
-use crate::agent::sys::{Link, NetnsId, NetnsSetup, Sys, SysError};
+use crate::agent::sys::{Link, NetnsId, NetnsSetup, Process, Sys, SysError};
 
 /// One call made to a [`RecordingSys`], with the objects it named.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,6 +19,7 @@ pub enum Call {
     NetnsOpen(PathBuf),
     NetnsDel(PathBuf),
     NetnsId(PathBuf),
+    NetnsProcesses(PathBuf),
     LinkGet(u32),
     LinkNames(PathBuf),
     LinkSetNetns {
@@ -83,6 +84,8 @@ pub struct World {
     pub sysctls: BTreeMap<String, String>,
     /// The inode of each namespace in `netns`: a namespace made anew at a path gets a new one.
     pub netns_inodes: BTreeMap<PathBuf, u64>,
+    /// The processes that run in the namespace mounted at a path.
+    pub processes: BTreeMap<PathBuf, Vec<Process>>,
 }
 
 impl Default for World {
@@ -101,6 +104,7 @@ impl Default for World {
                 "0 2147483647".to_owned(),
             )]),
             netns_inodes: BTreeMap::new(),
+            processes: BTreeMap::new(),
         }
     }
 }
@@ -119,6 +123,7 @@ pub struct RecordingSys {
     fail_at: BTreeSet<usize>,
     fail_when: Vec<FailWhen>,
     slow: Vec<(FailWhen, Duration)>,
+    per_message: Duration,
     next_inode: u64,
     start: Instant,
     elapsed: Duration,
@@ -149,6 +154,7 @@ impl RecordingSys {
             fail_at: BTreeSet::new(),
             fail_when: Vec::new(),
             slow: Vec::new(),
+            per_message: Duration::ZERO,
             next_inode: 0,
             start: Instant::now(),
             elapsed: Duration::ZERO,
@@ -170,11 +176,17 @@ impl RecordingSys {
         self.slow.push((Box::new(when), by));
     }
 
+    /// Moves the clock forward by `by` before each netlink message that `netns_setup` models.
+    pub fn slow_messages(&mut self, by: Duration) {
+        self.per_message = by;
+    }
+
     /// Forgets injected failures and slow calls.
     pub fn heal(&mut self) {
         self.fail_at.clear();
         self.fail_when.clear();
         self.slow.clear();
+        self.per_message = Duration::ZERO;
     }
 
     /// Adds a link to the agent's namespace, or to the namespace mounted at `netns`.
@@ -353,6 +365,14 @@ impl Sys for RecordingSys {
         Ok(NetnsId { dev: 4, ino })
     }
 
+    fn netns_processes(&mut self, path: &Path) -> Result<Vec<Process>, SysError> {
+        self.call(Call::NetnsProcesses(path.to_owned()))?;
+        if !self.world.netns.contains_key(path) {
+            return Ok(Vec::new());
+        }
+        Ok(self.world.processes.get(path).cloned().unwrap_or_default())
+    }
+
     fn link_get(&mut self, ifindex: u32) -> Result<Option<Link>, SysError> {
         self.call(Call::LinkGet(ifindex))?;
         Ok(self
@@ -438,6 +458,20 @@ impl Sys for RecordingSys {
             link: setup.link.to_owned(),
             reapply: setup.reapply,
         })?;
+        // The messages the real one sends: lo and the link, then each family's address, routes
+        // and default route. The clock moves on before each, as a slow kernel's would.
+        let family = |routes: usize, default: bool| 1 + routes + usize::from(default);
+        let messages = 2
+            + setup
+                .ipv4
+                .map_or(0, |p| family(p.routes.len(), p.default_route.is_some()))
+            + setup
+                .ipv6
+                .map_or(0, |p| family(p.routes.len(), p.default_route.is_some()));
+        for n in 0..messages {
+            self.elapsed += self.per_message;
+            setup.check_deadline(self.now(), format_args!("message {n} of {messages}"))?;
+        }
         let summary = format!(
             "mtu {:?} ipv4 {:?} ipv6 {:?} ping_group_range {:?}",
             setup.mtu, setup.ipv4, setup.ipv6, setup.ping_group_range

@@ -24,8 +24,9 @@ use nix::sys::statfs;
 use nix::unistd::{self, UnlinkatFlags};
 
 use crate::agent::netlink::{Configure, Rtnl};
+use crate::agent::procs;
 use crate::agent::rtmsg;
-use crate::agent::sys::{Link, NetnsId, NetnsSetup, Sys, SysError};
+use crate::agent::sys::{Link, NetnsId, NetnsSetup, Process, Sys, SysError};
 use crate::report::Chain;
 
 /// An open network namespace and the path it was opened at, for messages.
@@ -419,6 +420,13 @@ impl Sys for RealSys {
             dev: st.st_dev,
             ino: st.st_ino,
         })
+    }
+
+    fn netns_processes(&mut self, path: &Path) -> Result<Vec<Process>, SysError> {
+        match self.netns_open(path)? {
+            Some(netns) => procs::in_netns(&netns.fd, &netns.name()),
+            None => Ok(Vec::new()),
+        }
     }
 
     fn link_get(&mut self, ifindex: u32) -> Result<Option<Link>, SysError> {

@@ -15,10 +15,12 @@
 pub mod executor;
 #[cfg(any(test, feature = "test-support"))]
 pub mod fake;
+mod leases;
 pub mod lifecycle;
 pub mod linux;
 mod netlink;
 pub mod policy;
+mod procs;
 pub mod record;
 mod rtmsg;
 pub mod service;

@@ -120,6 +120,7 @@ pub struct Configure<'a> {
     netns: &'a str,
     link: &'a str,
     index: u32,
+    setup: &'a NetnsSetup<'a>,
 }
 
 impl Configure<'_> {
@@ -138,6 +139,7 @@ impl Configure<'_> {
             netns,
             link: setup.link,
             index,
+            setup,
         };
         c.link_up(setup.mtu)?;
         let families = [
@@ -165,7 +167,17 @@ impl Configure<'_> {
         format!("{what} dev {} in namespace {}", self.link, self.netns)
     }
 
+    /// Called before each message: the kernel answers each one quickly, so checking between
+    /// them bounds the whole step by the deadline plus one message.
+    fn in_time(&self, op: &str, what: impl fmt::Display) -> Result<(), SysError> {
+        self.setup.check_deadline(
+            std::time::Instant::now(),
+            format_args!("{op} {}", self.on(what)),
+        )
+    }
+
     fn link_up(&mut self, mtu: Option<u32>) -> Result<(), SysError> {
+        self.in_time("link_set", "up")?;
         let gen_mode = rtmsg::link_set(self.index, vec![rtmsg::addrgenmode_none()], false);
         match self.nl.link_set(gen_mode) {
             Ok(()) => {}
@@ -234,6 +246,7 @@ impl Configure<'_> {
         stale: impl Fn(RouteNetlinkMessage) -> Option<(RouteNetlinkMessage, String)>,
     ) -> Result<(), SysError> {
         for (del, what) in dump.into_iter().filter_map(stale) {
+            self.in_time(op, &what)?;
             self.nl
                 .request(del, 0)
                 .map_err(|e| SysError::os(op, self.on(&what), e))?;
@@ -264,6 +277,7 @@ impl Configure<'_> {
 
     fn addr_add(&mut self, plan: &FamilySetup) -> Result<(), SysError> {
         let (msg, what) = rtmsg::address_add(self.index, plan);
+        self.in_time("addr_add", &what)?;
         self.nl
             .request(
                 RouteNetlinkMessage::NewAddress(msg),
@@ -282,6 +296,7 @@ impl Configure<'_> {
         metric: u32,
     ) -> Result<(), SysError> {
         let (msg, what) = rtmsg::route_add(self.index, plan, dest, via, metric);
+        self.in_time("route_add", &what)?;
         let added = self.nl.request(
             RouteNetlinkMessage::NewRoute(msg),
             NLM_F_CREATE | NLM_F_EXCL,

@@ -10,17 +10,18 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use log::{error, info, warn};
-use tokio::sync::{oneshot, Mutex, Notify};
+use tokio::sync::{oneshot, Notify};
 use zbus::message::Header;
 use zbus::names::UniqueName;
 use zbus::{fdo, interface, Connection};
 
 use crate::agent::executor::{ExecError, Executor, IsolateArgs, Isolated, TeardownError};
+use crate::agent::leases::{Lease, Leases};
 use crate::agent::lifecycle::{self, Exe, Fate};
 use crate::agent::policy::Policy;
 use crate::agent::record::Record;
-use crate::agent::sys::Sys;
-use crate::contract::{self, AgentError, IsolateReply, IsolateRequest};
+use crate::agent::sys::{Process, Sys};
+use crate::contract::{self, AgentError, IsolateReply, IsolateRequest, ReleaseReport};
 use crate::plan::settings::{self, ConnectionInfo, IpSettings, NetnsName};
 use crate::plan::{self, IsolationPlan, PlanInput, VarDict};
 use crate::report::chain;
@@ -61,7 +62,11 @@ enum Job {
         oneshot::Sender<Result<Isolated, ExecError>>,
     ),
     Reapply(Box<IsolationPlan>, oneshot::Sender<Result<(), ExecError>>),
-    Release(NetnsName, oneshot::Sender<Result<(), TeardownError>>),
+    /// Answered with the processes the release stranded in the namespace it deleted.
+    Release(
+        NetnsName,
+        oneshot::Sender<Result<Vec<Process>, TeardownError>>,
+    ),
 }
 
 #[derive(Clone)]
@@ -80,7 +85,10 @@ impl ExecutorHandle {
                         Job::Reapply(plan, reply) => {
                             drop(reply.send(executor.reapply(&plan.netns, &plan)))
                         }
-                        Job::Release(ns, reply) => drop(reply.send(executor.release(&ns))),
+                        Job::Release(ns, reply) => {
+                            let stranded = executor.stranded(&ns);
+                            drop(reply.send(executor.release(&ns).map(|()| stranded)))
+                        }
                     }
                 }
             })?;
@@ -99,7 +107,7 @@ impl ExecutorHandle {
         Ok(rx.await.map_err(|_| executor_gone())??)
     }
 
-    async fn release(&self, netns: NetnsName) -> Result<(), AgentError> {
+    async fn release(&self, netns: NetnsName) -> Result<Vec<Process>, AgentError> {
         let (tx, rx) = oneshot::channel();
         self.send(Job::Release(netns, tx))?;
         rx.await
@@ -116,34 +124,6 @@ fn executor_gone() -> AgentError {
     AgentError::Failed("the agent's executor thread has stopped".into())
 }
 
-/// One isolation's holder: the caller's unique bus name (`""` on a peer-to-peer connection), and
-/// what a re-sent config needs to be planned again.
-struct Lease {
-    owner: String,
-    never_default_v4: bool,
-    never_default_v6: bool,
-}
-
-impl From<&Record> for Lease {
-    fn from(r: &Record) -> Self {
-        Lease {
-            owner: r.owner.clone(),
-            never_default_v4: r.never_default_v4,
-            never_default_v6: r.never_default_v6,
-        }
-    }
-}
-
-/// The leases, and whether the agent is on its way out: both change under one lock, so that no
-/// lease is granted once the agent decided to exit.
-#[derive(Default)]
-struct LeaseTable {
-    held: HashMap<NetnsName, Lease>,
-    retiring: bool,
-}
-
-type Leases = Arc<Mutex<LeaseTable>>;
-
 /// When to exit: after the last release, if the executable was replaced since the start.
 struct Retirement {
     exe: Exe,
@@ -154,7 +134,7 @@ pub struct Agent {
     executor: ExecutorHandle,
     /// The administrator's policy file, read at each `Isolate`.
     policy: PathBuf,
-    leases: Leases,
+    leases: Arc<Leases>,
     /// The leased records found at start, until [`Agent::adopt`] decides on them.
     held_at_start: Vec<Record>,
     retirement: Option<Retirement>,
@@ -166,7 +146,7 @@ impl Agent {
         Ok(Agent {
             policy: executor.paths().policy.clone(),
             executor: ExecutorHandle::spawn(executor)?,
-            leases: Leases::default(),
+            leases: Arc::default(),
             held_at_start,
             retirement: None,
         })
@@ -254,14 +234,15 @@ impl Agent {
             return;
         }
         for ns in names {
-            if !take_lease(&mut self.leases.lock().await.held, &ns, owner) {
+            if self.leases.lock().await.start_release(&ns, owner).is_none() {
                 // Released meanwhile, and perhaps leased again by another caller.
                 continue;
             }
             info!("caller {owner} left the bus; releasing its lease on namespace {ns}");
-            if let Err(e) = self.executor.release(ns).await {
+            if let Err(e) = self.executor.release(ns.clone()).await {
                 error!("releasing after {owner} left: {e}");
             }
+            self.leases.released(&ns).await;
         }
         self.after_release().await;
     }
@@ -382,6 +363,7 @@ fn decode_request(
     .map_err(plan_error)?;
     let lease = Lease {
         owner: owner.clone(),
+        uuid: settings.connection_uuid.clone(),
         never_default_v4: settings.never_default_v4,
         never_default_v6: settings.never_default_v6,
     };
@@ -422,19 +404,23 @@ impl Agent {
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<(), AgentError> {
-        let (owner, ns) = authorize_on(conn, &hdr, "Release", netns).await?;
-        {
-            let mut leases = self.leases.lock().await;
-            check_holder(&leases.held, &ns, &owner)?;
-            leases.held.remove(&ns);
-        }
-        let result = self.executor.release(ns.clone()).await;
-        match &result {
-            Ok(()) => info!("released namespace {ns} for {owner}"),
-            Err(e) => error!("Release of {ns} failed: {e}"),
-        }
-        self.after_release().await;
-        result
+        self.release_checked(netns, &hdr, conn, "Release")
+            .await
+            .map(drop)
+    }
+
+    async fn release_with_report(
+        &self,
+        netns: String,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<ReleaseReport, AgentError> {
+        let stranded = self
+            .release_checked(netns, &hdr, conn, "ReleaseWithReport")
+            .await?;
+        Ok(ReleaseReport {
+            stranded: Some(stranded.into_iter().map(|p| (p.pid, p.comm)).collect()),
+        })
     }
 
     async fn reapply(
@@ -478,6 +464,31 @@ impl Agent {
 }
 
 impl Agent {
+    /// `Release` and `ReleaseWithReport`: the processes the release stranded, if it deleted the
+    /// namespace under them.
+    async fn release_checked(
+        &self,
+        netns: String,
+        hdr: &Header<'_>,
+        conn: &Connection,
+        method: &str,
+    ) -> Result<Vec<Process>, AgentError> {
+        let (owner, ns) = authorize_on(conn, hdr, method, netns).await?;
+        {
+            let mut leases = self.leases.lock().await;
+            check_holder(&leases.held, &ns, &owner)?;
+            leases.start_release(&ns, &owner);
+        }
+        let result = self.executor.release(ns.clone()).await;
+        self.leases.released(&ns).await;
+        match &result {
+            Ok(_) => info!("released namespace {ns} for {owner}"),
+            Err(e) => error!("{method} of {ns} failed: {e}"),
+        }
+        self.after_release().await;
+        result
+    }
+
     async fn isolate_checked(
         &self,
         request: VarDict,
@@ -489,22 +500,8 @@ impl Agent {
         let policy = Policy::load(&self.policy, 0).map_err(|e| AgentError::Failed(chain(&e)))?;
         let (req, lease) = decode_request(&request, owner, policy)?;
         let ns = req.plan.netns.clone();
-        {
-            let mut leases = self.leases.lock().await;
-            // Only the calls that reached the agent between its last release and giving up its
-            // name meet this: later ones go to the new agent that the bus starts.
-            if leases.retiring {
-                return Err(AgentError::Failed(
-                    "the agent is exiting because its binary was replaced; try again".into(),
-                ));
-            }
-            if leases.held.contains_key(&ns) {
-                return Err(AgentError::InUse(format!(
-                    "namespace {ns} already holds an active VPN; only one VPN may use a namespace at a time"
-                )));
-            }
-            leases.held.insert(ns.clone(), lease);
-        }
+        let owner = lease.owner.clone();
+        self.leases.take(&ns, lease, req.deadline).await?;
         let (id, tun) = (req.connection_id.clone(), req.plan.link.name.to_string());
         match self.executor.isolate(req).await {
             Ok(iso) => {
@@ -523,7 +520,7 @@ impl Agent {
                 })
             }
             Err(e) => {
-                self.leases.lock().await.held.remove(&ns);
+                self.leases.drop_lease(&ns, &owner).await;
                 Err(e)
             }
         }
@@ -542,15 +539,6 @@ async fn authorize_on(
         .parse()
         .map_err(|e: settings::SettingsError| AgentError::InvalidArgs(e.to_string()))?;
     Ok((owner, ns))
-}
-
-/// Removes `owner`'s lease on `ns`; `false`, and nothing removed, if `owner` holds none there.
-fn take_lease(leases: &mut HashMap<NetnsName, Lease>, ns: &NetnsName, owner: &str) -> bool {
-    let held = leases.get(ns).is_some_and(|lease| lease.owner == owner);
-    if held {
-        leases.remove(ns);
-    }
-    held
 }
 
 /// The caller's lease on `ns`, or why it has none.
@@ -574,32 +562,12 @@ fn check_holder<'a>(
 mod tests {
     use zbus::object_server::Interface;
 
-    use std::collections::HashMap;
-
-    use super::{take_lease, Agent, Lease};
+    use super::Agent;
     use crate::contract::INTERFACE;
 
     /// The `#[interface]` attribute takes no constant, so its literal is checked here.
     #[test]
     fn serves_the_contract_interface() {
         assert_eq!(Agent::name().as_str(), INTERFACE);
-    }
-
-    /// A caller that left the bus loses only its own leases: the name may have been released
-    /// and leased again to another caller since its leases were listed.
-    #[test]
-    fn only_the_owners_lease_is_taken() {
-        let ns = "work".parse().unwrap();
-        let lease = |owner: &str| Lease {
-            owner: owner.to_owned(),
-            never_default_v4: false,
-            never_default_v6: false,
-        };
-        let mut leases = HashMap::from([(ns, lease(":1.8"))]);
-        let ns = "work".parse().unwrap();
-        assert!(!take_lease(&mut leases, &ns, ":1.7"));
-        assert_eq!(leases[&ns].owner, ":1.8");
-        assert!(take_lease(&mut leases, &ns, ":1.8"));
-        assert!(leases.is_empty());
     }
 }

@@ -43,6 +43,10 @@ pub enum SysError {
     /// the agent write elsewhere), is refused.
     #[error("{}: {why}; nm-vpn-netns does not trust it", path.display())]
     Untrusted { path: PathBuf, why: String },
+    /// The request's deadline passed in the middle of a step; the executor reports it as its
+    /// own timeout.
+    #[error("the deadline passed before {op}")]
+    Deadline { op: String },
 }
 
 impl SysError {
@@ -87,6 +91,13 @@ pub struct Link {
     pub up: bool,
 }
 
+/// A process, by its pid and its `comm` (the kernel's 15-byte name).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Process {
+    pub pid: u32,
+    pub comm: String,
+}
+
 /// What [`Sys::netns_setup`] applies inside a namespace, borrowed from the plan.
 #[derive(Debug, Clone, Copy)]
 pub struct NetnsSetup<'a> {
@@ -99,6 +110,19 @@ pub struct NetnsSetup<'a> {
     pub ping_group_range: Option<&'a str>,
     /// The link was configured before: addresses and routes that the plan no longer has go.
     pub reapply: bool,
+    /// Checked before each message, so that a long list of routes cannot hold the executor's
+    /// thread past `netns-timeout`; `None`: no deadline.
+    pub deadline: Option<Instant>,
+}
+
+impl NetnsSetup<'_> {
+    /// Refuses to go on with `op` once `now` is past the deadline.
+    pub fn check_deadline(&self, now: Instant, op: impl fmt::Display) -> Result<(), SysError> {
+        match self.deadline {
+            Some(deadline) if now >= deadline => Err(SysError::Deadline { op: op.to_string() }),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// The agent's side effects. Paths are absolute; every file operation refuses to follow a
@@ -119,6 +143,9 @@ pub trait Sys {
     fn netns_del(&mut self, path: &Path) -> Result<(), SysError>;
     /// The identity of an open namespace.
     fn netns_id(&mut self, netns: &Self::Netns) -> Result<NetnsId, SysError>;
+    /// `ip netns pids`: the processes that run in the namespace mounted at `path`; none if
+    /// nothing is mounted there.
+    fn netns_processes(&mut self, path: &Path) -> Result<Vec<Process>, SysError>;
 
     /// The link with this index in the agent's own namespace; `None` if there is none.
     fn link_get(&mut self, ifindex: u32) -> Result<Option<Link>, SysError>;

@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use zbus::Variant;
 
 use super::nm::{DictName, Expected, Reader, GATEWAY, ROUTES};
-use super::{PlanError, Route};
+use super::{check_cap, PlanError, Route, MAX_ROUTES};
 
 /// A reader of one of the planner's dicts.
 pub type NmReader<'a> = Reader<'a, DictName>;
@@ -39,6 +39,8 @@ pub trait Family: Copy + Eq + Into<IpAddr> + Sized {
     const LIST_TYPE: Expected;
     /// The type of `routes`.
     const ROUTES_TYPE: Expected;
+    /// `routes` as an error names it.
+    const ROUTES_LIST: &'static str;
 
     /// One address, never the unspecified one.
     fn decode(r: &NmReader<'_>, key: &'static str, v: &Variant<'_>) -> Result<Self, PlanError>;
@@ -59,9 +61,9 @@ pub trait Family: Copy + Eq + Into<IpAddr> + Sized {
     }
 
     fn read_routes(r: &NmReader<'_>) -> Result<Vec<Route<Self>>, PlanError> {
-        let entries = r.array(ROUTES, Self::ROUTES_TYPE)?;
+        let entries = r.array(ROUTES, Self::ROUTES_TYPE)?.unwrap_or_default();
+        check_cap(Self::ROUTES_LIST, entries.len(), MAX_ROUTES)?;
         entries
-            .unwrap_or_default()
             .iter()
             .map(|entry| Self::decode_route(r, entry))
             .collect()
@@ -102,6 +104,7 @@ impl Family for Ipv4Addr {
     const DEFAULT_PREFIX: u8 = 24;
     const LIST_TYPE: Expected = IP4_LIST;
     const ROUTES_TYPE: Expected = IP4_ROUTES;
+    const ROUTES_LIST: &'static str = "ipv4 routes";
 
     fn decode(r: &NmReader<'_>, key: &'static str, v: &Variant<'_>) -> Result<Self, PlanError> {
         let Variant::U32(n) = v else {
@@ -158,6 +161,7 @@ impl Family for Ipv6Addr {
     const DEFAULT_PREFIX: u8 = 128;
     const LIST_TYPE: Expected = IP6_LIST;
     const ROUTES_TYPE: Expected = IP6_ROUTES;
+    const ROUTES_LIST: &'static str = "ipv6 routes";
 
     fn decode(r: &NmReader<'_>, key: &'static str, v: &Variant<'_>) -> Result<Self, PlanError> {
         nonzero_ip6(r, key, v, v)

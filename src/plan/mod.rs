@@ -10,6 +10,7 @@
 //! - [`family`]: how IPv4 and IPv6 values are encoded in NM's dicts;
 //! - [`dns`]: the namespace's `resolv.conf` and `nsswitch.conf`.
 
+use std::collections::HashSet;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
@@ -59,6 +60,32 @@ pub enum PlanError {
     UnexpectedDict { dict: DictName, key: &'static str },
     #[error("invalid interface name {value:?}: {reason}")]
     InvalidIfName { value: String, reason: &'static str },
+    #[error("{list}: {count} exceeds the cap of {cap}")]
+    TooLong {
+        list: &'static str,
+        count: usize,
+        cap: usize,
+    },
+}
+
+// Caps on the server's lists. The agent turns each route into a netlink message on its one
+// executor thread and each domain into resolv.conf text, so a hostile server must not be able
+// to make either unbounded. Each cap is far above what a real VPN pushes.
+/// Routes per family, counted as the server sent them, before repeats are dropped.
+pub const MAX_ROUTES: usize = 1024;
+/// DNS servers of both families together.
+pub const MAX_DNS_SERVERS: usize = 16;
+/// Distinct search domains of both families together.
+pub const MAX_SEARCH_DOMAINS: usize = 64;
+/// The bytes of those distinct search domains, added up.
+pub const MAX_SEARCH_BYTES: usize = 4096;
+
+/// Refuses a list of `count` entries past `cap`.
+pub(crate) fn check_cap(list: &'static str, count: usize, cap: usize) -> Result<(), PlanError> {
+    if count > cap {
+        return Err(PlanError::TooLong { list, count, cap });
+    }
+    Ok(())
 }
 
 /// A valid Linux interface name, by the kernel's `dev_valid_name()` rules.
@@ -229,6 +256,9 @@ pub fn build(input: &PlanInput<'_>) -> Result<IsolationPlan, PlanError> {
             )
         })
         .transpose()?;
+    check_cap("search domains", search.len(), MAX_SEARCH_DOMAINS)?;
+    let search_bytes = search.iter().map(String::len).sum();
+    check_cap("search domain bytes", search_bytes, MAX_SEARCH_BYTES)?;
 
     let mtu = config.u32(MTU)?;
     if let Some(mtu) = mtu {
@@ -292,6 +322,7 @@ fn family<A: Family>(
         });
 
     nameservers.extend(A::read_list(r, DNS)?.into_iter().map(Into::into));
+    check_cap("dns servers", nameservers.len(), MAX_DNS_SERVERS)?;
     search_domains(r, search)?;
 
     Ok(FamilyPlan {
@@ -354,9 +385,11 @@ fn routes<A: Family>(
 fn search_domains(r: &NmReader<'_>, search: &mut Vec<String>) -> Result<(), PlanError> {
     let domain = r.str(DOMAIN)?.map(|d| (DOMAIN, d));
     let domains = r.strs(DOMAINS)?.into_iter().map(|d| (DOMAINS, d));
+    // A set, so that a server's long list costs linear time before its cap refuses it.
+    let mut seen: HashSet<String> = search.iter().cloned().collect();
     for (key, domain) in domain.into_iter().chain(domains) {
         check_domain(domain).map_err(|reason| r.invalid(key, format!("{domain:?}"), reason))?;
-        if !search.iter().any(|d| d == domain) {
+        if seen.insert(domain.to_owned()) {
             search.push(domain.to_owned());
         }
     }

@@ -11,7 +11,7 @@ use log::{error, info};
 use zbus::proxy::CacheProperties;
 use zbus::Connection;
 
-use crate::contract::{Agent1Proxy, AgentError};
+use crate::contract::{stranded_message, Agent1Proxy, AgentError, ReleaseReport};
 use crate::plan::VarDict;
 use crate::report::chain;
 
@@ -132,15 +132,53 @@ async fn reapplied(conn: Connection, call: ReapplyCall) -> AgentAnswer {
     AgentAnswer::Reapplied(result)
 }
 
-/// Ends the shim's lease on `netns`.
+/// Ends the shim's lease on `netns`, and says in NetworkManager's log which processes the
+/// release left in a deleted namespace.
 pub(super) async fn release(conn: &Connection, netns: &str) {
     let released = async {
         let agent = agent(conn).await?;
-        bounded("Release", CALL_TIMEOUT, agent.release(netns)).await
+        let reported = bounded(
+            "ReleaseWithReport",
+            CALL_TIMEOUT,
+            agent.release_with_report(netns),
+        )
+        .await;
+        match reported {
+            // An agent older than 0.2 (kept running through an upgrade) has only Release.
+            Err(e) if is_unknown_method(&e) => {
+                bounded("Release", CALL_TIMEOUT, agent.release(netns)).await?;
+                Ok(ReleaseReport::default())
+            }
+            other => other,
+        }
     };
     match released.await {
-        Ok(()) => info!("released namespace {netns}"),
+        Ok(report) => {
+            info!("released namespace {netns}");
+            let stranded = report.stranded.unwrap_or_default();
+            if !stranded.is_empty() {
+                // At error level: NM passes only errors at its default log level, and these
+                // processes lost their network for good.
+                error!("{}", stranded_message(netns, &stranded));
+            }
+        }
         Err(e) => error!("{}", chain(&e)),
+    }
+}
+
+fn is_unknown_method(e: &ShimError) -> bool {
+    let ShimError::Call {
+        error: Leaf(error), ..
+    } = e
+    else {
+        return false;
+    };
+    match error {
+        zbus::Error::FDO(e) => matches!(**e, zbus::fdo::Error::UnknownMethod(_)),
+        zbus::Error::MethodError(name, ..) => {
+            name.as_str() == "org.freedesktop.DBus.Error.UnknownMethod"
+        }
+        _ => false,
     }
 }
 

@@ -316,8 +316,92 @@ t_agent_replaced() {
     rig_profile_delete upgrade
 }
 
+# Scenario 12: `down` then `up` with no pause, as a user flicking the GNOME switch does. NM does
+# not wait for a plugin to stop, so the new plugin's Isolate can meet the old plugin's lease; the
+# agent waits for it (within netns-timeout) instead of refusing the connection.
+quick_records() { rig_sb sh -c 'cd /run/nm-vpn-netns && for f in *; do [ -e "$f" ] && echo "$f"; done; true'; }
+t_quick_reconnect() {
+    local before lines i ups=0 waited
+    before=$(rig_snapshot)
+    rig_profile_keyfile quick 1 ca netns-isolate=yes netns-name=quick
+    expect_cmd_ok "the first up failed" rig_up_nmcli quick
+    lines=$(wc -l <"$RIG_W/sandbox.log")
+    for i in 1 2 3 4 5; do
+        rig_sb nmcli connection down quick >/dev/null 2>&1
+        if rig_up_nmcli quick >"$RIG_W/quick-up.$i" 2>&1; then
+            ups=$((ups + 1))
+        else
+            sed "s/^/    up $i: /" "$RIG_W/quick-up.$i"
+        fi
+    done
+    expect_eq "not every immediate down/up came up" 5 "$ups"
+    waited=$(sandbox_log_since "$lines" | grep -c 'namespace quick is free after') || true
+    pass_note "5 immediate down/up cycles all came up; $waited of them waited for the previous lease"
+    assert_isolated quick quick
+    expect_within "more VPN processes than one VPN needs" 20 vpn_procs_settled
+    expect_eq "not exactly one namespace" quick "$(rig_sb ip netns list | awk '{print $1}')"
+    expect_eq "not exactly one record" quick "$(quick_records)"
+    expect_match "the record of quick is not leased" '"leased": true' "$(rig_sb cat /run/nm-vpn-netns/quick)"
+    pass_note "one namespace, one leased record, one openvpn, one plugin"
+    expect_cmd_ok "the last down failed" rig_down_nmcli quick
+    assert_gone quick "$before"
+    expect_eq "a record is left after down" "" "$(quick_records)"
+    rig_profile_delete quick
+}
+
+# Scenario 13: tunnel-mtu reaches the tun in the namespace; without it the tun keeps 1500.
+# Not in E2E_TESTS yet: it fails today. openvpn runs with --tun-mtu 1400, but the Config that
+# nm-openvpn's helper sends says mtu 1500, and the agent applies that.
+tun_mtu() { rig_sb ip -n mtu -o link show | grep -v ' lo:' | grep -o 'mtu [0-9]*'; }
+t_tunnel_mtu() {
+    local before
+    before=$(rig_snapshot)
+    rig_profile_keyfile mtu 1 ca netns-isolate=yes netns-name=mtu tunnel-mtu=1400
+    expect_cmd_ok "up with tunnel-mtu=1400 failed" rig_up_nmcli mtu
+    expect_eq "the tun in mtu does not have MTU 1400" "mtu 1400" "$(tun_mtu)"
+    expect_within "no 1400-byte ping through the tunnel" 10 rig_ns mtu ping -M do -s 1372 -c1 -W1 -q "$RIG_TUN_SERVER_IP"
+    pass_note "tunnel-mtu=1400: $(tun_mtu) inside namespace mtu"
+    rig_down_nmcli mtu >/dev/null
+    assert_gone mtu "$before"
+    rig_profile_delete mtu
+    rig_profile_keyfile mtu 1 ca netns-isolate=yes netns-name=mtu
+    expect_cmd_ok "up without tunnel-mtu failed" rig_up_nmcli mtu
+    expect_eq "without tunnel-mtu the tun does not have MTU 1500 (negative control)" "mtu 1500" "$(tun_mtu)"
+    pass_note "negative control: without the key, $(tun_mtu)"
+    rig_down_nmcli mtu >/dev/null
+    assert_gone mtu "$before"
+    rig_profile_delete mtu
+}
+
+# Scenario 14: an app still running in a namespace that `down` deletes is stranded there; NM's log
+# names it (through the plugin) and suggests netns-persistent=yes.
+t_apps_left_behind() {
+    local before lines pid
+    before=$(rig_snapshot)
+    rig_profile_keyfile left 1 ca netns-isolate=yes netns-name=left
+    expect_cmd_ok "activation failed" rig_up_nmcli left
+    lines=$(wc -l <"$RIG_W/nm.log")
+    # `ip netns exec` execs sleep, so the PID the shell wrote is sleep's.
+    rig_sb sh -c "echo \$\$ >$RIG_IN/left-sleep.pid; exec ip netns exec left sleep 120" >/dev/null 2>&1 &
+    expect_within "the app did not start" 5 test -s "$RIG_W/left-sleep.pid"
+    pid=$(cat "$RIG_W/left-sleep.pid")
+    expect_cmd_ok "down failed" rig_down_nmcli left
+    expect_match_within "NM's log does not name the stranded app" 15 \
+        "namespace left was deleted at down while processes still ran in it: $pid \(sleep\)" \
+        tail -n +"$lines" "$RIG_W/nm.log"
+    expect_match_within "NM's log does not suggest netns-persistent" 1 'set netns-persistent=yes' \
+        tail -n +"$lines" "$RIG_W/nm.log"
+    expect_contains "the agent's log does not name the stranded app" "$pid (sleep)" "$(cat "$RIG_W/sandbox.log")"
+    pass_note "NM's log: $(tail -n +"$lines" "$RIG_W/nm.log" | grep -o "namespace left was deleted.*$pid (sleep)" | head -1)"
+    rig_sb kill "$pid"
+    wait
+    assert_gone left "$before"
+    rig_profile_delete left
+}
+
 E2E_TESTS+=(t_isolated_keyfile t_isolated_libnm t_passthrough t_names t_persistent t_refusals
-    t_two_at_once t_soft_restart t_agent_killed t_agent_replaced)
+    t_two_at_once t_soft_restart t_agent_killed t_agent_replaced t_quick_reconnect
+    t_apps_left_behind)
 # Its password-authenticated profile is not isolated.
 E2E_UNISOLATED+=(t_passthrough)
 

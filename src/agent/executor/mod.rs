@@ -28,6 +28,7 @@ use crate::report::Chain;
 mod error;
 mod ownership;
 mod store;
+mod stranded;
 mod teardown;
 
 pub use error::{ExecError, TeardownError};
@@ -289,10 +290,11 @@ impl<S: Sys> Executor<S> {
         ping_group_range: Option<&str>,
         start: Instant,
     ) -> Result<Isolated, ExecError> {
+        const SETUP: &str = "configuring the namespace";
         let mut record = self.record_attempt(req, attempt)?;
         check_deadline(&self.sys, req, start, "moving the link")?;
         let inside = self.move_link(attempt, link)?;
-        check_deadline(&self.sys, req, start, "configuring the namespace")?;
+        check_deadline(&self.sys, req, start, SETUP)?;
         let setup = NetnsSetup {
             link: &inside,
             mtu: req.plan.link.mtu,
@@ -300,8 +302,14 @@ impl<S: Sys> Executor<S> {
             ipv6: req.plan.ipv6.as_ref(),
             ping_group_range,
             reapply: false,
+            deadline: Some(req.deadline),
         };
-        self.sys.netns_setup(&attempt.netns, &setup)?;
+        self.sys
+            .netns_setup(&attempt.netns, &setup)
+            .map_err(|e| match e {
+                SysError::Deadline { .. } => timeout(req, start, self.sys.now(), SETUP),
+                e => e.into(),
+            })?;
         log_setup(&attempt.name, &setup);
         check_deadline(&self.sys, req, start, "writing the DNS files")?;
         self.write_dns_files(&mut record, &req.plan, &mut attempt.undo)?;
@@ -459,6 +467,8 @@ impl<S: Sys> Executor<S> {
             ipv6: plan.ipv6.as_ref(),
             ping_group_range: None,
             reapply: true,
+            // A re-sent config has no request deadline: openvpn restarted on its own.
+            deadline: None,
         };
         self.sys.netns_setup(&handle, &setup)?;
         log_setup(netns, &setup);
@@ -498,11 +508,15 @@ fn check_deadline<S: Sys>(
     if now < req.deadline {
         return Ok(());
     }
-    Err(ExecError::Timeout {
+    Err(timeout(req, start, now, step))
+}
+
+fn timeout(req: &IsolateArgs, start: Instant, now: Instant, step: &'static str) -> ExecError {
+    ExecError::Timeout {
         netns: req.plan.netns.clone(),
         elapsed: now.saturating_duration_since(start),
         step,
-    })
+    }
 }
 
 /// The name to give the link inside the namespace if its own is taken there.

@@ -432,6 +432,7 @@ fn no_mtu_leaves_the_link_mtu_alone() {
     assert_eq!(build(&input(&c, Some(&i4), None)).unwrap().link.mtu, None);
 }
 
+mod caps;
 mod refusals;
 
 pub(crate) use refusals::{invalid, wrong_type};

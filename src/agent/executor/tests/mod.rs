@@ -408,6 +408,35 @@ fn deadline_already_past_touches_nothing() {
         .any(|c| matches!(c, Call::NetnsAdd(_))));
 }
 
+/// A hostile server's 1024 routes on a slow kernel: the deadline is checked between the
+/// configuration step's messages, not only after the step.
+#[test]
+fn deadline_inside_the_configuration_step_rolls_back() {
+    let mut ex = executor();
+    let before = world(&ex);
+    let mut req = request();
+    let route = req.plan.ipv4.as_ref().unwrap().routes[0].clone();
+    req.plan.ipv4.as_mut().unwrap().routes = (0..1024u32)
+        .map(|i| Route {
+            dest: Ipv4Addr::from(0x0a00_0000 + (i << 8)),
+            ..route.clone()
+        })
+        .collect();
+    req.deadline = ex.sys.now() + Duration::from_millis(2000);
+    ex.sys.slow_messages(Duration::from_millis(10));
+    let err = ex.isolate(&req).unwrap_err();
+    let ExecError::Timeout { elapsed, step, .. } = &err else {
+        panic!("{err}");
+    };
+    // 200 messages fit in 2 s; the whole plan would have taken 10.29 s.
+    assert_eq!(
+        (*elapsed, *step),
+        (Duration::from_millis(2000), "configuring the namespace")
+    );
+    assert!(calls(&mut ex).contains(&moved_back("tun0")));
+    assert_nothing_left(&ex, &before, "deadline inside the setup");
+}
+
 fn refused_before_side_effects(ex: &mut Executor<RecordingSys>, req: &IsolateArgs) -> ExecError {
     calls(ex);
     let before = world(ex);
@@ -540,3 +569,4 @@ fn one_vpn_per_namespace() {
 
 mod ownership;
 mod release;
+mod stranded;

@@ -1,0 +1,194 @@
+//! The agent's leases: which caller holds which namespace, and the wait of a quick reconnect for
+//! the lease its own connection still holds.
+//!
+//! NetworkManager does not wait for a plugin to stop. After `down` then `up` of one connection,
+//! the new plugin's `Isolate` can arrive while the old plugin still holds the namespace, because
+//! it is still stopping openvpn or its `Release` is still running. Such a request waits, until
+//! its `netns-timeout` deadline at most, for that lease to go. A request of another connection is
+//! refused at once: its namespace really is in use.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Instant;
+
+use log::info;
+use tokio::sync::{Mutex, MutexGuard, Notify};
+
+use crate::agent::record::Record;
+use crate::contract::AgentError;
+use crate::plan::settings::NetnsName;
+
+/// One isolation's holder: the caller's unique bus name (`""` on a peer-to-peer connection), the
+/// connection it isolated, and what a re-sent config needs to be planned again.
+pub struct Lease {
+    pub owner: String,
+    pub uuid: String,
+    pub never_default_v4: bool,
+    pub never_default_v6: bool,
+}
+
+impl From<&Record> for Lease {
+    fn from(r: &Record) -> Self {
+        Lease {
+            owner: r.owner.clone(),
+            uuid: r.connection_uuid.clone(),
+            never_default_v4: r.never_default_v4,
+            never_default_v6: r.never_default_v6,
+        }
+    }
+}
+
+/// The leases, and whether the agent is on its way out: both change under one lock, so that no
+/// lease is granted once the agent decided to exit.
+#[derive(Default)]
+pub struct LeaseTable {
+    pub held: HashMap<NetnsName, Lease>,
+    pub retiring: bool,
+    /// Namespaces whose lease is gone but whose release still runs on the executor: an
+    /// `Isolate` sent there now would reach the executor before the release is done.
+    releasing: HashSet<NetnsName>,
+}
+
+impl LeaseTable {
+    /// Takes `owner`'s lease on `ns` out of the table for a release to run; `None`, and nothing
+    /// taken, if `owner` holds none there. The caller ends it with [`Leases::released`].
+    pub fn start_release(&mut self, ns: &NetnsName, owner: &str) -> Option<Lease> {
+        if self.held.get(ns)?.owner != owner {
+            return None;
+        }
+        let lease = self.held.remove(ns)?;
+        self.releasing.insert(ns.clone());
+        Some(lease)
+    }
+}
+
+/// The lease table, and a signal each time a lease goes.
+#[derive(Default)]
+pub struct Leases {
+    table: Mutex<LeaseTable>,
+    gone: Notify,
+}
+
+/// What an `Isolate` meets in the table.
+enum Meets {
+    Free,
+    /// The connection's own previous lease, or a release still running: wait for it.
+    Wait,
+    InUse,
+}
+
+impl Leases {
+    pub async fn lock(&self) -> MutexGuard<'_, LeaseTable> {
+        self.table.lock().await
+    }
+
+    /// Ends a release begun by [`LeaseTable::start_release`], or drops a lease whose isolation
+    /// failed, and wakes the requests that wait for it.
+    pub async fn released(&self, ns: &NetnsName) {
+        let mut table = self.table.lock().await;
+        table.releasing.remove(ns);
+        drop(table);
+        self.gone.notify_waiters();
+    }
+
+    /// Drops `owner`'s lease on `ns`, as after a failed isolation, and wakes those who wait.
+    pub async fn drop_lease(&self, ns: &NetnsName, owner: &str) {
+        let mut table = self.table.lock().await;
+        if table.held.get(ns).is_some_and(|l| l.owner == owner) {
+            table.held.remove(ns);
+        }
+        drop(table);
+        self.gone.notify_waiters();
+    }
+
+    /// Grants `lease` on `ns`. A lease of the same connection held by another caller, or a
+    /// release still running, is waited for until `deadline`; any other lease refuses at once.
+    pub async fn take(
+        &self,
+        ns: &NetnsName,
+        lease: Lease,
+        deadline: Instant,
+    ) -> Result<(), AgentError> {
+        let waited_since = Instant::now();
+        loop {
+            // Registered before the table is read, so that a release between the read and the
+            // wait still wakes this request.
+            let gone = self.gone.notified();
+            tokio::pin!(gone);
+            gone.as_mut().enable();
+            {
+                let mut table = self.table.lock().await;
+                // Only the calls that reached the agent between its last release and giving up
+                // its name meet this: later ones go to the new agent that the bus starts.
+                if table.retiring {
+                    return Err(AgentError::Failed(
+                        "the agent is exiting because its binary was replaced; try again".into(),
+                    ));
+                }
+                match meets(&table, ns, &lease) {
+                    Meets::Free => {
+                        if waited_since.elapsed().as_millis() > 0 {
+                            info!(
+                                "namespace {ns} is free after {} ms; isolating connection {} in it",
+                                waited_since.elapsed().as_millis(),
+                                lease.uuid
+                            );
+                        }
+                        table.held.insert(ns.clone(), lease);
+                        return Ok(());
+                    }
+                    Meets::InUse => {
+                        return Err(AgentError::InUse(format!(
+                            "namespace {ns} already holds an active VPN; only one VPN may use \
+                             a namespace at a time"
+                        )))
+                    }
+                    Meets::Wait => {}
+                }
+            }
+            let until = tokio::time::Instant::from_std(deadline);
+            if tokio::time::timeout_at(until, gone).await.is_err() {
+                return Err(AgentError::Timeout(format!(
+                    "namespace {ns} was still held by this connection's previous activation \
+                     after {} ms, at netns-timeout",
+                    waited_since.elapsed().as_millis()
+                )));
+            }
+        }
+    }
+}
+
+fn meets(table: &LeaseTable, ns: &NetnsName, lease: &Lease) -> Meets {
+    if table.releasing.contains(ns) {
+        return Meets::Wait;
+    }
+    match table.held.get(ns) {
+        None => Meets::Free,
+        // The same caller twice is no reconnect: its lease will not go while it waits.
+        Some(held) if held.uuid == lease.uuid && held.owner != lease.owner => Meets::Wait,
+        Some(_) => Meets::InUse,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Lease, LeaseTable};
+
+    /// A caller that left the bus loses only its own leases: the name may have been released
+    /// and leased again to another caller since its leases were listed.
+    #[test]
+    fn only_the_owners_lease_is_taken() {
+        let ns = "work".parse().unwrap();
+        let lease = |owner: &str| Lease {
+            owner: owner.to_owned(),
+            uuid: "u".to_owned(),
+            never_default_v4: false,
+            never_default_v6: false,
+        };
+        let mut table = LeaseTable::default();
+        table.held.insert("work".parse().unwrap(), lease(":1.8"));
+        assert!(table.start_release(&ns, ":1.7").is_none());
+        assert_eq!(table.held[&ns].owner, ":1.8");
+        assert!(table.start_release(&ns, ":1.8").is_some());
+        assert!(table.held.is_empty());
+    }
+}
