@@ -259,20 +259,15 @@ t_fault_nm_restart() {
 
 # The namespace deleted from outside (`ip netns del`) while connected.
 t_fault_netns_deleted() {
-    local name=ns-del ns=ns-del before lines
+    local name=ns-del ns=ns-del before
     before=$(rig_snapshot)
     fault_profile "$name" 4
     fault_up "$name" "$ns"
-    lines=$(wc -l <"$RIG_W/sandbox.log")
     rig_sb ip netns del "$ns"
     pass_note "ip netns del $ns with the VPN up"
-    sleep 15
-    rig_state "$name"
-    sb_ps "${VPN_PROCS[@]}"
-    rig_sb ls -la /run/nm-vpn-netns /etc/netns
-    rig_down_nmcli "$name" || true
-    sleep 5
-    sandbox_log_since "$lines"
+    # Observed (17:51 UTC run): 15 s later NM still reports the VPN activated and openvpn still runs;
+    # the tun went with the namespace. Expected: down still releases everything, with no error loop.
+    expect_cmd_ok "nmcli connection down failed after the namespace was deleted" rig_down_nmcli "$name"
     assert_fault_clean "$name" "$ns" "$before"
     assert_next_up "$name" "$ns" "$before"
 }
