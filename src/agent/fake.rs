@@ -367,10 +367,9 @@ impl Sys for RecordingSys {
 
     fn netns_processes(&mut self, path: &Path) -> Result<Vec<Process>, SysError> {
         self.call(Call::NetnsProcesses(path.to_owned()))?;
-        if !self.world.netns.contains_key(path) {
-            return Ok(Vec::new());
-        }
-        Ok(self.world.processes.get(path).cloned().unwrap_or_default())
+        let mounted = self.world.netns.contains_key(path);
+        let found = self.world.processes.get(path).filter(|_| mounted);
+        Ok(found.cloned().unwrap_or_default())
     }
 
     fn link_get(&mut self, ifindex: u32) -> Result<Option<Link>, SysError> {

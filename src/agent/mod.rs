@@ -23,6 +23,7 @@ pub mod policy;
 mod procs;
 pub mod record;
 mod rtmsg;
+mod safe_fs;
 pub mod service;
 pub mod sys;
 
