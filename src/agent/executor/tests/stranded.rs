@@ -34,7 +34,7 @@ fn a_namespace_that_stays_strands_nothing() {
 
     let mut ex = executor();
     foreign(&mut ex);
-    ex.isolate(&request()).unwrap();
+    ex.isolate(&foreign_allowed()).unwrap();
     ex.sys.world.processes.insert(p(NS), sleeper());
     assert_eq!(
         ex.stranded(&work()),
