@@ -8,6 +8,8 @@ PACKAGES=(
     iputils-ping python3-gi gir1.2-nm-1.0 dnsmasq-base make groff-base
     # Packaging: dpkg-shlibdeps for the .deb's library dependencies, lintian, rpmbuild and rpmlint.
     dpkg-dev lintian shellcheck rpm rpmlint
+    # The fault scenarios hold the agent inside a call by delaying one of its system calls.
+    strace
 )
 
 missing=()
