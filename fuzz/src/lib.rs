@@ -16,8 +16,11 @@ use nm_vpn_netns::shim::codec;
 use zbus::wire::serialized::{Context, Data};
 use zbus::wire::LE;
 
+/// A target's entry point.
+pub type Target = fn(&[u8]);
+
 /// The targets by name, as under `fuzz/fuzz_targets/`, `fuzz/corpus/` and `fuzz/regressions/`.
-pub const TARGETS: [(&str, fn(&[u8])); 3] = [
+pub const TARGETS: [(&str, Target); 3] = [
     ("vpn_data", vpn_data),
     ("nm_dicts", nm_dicts),
     ("agent_request", agent_request),
