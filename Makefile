@@ -2,6 +2,7 @@
 #
 #   make demo       install what is missing, build, and show an isolated VPN on the built-in rig
 #   make check      the whole test suite (what CI runs)
+#   make fuzz       each fuzz target for FUZZ_SECONDS (30) on the stable toolchain (part of check)
 #   make bench      benchmarks on the rig; figures go to BENCHMARKS.md
 #   make man        generate the man pages and shell completions into target/doc-gen
 #   make install    install into $(DESTDIR)$(PREFIX) (run as root; see README)
@@ -33,10 +34,12 @@ STOCK_NAME = $(NMVPNDIR)/nm-openvpn-service.name
 CI_CACHE ?= /var/cache/nm-vpn-netns-ci
 CARGO_DEB_VERSION = 3.8.0
 CARGO_DEB = $(CI_CACHE)/cargo-deb-$(CARGO_DEB_VERSION)/bin/cargo-deb
+CARGO_FUZZ_VERSION = 0.13.2
+CARGO_FUZZ = $(CI_CACHE)/cargo-fuzz-$(CARGO_FUZZ_VERSION)/bin/cargo-fuzz
 DEB_VERSION ?=
 CARGO_PROFILE_FLAG = $(if $(filter release,$(PROFILE)),--release,--profile $(PROFILE))
 
-.PHONY: all build man deps demo check lint unit privileged release-lib e2e bench soak deb deb-check rpm rpm-check vm install uninstall no-package clean
+.PHONY: all build man deps demo check lint unit fuzz privileged release-lib e2e bench soak deb deb-check rpm rpm-check vm install uninstall no-package clean
 
 all: build
 
@@ -62,6 +65,21 @@ lint:
 unit:
 	$(CARGO) test --locked
 
+# The fuzz targets (fuzz/README.md), each for FUZZ_SECONDS, without a sanitizer: AddressSanitizer
+# needs a nightly toolchain. What they find goes to a scratch corpus, so that fuzz/corpus keeps
+# only the seeds; a crash fails the run and leaves its input under fuzz/artifacts/TARGET.
+FUZZ_SECONDS ?= 30
+# The fuzz build (release, instrumented) is kept outside the clone; cargo rebuilds what changed.
+FUZZ_TARGET = $(CI_CACHE)/fuzz-target
+FUZZ = PATH=$(dir $(CARGO_FUZZ)):$$PATH $(CARGO) fuzz
+fuzz: $(CARGO_FUZZ)
+	$(CARGO) fetch --locked --manifest-path fuzz/Cargo.toml
+	@set -e; for t in $$($(FUZZ) list); do \
+	    mkdir -p fuzz/target/corpus/$$t; \
+	    $(FUZZ) run --sanitizer none --debug-assertions --target-dir $(FUZZ_TARGET) $$t fuzz/target/corpus/$$t fuzz/corpus/$$t \
+	        $$(ls -d fuzz/regressions/$$t 2>/dev/null) -- -max_total_time=$(FUZZ_SECONDS); \
+	done
+
 # Executor tests against the real kernel, in namespaces of their own (see the script).
 privileged:
 	bash tests/privileged.sh
@@ -73,7 +91,7 @@ e2e: deb
 release-lib: build
 	bash tests/layout.sh --release-lib
 
-check: deps lint unit privileged release-lib deb-check rpm-check e2e vm
+check: deps lint unit fuzz privileged release-lib deb-check rpm-check e2e vm
 
 # Figures for BENCHMARKS.md; not part of check, since timings prove nothing on a noisy machine.
 bench: deps build
@@ -83,12 +101,20 @@ bench: deps build
 soak: deps build
 	E2E_CYCLES=$${E2E_CYCLES:-50} bash tests/e2e/run.sh t_fault_cycles
 
-# cargo-deb comes from crates.io (Debian has none); built once into the cache, then renamed into
-# place, so that an interrupted build is never used.
+# $(call cached_install,CRATE,VERSION): a cargo tool from crates.io (Debian has none), built once
+# into the cache under a temporary name, then renamed into place, so that an interrupted build is
+# never used.
+define cached_install
+rm -rf $(CI_CACHE)/$(1)-$(2).tmp
+$(CARGO) install --locked --version $(2) --root $(CI_CACHE)/$(1)-$(2).tmp $(1)
+mv $(CI_CACHE)/$(1)-$(2).tmp $(CI_CACHE)/$(1)-$(2)
+endef
+
 $(CARGO_DEB):
-	rm -rf $(CI_CACHE)/cargo-deb-$(CARGO_DEB_VERSION).tmp
-	$(CARGO) install --locked --version $(CARGO_DEB_VERSION) --root $(CI_CACHE)/cargo-deb-$(CARGO_DEB_VERSION).tmp cargo-deb
-	mv $(CI_CACHE)/cargo-deb-$(CARGO_DEB_VERSION).tmp $(CI_CACHE)/cargo-deb-$(CARGO_DEB_VERSION)
+	$(call cached_install,cargo-deb,$(CARGO_DEB_VERSION))
+
+$(CARGO_FUZZ):
+	$(call cached_install,cargo-fuzz,$(CARGO_FUZZ_VERSION))
 
 deb: build $(CARGO_DEB)
 	bash packaging/debian/build.sh $(CARGO_DEB) $(DEB_VERSION)

@@ -1,12 +1,12 @@
 //! Golden plans for dicts captured from the real nm-openvpn 1.10.2 with openvpn 2.6.14 on the e2e rig
 //! (`dbus-monitor --system` on the sandbox's bus while `nmcli connection up` ran), byte for byte:
-//! the `topology subnet` capture is in `common`, the `topology net30` one below.
+//! both captures, `topology subnet` and `topology net30`, are in `common`.
 
 mod common;
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use common::{dict, openvpn_config, openvpn_ip4, openvpn_ip6, ov, VarDict};
+use common::{openvpn_config, openvpn_ip4, openvpn_ip6, openvpn_net30, VarDict};
 use nm_vpn_netns::plan::{self, DefaultRoute, FamilyPlan, PlanInput, Route};
 use nm_vpn_netns::shim::codec;
 use zbus::Variant;
@@ -75,29 +75,10 @@ fn topology_subnet_with_ipv6() {
     assert!(plan.resolv_conf.lines().all(|l| !l.contains("198.18.")));
 }
 
-/// `topology net30` (the openvpn default for IPv4-only servers): a /32 with a ptp peer, and the
-/// server's pushed route to its own tunnel end.
+/// `topology net30`: a /32 with a ptp peer, and the server's pushed route to its own tunnel end.
 #[test]
 fn topology_net30_ipv4_only() {
-    let config = dict(vec![
-        ("gateway", ov(16782022u32)),
-        ("can-persist", ov(true)),
-        ("tundev", ov("tun0")),
-        ("mtu", ov(1500u32)),
-        ("has-ip4", ov(true)),
-    ]);
-    let ip4 = dict(vec![
-        ("internal-gateway", ov(84022214u32)),
-        ("address", ov(100799430u32)),
-        ("ptp", ov(84022214u32)),
-        ("prefix", ov(32u32)),
-        ("routes", ov(vec![vec![16913350u32, 32, 84022214, 0]])),
-        ("dns", ov(vec![16782278u32])),
-        ("domains", ov(vec!["vpn.test"])),
-        ("tundev", ov("tun0")),
-        ("gateway", ov(16782022u32)),
-        ("mtu", ov(1500u32)),
-    ]);
+    let (config, ip4) = openvpn_net30();
     let plan = build(&config, Some(&ip4), None);
 
     let peer = Ipv4Addr::new(198, 19, 2, 5);

@@ -383,6 +383,13 @@ fn decode_request(
     Ok((args, lease))
 }
 
+/// Everything `Isolate` checks before it touches the system, alone: for the fuzzers (`fuzz/`) and
+/// the test that replays what they found.
+#[doc(hidden)]
+pub fn validate_request(req: &VarDict) -> Result<(), AgentError> {
+    decode_request(req, String::new()).map(drop)
+}
+
 #[interface(name = "io.github.NmVpnNetns.Agent1")]
 impl Agent {
     async fn isolate(

@@ -66,3 +66,28 @@ pub fn openvpn_ip6() -> VarDict {
         ("domains", ov(vec!["vpn.test"])),
     ])
 }
+
+/// The captured `Config` and `Ip4Config` of `topology net30` (openvpn's default for IPv4-only
+/// servers): a /32 with a ptp peer, and the server's pushed route to its own tunnel end.
+pub fn openvpn_net30() -> (VarDict, VarDict) {
+    let config = dict(vec![
+        ("gateway", ov(16782022u32)),
+        ("can-persist", ov(true)),
+        ("tundev", ov("tun0")),
+        ("mtu", ov(1500u32)),
+        ("has-ip4", ov(true)),
+    ]);
+    let ip4 = dict(vec![
+        ("internal-gateway", ov(84022214u32)),
+        ("address", ov(100799430u32)),
+        ("ptp", ov(84022214u32)),
+        ("prefix", ov(32u32)),
+        ("routes", ov(vec![vec![16913350u32, 32, 84022214, 0]])),
+        ("dns", ov(vec![16782278u32])),
+        ("domains", ov(vec!["vpn.test"])),
+        ("tundev", ov("tun0")),
+        ("gateway", ov(16782022u32)),
+        ("mtu", ov(1500u32)),
+    ]);
+    (config, ip4)
+}
