@@ -130,8 +130,9 @@ pub fn agent_request(data: &[u8]) {
         return;
     };
     if let Err(e) = service::validate_request(&request) {
-        let AgentError::InvalidArgs(msg) = &e else {
-            panic!("a request the agent cannot decode is not InvalidArgs: {e:?}");
+        // A bad request is InvalidArgs; a user's name the policy cannot form is AccessDenied.
+        let (AgentError::InvalidArgs(msg) | AgentError::AccessDenied(msg)) = &e else {
+            panic!("a refused request is neither InvalidArgs nor AccessDenied: {e:?}");
         };
         assert_one_line(msg);
     }

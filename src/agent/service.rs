@@ -312,6 +312,15 @@ fn decode_request(
             "request field \"ifindex\" must be a positive u32".into(),
         ));
     }
+    // Both go into the record and the logs, so a hostile caller must not make them grow.
+    for (field, value, cap) in [("id", &req.id, 1024), ("uuid", &req.uuid, 64)] {
+        if value.len() > cap {
+            let len = value.len();
+            return Err(invalid(format!(
+                "request field {field:?} has {len} bytes; at most {cap}"
+            )));
+        }
+    }
     // Absent, a user connection would pass for a system one.
     let permissions = req.permissions.ok_or_else(|| {
         invalid(
@@ -383,11 +392,11 @@ fn decode_request(
     Ok((args, lease))
 }
 
-/// Everything `Isolate` checks before it touches the system, alone: for the fuzzers (`fuzz/`) and
-/// the test that replays what they found.
+/// Everything `Isolate` checks before it touches the system, under the default policy, alone: for
+/// the fuzzers (`fuzz/`) and the test that replays what they found.
 #[doc(hidden)]
 pub fn validate_request(req: &VarDict) -> Result<(), AgentError> {
-    decode_request(req, String::new()).map(drop)
+    decode_request(req, String::new(), Policy::default()).map(drop)
 }
 
 #[interface(name = "io.github.NmVpnNetns.Agent1")]
