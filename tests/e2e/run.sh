@@ -106,5 +106,6 @@ for t in "${selected[@]}"; do
         record FAIL "$t"
         echo "FAIL $t ($((SECONDS - t0)) s)"
         rig_dump_logs
+        rig_settle_after_failure
     fi
 done

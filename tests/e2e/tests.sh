@@ -186,7 +186,8 @@ t_agent_refusals() {
     out=$(agent_say "")
     expect_json "Isolate failed" netns leased "$out"
     first_pid=$AGENT_CLIENT_PID first_in=$AGENT_CLIENT_IN first_out=$AGENT_CLIENT_OUT
-    agent_client --tun rigtun3 --id second --uuid "$uuid" --settings netns-isolate=yes,netns-name=leased --addr4 198.19.0.5/24
+    # Another connection: the same one would be a reconnect, which waits for its own lease.
+    agent_client --tun rigtun3 --id second --uuid "$(new_uuid)" --settings netns-isolate=yes,netns-name=leased --addr4 198.19.0.5/24
     out=$(agent_say "")
     agent_end
     echo "    second lease: $out"

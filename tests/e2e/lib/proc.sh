@@ -90,3 +90,21 @@ vpn_procs_settled() {
         (($(grep -c . <<<"$pids") <= active)) || return 1
     done
 }
+
+# After a failed scenario: brings every active VPN down and ends, by PID, any VPN process still
+# left in the sandbox, so that one failure does not fail the scenarios after it as well.
+rig_settle_after_failure() {
+    local id n pid
+    while IFS=: read -r id n; do
+        [[ $n == vpn ]] && rig_sb nmcli connection down id "$id" >/dev/null 2>&1
+    done < <(rig_sb nmcli -t -f NAME,TYPE connection show --active 2>/dev/null)
+    rig_wait_vpn_gone && return 0
+    for n in "${VPN_PROCS[@]}"; do
+        for pid in $(sb_pids "$n"); do
+            echo "  settling after the failure: ending $n (pid $pid)"
+            rig_sb kill -9 "$pid" 2>/dev/null
+        done
+    done
+    rig_wait_vpn_gone
+}
+
