@@ -142,9 +142,10 @@ rpm-check: rpm
 	rpmlint -c packaging/rpm/rpmlint.toml -r packaging/rpm/nm-vpn-netns.rpmlintrc packaging/rpm/nm-vpn-netns.spec $(RPM_TOPDIR)/RPMS/x86_64/*.rpm
 	bash tests/rpm-scriptlets.sh
 
-# Booted Debian 12 and 13 under qemu, systemd as PID 1 (tests/vm/README.md): install, an upgrade
-# with a VPN up, a killed agent, purge. The upgrade goes from this tree packaged as a lower version
-# (~vm) to this tree as `make deb` packages it. About 10 minutes, 14 with the root filesystems to build.
+# Booted Debian 12 and 13 under qemu, systemd as PID 1 (tests/vm/README.md): install, the agent's
+# hardened unit, a local user with a logind session, an upgrade with a VPN up, a killed agent, purge.
+# The upgrade goes from this tree packaged as a lower version (~vm) to this tree as `make deb`
+# packages it. About 13 minutes, 17 with the root filesystems to build.
 VM_DEB_B = $(shell awk 'NR == 1 {gsub(/[()]/, "", $$2); print $$2}' packaging/debian/changelog)
 VM_DEB_A = $(VM_DEB_B)~vm
 vm:
