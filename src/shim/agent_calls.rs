@@ -196,13 +196,19 @@ async fn restart_if_lost(conn: &Connection, e: &ShimError) {
     if !agent_lost(e) {
         return;
     }
-    info!("no agent answered; starting a new one, which releases what this plugin held at its exit");
+    info!(
+        "no agent answered; starting a new one, which releases what this plugin held at its exit"
+    );
     let version = async {
-        agent(conn).await?.version().await.map_err(|error| ShimError::Call {
-            peer: Peer::Agent,
-            method: "Version",
-            error: Leaf(error),
-        })
+        agent(conn)
+            .await?
+            .version()
+            .await
+            .map_err(|error| ShimError::Call {
+                peer: Peer::Agent,
+                method: "Version",
+                error: Leaf(error),
+            })
     };
     match within(Peer::Agent, "Version", RESTART_TIMEOUT, version)
         .await
