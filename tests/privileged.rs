@@ -476,6 +476,53 @@ fn assert_dns_files(netns: &str, plan: &IsolationPlan) {
     assert_eq!(out, plan.resolv_conf);
 }
 
+/// What a namespace deletion cut short between its unmount and its unlink leaves (an empty file
+/// of root's) is removed; a file with content, or one with something mounted on it, stays.
+#[test]
+#[ignore = "needs root in the sandbox of tests/privileged.sh"]
+fn only_the_leftover_of_a_cut_short_deletion_is_removed() {
+    sandbox();
+    let dir = Path::new("/run/netns");
+    fs::create_dir_all(dir).unwrap();
+    let mut sys = RealSys::new().unwrap();
+    let leftover = dir.join("nvn-leftover");
+    File::create(&leftover).unwrap();
+    assert!(sys.netns_leftover_remove(&leftover).unwrap());
+    assert!(
+        !leftover.exists(),
+        "expected {} removed",
+        leftover.display()
+    );
+    assert!(
+        sys.netns_leftover_remove(&leftover).unwrap(),
+        "nothing there"
+    );
+
+    let full = dir.join("nvn-full");
+    fs::write(&full, "x").unwrap();
+    assert!(!sys.netns_leftover_remove(&full).unwrap());
+    assert!(full.exists(), "expected {} kept", full.display());
+
+    // An empty file of root's mounted there, which only a plain unlink leaves alone.
+    let mounted = dir.join("nvn-mounted");
+    let source = Path::new("/run/nvn-empty");
+    File::create(&mounted).unwrap();
+    File::create(source).unwrap();
+    let status = Command::new("mount")
+        .arg("--bind")
+        .args([source, &mounted])
+        .status()
+        .unwrap();
+    assert!(status.success(), "mount --bind: {status}");
+    let got = sys.netns_leftover_remove(&mounted);
+    assert!(got.is_err(), "expected EBUSY, got {got:?}");
+    assert!(mounted.exists(), "expected {} kept", mounted.display());
+    Command::new("umount").arg(&mounted).status().unwrap();
+    for f in [&mounted, &full, source] {
+        fs::remove_file(f).unwrap();
+    }
+}
+
 #[test]
 #[ignore = "needs root in the sandbox of tests/privileged.sh"]
 fn isolates_ipv4_in_a_new_namespace_and_deletes_it_on_release() {
@@ -1177,6 +1224,9 @@ impl Sys for Timed {
     }
     fn netns_del(&mut self, path: &Path) -> Result<(), SysError> {
         self.time("netns_del", |s| s.netns_del(path))
+    }
+    fn netns_leftover_remove(&mut self, path: &Path) -> Result<bool, SysError> {
+        self.time("netns_leftover_remove", |s| s.netns_leftover_remove(path))
     }
     fn netns_id(&mut self, netns: &NetnsFd) -> Result<NetnsId, SysError> {
         self.time("netns_id", |s| s.netns_id(netns))

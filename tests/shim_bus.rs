@@ -85,6 +85,8 @@ enum AgentCall {
     Reapply(String, VarDict, VarDict, VarDict),
     /// With whether the stock service had exited by then, and the shim's State then.
     Release(String, bool, u32),
+    /// A read of the Version property, which starts an agent.
+    Version,
 }
 
 /// How the fake agent refuses Isolate.
@@ -117,6 +119,12 @@ impl FakeAgent {
             created: true,
             elapsed_us: 21_000,
         })
+    }
+
+    #[zbus(property)]
+    async fn version(&self) -> u32 {
+        self.calls.lock().unwrap().push(AgentCall::Version);
+        nm_vpn_netns::contract::VERSION
     }
 
     async fn reapply(&self, netns: String, config: VarDict, ip4: VarDict, ip6: VarDict) {
@@ -667,6 +675,49 @@ async fn agent_failure_fails_the_connection() {
         assert!(log.contains("the fake agent refuses\\n<3>forged"), "{log}");
         assert!(!log.lines().any(|l| l.starts_with("<3>")), "{log}");
     }
+}
+
+/// An agent killed during Isolate may have recorded a lease for the shim under a name the shim
+/// never learns. The bus answers the call with NoReply; the shim then reads Version, which has
+/// the bus start a new agent, which adopts that lease while the shim is on the bus and releases
+/// it when the shim leaves.
+#[tokio::test]
+async fn vanished_agent_is_started_again() {
+    let vanished: Refusal = |_| {
+        let e = zbus::fdo::Error::NoReply("Message recipient disconnected".into());
+        AgentError::ZBus(zbus::Error::FDO(Box::new(e)))
+    };
+    let mut rig = Rig::start("agent-vanishes", &fake_stock(), Some(vanished), &[]).await;
+    let data = [("remote", "x"), ("netns-isolate", "yes")];
+    rig.call("Connect", connection(&data, vec![]))
+        .await
+        .unwrap();
+    rig.emit("Config", Variant::from((config("lo"),))).await;
+    rig.emit("Ip4Config", Variant::from((openvpn_ip4("lo"),)))
+        .await;
+    assert_eq!(
+        rig.signals_until_stopped().await,
+        [
+            Sig::State(STARTING),
+            Sig::State(STOPPING),
+            Sig::Failure(CONNECT_FAILED),
+            Sig::State(STOPPED)
+        ]
+    );
+    assert!(
+        matches!(
+            &rig.agent_calls()[..],
+            [AgentCall::Isolate(_), AgentCall::Version]
+        ),
+        "expected Isolate then Version, got {:?}",
+        rig.agent_calls()
+    );
+    assert!(rig.exit_status().await.success());
+    let log = rig.shim_log();
+    assert!(
+        log.contains("no agent answered; starting a new one"),
+        "{log}"
+    );
 }
 
 #[tokio::test]

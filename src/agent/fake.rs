@@ -18,6 +18,7 @@ pub enum Call {
     NetnsAdd(PathBuf),
     NetnsOpen(PathBuf),
     NetnsDel(PathBuf),
+    NetnsLeftoverRemove(PathBuf),
     NetnsId(PathBuf),
     NetnsProcesses(PathBuf),
     LinkGet(u32),
@@ -54,6 +55,8 @@ pub enum Call {
 pub enum FakeNetnsEntry {
     Netns,
     RegularFile,
+    /// What `ip netns del` leaves between its unmount and its unlink: an empty file of root's.
+    Leftover,
 }
 
 /// A link of a [`World`].
@@ -245,22 +248,18 @@ impl RecordingSys {
         let object = format!("{call:?}");
         self.calls.push(call);
         if fail {
-            Err(SysError::os(
-                "injected failure of",
-                object,
-                io::Error::from_raw_os_error(Errno::EIO as i32),
-            ))
+            Err(Self::errno("injected failure of", object, Errno::EIO))
         } else {
             Ok(())
         }
     }
 
     fn enoent(op: &'static str, path: &Path) -> SysError {
-        SysError::os(
-            op,
-            path.display(),
-            io::Error::from_raw_os_error(Errno::ENOENT as i32),
-        )
+        Self::errno(op, path.display(), Errno::ENOENT)
+    }
+
+    fn errno(op: &'static str, object: impl fmt::Display, errno: Errno) -> SysError {
+        SysError::os(op, object, io::Error::from_raw_os_error(errno as i32))
     }
 
     fn check_parent(&self, op: &'static str, path: &Path) -> Result<(), SysError> {
@@ -310,11 +309,7 @@ impl Sys for RecordingSys {
     fn netns_add(&mut self, path: &Path) -> Result<FakeNetns, SysError> {
         self.call(Call::NetnsAdd(path.to_owned()))?;
         if self.world.netns.contains_key(path) {
-            return Err(SysError::os(
-                "netns_add",
-                path.display(),
-                io::Error::from_raw_os_error(Errno::EEXIST as i32),
-            ));
+            return Err(Self::errno("netns_add", path.display(), Errno::EEXIST));
         }
         if let Some(dir) = path.parent() {
             self.world.dirs.insert(dir.to_owned());
@@ -337,10 +332,12 @@ impl Sys for RecordingSys {
         match self.world.netns.get(path) {
             None => Ok(None),
             Some(FakeNetnsEntry::Netns) => Ok(Some(FakeNetns(path.to_owned()))),
-            Some(FakeNetnsEntry::RegularFile) => Err(SysError::NotNetns {
-                path: path.to_owned(),
-                found: "a regular file",
-            }),
+            Some(FakeNetnsEntry::RegularFile | FakeNetnsEntry::Leftover) => {
+                Err(SysError::NotNetns {
+                    path: path.to_owned(),
+                    found: "a regular file",
+                })
+            }
         }
     }
 
@@ -353,6 +350,16 @@ impl Sys for RecordingSys {
             .links
             .retain(|_, l| l.netns.as_deref() != Some(path));
         Ok(())
+    }
+
+    fn netns_leftover_remove(&mut self, path: &Path) -> Result<bool, SysError> {
+        self.call(Call::NetnsLeftoverRemove(path.to_owned()))?;
+        let entry = self.world.netns.get(path);
+        let leftover = matches!(entry, None | Some(FakeNetnsEntry::Leftover));
+        if leftover {
+            self.world.netns.remove(path);
+        }
+        Ok(leftover)
     }
 
     fn netns_id(&mut self, netns: &FakeNetns) -> Result<NetnsId, SysError> {
@@ -411,13 +418,7 @@ impl Sys for RecordingSys {
             .links
             .get_mut(&ifindex)
             .filter(|l| l.netns.is_none())
-            .ok_or_else(|| {
-                SysError::os(
-                    "link_set_netns",
-                    ifindex,
-                    io::Error::from_raw_os_error(Errno::ENODEV as i32),
-                )
-            })?;
+            .ok_or_else(|| Self::errno("link_set_netns", ifindex, Errno::ENODEV))?;
         link.netns = Some(netns.0.clone());
         link.link.up = false;
         link.setup = None;
@@ -438,13 +439,9 @@ impl Sys for RecordingSys {
             link: link.to_owned(),
             name: original.name.clone(),
         })?;
-        let found = self.link_in(&netns.0, link).ok_or_else(|| {
-            SysError::os(
-                "link_set_netns",
-                link,
-                io::Error::from_raw_os_error(Errno::ENODEV as i32),
-            )
-        })?;
+        let found = self
+            .link_in(&netns.0, link)
+            .ok_or_else(|| Self::errno("link_set_netns", link, Errno::ENODEV))?;
         found.netns = None;
         found.setup = None;
         found.link = original.clone();
@@ -475,13 +472,9 @@ impl Sys for RecordingSys {
             "mtu {:?} ipv4 {:?} ipv6 {:?} ping_group_range {:?}",
             setup.mtu, setup.ipv4, setup.ipv6, setup.ping_group_range
         );
-        let link = self.link_in(&netns.0, setup.link).ok_or_else(|| {
-            SysError::os(
-                "link_get",
-                setup.link,
-                io::Error::from_raw_os_error(Errno::ENODEV as i32),
-            )
-        })?;
+        let link = self
+            .link_in(&netns.0, setup.link)
+            .ok_or_else(|| Self::errno("link_get", setup.link, Errno::ENODEV))?;
         link.link.up = true;
         if let Some(mtu) = setup.mtu {
             link.link.mtu = mtu;
@@ -515,11 +508,7 @@ impl Sys for RecordingSys {
         let busy = self.world.files.keys().any(|f| f.parent() == Some(path))
             || self.world.dirs.iter().any(|d| d.parent() == Some(path));
         if busy {
-            return Err(SysError::os(
-                "rmdir",
-                path.display(),
-                io::Error::from_raw_os_error(Errno::ENOTEMPTY as i32),
-            ));
+            return Err(Self::errno("rmdir", path.display(), Errno::ENOTEMPTY));
         }
         self.world.dirs.remove(path);
         Ok(())
@@ -562,11 +551,7 @@ impl Sys for RecordingSys {
         self.call(Call::FileCreate(path.to_owned()))?;
         self.check_parent("create", path)?;
         if self.world.files.contains_key(path) {
-            return Err(SysError::os(
-                "create",
-                path.display(),
-                io::Error::from_raw_os_error(Errno::EEXIST as i32),
-            ));
+            return Err(Self::errno("create", path.display(), Errno::EEXIST));
         }
         self.write_new(path, content);
         Ok(())

@@ -250,6 +250,25 @@ impl Sys for RealSys {
         }
     }
 
+    fn netns_leftover_remove(&mut self, path: &Path) -> Result<bool, SysError> {
+        let st = match stat::lstat(path) {
+            Ok(st) => st,
+            Err(Errno::ENOENT) => return Ok(true),
+            Err(e) => return Err(SysError::os("lstat", path.display(), e)),
+        };
+        let kind = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT;
+        if kind != SFlag::S_IFREG || st.st_size != 0 || st.st_uid != 0 {
+            return Ok(false);
+        }
+        // A plain unlink, never an unmount: a file mounted there fails it with EBUSY, and stays.
+        unistd::unlink(path).map_err(|e| SysError::os("unlink", path.display(), e))?;
+        info!(
+            "removed {}, left by a namespace deletion that was cut short",
+            path.display()
+        );
+        Ok(true)
+    }
+
     fn netns_id(&mut self, netns: &NetnsFd) -> Result<NetnsId, SysError> {
         let st = stat::fstat(netns).map_err(|e| SysError::os("fstat", netns.path.display(), e))?;
         Ok(NetnsId {

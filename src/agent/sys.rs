@@ -141,6 +141,10 @@ pub trait Sys {
     fn netns_open(&mut self, path: &Path) -> Result<Option<Self::Netns>, SysError>;
     /// `ip netns del`: detaches the mount and removes the file; a missing one counts as done.
     fn netns_del(&mut self, path: &Path) -> Result<(), SysError>;
+    /// Removes what `ip netns del` (and [`Sys::netns_del`]) leaves when it is cut short between
+    /// its unmount and its unlink: an empty regular file owned by root, not a mount point.
+    /// `false` if something else is at `path`, which stays; `true` if nothing is left there.
+    fn netns_leftover_remove(&mut self, path: &Path) -> Result<bool, SysError>;
     /// The identity of an open namespace.
     fn netns_id(&mut self, netns: &Self::Netns) -> Result<NetnsId, SysError>;
     /// `ip netns pids`: the processes that run in the namespace mounted at `path`; none if

@@ -22,6 +22,8 @@ use super::CALL_TIMEOUT;
 
 /// On top of `netns-timeout`, which the agent enforces: its D-Bus activation and its rollback.
 const AGENT_MARGIN: Duration = Duration::from_secs(5);
+/// How long the shim waits for a new agent after the one it called vanished.
+const RESTART_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The agent's answer, for the session.
 pub(super) enum AgentAnswer {
@@ -104,6 +106,7 @@ async fn isolated(conn: Connection, call: IsolateCall) -> AgentAnswer {
         }
         Err(e) => {
             error!("isolating connection {id:?} failed: {}", chain(&e));
+            restart_if_lost(&conn, &e).await;
             AgentAnswer::Isolated(Err(e))
         }
     }
@@ -162,6 +165,56 @@ pub(super) async fn release(conn: &Connection, netns: &str) {
                 error!("{}", stranded_message(netns, &stranded));
             }
         }
+        Err(e) => {
+            error!("{}", chain(&e));
+            restart_if_lost(conn, &e).await;
+        }
+    }
+}
+
+/// Whether `e` says that no agent answered the call (it vanished mid-call, hung, or could not be
+/// started), rather than that the agent refused it.
+fn agent_lost(e: &ShimError) -> bool {
+    matches!(
+        e,
+        ShimError::Call {
+            peer: Peer::Agent,
+            ..
+        } | ShimError::NoReply {
+            peer: Peer::Agent,
+            ..
+        }
+    )
+}
+
+/// After an agent vanished mid-call (killed, crashed), has the bus start a new one while this
+/// shim is still on the bus. The vanished agent may have recorded a lease for this shim (it
+/// records before it acts) under a name the shim never learnt, so the shim cannot release it. A
+/// starting agent adopts the leases of holders still on the bus before it owns its name, and
+/// releases them when their holder leaves; without a new agent, nobody would.
+async fn restart_if_lost(conn: &Connection, e: &ShimError) {
+    if !agent_lost(e) {
+        return;
+    }
+    info!(
+        "no agent answered; starting a new one, which releases what this plugin held at its exit"
+    );
+    let version = async {
+        agent(conn)
+            .await?
+            .version()
+            .await
+            .map_err(|error| ShimError::Call {
+                peer: Peer::Agent,
+                method: "Version",
+                error: Leaf(error),
+            })
+    };
+    match within(Peer::Agent, "Version", RESTART_TIMEOUT, version)
+        .await
+        .and_then(|read| read)
+    {
+        Ok(version) => info!("a new agent (contract version {version}) runs"),
         Err(e) => error!("{}", chain(&e)),
     }
 }

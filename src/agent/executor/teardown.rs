@@ -178,7 +178,14 @@ impl<S: Sys> Executor<S> {
     /// without one); one created since under the same name is someone else's, and stays.
     fn delete_netns(&mut self, path: &Path, id: Option<NetnsId>) -> Result<(), SysError> {
         if let Some(id) = id {
-            let Some(found) = self.sys.netns_open(path)? else {
+            let opened = match self.sys.netns_open(path) {
+                // The agent's own deletion was cut short (a crash) after the unmount.
+                Err(SysError::NotNetns { .. }) if self.sys.netns_leftover_remove(path)? => {
+                    return Ok(());
+                }
+                opened => opened?,
+            };
+            let Some(found) = opened else {
                 info!("namespace {} is already gone", path.display());
                 return Ok(());
             };

@@ -282,3 +282,36 @@ fn one_bad_entry_in_the_state_directory_does_not_stop_the_agent() {
     let ex = Executor::new(sys, Paths::default()).unwrap();
     assert!(ex.records().next().is_none());
 }
+
+/// A crash inside the agent's own deletion, between the unmount and the unlink, leaves an empty
+/// file at the namespace's path; the next release (here by an agent started anew) removes it and
+/// finishes. Any other file there is not the agent's, and stays.
+#[test]
+fn a_release_finishes_a_deletion_cut_short() {
+    let mut ex = executor();
+    ex.isolate(&request()).unwrap();
+    let mut world = world(&ex);
+    world.netns.insert(p(NS), FakeNetnsEntry::Leftover);
+    let mut ex = Executor::new(RecordingSys::new(world.clone()), Paths::default()).unwrap();
+    ex.release(&work()).unwrap();
+    assert!(
+        calls(&mut ex).contains(&Call::NetnsLeftoverRemove(p(NS))),
+        "expected a removal of the leftover"
+    );
+    assert_eq!(ex.sys.world.netns.get(&p(NS)), None);
+    assert!(
+        record(&ex).is_none(),
+        "expected no record, got {:?}",
+        record(&ex)
+    );
+
+    world.netns.insert(p(NS), FakeNetnsEntry::RegularFile);
+    let mut ex = Executor::new(RecordingSys::new(world), Paths::default()).unwrap();
+    let err = ex.release(&work()).unwrap_err();
+    assert!(err.to_string().contains("namespace work"), "{err}");
+    assert_eq!(
+        ex.sys.world.netns.get(&p(NS)),
+        Some(&FakeNetnsEntry::RegularFile)
+    );
+    assert!(record(&ex).is_some_and(|r| !r.leased));
+}
