@@ -127,7 +127,8 @@ ADMIN_NS=admin-ns
 ADMIN_DNS=/etc/netns/admin-dns/resolv.conf
 
 # What the agent keeps about namespaces, wherever it keeps it.
-agent_records() { rig_sb sh -c 'ls -lA /run/nm-vpn-netns /var/lib/nm-vpn-netns 2>/dev/null; true'; }
+# The agent's records, one line each; an empty state directory made meanwhile is no record.
+agent_records() { rig_sb sh -c 'for f in /run/nm-vpn-netns/* /var/lib/nm-vpn-netns/*; do [ -e "$f" ] && ls -l "$f"; done; true'; }
 
 local_user_setup() {
     rig_sb id -u "$LOCAL_USER" >/dev/null 2>&1 ||
