@@ -295,6 +295,19 @@ fn plan_error(e: plan::PlanError) -> AgentError {
     AgentError::InvalidArgs(chain(&e))
 }
 
+/// The id and uuid go into the record and the logs, so a hostile caller must not make them grow.
+fn check_sizes(req: &IsolateRequest) -> Result<(), AgentError> {
+    for (field, value, cap) in [("id", &req.id, 1024), ("uuid", &req.uuid, 64)] {
+        if value.len() > cap {
+            let len = value.len();
+            return Err(AgentError::InvalidArgs(format!(
+                "request field {field:?} has {len} bytes; at most {cap}"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// The `Isolate` request with every field decoded and validated: nothing in it is trusted until
 /// `settings::parse` and `plan::build` accepted it. A user connection's name is formed as
 /// `policy` says.
@@ -312,15 +325,7 @@ fn decode_request(
             "request field \"ifindex\" must be a positive u32".into(),
         ));
     }
-    // Both go into the record and the logs, so a hostile caller must not make them grow.
-    for (field, value, cap) in [("id", &req.id, 1024), ("uuid", &req.uuid, 64)] {
-        if value.len() > cap {
-            let len = value.len();
-            return Err(invalid(format!(
-                "request field {field:?} has {len} bytes; at most {cap}"
-            )));
-        }
-    }
+    check_sizes(&req)?;
     // Absent, a user connection would pass for a system one.
     let permissions = req.permissions.ok_or_else(|| {
         invalid(
