@@ -364,6 +364,7 @@ fn decode_request(
         netns,
         never_default_v4: settings.never_default_v4,
         never_default_v6: settings.never_default_v6,
+        tunnel_mtu: req.tunnel_mtu,
         config: &req.config,
         ip4_config: req.ip4_config.as_ref(),
         ip6_config: req.ip6_config.as_ref(),
@@ -375,6 +376,7 @@ fn decode_request(
         uuid: settings.connection_uuid.clone(),
         never_default_v4: settings.never_default_v4,
         never_default_v6: settings.never_default_v6,
+        tunnel_mtu: req.tunnel_mtu,
     };
     let args = IsolateArgs {
         plan,
@@ -387,6 +389,7 @@ fn decode_request(
         owner,
         never_default_v4: settings.never_default_v4,
         never_default_v6: settings.never_default_v6,
+        tunnel_mtu: req.tunnel_mtu,
         deadline: start + settings.timeout,
     };
     Ok((args, lease))
@@ -449,21 +452,12 @@ impl Agent {
         #[zbus(connection)] conn: &Connection,
     ) -> Result<(), AgentError> {
         let (owner, ns) = authorize_on(conn, &hdr, "Reapply", netns).await?;
-        let (never_default_v4, never_default_v6) = {
+        let host_nsswitch = read_host_nsswitch();
+        let plan = {
             let leases = self.leases.lock().await;
             let lease = check_holder(&leases.held, &ns, &owner)?;
-            (lease.never_default_v4, lease.never_default_v6)
-        };
-        let host_nsswitch = read_host_nsswitch();
-        let plan = plan::build(&PlanInput {
-            netns: ns.clone(),
-            never_default_v4,
-            never_default_v6,
-            config: &config,
-            ip4_config: (!ip4.is_empty()).then_some(&ip4),
-            ip6_config: (!ip6.is_empty()).then_some(&ip6),
-            host_nsswitch: &host_nsswitch,
-        })
+            lease.replan(ns.clone(), &config, (&ip4, &ip6), &host_nsswitch)
+        }
         .map_err(plan_error)?;
         let result = self.executor.reapply(plan).await;
         match &result {
