@@ -13,6 +13,7 @@ use std::time::Instant;
 use log::info;
 use tokio::sync::{Mutex, MutexGuard, Notify};
 
+use crate::agent::executor::IsolateArgs;
 use crate::agent::record::Record;
 use crate::contract::AgentError;
 use crate::plan::settings::NetnsName;
@@ -49,6 +50,18 @@ impl Lease {
             ip6_config: (!ip6.is_empty()).then_some(ip6),
             host_nsswitch,
         })
+    }
+}
+
+impl From<&IsolateArgs> for Lease {
+    fn from(a: &IsolateArgs) -> Self {
+        Lease {
+            owner: a.owner.clone(),
+            uuid: a.connection_uuid.clone(),
+            never_default_v4: a.never_default_v4,
+            never_default_v6: a.never_default_v6,
+            tunnel_mtu: a.tunnel_mtu,
+        }
     }
 }
 

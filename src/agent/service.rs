@@ -298,11 +298,7 @@ fn plan_error(e: plan::PlanError) -> AgentError {
 /// The `Isolate` request with every field decoded and validated: nothing in it is trusted until
 /// `settings::parse` and `plan::build` accepted it. A user connection's name is formed as
 /// `policy` says.
-fn decode_request(
-    req: &VarDict,
-    owner: String,
-    policy: Policy,
-) -> Result<(IsolateArgs, Lease), AgentError> {
+fn decode_request(req: &VarDict, owner: String, policy: Policy) -> Result<IsolateArgs, AgentError> {
     let invalid = |msg: String| AgentError::InvalidArgs(msg);
     // The deadline starts when the request arrives, before any validation work.
     let start = Instant::now();
@@ -371,14 +367,7 @@ fn decode_request(
         host_nsswitch: &host_nsswitch,
     })
     .map_err(plan_error)?;
-    let lease = Lease {
-        owner: owner.clone(),
-        uuid: settings.connection_uuid.clone(),
-        never_default_v4: settings.never_default_v4,
-        never_default_v6: settings.never_default_v6,
-        tunnel_mtu: req.tunnel_mtu,
-    };
-    let args = IsolateArgs {
+    Ok(IsolateArgs {
         plan,
         connection_uuid: settings.connection_uuid,
         connection_id: settings.connection_id,
@@ -391,8 +380,7 @@ fn decode_request(
         never_default_v6: settings.never_default_v6,
         tunnel_mtu: req.tunnel_mtu,
         deadline: start + settings.timeout,
-    };
-    Ok((args, lease))
+    })
 }
 
 /// Everything `Isolate` checks before it touches the system, under the default policy, alone: for
@@ -508,10 +496,11 @@ impl Agent {
         let owner = authorize(conn, hdr, "Isolate").await?;
         // Read at each request, so that a change applies from the next connect on.
         let policy = Policy::load(&self.policy, 0).map_err(|e| AgentError::Failed(chain(&e)))?;
-        let (req, lease) = decode_request(&request, owner, policy)?;
-        let ns = req.plan.netns.clone();
-        let owner = lease.owner.clone();
-        self.leases.take(&ns, lease, req.deadline).await?;
+        let req = decode_request(&request, owner, policy)?;
+        let (ns, owner) = (req.plan.netns.clone(), req.owner.clone());
+        self.leases
+            .take(&ns, Lease::from(&req), req.deadline)
+            .await?;
         let (id, tun) = (req.connection_id.clone(), req.plan.link.name.to_string());
         match self.executor.isolate(req).await {
             Ok(iso) => {
@@ -572,12 +561,65 @@ fn check_holder<'a>(
 mod tests {
     use zbus::object_server::Interface;
 
-    use super::Agent;
+    use std::collections::HashMap;
+
+    use zbus::OwnedVariant;
+
+    use super::{decode_request, Agent, Lease};
+    use crate::agent::policy::Policy;
     use crate::contract::INTERFACE;
+    use crate::plan::VarDict;
 
     /// The `#[interface]` attribute takes no constant, so its literal is checked here.
     #[test]
     fn serves_the_contract_interface() {
         assert_eq!(Agent::name().as_str(), INTERFACE);
+    }
+
+    /// The request's `tunnel-mtu` is what the tun gets, not Config's `mtu` (1500 from
+    /// nm-openvpn's helper), and the lease keeps it for a `Reapply`.
+    #[test]
+    fn the_requests_tunnel_mtu_is_planned_and_leased() {
+        let ov = |v: zbus::Variant<'_>| OwnedVariant::try_from(v).unwrap();
+        let dict = |e: Vec<(&str, OwnedVariant)>| -> VarDict {
+            e.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+        };
+        let config = dict(vec![
+            ("tundev", ov("tun0".into())),
+            ("gateway", ov(0x0100_12c6u32.into())),
+            ("mtu", ov(1500u32.into())),
+            ("has-ip4", ov(true.into())),
+        ]);
+        let ip4 = dict(vec![
+            ("address", ov(0x0200_13c6u32.into())),
+            ("prefix", ov(24u32.into())),
+        ]);
+        let settings = HashMap::from([("netns-isolate".to_owned(), "yes".to_owned())]);
+        let request = |tunnel_mtu: Option<u32>| {
+            let mut r = dict(vec![
+                ("id", ov("work".into())),
+                ("uuid", ov("8d3e2c1a-5b4f-4e6d-9a7b-0c1d2e3f4a5b".into())),
+                ("permissions", ov(Vec::<String>::new().into())),
+                ("netns-settings", ov(settings.clone().into())),
+                ("ifindex", ov(7u32.into())),
+                ("config", ov(config.clone().into())),
+                ("ip4-config", ov(ip4.clone().into())),
+            ]);
+            if let Some(mtu) = tunnel_mtu {
+                r.insert("tunnel-mtu".into(), ov(mtu.into()));
+            }
+            decode_request(&r, String::new(), Policy::default()).unwrap()
+        };
+        let args = request(Some(1400));
+        let lease = Lease::from(&args);
+        assert_eq!(args.plan.link.mtu, Some(1400), "expected tunnel-mtu");
+        assert_eq!(
+            (args.tunnel_mtu, lease.tunnel_mtu),
+            (Some(1400), Some(1400))
+        );
+        let args = request(None);
+        let lease = Lease::from(&args);
+        assert_eq!(args.plan.link.mtu, Some(1500), "expected Config's mtu");
+        assert_eq!(lease.tunnel_mtu, None);
     }
 }
