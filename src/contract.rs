@@ -60,6 +60,9 @@ pub struct IsolateRequest {
     pub never_default_v4: Option<bool>,
     /// `ipv6.never-default` of the profile; absent means false.
     pub never_default_v6: Option<bool>,
+    /// `tunnel-mtu` of the profile's `vpn.data` (openvpn's `--tun-mtu`); absent means unset, and
+    /// then `Config`'s `mtu` applies. Since 0.2.
+    pub tunnel_mtu: Option<u32>,
     /// The tun's ifindex in the caller's (NetworkManager's) namespace.
     pub ifindex: u32,
     /// The VPN plugin's `Config` dict, as the stock service emitted it.
@@ -267,6 +270,7 @@ mod tests {
             netns_settings: Some(HashMap::from([("netns-isolate".into(), "yes".into())])),
             never_default_v4: Some(false),
             never_default_v6: Some(true),
+            tunnel_mtu: Some(1400),
             ifindex: 7,
             config: var_dict(vec![("tundev", owned("tun0"))]),
             ip4_config: Some(var_dict(vec![("address", owned(0x0200_13c6u32))])),
@@ -296,10 +300,12 @@ mod tests {
                 "never-default-v4",
                 "never-default-v6",
                 "permissions",
+                "tunnel-mtu",
                 "uuid"
             ]
         );
         assert_eq!(wire["ifindex"], owned(7u32));
+        assert_eq!(wire["tunnel-mtu"], owned(1400u32));
         assert_eq!(wire["permissions"], owned(vec!["user:alice:"]));
         assert_eq!(from_dict::<IsolateRequest>(&wire).unwrap(), request());
     }

@@ -151,6 +151,7 @@ fn intent() -> NetnsIntent {
         ]),
         never_default_v4: false,
         never_default_v6: true,
+        tunnel_mtu: None,
         timeout: Duration::from_secs(2),
     }
 }

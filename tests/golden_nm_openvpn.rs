@@ -19,6 +19,7 @@ fn build(config: &VarDict, ip4: Option<&VarDict>, ip6: Option<&VarDict>) -> plan
         netns: "work".parse().unwrap(),
         never_default_v4: false,
         never_default_v6: false,
+        tunnel_mtu: None,
         config,
         ip4_config: ip4,
         ip6_config: ip6,

@@ -253,6 +253,7 @@ fn plan_with(netns: &str, tun: &str, ip4: &VarDict, ip6: Option<&VarDict>) -> Is
         netns: netns.parse().unwrap(),
         never_default_v4: false,
         never_default_v6: false,
+        tunnel_mtu: None,
         config: &config,
         ip4_config: Some(ip4),
         ip6_config: ip6,
@@ -286,6 +287,7 @@ fn request(plan: IsolationPlan, tun_ifindex: u32) -> IsolateArgs {
         owner: ":1.42".to_owned(),
         never_default_v4: false,
         never_default_v6: false,
+        tunnel_mtu: None,
         deadline: Instant::now() + Duration::from_secs(2),
     }
 }

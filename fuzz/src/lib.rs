@@ -112,6 +112,7 @@ pub fn nm_dicts(data: &[u8]) {
         netns: "fuzz".parse().expect("a valid name"),
         never_default_v4: false,
         never_default_v6: false,
+        tunnel_mtu: None,
         config: &config,
         ip4_config: (!ip4.is_empty()).then_some(&ip4),
         ip6_config: (!ip6.is_empty()).then_some(&ip6),

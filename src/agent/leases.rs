@@ -13,9 +13,11 @@ use std::time::Instant;
 use log::info;
 use tokio::sync::{Mutex, MutexGuard, Notify};
 
+use crate::agent::executor::IsolateArgs;
 use crate::agent::record::Record;
 use crate::contract::AgentError;
 use crate::plan::settings::NetnsName;
+use crate::plan::{self, IsolationPlan, PlanError, PlanInput, VarDict};
 
 /// One isolation's holder: the caller's unique bus name (`""` on a peer-to-peer connection), the
 /// connection it isolated, and what a re-sent config needs to be planned again.
@@ -24,6 +26,43 @@ pub struct Lease {
     pub uuid: String,
     pub never_default_v4: bool,
     pub never_default_v6: bool,
+    pub tunnel_mtu: Option<u32>,
+}
+
+impl Lease {
+    /// The plan of the config that the lease's VPN sent again (`Reapply`), which carries none of
+    /// the profile's settings: they come from the lease. An empty `ip4` or `ip6` is a family the
+    /// config did not announce.
+    pub fn replan(
+        &self,
+        netns: NetnsName,
+        config: &VarDict,
+        (ip4, ip6): (&VarDict, &VarDict),
+        host_nsswitch: &str,
+    ) -> Result<IsolationPlan, PlanError> {
+        plan::build(&PlanInput {
+            netns,
+            never_default_v4: self.never_default_v4,
+            never_default_v6: self.never_default_v6,
+            tunnel_mtu: self.tunnel_mtu,
+            config,
+            ip4_config: (!ip4.is_empty()).then_some(ip4),
+            ip6_config: (!ip6.is_empty()).then_some(ip6),
+            host_nsswitch,
+        })
+    }
+}
+
+impl From<&IsolateArgs> for Lease {
+    fn from(a: &IsolateArgs) -> Self {
+        Lease {
+            owner: a.owner.clone(),
+            uuid: a.connection_uuid.clone(),
+            never_default_v4: a.never_default_v4,
+            never_default_v6: a.never_default_v6,
+            tunnel_mtu: a.tunnel_mtu,
+        }
+    }
 }
 
 impl From<&Record> for Lease {
@@ -33,6 +72,7 @@ impl From<&Record> for Lease {
             uuid: r.connection_uuid.clone(),
             never_default_v4: r.never_default_v4,
             never_default_v6: r.never_default_v6,
+            tunnel_mtu: r.tunnel_mtu,
         }
     }
 }
@@ -171,7 +211,70 @@ fn meets(table: &LeaseTable, ns: &NetnsName, lease: &Lease) -> Meets {
 
 #[cfg(test)]
 mod tests {
+    use zbus::OwnedVariant;
+
     use super::{Lease, LeaseTable};
+    use crate::agent::record::Record;
+    use crate::plan::VarDict;
+
+    fn dict(entries: &[(&str, OwnedVariant)]) -> VarDict {
+        entries
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.try_clone().unwrap()))
+            .collect()
+    }
+
+    /// A config that openvpn sends again keeps the profile's `tunnel-mtu`, not the 1500 that
+    /// nm-openvpn's helper reports, also once a restarted agent adopted the lease from its record.
+    #[test]
+    fn a_reapply_keeps_the_tunnel_mtu() {
+        let config = dict(&[
+            ("tundev", OwnedVariant::from(zbus::Str::from("tun0"))),
+            ("gateway", OwnedVariant::from(0x0100_12c6u32)),
+            ("mtu", OwnedVariant::from(1500u32)),
+            ("has-ip4", OwnedVariant::from(true)),
+        ]);
+        let ip4 = dict(&[
+            ("address", OwnedVariant::from(0x0200_13c6u32)),
+            ("prefix", OwnedVariant::from(24u32)),
+        ]);
+        let record = Record {
+            netns: "work".parse().unwrap(),
+            connection_uuid: "u".into(),
+            connection_id: "work".into(),
+            owner: ":1.8".into(),
+            never_default_v4: false,
+            never_default_v6: false,
+            tunnel_mtu: Some(1400),
+            created: true,
+            netns_id: None,
+            user: None,
+            persistent: false,
+            leased: true,
+            link: Some("tun0".into()),
+            etc_dir_created: false,
+            files: Vec::new(),
+        };
+        let lease = Lease::from(&record);
+        let ns = "work".parse().unwrap();
+        let plan = lease
+            .replan(ns, &config, (&ip4, &VarDict::new()), "")
+            .unwrap();
+        assert_eq!(plan.link.mtu, Some(1400), "expected the lease's tunnel-mtu");
+        let unset = Lease {
+            tunnel_mtu: None,
+            ..lease
+        };
+        let ns = "work".parse().unwrap();
+        let plan = unset
+            .replan(ns, &config, (&ip4, &VarDict::new()), "")
+            .unwrap();
+        assert_eq!(
+            plan.link.mtu,
+            Some(1500),
+            "expected Config's mtu without tunnel-mtu"
+        );
+    }
 
     /// A caller that left the bus loses only its own leases: the name may have been released
     /// and leased again to another caller since its leases were listed.
@@ -183,6 +286,7 @@ mod tests {
             uuid: "u".to_owned(),
             never_default_v4: false,
             never_default_v6: false,
+            tunnel_mtu: None,
         };
         let mut table = LeaseTable::default();
         table.held.insert("work".parse().unwrap(), lease(":1.8"));

@@ -76,6 +76,10 @@ pub struct Record {
     pub never_default_v4: bool,
     #[serde(default)]
     pub never_default_v6: bool,
+    /// The profile's `tunnel-mtu`, which a `Reapply` also needs. Older records lack it, and read
+    /// as unset.
+    #[serde(default)]
+    pub tunnel_mtu: Option<u32>,
     /// The agent created the namespace, for `connection_uuid`.
     pub created: bool,
     /// The identity of the namespace the agent created or used. A namespace found under the
@@ -295,6 +299,7 @@ mod v1 {
             owner: take("owner")?,
             never_default_v4: false,
             never_default_v6: false,
+            tunnel_mtu: None,
             created: flag("created", take("created")?)?,
             netns_id: None,
             user: None,
@@ -366,6 +371,7 @@ mod tests {
             owner: ":1.7".to_owned(),
             never_default_v4: false,
             never_default_v6: false,
+            tunnel_mtu: None,
             created: false,
             netns_id: None,
             user: None,
@@ -433,7 +439,13 @@ mod tests {
         // The fixture is today's encoding but for the fields added since.
         let mut today: serde_json::Value = serde_json::from_slice(&sample().encode()).unwrap();
         let fields = today.as_object_mut().unwrap();
-        for added in ["never_default_v4", "never_default_v6", "netns_id", "user"] {
+        for added in [
+            "never_default_v4",
+            "never_default_v6",
+            "tunnel_mtu",
+            "netns_id",
+            "user",
+        ] {
             fields.remove(added).unwrap();
         }
         for file in fields["files"].as_array_mut().unwrap() {
@@ -444,6 +456,7 @@ mod tests {
         let mut r = Record {
             never_default_v4: true,
             never_default_v6: true,
+            tunnel_mtu: Some(1400),
             netns_id: Some(NetnsId {
                 dev: 4,
                 ino: 4026532291,

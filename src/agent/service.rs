@@ -311,11 +311,7 @@ fn check_sizes(req: &IsolateRequest) -> Result<(), AgentError> {
 /// The `Isolate` request with every field decoded and validated: nothing in it is trusted until
 /// `settings::parse` and `plan::build` accepted it. A user connection's name is formed as
 /// `policy` says.
-fn decode_request(
-    req: &VarDict,
-    owner: String,
-    policy: Policy,
-) -> Result<(IsolateArgs, Lease), AgentError> {
+fn decode_request(req: &VarDict, owner: String, policy: Policy) -> Result<IsolateArgs, AgentError> {
     let invalid = |msg: String| AgentError::InvalidArgs(msg);
     // The deadline starts when the request arrives, before any validation work.
     let start = Instant::now();
@@ -369,19 +365,14 @@ fn decode_request(
         netns,
         never_default_v4: settings.never_default_v4,
         never_default_v6: settings.never_default_v6,
+        tunnel_mtu: req.tunnel_mtu,
         config: &req.config,
         ip4_config: req.ip4_config.as_ref(),
         ip6_config: req.ip6_config.as_ref(),
         host_nsswitch: &host_nsswitch,
     })
     .map_err(plan_error)?;
-    let lease = Lease {
-        owner: owner.clone(),
-        uuid: settings.connection_uuid.clone(),
-        never_default_v4: settings.never_default_v4,
-        never_default_v6: settings.never_default_v6,
-    };
-    let args = IsolateArgs {
+    Ok(IsolateArgs {
         plan,
         connection_uuid: settings.connection_uuid,
         connection_id: settings.connection_id,
@@ -392,9 +383,9 @@ fn decode_request(
         owner,
         never_default_v4: settings.never_default_v4,
         never_default_v6: settings.never_default_v6,
+        tunnel_mtu: req.tunnel_mtu,
         deadline: start + settings.timeout,
-    };
-    Ok((args, lease))
+    })
 }
 
 /// Everything `Isolate` checks before it touches the system, under the default policy, alone: for
@@ -454,21 +445,12 @@ impl Agent {
         #[zbus(connection)] conn: &Connection,
     ) -> Result<(), AgentError> {
         let (owner, ns) = authorize_on(conn, &hdr, "Reapply", netns).await?;
-        let (never_default_v4, never_default_v6) = {
+        let host_nsswitch = read_host_nsswitch();
+        let plan = {
             let leases = self.leases.lock().await;
             let lease = check_holder(&leases.held, &ns, &owner)?;
-            (lease.never_default_v4, lease.never_default_v6)
-        };
-        let host_nsswitch = read_host_nsswitch();
-        let plan = plan::build(&PlanInput {
-            netns: ns.clone(),
-            never_default_v4,
-            never_default_v6,
-            config: &config,
-            ip4_config: (!ip4.is_empty()).then_some(&ip4),
-            ip6_config: (!ip6.is_empty()).then_some(&ip6),
-            host_nsswitch: &host_nsswitch,
-        })
+            lease.replan(ns.clone(), &config, (&ip4, &ip6), &host_nsswitch)
+        }
         .map_err(plan_error)?;
         let result = self.executor.reapply(plan).await;
         match &result {
@@ -519,10 +501,11 @@ impl Agent {
         let owner = authorize(conn, hdr, "Isolate").await?;
         // Read at each request, so that a change applies from the next connect on.
         let policy = Policy::load(&self.policy, 0).map_err(|e| AgentError::Failed(chain(&e)))?;
-        let (req, lease) = decode_request(&request, owner, policy)?;
-        let ns = req.plan.netns.clone();
-        let owner = lease.owner.clone();
-        self.leases.take(&ns, lease, req.deadline).await?;
+        let req = decode_request(&request, owner, policy)?;
+        let (ns, owner) = (req.plan.netns.clone(), req.owner.clone());
+        self.leases
+            .take(&ns, Lease::from(&req), req.deadline)
+            .await?;
         let (id, tun) = (req.connection_id.clone(), req.plan.link.name.to_string());
         match self.executor.isolate(req).await {
             Ok(iso) => {
@@ -583,12 +566,65 @@ fn check_holder<'a>(
 mod tests {
     use zbus::object_server::Interface;
 
-    use super::Agent;
+    use std::collections::HashMap;
+
+    use zbus::OwnedVariant;
+
+    use super::{decode_request, Agent, Lease};
+    use crate::agent::policy::Policy;
     use crate::contract::INTERFACE;
+    use crate::plan::VarDict;
 
     /// The `#[interface]` attribute takes no constant, so its literal is checked here.
     #[test]
     fn serves_the_contract_interface() {
         assert_eq!(Agent::name().as_str(), INTERFACE);
+    }
+
+    /// The request's `tunnel-mtu` is what the tun gets, not Config's `mtu` (1500 from
+    /// nm-openvpn's helper), and the lease keeps it for a `Reapply`.
+    #[test]
+    fn the_requests_tunnel_mtu_is_planned_and_leased() {
+        let ov = |v: zbus::Variant<'_>| OwnedVariant::try_from(v).unwrap();
+        let dict = |e: Vec<(&str, OwnedVariant)>| -> VarDict {
+            e.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+        };
+        let config = dict(vec![
+            ("tundev", ov("tun0".into())),
+            ("gateway", ov(0x0100_12c6u32.into())),
+            ("mtu", ov(1500u32.into())),
+            ("has-ip4", ov(true.into())),
+        ]);
+        let ip4 = dict(vec![
+            ("address", ov(0x0200_13c6u32.into())),
+            ("prefix", ov(24u32.into())),
+        ]);
+        let settings = HashMap::from([("netns-isolate".to_owned(), "yes".to_owned())]);
+        let request = |tunnel_mtu: Option<u32>| {
+            let mut r = dict(vec![
+                ("id", ov("work".into())),
+                ("uuid", ov("8d3e2c1a-5b4f-4e6d-9a7b-0c1d2e3f4a5b".into())),
+                ("permissions", ov(Vec::<String>::new().into())),
+                ("netns-settings", ov(settings.clone().into())),
+                ("ifindex", ov(7u32.into())),
+                ("config", ov(config.clone().into())),
+                ("ip4-config", ov(ip4.clone().into())),
+            ]);
+            if let Some(mtu) = tunnel_mtu {
+                r.insert("tunnel-mtu".into(), ov(mtu.into()));
+            }
+            decode_request(&r, String::new(), Policy::default()).unwrap()
+        };
+        let args = request(Some(1400));
+        let lease = Lease::from(&args);
+        assert_eq!(args.plan.link.mtu, Some(1400), "expected tunnel-mtu");
+        assert_eq!(
+            (args.tunnel_mtu, lease.tunnel_mtu),
+            (Some(1400), Some(1400))
+        );
+        let args = request(None);
+        let lease = Lease::from(&args);
+        assert_eq!(args.plan.link.mtu, Some(1500), "expected Config's mtu");
+        assert_eq!(lease.tunnel_mtu, None);
     }
 }

@@ -58,6 +58,8 @@ pub enum PlanError {
     MissingDict { dict: DictName, key: &'static str },
     #[error("an {dict} was received but Config key \"{key}\" is not true")]
     UnexpectedDict { dict: DictName, key: &'static str },
+    #[error("vpn.data key \"tunnel-mtu\" has an invalid value {value}: {reason}")]
+    TunnelMtu { value: u32, reason: &'static str },
     #[error("invalid interface name {value:?}: {reason}")]
     InvalidIfName { value: String, reason: &'static str },
     #[error("{list}: {count} exceeds the cap of {cap}")]
@@ -146,6 +148,8 @@ pub struct PlanInput<'a> {
     pub never_default_v4: bool,
     /// The profile's `ipv6.never-default`.
     pub never_default_v6: bool,
+    /// The profile's `tunnel-mtu`, which overrides `Config`'s `mtu`.
+    pub tunnel_mtu: Option<u32>,
     pub config: &'a VarDict,
     pub ip4_config: Option<&'a VarDict>,
     pub ip6_config: Option<&'a VarDict>,
@@ -260,7 +264,10 @@ pub fn build(input: &PlanInput<'_>) -> Result<IsolationPlan, PlanError> {
     let search_bytes = search.iter().map(String::len).sum();
     check_cap("search domain bytes", search_bytes, MAX_SEARCH_BYTES)?;
 
-    let mtu = config.u32(MTU)?;
+    // openvpn runs with --ifconfig-noexec, so the agent alone sets the tun's MTU, and nm-openvpn's
+    // helper reports 1500 in Config even when openvpn runs with --tun-mtu from tunnel-mtu.
+    let config_mtu = config.u32(MTU)?;
+    let mtu = input.tunnel_mtu.or(config_mtu);
     if let Some(mtu) = mtu {
         // Below 68 the kernel drops a device's IPv4 setup, below 1280 its IPv6 setup, and a tun
         // takes no more than 65535.
@@ -270,7 +277,13 @@ pub fn build(input: &PlanInput<'_>) -> Result<IsolationPlan, PlanError> {
             (68, "it must be 68-65535")
         };
         if !(min..=65535).contains(&mtu) {
-            return Err(config.invalid(MTU, mtu, why));
+            return Err(match input.tunnel_mtu {
+                Some(_) => PlanError::TunnelMtu {
+                    value: mtu,
+                    reason: why,
+                },
+                None => config.invalid(MTU, mtu, why),
+            });
         }
     }
 

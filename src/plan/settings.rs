@@ -411,6 +411,22 @@ pub struct NetnsSettings {
     pub connection_uuid: String,
 }
 
+/// NetworkManager-openvpn's key for openvpn's `--tun-mtu`.
+pub const TUNNEL_MTU: &str = "tunnel-mtu";
+
+/// `tunnel-mtu` of `vpn_data`: `None` when unset or empty, as nm-openvpn takes it, which also
+/// refuses a value that is not an integer. Its range depends on the tun's address families, which
+/// only the plan knows.
+pub fn tunnel_mtu(vpn_data: &BTreeMap<String, String>) -> Result<Option<u32>, SettingsError> {
+    match vpn_data.get(TUNNEL_MTU).map(String::as_str) {
+        None | Some("") => Ok(None),
+        Some(s) => s
+            .parse()
+            .map(Some)
+            .map_err(|_| InvalidValue::new(s, "expected an integer").of(TUNNEL_MTU)),
+    }
+}
+
 fn parse_value<T: FromStr<Err = InvalidValue>>(key: Key, value: &str) -> Result<T, SettingsError> {
     value.parse().map_err(|e: InvalidValue| e.of(key.as_str()))
 }

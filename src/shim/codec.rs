@@ -24,6 +24,8 @@ pub struct NetnsIntent {
     pub netns_settings: BTreeMap<String, String>,
     pub never_default_v4: bool,
     pub never_default_v6: bool,
+    /// `tunnel-mtu`: the agent sets it on the tun, as openvpn does not (`--ifconfig-noexec`).
+    pub tunnel_mtu: Option<u32>,
     /// `netns-timeout`, which the agent enforces.
     pub timeout: Duration,
 }
@@ -43,6 +45,11 @@ pub fn check(connection: NmConnection) -> Result<Checked, ShimError> {
     let info = ConnectionInfo::from_nm(&connection)?;
     let data = settings::vpn_data_from_nm(&connection)?;
     let settings = settings::parse(&data, &info)?;
+    // Without isolation, the key is the stock service's alone.
+    let tunnel_mtu = match settings.isolate {
+        true => settings::tunnel_mtu(&data)?,
+        false => None,
+    };
     let intent = settings.isolate.then(|| NetnsIntent {
         id: info.id,
         uuid: info.uuid,
@@ -54,6 +61,7 @@ pub fn check(connection: NmConnection) -> Result<Checked, ShimError> {
             .collect(),
         never_default_v4: settings.never_default_v4,
         never_default_v6: settings.never_default_v6,
+        tunnel_mtu,
         timeout: settings.timeout,
     });
     Ok(Checked {
@@ -105,6 +113,7 @@ pub fn isolate_request(intent: &NetnsIntent, ifindex: u32, set: &ConfigSet) -> I
         netns_settings: Some(intent.netns_settings.clone().into_iter().collect()),
         never_default_v4: Some(intent.never_default_v4),
         never_default_v6: Some(intent.never_default_v6),
+        tunnel_mtu: intent.tunnel_mtu,
         ifindex,
         config: set.config.clone(),
         ip4_config: set.ip4.clone(),
@@ -236,6 +245,7 @@ mod tests {
                 ]),
                 never_default_v4: false,
                 never_default_v6: true,
+                tunnel_mtu: None,
                 timeout: Duration::from_millis(2500),
             })
         );
@@ -320,12 +330,49 @@ mod tests {
                 )])),
                 never_default_v4: Some(false),
                 never_default_v6: Some(true),
+                tunnel_mtu: None,
                 ifindex: 7,
                 config,
                 ip4_config: Some(ip4),
                 ip6_config: None,
             }
         );
+    }
+
+    /// The agent sets the tun's MTU (openvpn runs with --ifconfig-noexec), so it needs the
+    /// profile's `tunnel-mtu`, which also stays in the stock service's `vpn.data`.
+    #[test]
+    fn tunnel_mtu_is_read_and_sent() {
+        let c = connection(&[("netns-isolate", "yes"), ("tunnel-mtu", "1400")]);
+        let checked = check(c).unwrap();
+        assert!(vpn_data(&checked.connection).contains_key("tunnel-mtu"));
+        let intent = checked.intent.unwrap();
+        assert_eq!(intent.tunnel_mtu, Some(1400));
+        let set = ConfigSet {
+            config: dict(vec![("tundev", ov("tun0"))]),
+            ip4: None,
+            ip6: None,
+        };
+        assert_eq!(isolate_request(&intent, 7, &set).tunnel_mtu, Some(1400));
+        let unset = check(connection(&[("netns-isolate", "yes"), ("tunnel-mtu", "")])).unwrap();
+        assert_eq!(unset.intent.unwrap().tunnel_mtu, None);
+        let text = crate::report::chain(
+            &check(connection(&[
+                ("netns-isolate", "yes"),
+                ("tunnel-mtu", "big"),
+            ]))
+            .unwrap_err(),
+        );
+        assert!(
+            text.contains("tunnel-mtu") && text.contains("\"big\""),
+            "{text}"
+        );
+        // Without isolation the key is nm-openvpn's to judge.
+        let passed = check(connection(&[
+            ("netns-isolate", "no"),
+            ("tunnel-mtu", "big"),
+        ]));
+        assert!(passed.is_ok());
     }
 
     #[test]

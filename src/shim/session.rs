@@ -358,6 +358,7 @@ mod tests {
             netns_settings: BTreeMap::from([("netns-isolate".into(), "yes".into())]),
             never_default_v4: false,
             never_default_v6: false,
+            tunnel_mtu: None,
             timeout: Duration::from_secs(2),
         }
     }

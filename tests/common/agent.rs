@@ -53,6 +53,7 @@ pub fn leased_record(ns: &str, owner: &str) -> Record {
         owner: owner.to_owned(),
         never_default_v4: true,
         never_default_v6: false,
+        tunnel_mtu: None,
         created: true,
         netns_id: None,
         user: None,

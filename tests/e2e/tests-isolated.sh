@@ -353,8 +353,8 @@ t_quick_reconnect() {
 }
 
 # Scenario 13: tunnel-mtu reaches the tun in the namespace; without it the tun keeps 1500.
-# Not in E2E_TESTS yet: it fails today. openvpn runs with --tun-mtu 1400, but the Config that
-# nm-openvpn's helper sends says mtu 1500, and the agent applies that.
+# openvpn runs with --tun-mtu 1400 but --ifconfig-noexec, and nm-openvpn's helper says mtu 1500 in
+# Config: the agent sets the profile's tunnel-mtu on the tun.
 tun_mtu() { rig_sb ip -n mtu -o link show | grep -v ' lo:' | grep -o 'mtu [0-9]*'; }
 t_tunnel_mtu() {
     local before
@@ -404,7 +404,7 @@ t_apps_left_behind() {
 
 E2E_TESTS+=(t_isolated_keyfile t_isolated_libnm t_passthrough t_names t_persistent t_refusals
     t_two_at_once t_soft_restart t_agent_killed t_agent_replaced t_quick_reconnect
-    t_apps_left_behind)
+    t_apps_left_behind t_tunnel_mtu)
 # Its password-authenticated profile is not isolated.
 E2E_UNISOLATED+=(t_passthrough)
 

@@ -83,6 +83,8 @@ pub struct IsolateArgs {
     /// a `Reapply` after the agent restarted.
     pub never_default_v4: bool,
     pub never_default_v6: bool,
+    /// The profile's `tunnel-mtu`, kept in the record for the same reason.
+    pub tunnel_mtu: Option<u32>,
     /// From `netns-timeout`: past it, everything is rolled back.
     pub deadline: Instant,
 }
@@ -487,6 +489,7 @@ fn new_record(req: &IsolateArgs, previous: Option<&Record>, ours: bool) -> Recor
         owner: req.owner.clone(),
         never_default_v4: req.never_default_v4,
         never_default_v6: req.never_default_v6,
+        tunnel_mtu: req.tunnel_mtu,
         created: ours,
         netns_id: None,
         user: req.user.clone(),

@@ -126,6 +126,7 @@ fn input<'a>(
         netns: netns(),
         never_default_v4: false,
         never_default_v6: false,
+        tunnel_mtu: None,
         config,
         ip4_config: ip4,
         ip6_config: ip6,
@@ -278,6 +279,7 @@ fn never_default_from_profile() {
         let plan = build(&PlanInput {
             never_default_v4: v4,
             never_default_v6: v6,
+            tunnel_mtu: None,
             ..input(&c, Some(&i4), Some(&i6))
         })
         .unwrap();

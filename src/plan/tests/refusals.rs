@@ -396,6 +396,33 @@ fn mtu_out_of_range_is_refused() {
     );
 }
 
+/// The profile's `tunnel-mtu` wins over Config's `mtu`, and a refusal names it.
+#[test]
+fn tunnel_mtu_overrides_config_and_is_checked() {
+    let (mut c, i4) = (config(false), ip4_subnet());
+    c.insert(MTU.to_owned(), ov(1500u32));
+    let with = |tunnel_mtu| {
+        build(&PlanInput {
+            tunnel_mtu,
+            ..input(&c, Some(&i4), None)
+        })
+    };
+    assert_eq!(with(Some(1400)).unwrap().link.mtu, Some(1400));
+    assert_eq!(with(None).unwrap().link.mtu, Some(1500));
+    let e = with(Some(40)).unwrap_err();
+    assert_eq!(
+        e,
+        PlanError::TunnelMtu {
+            value: 40,
+            reason: "it must be 68-65535"
+        }
+    );
+    assert_eq!(
+        e.to_string(),
+        "vpn.data key \"tunnel-mtu\" has an invalid value 40: it must be 68-65535"
+    );
+}
+
 #[test]
 fn error_messages_name_dict_key_and_value() {
     assert_eq!(

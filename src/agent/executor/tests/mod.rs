@@ -107,6 +107,7 @@ fn request() -> IsolateArgs {
         owner: ":1.42".to_owned(),
         never_default_v4: false,
         never_default_v6: false,
+        tunnel_mtu: None,
         deadline: Instant::now() + Duration::from_secs(3600),
     }
 }
