@@ -23,7 +23,7 @@ use common::{ay, dict, ov, v4, UUID};
 use nm_vpn_netns::agent::executor::{ExecError, Executor, IsolateArgs, Paths};
 use nm_vpn_netns::agent::linux::{NetnsFd, RealSys};
 use nm_vpn_netns::agent::policy::Policy;
-use nm_vpn_netns::agent::sys::{Link, NetnsId, NetnsSetup, Process, Sys, SysError};
+use nm_vpn_netns::agent::sys::{Durability, Link, NetnsId, NetnsSetup, Process, Sys, SysError};
 use nm_vpn_netns::plan::settings::NetnsName;
 use nm_vpn_netns::plan::{self, IsolationPlan, PlanInput, VarDict};
 
@@ -1218,8 +1218,11 @@ impl Sys for Timed {
     fn now(&self) -> Instant {
         self.sys.now()
     }
-    fn netns_add(&mut self, path: &Path) -> Result<NetnsFd, SysError> {
-        self.time("netns_add", |s| s.netns_add(path))
+    fn netns_create(&mut self, path: &Path) -> Result<(NetnsFd, NetnsId), SysError> {
+        self.time("netns_create", |s| s.netns_create(path))
+    }
+    fn netns_bind(&mut self, netns: &NetnsFd, path: &Path) -> Result<(), SysError> {
+        self.time("netns_bind", |s| s.netns_bind(netns, path))
     }
     fn netns_open(&mut self, path: &Path) -> Result<Option<NetnsFd>, SysError> {
         self.time("netns_open", |s| s.netns_open(path))
@@ -1284,8 +1287,16 @@ impl Sys for Timed {
     fn file_create(&mut self, path: &Path, content: &[u8], mode: u32) -> Result<(), SysError> {
         self.time("file_create", |s| s.file_create(path, content, mode))
     }
-    fn file_replace(&mut self, path: &Path, content: &[u8], mode: u32) -> Result<(), SysError> {
-        self.time("file_replace", |s| s.file_replace(path, content, mode))
+    fn file_replace(
+        &mut self,
+        path: &Path,
+        content: &[u8],
+        mode: u32,
+        durability: Durability,
+    ) -> Result<(), SysError> {
+        self.time("file_replace", |s| {
+            s.file_replace(path, content, mode, durability)
+        })
     }
     fn file_rewrite(&mut self, path: &Path, content: &[u8]) -> Result<(), SysError> {
         self.time("file_rewrite", |s| s.file_rewrite(path, content))

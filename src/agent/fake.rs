@@ -10,12 +10,13 @@ use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 
-use crate::agent::sys::{Link, NetnsId, NetnsSetup, Process, Sys, SysError};
+use crate::agent::sys::{Durability, Link, NetnsId, NetnsSetup, Process, Sys, SysError};
 
 /// One call made to a [`RecordingSys`], with the objects it named.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Call {
-    NetnsAdd(PathBuf),
+    NetnsCreate(PathBuf),
+    NetnsBind(PathBuf),
     NetnsOpen(PathBuf),
     NetnsDel(PathBuf),
     NetnsLeftoverRemove(PathBuf),
@@ -128,6 +129,8 @@ pub struct RecordingSys {
     slow: Vec<(FailWhen, Duration)>,
     per_message: Duration,
     next_inode: u64,
+    /// The inode of each namespace created and not yet bound, by the path it is meant for.
+    unbound: BTreeMap<PathBuf, u64>,
     start: Instant,
     elapsed: Duration,
 }
@@ -159,6 +162,7 @@ impl RecordingSys {
             slow: Vec::new(),
             per_message: Duration::ZERO,
             next_inode: 0,
+            unbound: BTreeMap::new(),
             start: Instant::now(),
             elapsed: Duration::ZERO,
         }
@@ -280,6 +284,14 @@ impl RecordingSys {
         Ok(())
     }
 
+    /// [`RecordingSys::check_parent`]; `false` if the parent directory is missing.
+    fn check_parent_if_any(&self, op: &'static str, path: &Path) -> Result<bool, SysError> {
+        match self.check_parent(op, path) {
+            Err(e) if e.raw_os_error() == Some(Errno::ENOENT as i32) => Ok(false),
+            checked => checked.map(|()| true),
+        }
+    }
+
     fn link_in(&mut self, netns: &Path, name: &str) -> Option<&mut FakeLink> {
         self.world
             .links
@@ -306,20 +318,30 @@ impl Sys for RecordingSys {
         self.start + self.elapsed
     }
 
-    fn netns_add(&mut self, path: &Path) -> Result<FakeNetns, SysError> {
-        self.call(Call::NetnsAdd(path.to_owned()))?;
+    fn netns_create(&mut self, path: &Path) -> Result<(FakeNetns, NetnsId), SysError> {
+        self.call(Call::NetnsCreate(path.to_owned()))?;
+        let ino = self.inode();
+        self.unbound.insert(path.to_owned(), ino);
+        Ok((FakeNetns(path.to_owned()), NetnsId { dev: 4, ino }))
+    }
+
+    fn netns_bind(&mut self, netns: &FakeNetns, path: &Path) -> Result<(), SysError> {
+        self.call(Call::NetnsBind(path.to_owned()))?;
         if self.world.netns.contains_key(path) {
-            return Err(Self::errno("netns_add", path.display(), Errno::EEXIST));
+            return Err(Self::errno("netns_bind", path.display(), Errno::EEXIST));
         }
+        let ino = self
+            .unbound
+            .remove(&netns.0)
+            .ok_or_else(|| Self::enoent("netns_bind", &netns.0))?;
         if let Some(dir) = path.parent() {
             self.world.dirs.insert(dir.to_owned());
         }
         self.world
             .netns
             .insert(path.to_owned(), FakeNetnsEntry::Netns);
-        let inode = self.inode();
-        self.world.netns_inodes.insert(path.to_owned(), inode);
-        Ok(FakeNetns(path.to_owned()))
+        self.world.netns_inodes.insert(path.to_owned(), ino);
+        Ok(())
     }
 
     fn netns_open(&mut self, path: &Path) -> Result<Option<FakeNetns>, SysError> {
@@ -516,7 +538,9 @@ impl Sys for RecordingSys {
 
     fn dir_exists(&mut self, path: &Path) -> Result<bool, SysError> {
         self.call(Call::DirExists(path.to_owned()))?;
-        self.check_parent("stat", path)?;
+        if !self.check_parent_if_any("stat", path)? {
+            return Ok(false);
+        }
         if self.world.files.contains_key(path) {
             return Err(SysError::NotDirectory {
                 path: path.to_owned(),
@@ -543,7 +567,9 @@ impl Sys for RecordingSys {
 
     fn file_read(&mut self, path: &Path) -> Result<Option<Vec<u8>>, SysError> {
         self.call(Call::FileRead(path.to_owned()))?;
-        self.check_parent("open", path)?;
+        if !self.check_parent_if_any("open", path)? {
+            return Ok(None);
+        }
         Ok(self.world.files.get(path).map(|f| f.content.clone()))
     }
 
@@ -557,7 +583,13 @@ impl Sys for RecordingSys {
         Ok(())
     }
 
-    fn file_replace(&mut self, path: &Path, content: &[u8], _mode: u32) -> Result<(), SysError> {
+    fn file_replace(
+        &mut self,
+        path: &Path,
+        content: &[u8],
+        _mode: u32,
+        _durability: Durability,
+    ) -> Result<(), SysError> {
         self.call(Call::FileReplace(path.to_owned()))?;
         self.check_parent("create", path)?;
         self.write_new(path, content);

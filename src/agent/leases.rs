@@ -248,6 +248,8 @@ mod tests {
             tunnel_mtu: Some(1400),
             created: true,
             netns_id: None,
+            identity_first: false,
+            netns_pending: false,
             user: None,
             persistent: false,
             leased: true,

@@ -6,7 +6,7 @@
 //! - A netlink socket talks to the namespace it was created in, so each one is opened on the
 //!   thread that is already inside the namespace it is meant for.
 
-use std::io::{self, Read, Write};
+use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -26,9 +26,10 @@ use crate::agent::netlink::{Configure, Rtnl};
 use crate::agent::procs;
 use crate::agent::rtmsg;
 use crate::agent::safe_fs::{
-    describe, existing, is_kind, open_parent, open_regular, write_atomic, NO_FOLLOW,
+    describe, existing, is_kind, open_parent, open_parent_if_any, open_regular, write_atomic,
+    NO_FOLLOW,
 };
-use crate::agent::sys::{Link, NetnsId, NetnsSetup, Process, Sys, SysError};
+use crate::agent::sys::{Durability, Link, NetnsId, NetnsSetup, Process, Sys, SysError};
 use crate::report::Chain;
 
 /// An open network namespace and the path it was opened at, for messages.
@@ -162,7 +163,36 @@ impl Sys for RealSys {
         Instant::now()
     }
 
-    fn netns_add(&mut self, path: &Path) -> Result<NetnsFd, SysError> {
+    fn netns_create(&mut self, path: &Path) -> Result<(NetnsFd, NetnsId), SysError> {
+        let fd = std::thread::scope(|scope| {
+            std::thread::Builder::new()
+                .name("nm-vpn-netns-add".to_owned())
+                .spawn_scoped(scope, || {
+                    sched::unshare(CloneFlags::CLONE_NEWNET).map_err(|e| {
+                        SysError::os("unshare(CLONE_NEWNET) for", path.display(), e)
+                    })?;
+                    // The descriptor holds the namespace once this thread has ended. Not
+                    // /proc/self: that is the main thread, still in the agent's namespace.
+                    fcntl::open(
+                        THREAD_SELF_NETNS,
+                        OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+                        Mode::empty(),
+                    )
+                    .map_err(|e| SysError::os("open the new namespace for", path.display(), e))
+                })
+                .map_err(|e| SysError::os("spawn a thread for", path.display(), e))?
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })?;
+        let netns = NetnsFd {
+            fd,
+            path: path.to_owned(),
+        };
+        let id = self.netns_id(&netns)?;
+        Ok((netns, id))
+    }
+
+    fn netns_bind(&mut self, netns: &NetnsFd, path: &Path) -> Result<(), SysError> {
         let dir = path.parent().unwrap_or(Path::new("/"));
         make_shared_mount_point(dir)?;
         fcntl::open(
@@ -170,40 +200,21 @@ impl Sys for RealSys {
             OFlag::O_RDONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_CLOEXEC,
             Mode::empty(),
         )
-        .map_err(|e| SysError::os("netns_add", path.display(), e))?;
-        let bound = std::thread::scope(|scope| {
-            std::thread::Builder::new()
-                .name("nm-vpn-netns-add".to_owned())
-                .spawn_scoped(scope, || {
-                    sched::unshare(CloneFlags::CLONE_NEWNET).map_err(|e| {
-                        SysError::os("unshare(CLONE_NEWNET) for", path.display(), e)
-                    })?;
-                    // /proc/self is the main thread, which is still in the agent's namespace.
-                    mount::mount(
-                        Some(THREAD_SELF_NETNS),
-                        path,
-                        None::<&str>,
-                        MsFlags::MS_BIND,
-                        None::<&str>,
-                    )
-                    .map_err(|e| SysError::os("bind mount a new namespace on", path.display(), e))
-                })
-                .map_err(|e| SysError::os("spawn a thread for", path.display(), e))?
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-        })
-        .and_then(|()| {
-            self.netns_open(path)?.ok_or_else(|| {
-                SysError::os(
-                    "netns_add",
-                    path.display(),
-                    io::Error::from(io::ErrorKind::NotFound),
-                )
-            })
-        });
+        .map_err(|e| SysError::os("netns_bind", path.display(), e))?;
+        // The descriptor's magic link in /proc names the namespace itself, whatever thread runs
+        // this and whatever namespace it is in.
+        let source = format!("/proc/self/fd/{}", netns.fd.as_raw_fd());
+        let bound = mount::mount(
+            Some(source.as_str()),
+            path,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(|e| SysError::os("bind mount a new namespace on", path.display(), e));
         if bound.is_err() {
             if let Err(e) = self.netns_del(path) {
-                warn!("cleaning up after a failed netns_add: {}", Chain(&e));
+                warn!("cleaning up after a failed netns_bind: {}", Chain(&e));
             }
         }
         bound
@@ -389,7 +400,9 @@ impl Sys for RealSys {
     }
 
     fn dir_exists(&mut self, path: &Path) -> Result<bool, SysError> {
-        let (dir, name) = open_parent(path)?;
+        let Some((dir, name)) = open_parent_if_any(path)? else {
+            return Ok(false);
+        };
         let st = match stat::fstatat(&dir, name, fcntl::AtFlags::AT_SYMLINK_NOFOLLOW) {
             Ok(st) => st,
             Err(Errno::ENOENT) => return Ok(false),
@@ -420,7 +433,9 @@ impl Sys for RealSys {
     }
 
     fn file_read(&mut self, path: &Path) -> Result<Option<Vec<u8>>, SysError> {
-        let (dir, name) = open_parent(path)?;
+        let Some((dir, name)) = open_parent_if_any(path)? else {
+            return Ok(None);
+        };
         let Some(mut file) = open_regular(&dir, name, path, OFlag::O_RDONLY)? else {
             return Ok(None);
         };
@@ -431,13 +446,23 @@ impl Sys for RealSys {
     }
 
     fn file_create(&mut self, path: &Path, content: &[u8], mode: u32) -> Result<(), SysError> {
-        write_atomic(path, content, mode, RenameFlags::RENAME_NOREPLACE)
+        let noreplace = RenameFlags::RENAME_NOREPLACE;
+        write_atomic(path, content, mode, noreplace, Durability::Durable)
     }
 
-    fn file_replace(&mut self, path: &Path, content: &[u8], mode: u32) -> Result<(), SysError> {
-        write_atomic(path, content, mode, RenameFlags::empty())
+    fn file_replace(
+        &mut self,
+        path: &Path,
+        content: &[u8],
+        mode: u32,
+        durability: Durability,
+    ) -> Result<(), SysError> {
+        write_atomic(path, content, mode, RenameFlags::empty(), durability)
     }
 
+    // In place, not a temporary file and a rename: `ip netns exec` bind-mounts these files over
+    // `/etc`, so apps already in the namespace hold the inode, and would not see a new one. The
+    // executor saves what it is writing first, so a crash that leaves part of it is known.
     fn file_rewrite(&mut self, path: &Path, content: &[u8]) -> Result<(), SysError> {
         let (dir, name) = open_parent(path)?;
         // Truncating only after the type check: O_TRUNC at open would act before it.
@@ -445,6 +470,7 @@ impl Sys for RealSys {
             .ok_or_else(|| SysError::os("rewrite", path.display(), Errno::ENOENT))?;
         file.set_len(0)
             .and_then(|()| file.write_all(content))
+            .and_then(|()| file.sync_all())
             .map_err(|e| SysError::os("rewrite", path.display(), e))
     }
 

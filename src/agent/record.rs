@@ -58,6 +58,26 @@ pub struct FileRecord {
     /// was changed by someone else since, and is theirs. Records of 0.1.0 lack it.
     #[serde(rename = "written_hex", with = "hex", default)]
     pub written: Option<Vec<u8>>,
+    /// The content a rewrite in place is putting there, saved before it starts and cleared once
+    /// it is done. The rewrite truncates, then writes, so a crash leaves any prefix of it, the
+    /// empty file included; such a file is still the agent's (see [`FileRecord::holds_ours`]).
+    #[serde(rename = "rewriting_hex", with = "hex", default)]
+    pub rewriting: Option<Vec<u8>>,
+}
+
+impl FileRecord {
+    /// Whether `content`, what the file holds now, is what the agent left there: what it last
+    /// wrote, or part of a rewrite that was cut short.
+    pub(crate) fn holds_ours(&self, content: Option<&[u8]>) -> bool {
+        let Some(content) = content else {
+            return false;
+        };
+        self.written.as_deref() == Some(content)
+            || self
+                .rewriting
+                .as_deref()
+                .is_some_and(|new| new.starts_with(content))
+    }
 }
 
 /// What the agent did to one namespace. Fields a record has that this agent does not know are
@@ -87,6 +107,18 @@ pub struct Record {
     /// namespace found under the name is then taken as the one on record, as 0.1.0 did.
     #[serde(default)]
     pub netns_id: Option<NetnsId>,
+    /// Written by an agent that records a namespace's identity before the namespace gets its
+    /// name. In such a record, `created` without an identity means the creation was cut short
+    /// before the name existed, so nothing under the name is the agent's. Records of 0.1.0 lack
+    /// it (and version 1 ones): there the namespace found under the name is taken, as 0.1.0 did.
+    #[serde(default)]
+    pub identity_first: bool,
+    /// A creation or a deletion of the namespace is under way, saved before it starts: only then
+    /// is an empty file at `/run/netns/NAME` the agent's, left between creating the file and
+    /// mounting on it, or between unmounting and unlinking. Otherwise it may be the file of
+    /// someone's `ip netns add` that has not mounted yet, and it stays.
+    #[serde(default)]
+    pub netns_pending: bool,
     /// The user of a user connection (`connection.permissions`), whose namespaces count against
     /// the per-user limit; `None` for a system connection, and in records of 0.1.0.
     #[serde(default)]
@@ -119,8 +151,8 @@ pub enum RecordError {
     Version(u64),
     #[error("it is not a valid version {VERSION} record")]
     Invalid(#[source] serde_path_to_error::Error<serde_json::Error>),
-    #[error("{0}")]
-    V1(String),
+    #[error("it is not a valid version 1 record")]
+    V1(#[source] v1::Invalid),
     #[error("it names namespace {0:?}, not its own")]
     OtherNetns(String),
 }
@@ -158,7 +190,7 @@ impl Record {
     /// Reads the record of `netns` in the current format or in version 1.
     pub fn decode(netns: &NetnsName, text: &[u8]) -> Result<(Record, Format), RecordError> {
         if text.starts_with(v1::HEADER.as_bytes()) {
-            let record = v1::decode(netns, text).map_err(RecordError::V1)?;
+            let record = v1::decode(netns, text).map_err(|e| RecordError::V1(v1::Invalid(e)))?;
             return Ok((record, Format::V1));
         }
         let Version { version } = serde_json::from_slice(text).map_err(RecordError::NotJson)?;
@@ -236,6 +268,11 @@ mod v1 {
 
     pub const HEADER: &str = "nm-vpn-netns record 1";
 
+    /// What is wrong in a version 1 record: the line or field, and why.
+    #[derive(Debug, thiserror::Error)]
+    #[error("{0}")]
+    pub struct Invalid(pub String);
+
     pub fn decode(netns: &NetnsName, text: &[u8]) -> Result<Record, String> {
         let text = std::str::from_utf8(text).map_err(|_| "it is not UTF-8".to_owned())?;
         let mut lines = text.lines();
@@ -259,6 +296,7 @@ mod v1 {
                     file: dns_file(value)?,
                     backup: None,
                     written: None,
+                    rewriting: None,
                 }),
                 "file-replaced" => {
                     let (name, backup) = value.split_once(' ').unwrap_or((value, ""));
@@ -266,6 +304,7 @@ mod v1 {
                         file: dns_file(name)?,
                         backup: Some(unescape(backup)?),
                         written: None,
+                        rewriting: None,
                     });
                 }
                 _ => return Err(format!("unknown line {line:?}")),
@@ -302,6 +341,8 @@ mod v1 {
             tunnel_mtu: None,
             created: flag("created", take("created")?)?,
             netns_id: None,
+            identity_first: false,
+            netns_pending: false,
             user: None,
             persistent: flag("persistent", take("persistent")?)?,
             leased: flag("leased", take("leased")?)?,
@@ -374,6 +415,8 @@ mod tests {
             tunnel_mtu: None,
             created: false,
             netns_id: None,
+            identity_first: false,
+            netns_pending: false,
             user: None,
             persistent: true,
             leased: true,
@@ -384,11 +427,13 @@ mod tests {
                     file: DnsFile::NsswitchConf,
                     backup: None,
                     written: None,
+                    rewriting: None,
                 },
                 FileRecord {
                     file: DnsFile::ResolvConf,
                     backup: Some(b"nameserver 192.0.2.1\n\xff\x00 x".to_vec()),
                     written: None,
+                    rewriting: None,
                 },
             ],
         }
@@ -416,6 +461,7 @@ mod tests {
                 file: DnsFile::ResolvConf,
                 backup: Some(Vec::new()),
                 written: None,
+                rewriting: None,
             }],
             ..r
         };
@@ -444,12 +490,17 @@ mod tests {
             "never_default_v6",
             "tunnel_mtu",
             "netns_id",
+            "identity_first",
+            "netns_pending",
             "user",
         ] {
             fields.remove(added).unwrap();
         }
         for file in fields["files"].as_array_mut().unwrap() {
-            file.as_object_mut().unwrap().remove("written_hex").unwrap();
+            let file = file.as_object_mut().unwrap();
+            for added in ["written_hex", "rewriting_hex"] {
+                file.remove(added).unwrap();
+            }
         }
         let fixture: serde_json::Value = serde_json::from_slice(V2_0_1_0_FIXTURE).unwrap();
         assert_eq!(today, fixture);
@@ -543,7 +594,7 @@ mod tests {
         let other: NetnsName = "other".parse().unwrap();
         assert_eq!(
             decode(&other, V1_FIXTURE).unwrap_err(),
-            "it names another namespace"
+            "it is not a valid version 1 record: it names another namespace"
         );
     }
 

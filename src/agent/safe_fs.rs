@@ -14,7 +14,7 @@ use nix::fcntl::{self, OFlag, RenameFlags};
 use nix::sys::stat::{self, FileStat, Mode, SFlag};
 use nix::unistd::{self, UnlinkatFlags};
 
-use crate::agent::sys::SysError;
+use crate::agent::sys::{Durability, SysError};
 
 pub(super) fn describe(st: &FileStat) -> &'static str {
     match SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT {
@@ -88,6 +88,16 @@ pub(super) fn open_parent(path: &Path) -> Result<(OwnedFd, &std::ffi::OsStr), Sy
     Ok((dir, name))
 }
 
+/// [`open_parent`], or `None` if the parent directory does not exist: nothing is at `path`.
+pub(super) fn open_parent_if_any(
+    path: &Path,
+) -> Result<Option<(OwnedFd, &std::ffi::OsStr)>, SysError> {
+    match open_parent(path) {
+        Err(e) if e.raw_os_error() == Some(Errno::ENOENT as i32) => Ok(None),
+        opened => opened.map(Some),
+    }
+}
+
 /// How every path the agent opens is opened: a symbolic link fails with ELOOP, a FIFO planted
 /// there cannot block the agent until its type is checked, and no descriptor leaks to a child.
 pub(super) const NO_FOLLOW: OFlag = OFlag::O_NOFOLLOW
@@ -133,12 +143,15 @@ pub(super) fn open_regular(
     Ok(Some(File::from(fd)))
 }
 
-/// Writes `content` to a temporary file beside `path` and renames it over `path`.
+/// Writes `content` to a temporary file beside `path` and renames it over `path`. Durably, the
+/// temporary file is synced before the rename, so that a power loss never leaves the name with an
+/// empty or torn file, and the directory after it, so that the new name itself survives.
 pub(super) fn write_atomic(
     path: &Path,
     content: &[u8],
     mode: u32,
     rename: RenameFlags,
+    durability: Durability,
 ) -> Result<(), SysError> {
     let (dir, name) = open_parent(path)?;
     let tmp = format!(".{}.nm-vpn-netns.tmp", name.to_string_lossy());
@@ -164,12 +177,16 @@ pub(super) fn write_atomic(
     let written = stat::fchmod(&fd, Mode::from_bits_truncate(mode))
         .map_err(|e| SysError::os("chmod", tmp_path.display(), e))
         .and_then(|()| {
-            File::from(fd)
-                .write_all(content)
-                .map_err(|e| SysError::os("write", tmp_path.display(), e))
+            let mut file = File::from(fd);
+            file.write_all(content)
+                .map_err(|e| SysError::os("write", tmp_path.display(), e))?;
+            if durability == Durability::Durable {
+                file.sync_all()
+                    .map_err(|e| SysError::os("fsync", tmp_path.display(), e))?;
+            }
+            Ok(())
         })
         .and_then(|()| {
-            // No fsync: these files describe namespaces, which do not survive a reboot either.
             fcntl::renameat2(&dir, tmp.as_str(), &dir, name, rename).map_err(|e| match e {
                 Errno::EEXIST => SysError::os("create", path.display(), e),
                 e => SysError::os("rename", format!("{} to {}", tmp, path.display()), e),
@@ -179,5 +196,12 @@ pub(super) fn write_atomic(
         // The temporary name is ours alone; losing it only leaves a file the next write reuses.
         let _ = unistd::unlinkat(&dir, tmp.as_str(), UnlinkatFlags::NoRemoveDir);
     }
-    written
+    written?;
+    if durability == Durability::Durable {
+        unistd::fsync(&dir).map_err(|e| {
+            let parent = path.parent().unwrap_or(Path::new("/"));
+            SysError::os("fsync", parent.display(), e)
+        })?;
+    }
+    Ok(())
 }

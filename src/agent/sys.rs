@@ -79,6 +79,16 @@ pub struct NetnsId {
     pub ino: u64,
 }
 
+/// Whether a written file must be on disk before the write returns: what outlives a reboot
+/// must not be lost or torn by a power loss, while a file under `/run` is gone at a reboot anyway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Under `/run`: no sync.
+    Volatile,
+    /// The file, then its directory, synced before and after the rename.
+    Durable,
+}
+
 /// A network link as the kernel reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Link {
@@ -133,9 +143,14 @@ pub trait Sys {
 
     fn now(&self) -> Instant;
 
-    /// `ip netns add`: creates the namespace and its nsfs mount at `path`, in a directory made a
-    /// shared mount point first. Fails with EEXIST if `path` exists.
-    fn netns_add(&mut self, path: &Path) -> Result<Self::Netns, SysError>;
+    /// The first half of `ip netns add`: a new namespace, held open, and its identity. It has no
+    /// name yet, so nobody else can find it; `path` is where [`Sys::netns_bind`] will put it, for
+    /// messages. The caller records the identity before the namespace gets its name, so that a
+    /// crash in between never leaves a name whose namespace the agent cannot tell from another.
+    fn netns_create(&mut self, path: &Path) -> Result<(Self::Netns, NetnsId), SysError>;
+    /// The second half of `ip netns add`: the nsfs mount of `netns` at `path`, in a directory made
+    /// a shared mount point first. Fails with EEXIST if `path` exists.
+    fn netns_bind(&mut self, netns: &Self::Netns, path: &Path) -> Result<(), SysError>;
     /// Opens the namespace mounted at `path`; `None` if nothing is there, an error if something
     /// other than a network namespace is.
     fn netns_open(&mut self, path: &Path) -> Result<Option<Self::Netns>, SysError>;
@@ -180,17 +195,27 @@ pub trait Sys {
     /// Creates a directory; `false` if one already exists there.
     fn dir_create(&mut self, path: &Path, mode: u32) -> Result<bool, SysError>;
     fn dir_remove(&mut self, path: &Path) -> Result<(), SysError>;
-    /// Whether a directory is at `path`; an error if something else is.
+    /// Whether a directory is at `path`, `false` if its parent is missing too; an error if
+    /// something else is.
     fn dir_exists(&mut self, path: &Path) -> Result<bool, SysError>;
     /// The names in a directory.
     fn dir_list(&mut self, path: &Path) -> Result<Vec<String>, SysError>;
-    /// A regular file's content; `None` if there is no file.
+    /// A regular file's content; `None` if there is no file, nor a directory it could be in.
     fn file_read(&mut self, path: &Path) -> Result<Option<Vec<u8>>, SysError>;
-    /// Writes a new file atomically (temporary file and rename); fails if `path` exists.
+    /// Writes a new file atomically (temporary file and rename) and durably (the files the agent
+    /// creates are under `/etc/netns`, which outlives a reboot); fails if `path` exists.
     fn file_create(&mut self, path: &Path, content: &[u8], mode: u32) -> Result<(), SysError>;
-    /// Writes a file atomically (temporary file and rename), replacing any file at `path`.
-    fn file_replace(&mut self, path: &Path, content: &[u8], mode: u32) -> Result<(), SysError>;
-    /// Rewrites an existing regular file in place, so that its inode stays the same.
+    /// Writes a file atomically (temporary file and rename), replacing any file at `path`;
+    /// [`Durability::Durable`]: on disk before this returns.
+    fn file_replace(
+        &mut self,
+        path: &Path,
+        content: &[u8],
+        mode: u32,
+        durability: Durability,
+    ) -> Result<(), SysError>;
+    /// Rewrites an existing regular file in place, so that its inode stays the same, and syncs
+    /// it. Not atomic: a crash can leave any prefix of `content`.
     fn file_rewrite(&mut self, path: &Path, content: &[u8]) -> Result<(), SysError>;
     /// Removes a file; a missing one counts as done.
     fn file_remove(&mut self, path: &Path) -> Result<(), SysError>;

@@ -56,6 +56,8 @@ pub fn leased_record(ns: &str, owner: &str) -> Record {
         tunnel_mtu: None,
         created: true,
         netns_id: None,
+        identity_first: false,
+        netns_pending: false,
         user: None,
         persistent: false,
         leased: true,

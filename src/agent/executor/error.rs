@@ -12,7 +12,7 @@ use crate::report::Chain;
 /// Every way an isolation can fail. Each message names the namespace, link or path involved.
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
-    #[error(transparent)]
+    #[error("a system operation failed")]
     Sys(#[from] SysError),
     #[error(
         "link {name} (ifindex {ifindex}) does not exist in the agent's namespace; openvpn may \

@@ -107,7 +107,7 @@ enum Undo {
     LinkBack { link: String, original: Link },
     DirRemove(PathBuf),
     FileRemove(PathBuf),
-    FileRestore(PathBuf, Vec<u8>),
+    FileRestore(DnsFile, PathBuf, Vec<u8>),
 }
 
 /// An isolation under way: what to undo if it fails.
@@ -214,8 +214,9 @@ impl<S: Sys> Executor<S> {
         Ok(Some((handle, id)))
     }
 
-    /// Creates the namespace, on record as the agent's before it exists: a crash right after
-    /// finds it known, not foreign. Puts the record back as it was if that fails.
+    /// Creates the namespace, on record as the agent's with its identity before it gets its
+    /// name: a crash at any point finds either no name or the namespace the record identifies,
+    /// never one it could mistake for another. Puts the record back as it was if that fails.
     fn create_netns(
         &mut self,
         req: &IsolateArgs,
@@ -223,32 +224,26 @@ impl<S: Sys> Executor<S> {
         previous: Option<&Record>,
     ) -> Result<(S::Netns, NetnsId), ExecError> {
         let netns = &req.plan.netns;
+        let (handle, id) = self.sys.netns_create(path)?;
         let mut intent = new_record(req, previous, true);
-        intent.netns_id = None;
-        let created = self.save(&intent).and_then(|()| {
-            let handle = self.sys.netns_add(path)?;
-            let id = self.sys.netns_id(&handle).inspect_err(|_| {
-                // A namespace whose identity is unknown cannot be kept as the agent's.
-                let _ = self.sys.netns_del(path);
-            })?;
-            Ok((handle, id))
-        });
-        match created {
-            Ok((handle, id)) => {
-                info!("created namespace {netns} at {}", path.display());
-                Ok((handle, id))
+        intent.netns_id = Some(id);
+        // The bind leaves an empty file under the name if it is cut short.
+        intent.netns_pending = true;
+        let bound = self
+            .save(&intent)
+            .and_then(|()| self.sys.netns_bind(&handle, path));
+        if let Err(e) = bound {
+            let restored = match previous {
+                Some(previous) => self.save(previous),
+                None => self.forget(netns),
+            };
+            if let Err(r) = restored {
+                error!("putting back the record of {netns}: {}", Chain(&r));
             }
-            Err(e) => {
-                let restored = match previous {
-                    Some(previous) => self.save(previous),
-                    None => self.forget(netns),
-                };
-                if let Err(r) = restored {
-                    error!("putting back the record of {netns}: {}", Chain(&r));
-                }
-                Err(e.into())
-            }
+            return Err(e.into());
         }
+        info!("created namespace {netns} at {}", path.display());
+        Ok((handle, id))
     }
 
     fn check_link(&mut self, req: &IsolateArgs) -> Result<Link, ExecError> {
@@ -369,7 +364,9 @@ impl<S: Sys> Executor<S> {
     }
 
     /// Writes resolv.conf and nsswitch.conf: a new file atomically, an existing one in place so
-    /// that apps that see it through `ip netns exec`'s bind mount get the new content.
+    /// that apps that see it through `ip netns exec`'s bind mount get the new content. A rename
+    /// would give the name a new inode, and those apps would keep reading the old one; so the
+    /// rewrite is not atomic, and the record says what it is writing until it is done.
     fn write_dns_files(
         &mut self,
         record: &mut Record,
@@ -394,11 +391,12 @@ impl<S: Sys> Executor<S> {
                     file,
                     backup: content.clone(),
                     written,
+                    rewriting: None,
                 }),
                 Some(f) => {
                     // Changed since the agent wrote it: what is there now is someone's, and
                     // what a release puts back.
-                    if f.written.is_some() && f.written != content {
+                    if f.written.is_some() && !f.holds_ours(content.as_deref()) {
                         info!(
                             "{} changed since nm-vpn-netns wrote it; keeping the new content as \
                              the one to put back",
@@ -408,6 +406,10 @@ impl<S: Sys> Executor<S> {
                     }
                     f.written = written;
                 }
+            }
+            let recorded = record.files.iter_mut().find(|f| f.file == file);
+            if let (Some(_), Some(f)) = (&content, recorded) {
+                f.rewriting = Some(file.content(plan).into());
             }
             old.push((file, content));
         }
@@ -423,7 +425,7 @@ impl<S: Sys> Executor<S> {
                 Some(content) => {
                     self.sys.file_rewrite(&path, new)?;
                     info!("rewrote {} in place", path.display());
-                    undo.push(Undo::FileRestore(path, content));
+                    undo.push(Undo::FileRestore(file, path, content));
                 }
                 None => {
                     self.sys.file_create(&path, new, 0o644)?;
@@ -431,6 +433,10 @@ impl<S: Sys> Executor<S> {
                     undo.push(Undo::FileRemove(path));
                 }
             }
+        }
+        // Done: the file holds all of it. The caller's next save records that.
+        for f in &mut record.files {
+            f.rewriting = None;
         }
         Ok(())
     }
@@ -475,7 +481,11 @@ impl<S: Sys> Executor<S> {
         self.sys.netns_setup(&handle, &setup)?;
         log_setup(netns, &setup);
         // Nothing to roll back to: the previous configuration is gone once the new one applies.
-        self.write_dns_files(&mut record, plan, &mut Vec::new())
+        self.write_dns_files(&mut record, plan, &mut Vec::new())?;
+        if self.records.get(netns) != Some(&record) {
+            self.save(&record)?;
+        }
+        Ok(())
     }
 }
 
@@ -492,6 +502,8 @@ fn new_record(req: &IsolateArgs, previous: Option<&Record>, ours: bool) -> Recor
         tunnel_mtu: req.tunnel_mtu,
         created: ours,
         netns_id: None,
+        identity_first: true,
+        netns_pending: false,
         user: req.user.clone(),
         persistent: req.persistent,
         leased: true,

@@ -70,7 +70,7 @@ impl<S: Sys> Executor<S> {
         previous: Option<&Record>,
     ) -> Result<(), ExecError> {
         let dir = self.paths.etc_netns.join(netns.as_str());
-        if !self.sys.dir_exists(&self.paths.etc_netns)? || !self.sys.dir_exists(&dir)? {
+        if !self.sys.dir_exists(&dir)? {
             return Ok(());
         }
         if !previous.is_some_and(|r| r.etc_dir_created) {
@@ -81,7 +81,7 @@ impl<S: Sys> Executor<S> {
             let content = self.sys.file_read(&path)?;
             let ours = content.is_none()
                 || previous.and_then(|r| r.file(file)).is_some_and(|f| {
-                    f.backup.is_none() && (f.written.is_none() || f.written == content)
+                    f.backup.is_none() && (f.written.is_none() || f.holds_ours(content.as_deref()))
                 });
             if !ours {
                 return Err(ExecError::NotOurs { path });
@@ -122,21 +122,43 @@ pub(super) fn check_lease(
     Ok(())
 }
 
-/// Whether the namespace with identity `id` is the one the agent created, as `previous` says. A
-/// record without an identity (from 0.1.0, or written just before the namespace was created)
-/// takes the namespace found under its name.
+/// Whether the namespace with identity `id` is the one the agent created, as `previous` says.
+///
+/// A record without an identity takes the namespace found under its name only if 0.1.0 wrote
+/// it, as 0.1.0 did. Today's agent records the identity before the namespace has a name, so a
+/// record of its own without one was cut short before that: whatever is under the name now,
+/// someone else made.
 pub(super) fn is_ours(previous: Option<&Record>, id: NetnsId) -> bool {
     let Some(r) = previous.filter(|r| r.created) else {
         return false;
     };
-    let same = r.netns_id.is_none_or(|recorded| recorded == id);
-    if !same {
-        warn!(
-            "namespace {} is not the one nm-vpn-netns created ({:?}, now {id:?}); it is foreign",
-            r.netns, r.netns_id
-        );
+    match r.netns_id {
+        Some(recorded) if recorded == id => true,
+        Some(recorded) => {
+            warn!(
+                "namespace {} is not the one nm-vpn-netns created ({recorded:?}, now {id:?}); it \
+                 is foreign",
+                r.netns
+            );
+            false
+        }
+        None if r.identity_first => {
+            warn!(
+                "namespace {} was made by someone else: nm-vpn-netns's creation of it was cut \
+                 short before it had a name",
+                r.netns
+            );
+            false
+        }
+        None => {
+            info!(
+                "the record of namespace {} is from 0.1.0 and has no identity; taking the \
+                 namespace found under its name as the one it created",
+                r.netns
+            );
+            true
+        }
     }
-    same
 }
 
 /// Only a system connection may use a namespace the agent did not create, and only one that the

@@ -14,7 +14,7 @@ use log::{error, info, warn};
 
 use super::{ExecError, Executor, Paths};
 use crate::agent::record::{Format, Record};
-use crate::agent::sys::{Sys, SysError};
+use crate::agent::sys::{Durability, Sys, SysError};
 use crate::plan::settings::NetnsName;
 use crate::report::Chain;
 
@@ -27,8 +27,8 @@ impl<S: Sys> Executor<S> {
                 info!("created state directory {}", dir.display());
             }
         }
-        let records = load_dir(&mut sys, &paths.state)?;
-        let durable = load_dir(&mut sys, &paths.durable)?;
+        let records = load_dir(&mut sys, &paths.state, Durability::Volatile)?;
+        let durable = load_dir(&mut sys, &paths.durable, Durability::Durable)?;
         let mut executor = Executor {
             sys,
             paths,
@@ -72,9 +72,14 @@ impl<S: Sys> Executor<S> {
 
     pub(super) fn save(&mut self, record: &Record) -> Result<(), SysError> {
         let text = record.encode();
-        for dir in [&self.paths.durable, &self.paths.state] {
+        // The durable copy first: it is the one a power loss must not take.
+        let dirs = [
+            (&self.paths.durable, Durability::Durable),
+            (&self.paths.state, Durability::Volatile),
+        ];
+        for (dir, durability) in dirs {
             let path = dir.join(record.netns.as_str());
-            self.sys.file_replace(&path, &text, 0o600)?;
+            self.sys.file_replace(&path, &text, 0o600, durability)?;
         }
         info!(
             "recorded namespace {} (created {}, leased {})",
@@ -104,7 +109,11 @@ impl<S: Sys> Executor<S> {
 
 /// The records in `dir`. One that cannot be read is skipped: its namespace then looks foreign,
 /// which only makes the agent more careful with it, as it never deletes a foreign namespace.
-fn load_dir<S: Sys>(sys: &mut S, dir: &Path) -> Result<BTreeMap<NetnsName, Record>, SysError> {
+fn load_dir<S: Sys>(
+    sys: &mut S,
+    dir: &Path,
+    durability: Durability,
+) -> Result<BTreeMap<NetnsName, Record>, SysError> {
     let mut records = BTreeMap::new();
     for entry in sys.dir_list(dir)? {
         // Dot files are temporary files of an interrupted write.
@@ -116,7 +125,7 @@ fn load_dir<S: Sys>(sys: &mut S, dir: &Path) -> Result<BTreeMap<NetnsName, Recor
             warn!("ignoring {}: not a namespace name", path.display());
             continue;
         };
-        match load_record(sys, &path, &netns) {
+        match load_record(sys, &path, &netns, durability) {
             Ok(Some(record)) => drop(records.insert(netns, record)),
             Ok(None) => {}
             Err(e) => error!("ignoring record {}: {}", path.display(), Chain(&e)),
@@ -130,6 +139,7 @@ fn load_record<S: Sys>(
     sys: &mut S,
     path: &Path,
     netns: &NetnsName,
+    durability: Durability,
 ) -> Result<Option<Record>, SysError> {
     let Some(text) = sys.file_read(path)? else {
         return Ok(None);
@@ -151,7 +161,7 @@ fn load_record<S: Sys>(
     );
     if format == Format::V1 {
         // The old file still says the same, so a failed rewrite loses nothing.
-        match sys.file_replace(path, &record.encode(), 0o600) {
+        match sys.file_replace(path, &record.encode(), 0o600, durability) {
             Ok(()) => info!("rewrote record {} in the current format", path.display()),
             Err(e) => warn!("could not rewrite record {}: {}", path.display(), Chain(&e)),
         }

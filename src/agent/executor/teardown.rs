@@ -9,7 +9,7 @@ use log::{error, info, warn};
 use nix::errno::Errno;
 
 use super::{Attempt, ExecError, Executor, TeardownError, Undo};
-use crate::agent::record::{FileRecord, Record};
+use crate::agent::record::{DnsFile, FileRecord, Record};
 use crate::agent::sys::{NetnsId, Sys, SysError};
 use crate::plan::settings::NetnsName;
 use crate::report::Chain;
@@ -66,7 +66,7 @@ impl<S: Sys> Executor<S> {
     fn undo(&mut self, step: &Undo, attempt: &Attempt<S::Netns>) -> Result<String, SysError> {
         match step {
             Undo::NetnsDel => {
-                self.delete_netns(&attempt.path, Some(attempt.netns_id))?;
+                self.delete_netns(&attempt.name, Some(attempt.netns_id))?;
                 Ok(format!("deleted namespace {}", attempt.path.display()))
             }
             Undo::LinkBack { link, original } => {
@@ -91,7 +91,10 @@ impl<S: Sys> Executor<S> {
                 self.sys.file_remove(path)?;
                 Ok(format!("removed {}", path.display()))
             }
-            Undo::FileRestore(path, content) => {
+            Undo::FileRestore(file, path, content) => {
+                if let Some(mut record) = self.records.get(&attempt.name).cloned() {
+                    self.save_rewriting(&mut record, *file, content)?;
+                }
                 self.sys.file_rewrite(path, content)?;
                 Ok(format!("restored {}", path.display()))
             }
@@ -129,19 +132,20 @@ impl<S: Sys> Executor<S> {
 
     /// Deletes the namespace if the agent created it, puts the DNS files back as they were and
     /// removes the directory the agent made for them. Goes on past every failed step.
-    pub(super) fn tear_down(&mut self, record: Record) -> Vec<SysError> {
-        let netns = &record.netns;
+    pub(super) fn tear_down(&mut self, mut record: Record) -> Vec<SysError> {
+        let netns = record.netns.clone();
         let mut errors = Vec::new();
-        if record.created {
-            let path = self.paths.run_netns.join(netns.as_str());
-            if let Err(e) = self.delete_netns(&path, record.netns_id) {
-                errors.push(e);
-            }
+        // A record of today's agent that was cut short before its namespace had a name owns
+        // nothing under that name (`ownership::is_ours`).
+        if record.created && (record.netns_id.is_some() || !record.identity_first) {
+            let deleted = self.delete_netns(&netns, record.netns_id);
+            record.netns_pending = self.records.get(&netns).is_some_and(|r| r.netns_pending);
+            errors.extend(deleted.err());
         }
         let dir = self.paths.etc_netns.join(netns.as_str());
-        for f in &record.files {
+        for f in record.files.clone() {
             let path = dir.join(f.file.name());
-            match self.put_back(&path, f) {
+            match self.put_back(&mut record, &path, &f) {
                 Ok(done) => info!("{done} {}", path.display()),
                 Err(e) => errors.push(e),
             }
@@ -151,7 +155,7 @@ impl<S: Sys> Executor<S> {
         }
         // A record that outlives a failed teardown keeps what is left known as the agent's.
         let recorded = if errors.is_empty() {
-            self.forget(netns)
+            self.forget(&netns)
         } else {
             self.save_unleased(record)
         };
@@ -174,13 +178,19 @@ impl<S: Sys> Executor<S> {
         Ok(())
     }
 
-    /// Deletes the namespace at `path` if it is the one with identity `id` (any, for a record
-    /// without one); one created since under the same name is someone else's, and stays.
-    fn delete_netns(&mut self, path: &Path, id: Option<NetnsId>) -> Result<(), SysError> {
+    /// Deletes the namespace of `netns` if it is the one with identity `id` (any, for a record
+    /// of 0.1.0); one created since under the same name is someone else's, and stays.
+    fn delete_netns(&mut self, netns: &NetnsName, id: Option<NetnsId>) -> Result<(), SysError> {
+        let path = self.paths.run_netns.join(netns.as_str());
+        let pending = self.records.get(netns).is_some_and(|r| r.netns_pending);
         if let Some(id) = id {
-            let opened = match self.sys.netns_open(path) {
-                // The agent's own deletion was cut short (a crash) after the unmount.
-                Err(SysError::NotNetns { .. }) if self.sys.netns_leftover_remove(path)? => {
+            let opened = match self.sys.netns_open(&path) {
+                // The agent's own creation or deletion was cut short (a crash) with the file at
+                // `path` not mounted; never anyone else's, whose `ip netns add` may be under way.
+                Err(SysError::NotNetns { .. })
+                    if pending && self.sys.netns_leftover_remove(&path)? =>
+                {
+                    self.set_netns_pending(netns, false)?;
                     return Ok(());
                 }
                 opened => opened?,
@@ -199,17 +209,41 @@ impl<S: Sys> Executor<S> {
                 return Ok(());
             }
         }
-        self.sys.netns_del(path)?;
+        self.set_netns_pending(netns, true)?;
+        self.sys.netns_del(&path)?;
         info!("deleted namespace {}", path.display());
+        // Only in memory: every caller saves or forgets the record next.
+        if let Some(r) = self.records.get_mut(netns) {
+            r.netns_pending = false;
+        }
         Ok(())
+    }
+
+    /// Saves `netns_pending` in the record of `netns` if it changes.
+    fn set_netns_pending(&mut self, netns: &NetnsName, pending: bool) -> Result<(), SysError> {
+        match self.records.get(netns) {
+            Some(r) if r.netns_pending != pending => {
+                let record = Record {
+                    netns_pending: pending,
+                    ..r.clone()
+                };
+                self.save(&record)
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Removes a file the agent created, or puts back the content it replaced; a file changed
     /// since the agent wrote it is someone else's, and stays as it is.
-    fn put_back(&mut self, path: &Path, f: &FileRecord) -> Result<&'static str, SysError> {
-        if let Some(written) = &f.written {
+    fn put_back(
+        &mut self,
+        record: &mut Record,
+        path: &Path,
+        f: &FileRecord,
+    ) -> Result<&'static str, SysError> {
+        if f.written.is_some() {
             let now = self.sys.file_read(path)?;
-            if now.as_ref() != Some(written) {
+            if !f.holds_ours(now.as_deref()) {
                 warn!(
                     "kept {}: it changed since nm-vpn-netns wrote it",
                     path.display()
@@ -219,8 +253,25 @@ impl<S: Sys> Executor<S> {
         }
         match &f.backup {
             None => self.sys.file_remove(path).map(|()| "removed"),
-            Some(backup) => self.restore(path, backup).map(|()| "restored"),
+            Some(backup) => {
+                self.save_rewriting(record, f.file, backup)?;
+                self.restore(path, backup).map(|()| "restored")
+            }
         }
+    }
+
+    /// Saves, before a rewrite in place, the content it puts in `file`: a crash in the middle
+    /// leaves a prefix of it, which must still count as the agent's.
+    pub(super) fn save_rewriting(
+        &mut self,
+        record: &mut Record,
+        file: DnsFile,
+        content: &[u8],
+    ) -> Result<(), SysError> {
+        if let Some(f) = record.files.iter_mut().find(|f| f.file == file) {
+            f.rewriting = Some(content.to_vec());
+        }
+        self.save(record)
     }
 
     /// Puts back a file's old content, in place if it is still there.

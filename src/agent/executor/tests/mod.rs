@@ -211,8 +211,9 @@ fn happy_path_calls_in_order() {
         Call::NetnsOpen(p(NS)),
         Call::SysctlRead(PING_GROUP_RANGE.to_owned()),
     ];
-    // On record before the namespace exists, with its identity once it does.
-    let create = [Call::NetnsAdd(p(NS)), Call::NetnsId(p(NS))];
+    // On record with its identity after the namespace exists and before it has its name.
+    let create = [Call::NetnsCreate(p(NS))];
+    let bind = [Call::NetnsBind(p(NS))];
     let move_link = [Call::LinkSetNetns {
         ifindex: 7,
         netns: p(NS),
@@ -223,8 +224,9 @@ fn happy_path_calls_in_order() {
         calls(&mut ex),
         [
             &checks[..],
-            &saved(),
             &create,
+            &saved(),
+            &bind,
             &saved(),
             &move_link,
             &setup_and_read_dns(false),
@@ -258,11 +260,13 @@ fn happy_path_calls_in_order() {
                 file: DnsFile::ResolvConf,
                 backup: None,
                 written: Some(plan().resolv_conf.into_bytes()),
+                rewriting: None,
             },
             FileRecord {
                 file: DnsFile::NsswitchConf,
                 backup: None,
                 written: Some(plan().nsswitch_conf.into_bytes()),
+                rewriting: None,
             }
         ]
     );
@@ -304,6 +308,7 @@ fn rollback_after_a_failure_at_each_step() {
             matches!(
                 c,
                 Call::NetnsDel(_)
+                    | Call::FileReplace(_)
                     | Call::NetnsOpen(_)
                     | Call::NetnsId(_)
                     | Call::LinkSetNetnsBack { .. }
@@ -336,6 +341,8 @@ fn rollback_undoes_in_reverse_order() {
             moved_back("tun0"),
             Call::NetnsOpen(p(NS)),
             Call::NetnsId(p(NS)),
+            Call::FileReplace(p(DURABLE)),
+            Call::FileReplace(p(RECORD)),
             Call::NetnsDel(p(NS)),
             Call::FileRemove(p(RECORD)),
             Call::FileRemove(p(DURABLE)),
@@ -406,7 +413,7 @@ fn deadline_already_past_touches_nothing() {
     );
     assert!(!calls(&mut ex)
         .iter()
-        .any(|c| matches!(c, Call::NetnsAdd(_))));
+        .any(|c| matches!(c, Call::NetnsCreate(_))));
 }
 
 /// A hostile server's 1024 routes on a slow kernel: the deadline is checked between the
@@ -533,9 +540,9 @@ fn something_else_at_the_namespace_path_is_refused() {
         .insert(p(NS), FakeNetnsEntry::RegularFile);
     let err = refused_before_side_effects(&mut ex, &request());
     assert_eq!(
-        err.to_string(),
-        "/run/netns/work: is a regular file, not a network namespace; refusing to use it (if \
-         it is a leftover, remove it)"
+        crate::report::chain(&err),
+        "a system operation failed: /run/netns/work: is a regular file, not a network \
+         namespace; refusing to use it (if it is a leftover, remove it)"
     );
 }
 

@@ -52,15 +52,17 @@ fn a_release_deletes_only_the_namespace_it_created() {
 }
 
 #[test]
-fn a_record_without_identity_takes_the_namespace_under_its_name() {
+fn a_record_of_0_1_0_takes_the_namespace_under_its_name() {
     let mut ex = kept(&persistent_request());
     let mut r = record(&ex).unwrap().clone();
     r.netns_id = None;
+    r.identity_first = false;
     ex.records.insert(work(), r);
     let isolation = ex.isolate(&persistent_request()).unwrap();
     assert!(!isolation.created);
     let id = ex.sys.netns_id(&FakeNetns(p(NS))).unwrap();
     assert_eq!(record(&ex).unwrap().netns_id, Some(id));
+    assert!(record(&ex).unwrap().identity_first);
 }
 
 #[test]
@@ -181,23 +183,55 @@ fn a_tun_gone_during_rollback_is_nothing_to_move_back() {
     assert_nothing_left(&ex, &expected, "tun gone");
 }
 
+/// The world after `isolate`, with `record` as what the agent had on disk when it died.
+fn crashed_with(ex: &Executor<RecordingSys>, record: &Record) -> World {
+    let mut world = world(ex);
+    for path in [RECORD, DURABLE] {
+        world.files.get_mut(&p(path)).unwrap().content = record.encode();
+    }
+    world
+}
+
 #[test]
-fn a_crash_right_after_creating_the_namespace_leaves_it_on_record() {
-    // The record is written before the namespace exists (happy_path_calls_in_order): a crash
-    // right after `netns_add` leaves that record, without the namespace's identity.
+fn a_crash_before_the_namespace_has_its_name_owns_nothing_under_it() {
+    // The record is saved with the identity between the creation and the bind
+    // (happy_path_calls_in_order). A crash before the bind leaves that record and no name; a
+    // namespace root then makes under the name has another identity, and is not the agent's.
     let mut ex = executor();
     let req = request();
     ex.isolate(&req).unwrap();
-    let mut world = world(&ex);
-    let intent = new_record(&req, None, true).encode();
-    for path in [RECORD, DURABLE] {
-        world.files.get_mut(&p(path)).unwrap().content = intent.clone();
-    }
-    let mut ex = executor_with(RecordingSys::new(world));
-    assert!(record(&ex).is_some_and(|r| r.created && r.netns_id.is_none()));
-    // Its holder gone, the restarted agent releases it, and deletes the namespace as its own.
+    let (_, unbound) = ex.sys.netns_create(&p(NS)).unwrap();
+    let mut intent = new_record(&req, None, true);
+    intent.netns_id = Some(unbound);
+    intent.netns_pending = true;
+    let mut world = crashed_with(&ex, &intent);
+    world.netns.remove(&p(NS));
+    let mut sys = RecordingSys::new(world);
+    sys.add_netns(NS);
+    let mut ex = executor_with(sys);
     ex.release(&work()).unwrap();
-    assert!(!ex.sys.world.netns.contains_key(&p(NS)));
+    assert!(
+        ex.sys.world.netns.contains_key(&p(NS)),
+        "expected root's namespace kept"
+    );
+
+    // A record of today's agent that says "created" without an identity (as one written before
+    // the fix, just before `netns_add`) owns nothing either: only 0.1.0's records take what they
+    // find.
+    let mut ex = executor();
+    ex.isolate(&req).unwrap();
+    let mut intent = new_record(&req, None, true);
+    intent.leased = false;
+    let mut sys = RecordingSys::new(crashed_with(&ex, &intent));
+    sys.add_link(7, "tun0", Some("tun"), None);
+    let mut ex = executor_with(sys);
+    let err = ex.isolate(&req).unwrap_err();
+    assert!(
+        matches!(err, ExecError::ForeignNotListed { .. }),
+        "expected the namespace to be foreign, got {err:?}"
+    );
+    ex.release(&work()).unwrap();
+    assert!(ex.sys.world.netns.contains_key(&p(NS)), "expected it kept");
 }
 
 #[test]
@@ -290,7 +324,10 @@ fn one_bad_entry_in_the_state_directory_does_not_stop_the_agent() {
 fn a_release_finishes_a_deletion_cut_short() {
     let mut ex = executor();
     ex.isolate(&request()).unwrap();
-    let mut world = world(&ex);
+    let mut deleting = record(&ex).unwrap().clone();
+    // Saved before the unmount.
+    deleting.netns_pending = true;
+    let mut world = crashed_with(&ex, &deleting);
     world.netns.insert(p(NS), FakeNetnsEntry::Leftover);
     let mut ex = Executor::new(RecordingSys::new(world.clone()), Paths::default()).unwrap();
     ex.release(&work()).unwrap();
@@ -314,4 +351,41 @@ fn a_release_finishes_a_deletion_cut_short() {
         Some(&FakeNetnsEntry::RegularFile)
     );
     assert!(record(&ex).is_some_and(|r| !r.leased));
+}
+
+/// An empty file at the namespace's path while the record says no creation or deletion of the
+/// agent's was under way may be the file of someone's `ip netns add` that has not mounted yet:
+/// it is never removed.
+#[test]
+fn an_empty_file_is_removed_only_after_the_agents_own_deletion() {
+    let mut ex = executor();
+    ex.isolate(&request()).unwrap();
+    assert!(!record(&ex).unwrap().netns_pending);
+    let mut world = world(&ex);
+    world.netns.insert(p(NS), FakeNetnsEntry::Leftover);
+    let mut ex = Executor::new(RecordingSys::new(world), Paths::default()).unwrap();
+    ex.release(&work()).unwrap_err();
+    assert!(
+        !calls(&mut ex).contains(&Call::NetnsLeftoverRemove(p(NS))),
+        "expected no removal"
+    );
+    assert_eq!(
+        ex.sys.world.netns.get(&p(NS)),
+        Some(&FakeNetnsEntry::Leftover)
+    );
+}
+
+/// A deletion saves `netns_pending` before the unmount, so that a crash after it is known.
+#[test]
+fn a_deletion_is_on_record_before_the_unmount() {
+    let mut ex = executor();
+    ex.isolate(&request()).unwrap();
+    calls(&mut ex);
+    ex.sys.fail_when(|c| matches!(c, Call::NetnsDel(_)));
+    ex.release(&work()).unwrap_err();
+    let saved = String::from_utf8(ex.sys.world.files[&p(DURABLE)].content.clone()).unwrap();
+    assert!(saved.contains("\"netns_pending\": true"), "{saved}");
+    ex.sys.heal();
+    ex.release(&work()).unwrap();
+    assert!(!ex.sys.world.netns.contains_key(&p(NS)));
 }

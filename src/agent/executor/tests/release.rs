@@ -17,13 +17,17 @@ fn release_deletes_what_it_created() {
                 // holds what it wrote is removed.
                 Call::NetnsOpen(p(NS)),
                 Call::NetnsId(p(NS)),
+            ][..],
+            // On record as under way before the unmount.
+            &saved(),
+            &[
                 Call::NetnsDel(p(NS)),
                 Call::FileRead(p(RESOLV)),
                 Call::FileRemove(p(RESOLV)),
                 Call::FileRead(p(NSSWITCH)),
                 Call::FileRemove(p(NSSWITCH)),
                 Call::DirRemove(p(DIR)),
-            ][..],
+            ],
             &forgotten(),
         ]
         .concat()
@@ -59,7 +63,7 @@ fn release_keeps_a_persistent_namespace_for_the_next_connect() {
     let isolation = ex.isolate(&req).unwrap();
     assert!(!isolation.created);
     let calls = calls(&mut ex);
-    assert!(!calls.iter().any(|c| matches!(c, Call::NetnsAdd(_))));
+    assert!(!calls.iter().any(|c| matches!(c, Call::NetnsCreate(_))));
     assert!(calls.contains(&Call::FileRewrite(p(RESOLV))));
     assert!(calls.contains(&Call::SysctlRead(PING_GROUP_RANGE.to_owned())));
     assert_eq!(inode(&ex, RESOLV), resolv_inode);
@@ -232,8 +236,10 @@ fn reapply_rewrites_in_place() {
         [
             &[Call::NetnsOpen(p(NS))][..],
             &setup_and_read_dns(true),
+            // The record says what the rewrites write before they start, and that they are done.
             &saved(),
-            &rewrites
+            &rewrites,
+            &saved(),
         ]
         .concat()
     );
@@ -260,8 +266,9 @@ fn symlinked_netns_dir_is_refused_and_rolled_back() {
     let before = world(&ex);
     let err = ex.isolate(&request()).unwrap_err();
     assert_eq!(
-        err.to_string(),
-        "/etc/netns/work: is a symbolic link, and nm-vpn-netns never follows one here"
+        crate::report::chain(&err),
+        "a system operation failed: /etc/netns/work: is a symbolic link, and nm-vpn-netns never \
+         follows one here"
     );
     assert_nothing_left(&ex, &before, "symlink");
 }
