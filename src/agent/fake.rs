@@ -6,112 +6,16 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 
 use crate::agent::sys::{Durability, Link, NetnsId, NetnsSetup, Process, Sys, SysError};
 
-/// One call made to a [`RecordingSys`], with the objects it named.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Call {
-    NetnsCreate(PathBuf),
-    NetnsBind(PathBuf),
-    NetnsOpen(PathBuf),
-    NetnsDel(PathBuf),
-    NetnsLeftoverRemove(PathBuf),
-    NetnsId(PathBuf),
-    NetnsProcesses(PathBuf),
-    LinkGet(u32),
-    LinkNames(PathBuf),
-    LinkSetNetns {
-        ifindex: u32,
-        netns: PathBuf,
-        name: Option<String>,
-    },
-    LinkSetNetnsBack {
-        netns: PathBuf,
-        link: String,
-        name: String,
-    },
-    NetnsSetup {
-        netns: PathBuf,
-        link: String,
-        reapply: bool,
-    },
-    SysctlRead(String),
-    DirCreate(PathBuf),
-    DirRemove(PathBuf),
-    DirExists(PathBuf),
-    DirList(PathBuf),
-    FileRead(PathBuf),
-    FileCreate(PathBuf),
-    FileReplace(PathBuf),
-    FileRewrite(PathBuf),
-    FileRemove(PathBuf),
-}
+mod world;
 
-/// What sits at a path under the namespace directory in a [`World`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FakeNetnsEntry {
-    Netns,
-    RegularFile,
-    /// What `ip netns del` leaves between its unmount and its unlink: an empty file of root's.
-    Leftover,
-}
-
-/// A link of a [`World`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FakeLink {
-    pub link: Link,
-    /// The namespace mount it is in; `None`: the agent's namespace.
-    pub netns: Option<PathBuf>,
-    /// What `netns_setup` last applied to it; a move clears it, as the kernel does.
-    pub setup: Option<String>,
-}
-
-/// A file of a [`World`]; rewriting in place keeps the inode, a rename gives a new one.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FakeFile {
-    pub content: Vec<u8>,
-    pub inode: u64,
-}
-
-/// The state a [`RecordingSys`] models: namespaces, links, directories, files, symlinks, sysctls.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct World {
-    pub netns: BTreeMap<PathBuf, FakeNetnsEntry>,
-    pub links: BTreeMap<u32, FakeLink>,
-    pub dirs: BTreeSet<PathBuf>,
-    pub files: BTreeMap<PathBuf, FakeFile>,
-    pub symlinks: BTreeSet<PathBuf>,
-    pub sysctls: BTreeMap<String, String>,
-    /// The inode of each namespace in `netns`: a namespace made anew at a path gets a new one.
-    pub netns_inodes: BTreeMap<PathBuf, u64>,
-    /// The processes that run in the namespace mounted at a path.
-    pub processes: BTreeMap<PathBuf, Vec<Process>>,
-}
-
-impl Default for World {
-    fn default() -> Self {
-        World {
-            netns: BTreeMap::new(),
-            links: BTreeMap::new(),
-            dirs: ["/", "/etc", "/run", "/var", "/var/lib"]
-                .into_iter()
-                .map(PathBuf::from)
-                .collect(),
-            files: BTreeMap::new(),
-            symlinks: BTreeSet::new(),
-            sysctls: BTreeMap::from([(
-                "net.ipv4.ping_group_range".to_owned(),
-                "0 2147483647".to_owned(),
-            )]),
-            netns_inodes: BTreeMap::new(),
-            processes: BTreeMap::new(),
-        }
-    }
-}
+pub use world::{Call, FakeFile, FakeLink, FakeNetnsEntry, World};
 
 /// A namespace handle of [`RecordingSys`]: the path it was opened at.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,8 +31,10 @@ pub struct RecordingSys {
     fail_at: BTreeSet<usize>,
     fail_when: Vec<FailWhen>,
     slow: Vec<(FailWhen, Duration)>,
+    crash_when: Option<FailWhen>,
+    /// The world as a crash just before the call that `crash_when` matched would leave it.
+    pub crashed: Option<World>,
     per_message: Duration,
-    next_inode: u64,
     /// The inode of each namespace created and not yet bound, by the path it is meant for.
     unbound: BTreeMap<PathBuf, u64>,
     start: Instant,
@@ -160,8 +66,9 @@ impl RecordingSys {
             fail_at: BTreeSet::new(),
             fail_when: Vec::new(),
             slow: Vec::new(),
+            crash_when: None,
+            crashed: None,
             per_message: Duration::ZERO,
-            next_inode: 0,
             unbound: BTreeMap::new(),
             start: Instant::now(),
             elapsed: Duration::ZERO,
@@ -176,6 +83,12 @@ impl RecordingSys {
     /// Makes every call that `when` matches fail.
     pub fn fail_when(&mut self, when: impl Fn(&Call) -> bool + Send + 'static) {
         self.fail_when.push(Box::new(when));
+    }
+
+    /// Keeps in `crashed` the world as it is just before the first call that `when` matches:
+    /// what the agent would leave if it died there.
+    pub fn crash_when(&mut self, when: impl Fn(&Call) -> bool + Send + 'static) {
+        self.crash_when = Some(Box::new(when));
     }
 
     /// Moves the clock forward by `by` during every call that `when` matches.
@@ -232,13 +145,16 @@ impl RecordingSys {
             FakeFile {
                 content: content.as_bytes().to_vec(),
                 inode,
+                durable: true,
             },
         );
     }
 
     fn inode(&mut self) -> u64 {
-        self.next_inode += 1;
-        self.next_inode
+        // Unique across every fake of the process: a world handed to a new fake (an agent
+        // started anew) must not see a namespace made there get the inode of one on record.
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        NEXT.fetch_add(1, Ordering::Relaxed)
     }
 
     fn call(&mut self, call: Call) -> Result<(), SysError> {
@@ -247,6 +163,9 @@ impl RecordingSys {
             if when(&call) {
                 self.elapsed += *by;
             }
+        }
+        if self.crashed.is_none() && self.crash_when.as_ref().is_some_and(|w| w(&call)) {
+            self.crashed = Some(self.world.clone());
         }
         let fail = self.fail_at.contains(&index) || self.fail_when.iter().any(|w| w(&call));
         let object = format!("{call:?}");
@@ -299,13 +218,14 @@ impl RecordingSys {
             .find(|l| l.netns.as_deref() == Some(netns) && l.link.name == name)
     }
 
-    fn write_new(&mut self, path: &Path, content: &[u8]) {
+    fn write_new(&mut self, path: &Path, content: &[u8], durability: Durability) {
         let inode = self.inode();
         self.world.files.insert(
             path.to_owned(),
             FakeFile {
                 content: content.to_vec(),
                 inode,
+                durable: durability == Durability::Durable,
             },
         );
     }
@@ -579,7 +499,7 @@ impl Sys for RecordingSys {
         if self.world.files.contains_key(path) {
             return Err(Self::errno("create", path.display(), Errno::EEXIST));
         }
-        self.write_new(path, content);
+        self.write_new(path, content, Durability::Durable);
         Ok(())
     }
 
@@ -588,11 +508,11 @@ impl Sys for RecordingSys {
         path: &Path,
         content: &[u8],
         _mode: u32,
-        _durability: Durability,
+        durability: Durability,
     ) -> Result<(), SysError> {
         self.call(Call::FileReplace(path.to_owned()))?;
         self.check_parent("create", path)?;
-        self.write_new(path, content);
+        self.write_new(path, content, durability);
         Ok(())
     }
 
@@ -605,6 +525,7 @@ impl Sys for RecordingSys {
             .get_mut(path)
             .ok_or_else(|| Self::enoent("rewrite", path))?;
         file.content = content.to_vec();
+        file.durable = true;
         Ok(())
     }
 

@@ -183,46 +183,58 @@ fn a_tun_gone_during_rollback_is_nothing_to_move_back() {
     assert_nothing_left(&ex, &expected, "tun gone");
 }
 
-/// The world after `isolate`, with `record` as what the agent had on disk when it died.
-fn crashed_with(ex: &Executor<RecordingSys>, record: &Record) -> World {
-    let mut world = world(ex);
-    for path in [RECORD, DURABLE] {
-        world.files.get_mut(&p(path)).unwrap().content = record.encode();
-    }
-    world
+/// The world a crash leaves just before the first call that `when` matches, in `run`.
+fn crash_at(
+    when: impl Fn(&Call) -> bool + Send + 'static,
+    run: impl FnOnce(&mut Executor<RecordingSys>),
+) -> World {
+    let mut ex = executor();
+    ex.sys.crash_when(when);
+    run(&mut ex);
+    ex.sys.crashed.take().expect("expected the call to be made")
 }
 
 #[test]
 fn a_crash_before_the_namespace_has_its_name_owns_nothing_under_it() {
-    // The record is saved with the identity between the creation and the bind
-    // (happy_path_calls_in_order). A crash before the bind leaves that record and no name; a
-    // namespace root then makes under the name has another identity, and is not the agent's.
-    let mut ex = executor();
+    // Between the creation and the bind, the record holds the identity of a namespace that has
+    // no name yet; root then makes one under the name, with another identity.
     let req = request();
-    ex.isolate(&req).unwrap();
-    let (_, unbound) = ex.sys.netns_create(&p(NS)).unwrap();
-    let mut intent = new_record(&req, None, true);
-    intent.netns_id = Some(unbound);
-    intent.netns_pending = true;
-    let mut world = crashed_with(&ex, &intent);
-    world.netns.remove(&p(NS));
-    let mut sys = RecordingSys::new(world);
+    let crashed = crash_at(
+        |c| matches!(c, Call::NetnsBind(_)),
+        |ex| drop(ex.isolate(&req)),
+    );
+    assert!(!crashed.netns.contains_key(&p(NS)));
+    let mut sys = RecordingSys::new(crashed);
     sys.add_netns(NS);
     let mut ex = executor_with(sys);
+    let r = record(&ex).unwrap();
+    assert!(
+        r.created && r.netns_id.is_some() && r.netns_pending,
+        "{r:?}"
+    );
+    let err = ex.isolate(&req).unwrap_err();
+    assert!(
+        matches!(err, ExecError::InUse { .. }),
+        "expected the lease to hold, got {err:?}"
+    );
     ex.release(&work()).unwrap();
     assert!(
         ex.sys.world.netns.contains_key(&p(NS)),
         "expected root's namespace kept"
     );
 
-    // A record of today's agent that says "created" without an identity (as one written before
-    // the fix, just before `netns_add`) owns nothing either: only 0.1.0's records take what they
-    // find.
+    // A record of today's agent that says "created" without an identity (as the agent wrote
+    // just before `netns_add` until the identity came first) owns nothing either: only 0.1.0's
+    // records take what they find.
     let mut ex = executor();
     ex.isolate(&req).unwrap();
+    let mut world = world(&ex);
     let mut intent = new_record(&req, None, true);
     intent.leased = false;
-    let mut sys = RecordingSys::new(crashed_with(&ex, &intent));
+    for path in [RECORD, DURABLE] {
+        world.files.get_mut(&p(path)).unwrap().content = intent.encode();
+    }
+    let mut sys = RecordingSys::new(world);
     sys.add_link(7, "tun0", Some("tun"), None);
     let mut ex = executor_with(sys);
     let err = ex.isolate(&req).unwrap_err();
@@ -322,12 +334,14 @@ fn one_bad_entry_in_the_state_directory_does_not_stop_the_agent() {
 /// finishes. Any other file there is not the agent's, and stays.
 #[test]
 fn a_release_finishes_a_deletion_cut_short() {
-    let mut ex = executor();
-    ex.isolate(&request()).unwrap();
-    let mut deleting = record(&ex).unwrap().clone();
-    // Saved before the unmount.
-    deleting.netns_pending = true;
-    let mut world = crashed_with(&ex, &deleting);
+    let mut world = crash_at(
+        |c| matches!(c, Call::NetnsDel(_)),
+        |ex| {
+            ex.isolate(&request()).unwrap();
+            ex.release(&work()).unwrap();
+        },
+    );
+    // Unmounted, not yet unlinked.
     world.netns.insert(p(NS), FakeNetnsEntry::Leftover);
     let mut ex = Executor::new(RecordingSys::new(world.clone()), Paths::default()).unwrap();
     ex.release(&work()).unwrap();
@@ -375,17 +389,58 @@ fn an_empty_file_is_removed_only_after_the_agents_own_deletion() {
     );
 }
 
-/// A deletion saves `netns_pending` before the unmount, so that a crash after it is known.
+/// A crash in the middle of a rewrite in place (truncate, then write) leaves a prefix of what
+/// was being written, the empty file among them. The record says what that was, so the file is
+/// still the agent's: the release puts the administrator's content back, and the release's own
+/// rewrite, cut short the same way, is finished by the next one.
 #[test]
-fn a_deletion_is_on_record_before_the_unmount() {
+fn a_rewrite_cut_short_is_still_the_agents() {
+    let admin = "nameserver 192.0.2.53\n";
+    let isolate = |ex: &mut Executor<RecordingSys>| {
+        foreign(ex);
+        ex.isolate(&foreign_allowed()).unwrap();
+    };
+    let rewrite = |c: &Call| *c == Call::FileRewrite(p(RESOLV));
+    let new = plan().resolv_conf;
+    for cut in [0, 5, new.len()] {
+        let mut world = crash_at(rewrite, |ex| isolate(ex));
+        assert_eq!(world.files[&p(RESOLV)].content, admin.as_bytes());
+        world.files.get_mut(&p(RESOLV)).unwrap().content = new.as_bytes()[..cut].to_vec();
+        let mut ex = executor_with(RecordingSys::new(world));
+        ex.release(&work()).unwrap();
+        assert_eq!(content(&ex, RESOLV).unwrap(), admin, "cut at {cut}");
+    }
+    // The release's restore, cut short after 3 bytes.
+    let mut ex = executor();
+    isolate(&mut ex);
+    ex.sys.crash_when(rewrite);
+    ex.release(&work()).unwrap();
+    let mut world = ex.sys.crashed.take().unwrap();
+    world.files.get_mut(&p(RESOLV)).unwrap().content = admin.as_bytes()[..3].to_vec();
+    let mut ex = executor_with(RecordingSys::new(world));
+    ex.release(&work()).unwrap();
+    assert_eq!(content(&ex, RESOLV).unwrap(), admin);
+    // Without a rewrite on record, an emptied file is someone's change, and stays.
+    let mut ex = executor();
+    isolate(&mut ex);
+    ex.sys
+        .world
+        .files
+        .get_mut(&p(RESOLV))
+        .unwrap()
+        .content
+        .clear();
+    ex.release(&work()).unwrap();
+    assert_eq!(content(&ex, RESOLV).unwrap(), "");
+}
+
+/// What outlives a reboot is synced: the durable record and the DNS files; the record under
+/// `/run` is not.
+#[test]
+fn only_what_outlives_a_reboot_is_synced() {
     let mut ex = executor();
     ex.isolate(&request()).unwrap();
-    calls(&mut ex);
-    ex.sys.fail_when(|c| matches!(c, Call::NetnsDel(_)));
-    ex.release(&work()).unwrap_err();
-    let saved = String::from_utf8(ex.sys.world.files[&p(DURABLE)].content.clone()).unwrap();
-    assert!(saved.contains("\"netns_pending\": true"), "{saved}");
-    ex.sys.heal();
-    ex.release(&work()).unwrap();
-    assert!(!ex.sys.world.netns.contains_key(&p(NS)));
+    let durable = |path: &str| ex.sys.world.files[&p(path)].durable;
+    assert!(durable(DURABLE) && durable(RESOLV) && durable(NSSWITCH));
+    assert!(!durable(RECORD));
 }

@@ -1,0 +1,109 @@
+//! The in-memory world of [`super::RecordingSys`] and the calls it records.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+use crate::agent::sys::{Link, Process};
+
+/// One call made to a [`super::RecordingSys`], with the objects it named.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Call {
+    NetnsCreate(PathBuf),
+    NetnsBind(PathBuf),
+    NetnsOpen(PathBuf),
+    NetnsDel(PathBuf),
+    NetnsLeftoverRemove(PathBuf),
+    NetnsId(PathBuf),
+    NetnsProcesses(PathBuf),
+    LinkGet(u32),
+    LinkNames(PathBuf),
+    LinkSetNetns {
+        ifindex: u32,
+        netns: PathBuf,
+        name: Option<String>,
+    },
+    LinkSetNetnsBack {
+        netns: PathBuf,
+        link: String,
+        name: String,
+    },
+    NetnsSetup {
+        netns: PathBuf,
+        link: String,
+        reapply: bool,
+    },
+    SysctlRead(String),
+    DirCreate(PathBuf),
+    DirRemove(PathBuf),
+    DirExists(PathBuf),
+    DirList(PathBuf),
+    FileRead(PathBuf),
+    FileCreate(PathBuf),
+    FileReplace(PathBuf),
+    FileRewrite(PathBuf),
+    FileRemove(PathBuf),
+}
+
+/// What sits at a path under the namespace directory in a [`World`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FakeNetnsEntry {
+    Netns,
+    RegularFile,
+    /// What `ip netns del` leaves between its unmount and its unlink: an empty file of root's.
+    Leftover,
+}
+
+/// A link of a [`World`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FakeLink {
+    pub link: Link,
+    /// The namespace mount it is in; `None`: the agent's namespace.
+    pub netns: Option<PathBuf>,
+    /// What `netns_setup` last applied to it; a move clears it, as the kernel does.
+    pub setup: Option<String>,
+}
+
+/// A file of a [`World`]; rewriting in place keeps the inode, a rename gives a new one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FakeFile {
+    pub content: Vec<u8>,
+    pub inode: u64,
+    /// Synced as it was last written, so a power loss would not lose it.
+    pub durable: bool,
+}
+
+/// The state a [`super::RecordingSys`] models: namespaces, links, directories, files, symlinks, sysctls.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct World {
+    pub netns: BTreeMap<PathBuf, FakeNetnsEntry>,
+    pub links: BTreeMap<u32, FakeLink>,
+    pub dirs: BTreeSet<PathBuf>,
+    pub files: BTreeMap<PathBuf, FakeFile>,
+    pub symlinks: BTreeSet<PathBuf>,
+    pub sysctls: BTreeMap<String, String>,
+    /// The inode of each namespace in `netns`: a namespace made anew at a path gets a new one.
+    pub netns_inodes: BTreeMap<PathBuf, u64>,
+    /// The processes that run in the namespace mounted at a path.
+    pub processes: BTreeMap<PathBuf, Vec<Process>>,
+}
+
+impl Default for World {
+    fn default() -> Self {
+        World {
+            netns: BTreeMap::new(),
+            links: BTreeMap::new(),
+            dirs: ["/", "/etc", "/run", "/var", "/var/lib"]
+                .into_iter()
+                .map(PathBuf::from)
+                .collect(),
+            files: BTreeMap::new(),
+            symlinks: BTreeSet::new(),
+            sysctls: BTreeMap::from([(
+                "net.ipv4.ping_group_range".to_owned(),
+                "0 2147483647".to_owned(),
+            )]),
+            netns_inodes: BTreeMap::new(),
+            processes: BTreeMap::new(),
+        }
+    }
+}
