@@ -26,6 +26,7 @@ use nm_vpn_netns::agent::policy::Policy;
 use nm_vpn_netns::agent::sys::{Durability, Link, NetnsId, NetnsSetup, Process, Sys, SysError};
 use nm_vpn_netns::plan::settings::NetnsName;
 use nm_vpn_netns::plan::{self, IsolationPlan, PlanInput, VarDict};
+use nm_vpn_netns::report::chain;
 
 const SANDBOX_ENV: &str = "NM_VPN_NETNS_PRIVILEGED_SANDBOX";
 const OTHER_UUID: &str = "1b2c3d4e-0000-4000-8000-000000000001";
@@ -525,6 +526,44 @@ fn only_the_leftover_of_a_cut_short_deletion_is_removed() {
     }
 }
 
+/// The namespace exists, with the identity the executor records, before anything is under its
+/// name; the bind then puts that same namespace there, and refuses a name that is taken.
+#[test]
+#[ignore = "needs root in the sandbox of tests/privileged.sh"]
+fn a_namespace_has_its_identity_before_its_name() {
+    sandbox();
+    let mut sys = RealSys::new().unwrap();
+    let path = Path::new("/run/netns/nvn-two-phase");
+    let (netns, id) = sys.netns_create(path).unwrap();
+    assert!(!path.exists(), "expected nothing at {} yet", path.display());
+    assert!(!netns_list().contains("nvn-two-phase"));
+    let agent = fs::metadata("/proc/self/ns/net").unwrap();
+    assert_ne!(
+        (id.dev, id.ino),
+        (agent.dev(), agent.ino()),
+        "expected a namespace of its own"
+    );
+    sys.netns_bind(&netns, path).unwrap();
+    let bound = sys.netns_open(path).unwrap().unwrap();
+    assert_eq!(
+        sys.netns_id(&bound).unwrap(),
+        id,
+        "expected the same namespace"
+    );
+    assert!(netns_list().contains("nvn-two-phase"));
+    let (other, _) = sys.netns_create(path).unwrap();
+    let taken = sys.netns_bind(&other, path).unwrap_err();
+    assert_eq!(
+        taken.raw_os_error(),
+        Some(nix::errno::Errno::EEXIST as i32),
+        "{taken}"
+    );
+    let still = sys.netns_open(path).unwrap().unwrap();
+    assert_eq!(sys.netns_id(&still).unwrap(), id, "expected it untouched");
+    sys.netns_del(path).unwrap();
+    assert_gone("nvn-two-phase");
+}
+
 #[test]
 #[ignore = "needs root in the sandbox of tests/privileged.sh"]
 fn isolates_ipv4_in_a_new_namespace_and_deletes_it_on_release() {
@@ -926,7 +965,7 @@ fn a_route_the_kernel_refuses_rolls_everything_back() {
     );
     let mut ex = executor();
     let err = ex.isolate(&request(plan, tun.ifindex())).unwrap_err();
-    let msg = err.to_string();
+    let msg = chain(&err);
     assert!(
         matches!(
             &err,
@@ -1074,7 +1113,7 @@ fn a_hard_link_or_a_foreign_owner_under_etc_netns_is_refused() {
         matches!(&err, ExecError::Sys(SysError::Untrusted { path, .. }) if *path == Path::new(&resolv)),
         "{err}"
     );
-    assert!(err.to_string().contains("2 hard links"), "{err}");
+    assert!(chain(&err).contains("2 hard links"), "{}", chain(&err));
     assert_eq!(fs::read_to_string(target).unwrap(), "precious\n");
     rolled_back(&ex);
     fs::remove_file(&resolv).unwrap();
@@ -1086,8 +1125,7 @@ fn a_hard_link_or_a_foreign_owner_under_etc_netns_is_refused() {
         .isolate(&request(plan.clone(), tun.ifindex()))
         .unwrap_err();
     assert!(
-        err.to_string()
-            .contains("writable by group or others (mode 777)"),
+        chain(&err).contains("writable by group or others (mode 777)"),
         "{err}"
     );
     rolled_back(&ex);
