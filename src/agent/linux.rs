@@ -251,7 +251,7 @@ impl Sys for RealSys {
 
     fn netns_del(&mut self, path: &Path) -> Result<(), SysError> {
         match mount::umount2(path, MntFlags::MNT_DETACH | MntFlags::UMOUNT_NOFOLLOW) {
-            // EINVAL: not a mount point, as after a half-finished netns_add.
+            // EINVAL: not a mount point, as after a half-finished netns_bind.
             Ok(()) | Err(Errno::EINVAL) | Err(Errno::ENOENT) => {}
             Err(e) => return Err(SysError::os("umount", path.display(), e)),
         }
