@@ -458,4 +458,5 @@ t_fault_cycles() {
 E2E_TESTS+=(t_fault_agent_killed_before_record t_fault_agent_killed_before_move
     t_fault_agent_killed_before_config t_fault_agent_killed_in_release t_fault_shim_killed
     t_fault_stock_killed t_fault_openvpn_killed t_fault_server_restart t_fault_server_new_address
-    t_fault_server_new_address_root t_fault_nm_restart t_fault_netns_deleted t_fault_etc_netns_ro t_fault_tun_clash t_fault_cycles)
+    t_fault_server_new_address_root t_fault_nm_restart t_fault_netns_deleted t_fault_etc_netns_ro
+    t_fault_tun_clash t_fault_cycles)
