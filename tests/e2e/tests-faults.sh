@@ -54,6 +54,26 @@ fault_profile() {
     trap fault_exit EXIT
 }
 
+# NAME N [KEY=VALUE...]: a fault scenario's start: the snapshot of the root namespace in FAULT_BEFORE,
+# then the profile (fault_profile).
+fault_begin() {
+    FAULT_BEFORE=$(rig_snapshot)
+    fault_profile "$@"
+}
+
+# NAME N [KEY=VALUE...]: fault_begin, then the VPN up and working in namespace NAME.
+fault_begin_up() {
+    fault_begin "$@"
+    fault_up "$1" "$1"
+}
+
+# NAME: the end state of a fault scenario begun with fault_begin: NAME down and nothing left, and the
+# next up works and goes down clean.
+fault_end() {
+    assert_fault_clean "$1" "$1" "$FAULT_BEFORE"
+    assert_next_up "$1" "$1" "$FAULT_BEFORE"
+}
+
 # Undoes what a scenario may leave when it fails: strace on the agent, the VPN and its profile, and
 # whatever FAULT_UNDO says (a command).
 fault_exit() {
@@ -124,9 +144,8 @@ ns_has_tun() { output_matches ' tun ' rig_sb ip -n "$1" -d link show; }
 # probe, given NS) holds while SYSCALL stalls. Expected: the activation fails, NM has the VPN down,
 # nothing is left, and the next up works.
 agent_killed_in_isolate() {
-    local name=$1 ns=$1 what=$2 before rc=0 out up
-    before=$(rig_snapshot)
-    fault_profile "$name" 1 netns-timeout=30000
+    local name=$1 ns=$1 what=$2 rc=0 out up
+    fault_begin "$name" 1 netns-timeout=30000
     agent_start
     agent_stall "$3" "$4" "$5"
     rig_up_nmcli "$name" >"$RIG_W/$name.up" 2>&1 &
@@ -138,8 +157,7 @@ agent_killed_in_isolate() {
     out=$(cat "$RIG_W/$name.up")
     ((rc != 0)) || expect_failed "the activation succeeded with the agent killed inside Isolate" "nmcli to fail" "$out"
     pass_note "the activation failed: $(grep -o 'Error:.*' <<<"$out" | head -1)"
-    assert_fault_clean "$name" "$ns" "$before"
-    assert_next_up "$name" "$ns" "$before"
+    fault_end "$name"
 }
 
 # The namespace is mounted, and no record written yet.
@@ -163,10 +181,8 @@ t_fault_agent_killed_before_config() {
 # Expected: down kills the agent inside Release once the namespace is unmounted; NM has the VPN down,
 # nothing is left, and the next up works.
 t_fault_agent_killed_in_release() {
-    local name=rel-kill ns=rel-kill before
-    before=$(rig_snapshot)
-    fault_profile "$name" 2
-    fault_up "$name" "$ns"
+    local name=rel-kill ns=rel-kill
+    fault_begin_up "$name" 2
     expect_agent_running "no agent on the bus after up"
     agent_stall umount2 delay_exit "/run/netns/$ns"
     rig_down_nmcli "$name" >/dev/null 2>&1 &
@@ -175,8 +191,7 @@ t_fault_agent_killed_in_release() {
     agent_kill9
     pass_note "killed the agent (pid $AGENT_PID) inside Release, after the namespace's unmount"
     wait "$down" || true
-    assert_fault_clean "$name" "$ns" "$before"
-    assert_next_up "$name" "$ns" "$before"
+    fault_end "$name"
 }
 
 # ---- kill -9 of a process of the VPN while connected ------------------------------------------------
@@ -184,17 +199,14 @@ t_fault_agent_killed_in_release() {
 # COMM TAG N: kills the sandbox's process named COMM with SIGKILL while an isolated VPN (client N) is
 # connected. Expected: NM has the VPN down, everything is released, nothing is left; the next up works.
 vpn_proc_killed() {
-    local comm=$1 name=kill-$2 ns=kill-$2 before pid
-    before=$(rig_snapshot)
-    fault_profile "$name" "$3"
-    fault_up "$name" "$ns"
+    local comm=$1 name=kill-$2 pid
+    fault_begin_up "$name" "$3"
     pid=$(sb_pid "$comm")
     [[ -n $pid ]] || expect_failed "no process named $comm" "a process named $comm" "$(sb_ps)"
     rig_sb kill -9 "$pid"
     expect_within "$comm (pid $pid) survived kill -9" 5 sb_pid_gone "$pid"
     pass_note "killed $comm (pid $pid) with the VPN up"
-    assert_fault_clean "$name" "$ns" "$before"
-    assert_next_up "$name" "$ns" "$before"
+    fault_end "$name"
 }
 
 t_fault_shim_killed() { vpn_proc_killed nm-vpn-netns-se shim 3; }
@@ -203,15 +215,19 @@ t_fault_openvpn_killed() { vpn_proc_killed openvpn openvpn 1; }
 
 # ---- the world around the VPN ----------------------------------------------------------------------
 
+# The addresses in namespace $1, one a line.
+ns_addrs() { rig_sb ip -n "$1" -o addr show | awk '{print $2, $4}'; }
+
 # The server stopped (as a dead or unreachable server is) until openvpn's ping-restart fires, then
-# restarted with no memory of its clients. Expected: the tunnel comes back in the same namespace, NM
-# keeps the VPN activated, and a process started inside before keeps running.
+# restarted with no memory of its clients. It gives the client the same address again (the rig's
+# server has a fixed one for each client certificate; t_fault_server_new_address is the other case).
+# Expected: the tunnel comes back in the same namespace with the same addresses, NM keeps the VPN
+# activated, and a process started inside before keeps running.
 t_fault_server_restart() {
-    local name=srv-restart ns=srv-restart before ino app
-    before=$(rig_snapshot)
-    fault_profile "$name" 2
-    fault_up "$name" "$ns"
+    local name=srv-restart ns=srv-restart ino addrs app
+    fault_begin_up "$name" 2
     ino=$(rig_sb stat -L -c %i "/run/netns/$ns")
+    addrs=$(ns_addrs "$ns")
     rig_sb sh -c "echo \$\$ >$RIG_IN/srv-app.pid; exec ip netns exec $ns sleep 600" >/dev/null 2>&1 &
     expect_within "the app did not start" 5 test -s "$RIG_W/srv-app.pid"
     app=$(cat "$RIG_W/srv-app.pid")
@@ -229,21 +245,91 @@ t_fault_server_restart() {
     kill -CONT "$RIG_SERVER_PID"
     expect_ping "the tunnel did not come back after the server's restart" 60 rig_ns "$ns"
     expect_eq "the namespace changed" "$ino" "$(rig_sb stat -L -c %i "/run/netns/$ns")"
+    expect_same "the addresses in $ns changed" "$addrs" "$(ns_addrs "$ns")"
     expect_activated "NM does not report $name activated after the server's restart" "$name"
     expect_cmd_ok "the app in $ns died" rig_sb kill -0 "$app"
     assert_root_clean
-    pass_note "server restarted: the tunnel is back in the same namespace; the app inside still runs"
+    pass_note "server restarted: the tunnel is back in the same namespace, with the same addresses; the app inside still runs"
     rig_sb kill "$app"
+    FAULT_UNDO=
     expect_cmd_ok "nmcli connection down failed" rig_down_nmcli "$name"
-    assert_fault_clean "$name" "$ns" "$before"
+    assert_fault_clean "$name" "$ns" "$FAULT_BEFORE"
+}
+
+ns_no_tun() { ! ns_has_tun "$1"; }
+root_has_tun() { output_matches ' tun ' rig_sb ip -d link show; }
+
+# FILE LINES PATTERN: a line of $RIG_W/FILE after its first LINES matches PATTERN.
+# (Not a pipe: with pipefail, tail killed by SIGPIPE after grep's first match would fail it.)
+grep_since() { grep -q -- "$3" <(tail -n +"$(($2 + 1))" "$RIG_W/$1"); }
+
+# The server gives client 4 another address from its next connection on, as a server whose address
+# pool forgot the client (a restart) may do, and openvpn reconnects (SIGUSR1: as after the server's
+# restart, without the wait for ping-restart). The line counts of the sandbox's and NM's logs before
+# go to SB_LINES and NM_LINES.
+new_address_reconnect() {
+    local ccd=$RIG_W/ccd/rig-client4
+    FAULT_UNDO="rig_client_addr 4 >$ccd; ${FAULT_UNDO:-}"
+    rig_client_addr 4 14 >"$ccd"
+    SB_LINES=$(wc -l <"$RIG_W/sandbox.log")
+    NM_LINES=$(wc -l <"$RIG_W/nm.log")
+    rig_sb kill -USR1 "$(sb_pid openvpn)"
+}
+
+# The pushed address changes on a reconnect. openvpn then closes the tun, which the kernel destroys
+# inside the namespace, and opens a new one: in its own namespace, the root one (Debian's openvpn
+# keeps CAP_NET_ADMIN when it drops root). It no longer runs as root, so D-Bus refuses its helper's
+# new configuration, and neither the stock plugin nor the shim nor NM hear of the new tun. Expected,
+# fail-closed: nothing answers through the tunnel, the new tun stays down with no address, route or
+# DNS of the VPN in the root namespace, and down leaves nothing.
+t_fault_server_new_address() {
+    local name=srv-addr ns=srv-addr
+    fault_begin_up "$name" 4
+    new_address_reconnect
+    expect_within "the tun stayed in $ns after the new address" 30 ns_no_tun "$ns"
+    expect_within "openvpn opened no new tun in the root namespace" 10 root_has_tun
+    expect_within "D-Bus did not refuse the helper's new configuration" 20 \
+        grep_since sandbox.log "$SB_LINES" 'Rejected send message.*member="SetConfig"'
+    pass_note "new address: the tun left $ns, openvpn opened a new one in the root namespace, D-Bus refused its configuration"
+    expect_no_match "the new tun is up in the root namespace" '[<,]UP[,>]' "$(rig_sb ip link show type tun)"
+    assert_root_unconfigured
+    expect_no_ping "the tunnel answers from $ns" rig_ns "$ns"
+    expect_no_ping "the tunnel answers from the root namespace" rig_sb
+    pass_note "fail-closed: the new tun is down, with no address, route or DNS of the VPN; no answer from $ns or the root namespace"
+    # The known gap this scenario shows: nothing tells NM that the tunnel is gone.
+    echo "    NM reports $name: $(rig_state "$name")"
+    eval "$FAULT_UNDO"
+    FAULT_UNDO=
+    expect_cmd_ok "nmcli connection down failed" rig_down_nmcli "$name"
+    # The new tun is openvpn's, in the root namespace: it goes when openvpn exits.
+    expect_vpn_gone
+    fault_end "$name"
+}
+
+# The same with openvpn kept root (NM_OPENVPN_USER empty): its helper's new configuration reaches the
+# shim, whose Reapply fails, as the tun is no longer in the namespace. Expected: the shim stops the
+# VPN, NM has it down, nothing is left, and the next up works.
+t_fault_server_new_address_root() {
+    local name=srv-addr-root ns=srv-addr-root
+    rig_nm_restart NM_OPENVPN_USER=
+    FAULT_UNDO=rig_nm_restart
+    fault_begin_up "$name" 4
+    new_address_reconnect
+    expect_within "the shim did not report a failed Reapply" 30 \
+        grep_since nm.log "$NM_LINES" 'Reapply of the agent failed'
+    grep -m1 'Reapply of the agent failed' <(tail -n +"$((NM_LINES + 1))" "$RIG_W/nm.log") | sed 's/^/    NM log: /'
+    pass_note "new address with openvpn as root: the agent's Reapply failed, as the tun left $ns"
+    expect_vpn_gone "a process of the VPN still runs after the failed Reapply"
+    rig_client_addr 4 >"$RIG_W/ccd/rig-client4"
+    fault_end "$name"
+    rig_nm_restart
+    FAULT_UNDO=
 }
 
 # NetworkManager restarted (SIGTERM, then started again) with an isolated VPN up.
 t_fault_nm_restart() {
-    local name=nm-restart ns=nm-restart before
-    before=$(rig_snapshot)
-    fault_profile "$name" 3
-    fault_up "$name" "$ns"
+    local name=nm-restart ns=nm-restart
+    fault_begin_up "$name" 3
     rig_nm_stop
     pass_note "NetworkManager stopped with the VPN up"
     expect_vpn_gone "a process of the VPN outlived NetworkManager"
@@ -251,47 +337,42 @@ t_fault_nm_restart() {
     rig_nm_start
     [[ $(rig_state uplink) == activated ]] || rig_sb nmcli -w 20 connection up uplink >/dev/null
     pass_note "NetworkManager started again"
-    assert_fault_clean "$name" "$ns" "$before"
-    assert_next_up "$name" "$ns" "$before"
+    fault_end "$name"
 }
 
 # The namespace deleted from outside (`ip netns del`) while connected.
 t_fault_netns_deleted() {
-    local name=ns-del ns=ns-del before
-    before=$(rig_snapshot)
-    fault_profile "$name" 4
-    fault_up "$name" "$ns"
+    local name=ns-del ns=ns-del
+    fault_begin_up "$name" 4
     rig_sb ip netns del "$ns"
     pass_note "ip netns del $ns with the VPN up"
     # Observed (17:51 UTC run): 15 s later NM still reports the VPN activated and openvpn still runs;
     # the tun went with the namespace. Expected: down still releases everything, with no error loop.
     expect_cmd_ok "nmcli connection down failed after the namespace was deleted" rig_down_nmcli "$name"
-    assert_fault_clean "$name" "$ns" "$before"
-    assert_next_up "$name" "$ns" "$before"
+    fault_end "$name"
 }
 
 # /etc/netns read-only. Expected: the isolated up fails, NM's log says why, and nothing is left.
 t_fault_etc_netns_ro() {
-    local name=ro-etc ns=ro-etc before made='' lines log
+    local name=ro-etc ns=ro-etc made='' lines log
     rig_sb test -d /etc/netns || made=1
     rig_sb mkdir -p /etc/netns
     FAULT_UNDO="rig_sb umount /etc/netns"
     rig_sb mount --bind /etc/netns /etc/netns
     rig_sb mount -o remount,bind,ro /etc/netns
-    before=$(rig_snapshot)
-    fault_profile "$name" 1
+    fault_begin "$name" 1
     lines=$(wc -l <"$RIG_W/nm.log")
     expect_cmd_fails "the VPN came up with /etc/netns read-only" rig_up_nmcli "$name"
     log=$(tail -n +"$lines" "$RIG_W/nm.log")
     expect_match "NM's log does not say that /etc/netns is read-only" '/etc/netns.*[Rr]ead-only' "$log"
     grep -m1 -E '/etc/netns.*[Rr]ead-only' <<<"$log" | sed 's/^/    NM log: /'
     rig_wait 20 vpn_procs_settled || true
-    assert_fault_clean "$name" "$ns" "$before"
+    assert_fault_clean "$name" "$ns" "$FAULT_BEFORE"
     rig_sb umount /etc/netns
     FAULT_UNDO=
     [[ -z $made ]] || rig_sb rmdir /etc/netns
-    before=$(rig_snapshot)
-    assert_next_up "$name" "$ns" "$before"
+    FAULT_BEFORE=$(rig_snapshot)
+    assert_next_up "$name" "$ns" "$FAULT_BEFORE"
 }
 
 # A link named as the VPN's tun already in the target namespace (a persistent one, kept from the
@@ -299,8 +380,7 @@ t_fault_etc_netns_ro() {
 # links as they were.
 t_fault_tun_clash() {
     local name=clash ns=clash tun links
-    fault_profile "$name" 2 netns-persistent=yes
-    fault_up "$name" "$ns"
+    fault_begin_up "$name" 2 netns-persistent=yes
     tun=$(rig_sb ip -n "$ns" -o link show type tun | awk -F': ' '{print $2}')
     tun=${tun%%@*}
     expect_cmd_ok "nmcli connection down failed" rig_down_nmcli "$name"
@@ -344,14 +424,12 @@ agent_usage_is() { [[ $(agent_usage | cut -d' ' -f1-3) == "$1" ]]; }
 # at once, with no wait for the VPN's processes to exit. Expected: each up works, and afterwards the
 # agent has as many fds, threads and leases as before, and nothing is left.
 t_fault_cycles() {
-    local name=cycle ns=cycle n=${E2E_CYCLES:-20} before i base_pid base after t0=$SECONDS
+    local name=cycle ns=cycle n=${E2E_CYCLES:-20} i base_pid base after t0=$SECONDS
     local fds0 threads0 leases0 rss0 fds1 threads1 leases1 rss1
-    before=$(rig_snapshot)
-    fault_profile "$name" 3
     # The first cycle starts the agent: the baseline is taken after it.
-    fault_up "$name" "$ns"
+    fault_begin_up "$name" 3
     rig_down_nmcli "$name" >/dev/null
-    assert_fault_clean "$name" "$ns" "$before"
+    assert_fault_clean "$name" "$ns" "$FAULT_BEFORE"
     base_pid=$(agent_pid)
     base=$(agent_usage)
     for ((i = 2; i <= n; i++)); do
@@ -363,7 +441,7 @@ t_fault_cycles() {
         fi
     done
     pass_note "$n up/down cycles, $((n / 2)) of them with up at once after down, in $((SECONDS - t0)) s"
-    assert_fault_clean "$name" "$ns" "$before"
+    assert_fault_clean "$name" "$ns" "$FAULT_BEFORE"
     expect_eq "the agent was restarted during the cycles" "$base_pid" "$(agent_pid)"
     # Threads of a finished blocking call linger a few seconds before they exit.
     rig_wait 20 agent_usage_is "$(cut -d' ' -f1-3 <<<"$base")" || true
@@ -377,10 +455,8 @@ t_fault_cycles() {
     echo "    agent RSS: ${rss0} kB after the first cycle, ${rss1} kB after $n cycles"
 }
 
-# t_fault_server_restart is run by name only, for now: it failed once in a full run (the namespace
-# had no route after the server's restart), and passed alone. The restarted server forgets its
-# clients and may give the client another address, which openvpn, no longer root, cannot apply.
 E2E_TESTS+=(t_fault_agent_killed_before_record t_fault_agent_killed_before_move
     t_fault_agent_killed_before_config t_fault_agent_killed_in_release t_fault_shim_killed
-    t_fault_stock_killed t_fault_openvpn_killed t_fault_nm_restart
-    t_fault_netns_deleted t_fault_etc_netns_ro t_fault_tun_clash t_fault_cycles)
+    t_fault_stock_killed t_fault_openvpn_killed t_fault_server_restart t_fault_server_new_address
+    t_fault_server_new_address_root t_fault_nm_restart t_fault_netns_deleted t_fault_etc_netns_ro
+    t_fault_tun_clash t_fault_cycles)

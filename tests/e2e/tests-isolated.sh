@@ -5,6 +5,11 @@
 # The root-namespace checks of an isolated VPN: no tun, no VPN route or address, no VPN DNS.
 assert_root_clean() {
     expect_no_match "a tun is in the root namespace" ' tun ' "$(rig_sb ip -d link show)"
+    assert_root_unconfigured
+}
+
+# No route, address or DNS of the VPN in the root namespace.
+assert_root_unconfigured() {
     expect_no_match "a VPN route is in the root namespace" '198\.19\.' "$(rig_sb ip route show table all)"
     expect_no_match "a VPN IPv6 route is in the root namespace" 'fd00:198:19' "$(rig_sb ip -6 route show table all)"
     expect_no_match "a VPN address is in the root namespace" '198\.19\.|fd00:198:19' "$(rig_sb ip addr show)"

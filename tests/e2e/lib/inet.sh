@@ -23,6 +23,14 @@ rig_pki() {
     chmod 644 "$d"/*
 }
 
+# N [M]: the client-config-dir entry of client N: tunnel addresses 198.19.0.(200+M) and
+# fd00:198:19::(200+M), M being N unless given.
+rig_client_addr() {
+    local n=${2:-$1}
+    printf 'ifconfig-push 198.19.0.%s 255.255.255.0\nifconfig-ipv6-push fd00:198:19::%s/64 %s\n' \
+        "$((200 + n))" "$((200 + n))" "$RIG_TUN_SERVER_IP6"
+}
+
 rig_inet_up() {
     ip netns add "$RIG_NMNS"
     rig_inet_serve "$RIG_NMNS"
@@ -54,6 +62,15 @@ rig_inet_serve() {
 [ "\$user" = $RIG_VPN_USER ] && [ "\$pass" = $RIG_VPN_PASSWORD ]
 EOF
     chmod 755 "$RIG_W/auth.sh"
+    # Each client certificate gets a fixed tunnel address, as on a server with static addresses, and
+    # the pool goes unused. The pool forgets its clients when the server restarts, and may then give
+    # a client another address, which the client's openvpn, no longer root, cannot apply (see
+    # t_fault_server_restart and t_fault_server_new_address).
+    mkdir -p "$RIG_W/ccd"
+    local i
+    for i in 1 2 3 4; do
+        rig_client_addr "$i" >"$RIG_W/ccd/rig-client$i"
+    done
     cat >"$RIG_W/server.conf" <<EOF
 mode server
 tls-server
@@ -64,6 +81,7 @@ local $RIG_SERVER_IP
 port 1194
 server 198.19.0.0 255.255.255.0
 server-ipv6 fd00:198:19::/64
+client-config-dir $RIG_W/ccd
 ca $RIG_W/pki/ca.crt
 cert $RIG_W/pki/server.crt
 key $RIG_W/pki/server.key
