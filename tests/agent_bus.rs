@@ -17,6 +17,7 @@ use common::agent::{
 };
 use common::bus::Bus;
 use common::{dict, ov, VarDict};
+use nm_vpn_netns::agent::fake::Call;
 use nm_vpn_netns::agent::lifecycle::{self, Exe, FileId};
 use nm_vpn_netns::agent::Agent;
 use nm_vpn_netns::contract::{BUS_NAME, INTERFACE, OBJECT_PATH};
@@ -322,4 +323,70 @@ async fn a_reconnect_waits_for_its_own_previous_lease() {
         asked.elapsed()
     );
     release(&proxy(&new).await, "work").await.unwrap();
+}
+
+/// A reconnect whose caller leaves the bus while it waits for the old lease gets nothing: the old
+/// lease's release found no lease of the leaver's to release, so a lease granted to it then would
+/// stay with a caller that is gone, and refuse every other caller of the namespace.
+#[tokio::test(flavor = "current_thread")]
+async fn a_caller_that_leaves_while_it_waits_gets_no_lease() {
+    if !is_root() {
+        return;
+    }
+    let bus = Bus::start("leaves-waiting");
+    let leavers_tun = Arc::new(AtomicUsize::new(0));
+    let mut sys = sys_with_links();
+    sys.add_link(10, "tun2", Some("tun"), None);
+    let counted = leavers_tun.clone();
+    sys.fail_when(move |call| {
+        if matches!(
+            call,
+            Call::LinkGet(8) | Call::LinkSetNetns { ifindex: 8, .. }
+        ) {
+            counted.fetch_add(1, Ordering::SeqCst);
+        }
+        false
+    });
+    let _agent = start(&bus, agent(sys), None).await;
+    let (old, watcher) = (bus.connect().await, bus.connect().await);
+    let old_p = proxy(&old).await;
+    isolate(&old_p, request(7, "tun0", &keys("work")))
+        .await
+        .unwrap();
+
+    let leaver = bus.connect().await;
+    let name = leaver.unique_name().unwrap().to_owned();
+    let waiting = tokio::spawn({
+        let leaver = leaver.clone();
+        // Its reply never comes: the connection it would come on is closed below.
+        async move {
+            let req = request(8, "tun1", &keys("work"));
+            drop(proxy(&leaver).await.call_method("Isolate", &(req,)).await)
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "the reconnect did not wait");
+    leaver.close().await.unwrap();
+    let dbus = fdo::DBusProxy::new(&watcher).await.unwrap();
+    let gone = || async { !dbus.name_has_owner(name.clone().into()).await.unwrap() };
+    assert!(eventually(gone).await, "{name} is still on the bus");
+
+    // The old lease goes; the leaver's wait ends, and the agent has time to act on it.
+    release(&old_p, "work").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        leavers_tun.load(Ordering::SeqCst),
+        0,
+        "expected no work on the tun of the caller that left; got calls on it"
+    );
+
+    // The namespace is free for another connection.
+    let mut req = request(10, "tun2", &keys("work"));
+    req.insert("uuid".into(), ov("5f0e2c1a-0000-4000-8000-000000000002"));
+    let next = proxy(&watcher).await;
+    isolate(&next, req)
+        .await
+        .expect("the namespace stayed leased to the caller that left");
+    release(&next, "work").await.unwrap();
+    drop(waiting);
 }

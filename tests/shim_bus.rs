@@ -318,6 +318,34 @@ impl Rig {
             .unwrap();
     }
 
+    /// NM's `Connect` of an isolated profile with nothing else set; the shim accepts it.
+    async fn connect_isolated(&self) {
+        let data = [("remote", "x"), ("netns-isolate", "yes")];
+        self.call("Connect", connection(&data, vec![]))
+            .await
+            .unwrap();
+    }
+
+    /// Has the fake stock service report the VPN's Config and Ip4Config for tun `tundev`.
+    async fn emit_configs(&self, tundev: &str) {
+        self.emit("Config", Variant::from((config(tundev),))).await;
+        self.emit("Ip4Config", Variant::from((openvpn_ip4(tundev),)))
+            .await;
+    }
+
+    /// The signals of a connection that failed with `reason` before it was up, up to STOPPED.
+    async fn assert_failed(&mut self, reason: u32) {
+        assert_eq!(
+            self.signals_until_stopped().await,
+            [
+                Sig::State(STARTING),
+                Sig::State(STOPPING),
+                Sig::Failure(reason),
+                Sig::State(STOPPED)
+            ]
+        );
+    }
+
     async fn next_signal(&mut self) -> Sig {
         let msg = tokio::time::timeout(TIMEOUT, self.signals.next())
             .await
@@ -550,9 +578,7 @@ async fn isolation_reports_only_the_reduced_config() {
         .await
         .unwrap();
     assert_eq!(rig.next_signal().await, Sig::State(STARTING));
-    rig.emit("Config", Variant::from((config("lo"),))).await;
-    rig.emit("Ip4Config", Variant::from((openvpn_ip4("lo"),)))
-        .await;
+    rig.emit_configs("lo").await;
     rig.emit("StateChanged", Variant::from((STARTED,))).await;
 
     let reduced = dict(vec![
@@ -647,22 +673,9 @@ async fn agent_failure_fails_the_connection() {
     ];
     for (n, (fail, reason)) in cases.into_iter().enumerate() {
         let mut rig = Rig::start(&format!("agent-fails-{n}"), &fake_stock(), Some(fail), &[]).await;
-        let data = [("remote", "x"), ("netns-isolate", "yes")];
-        rig.call("Connect", connection(&data, vec![]))
-            .await
-            .unwrap();
-        rig.emit("Config", Variant::from((config("lo"),))).await;
-        rig.emit("Ip4Config", Variant::from((openvpn_ip4("lo"),)))
-            .await;
-        assert_eq!(
-            rig.signals_until_stopped().await,
-            [
-                Sig::State(STARTING),
-                Sig::State(STOPPING),
-                Sig::Failure(reason),
-                Sig::State(STOPPED)
-            ]
-        );
+        rig.connect_isolated().await;
+        rig.emit_configs("lo").await;
+        rig.assert_failed(reason).await;
         assert_eq!(
             rig.stock_calls(),
             ["Connect\tremote=x", "Disconnect", "exit"]
@@ -688,22 +701,9 @@ async fn vanished_agent_is_started_again() {
         AgentError::ZBus(zbus::Error::FDO(Box::new(e)))
     };
     let mut rig = Rig::start("agent-vanishes", &fake_stock(), Some(vanished), &[]).await;
-    let data = [("remote", "x"), ("netns-isolate", "yes")];
-    rig.call("Connect", connection(&data, vec![]))
-        .await
-        .unwrap();
-    rig.emit("Config", Variant::from((config("lo"),))).await;
-    rig.emit("Ip4Config", Variant::from((openvpn_ip4("lo"),)))
-        .await;
-    assert_eq!(
-        rig.signals_until_stopped().await,
-        [
-            Sig::State(STARTING),
-            Sig::State(STOPPING),
-            Sig::Failure(CONNECT_FAILED),
-            Sig::State(STOPPED)
-        ]
-    );
+    rig.connect_isolated().await;
+    rig.emit_configs("lo").await;
+    rig.assert_failed(CONNECT_FAILED).await;
     assert!(
         matches!(
             &rig.agent_calls()[..],
@@ -723,23 +723,9 @@ async fn vanished_agent_is_started_again() {
 #[tokio::test]
 async fn missing_tun_fails_without_asking_the_agent() {
     let mut rig = Rig::fake("no-tun").await;
-    let data = [("remote", "x"), ("netns-isolate", "yes")];
-    rig.call("Connect", connection(&data, vec![]))
-        .await
-        .unwrap();
-    rig.emit("Config", Variant::from((config("nm-netns-none"),)))
-        .await;
-    rig.emit("Ip4Config", Variant::from((openvpn_ip4("nm-netns-none"),)))
-        .await;
-    assert_eq!(
-        rig.signals_until_stopped().await,
-        [
-            Sig::State(STARTING),
-            Sig::State(STOPPING),
-            Sig::Failure(BAD_IP_CONFIG),
-            Sig::State(STOPPED)
-        ]
-    );
+    rig.connect_isolated().await;
+    rig.emit_configs("nm-netns-none").await;
+    rig.assert_failed(BAD_IP_CONFIG).await;
     assert_eq!(rig.agent_calls(), []);
     assert!(rig.shim_log().contains("no link \"nm-netns-none\""));
 }
@@ -808,15 +794,7 @@ async fn stock_failure_is_reported_after_the_stop() {
         .await
         .unwrap();
     rig.emit("Failure", Variant::from((LOGIN_FAILED,))).await;
-    assert_eq!(
-        rig.signals_until_stopped().await,
-        [
-            Sig::State(STARTING),
-            Sig::State(STOPPING),
-            Sig::Failure(LOGIN_FAILED),
-            Sig::State(STOPPED)
-        ]
-    );
+    rig.assert_failed(LOGIN_FAILED).await;
     assert_eq!(
         rig.stock_calls(),
         ["Connect\tremote=x", "Disconnect", "exit"]
@@ -932,10 +910,7 @@ async fn a_killed_shim_takes_the_stock_service_along() {
 #[tokio::test]
 async fn forged_signals_change_nothing() {
     let mut rig = Rig::fake("forged").await;
-    let data = [("remote", "x"), ("netns-isolate", "yes")];
-    rig.call("Connect", connection(&data, vec![]))
-        .await
-        .unwrap();
+    rig.connect_isolated().await;
     assert_eq!(rig.next_signal().await, Sig::State(STARTING));
     let forger = rig.bus.connect().await;
     let me = forger.unique_name().unwrap().to_string();
@@ -965,9 +940,7 @@ async fn forged_signals_change_nothing() {
     }
     // Time for the shim to act on them, if it would.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    rig.emit("Config", Variant::from((config("lo"),))).await;
-    rig.emit("Ip4Config", Variant::from((openvpn_ip4("lo"),)))
-        .await;
+    rig.emit_configs("lo").await;
     let Sig::Config(reduced) = rig.next_signal().await else {
         panic!("not a Config:\n{}", rig.shim_log())
     };
@@ -998,9 +971,7 @@ async fn a_system_profile_sends_empty_permissions() {
     let mut conn = connection(&[("remote", "x"), ("netns-isolate", "yes")], vec![]);
     conn.get_mut("connection").unwrap().remove("permissions");
     rig.call("Connect", conn).await.unwrap();
-    rig.emit("Config", Variant::from((config("lo"),))).await;
-    rig.emit("Ip4Config", Variant::from((openvpn_ip4("lo"),)))
-        .await;
+    rig.emit_configs("lo").await;
     rig.await_agent_calls(1).await;
     let calls = rig.agent_calls();
     let [AgentCall::Isolate(request)] = &calls[..] else {
@@ -1076,9 +1047,7 @@ async fn stranded_processes_are_named_in_nms_log() {
         .await
         .unwrap();
     assert_eq!(rig.next_signal().await, Sig::State(STARTING));
-    rig.emit("Config", Variant::from((config("lo"),))).await;
-    rig.emit("Ip4Config", Variant::from((openvpn_ip4("lo"),)))
-        .await;
+    rig.emit_configs("lo").await;
     rig.emit("StateChanged", Variant::from((STARTED,))).await;
     rig.await_agent_calls(1).await;
     rig.disconnect().await;

@@ -7,6 +7,7 @@
 //! its `netns-timeout` deadline at most, for that lease to go. A request of another connection is
 //! refused at once: its namespace really is in use.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
@@ -89,15 +90,33 @@ pub struct LeaseTable {
 }
 
 impl LeaseTable {
-    /// Takes `owner`'s lease on `ns` out of the table for a release to run; `None`, and nothing
-    /// taken, if `owner` holds none there. The caller ends it with [`Leases::released`].
-    pub fn start_release(&mut self, ns: &NetnsName, owner: &str) -> Option<Lease> {
-        if self.held.get(ns)?.owner != owner {
-            return None;
+    /// `owner`'s lease on `ns`, or why it has none.
+    pub fn lease_of(&self, ns: &NetnsName, owner: &str) -> Result<&Lease, AgentError> {
+        match self.held.get(ns) {
+            Some(lease) if lease.owner == owner => Ok(lease),
+            other => Err(not_holder(ns, other.is_some())),
         }
-        let lease = self.held.remove(ns)?;
-        self.releasing.insert(ns.clone());
-        Some(lease)
+    }
+
+    /// Takes `owner`'s lease on `ns` out of the table for a release to run, or says why it has
+    /// none, and then takes nothing. The caller ends it with [`Leases::released`].
+    pub fn start_release(&mut self, ns: &NetnsName, owner: &str) -> Result<Lease, AgentError> {
+        match self.held.entry(ns.clone()) {
+            Entry::Occupied(held) if held.get().owner == owner => {
+                self.releasing.insert(ns.clone());
+                Ok(held.remove())
+            }
+            held => Err(not_holder(ns, matches!(held, Entry::Occupied(_)))),
+        }
+    }
+}
+
+/// Why a caller has no lease on `ns`, which is `leased` by another caller or by none.
+fn not_holder(ns: &NetnsName, leased: bool) -> AgentError {
+    if leased {
+        AgentError::AccessDenied(format!("namespace {ns} is leased by another caller"))
+    } else {
+        AgentError::InvalidArgs(format!("namespace {ns} is not leased"))
     }
 }
 
@@ -166,10 +185,11 @@ impl Leases {
                 }
                 match meets(&table, ns, &lease) {
                     Meets::Free => {
-                        if waited_since.elapsed().as_millis() > 0 {
+                        let waited = waited_since.elapsed().as_millis();
+                        if waited > 0 {
                             info!(
-                                "namespace {ns} is free after {} ms; isolating connection {} in it",
-                                waited_since.elapsed().as_millis(),
+                                "namespace {ns} is free after {waited} ms; isolating connection \
+                                 {} in it",
                                 lease.uuid
                             );
                         }
@@ -292,9 +312,10 @@ mod tests {
         };
         let mut table = LeaseTable::default();
         table.held.insert("work".parse().unwrap(), lease(":1.8"));
-        assert!(table.start_release(&ns, ":1.7").is_none());
+        assert!(table.start_release(&ns, ":1.7").is_err());
         assert_eq!(table.held[&ns].owner, ":1.8");
-        assert!(table.start_release(&ns, ":1.8").is_some());
+        assert!(table.start_release(&ns, ":1.8").is_ok());
         assert!(table.held.is_empty());
+        assert!(table.start_release(&ns, ":1.8").is_err());
     }
 }

@@ -50,6 +50,19 @@ pub fn fate(owner: &str, live: &HashSet<String>) -> Fate {
     }
 }
 
+/// Whether `caller`, a unique name on the bus of `conn`, still has an owner there. A caller on a
+/// peer-to-peer connection (no name) is there as long as the connection that carries its call.
+pub async fn on_the_bus(conn: &Connection, caller: &str) -> zbus::Result<bool> {
+    if caller.is_empty() || conn.unique_name().is_none() {
+        return Ok(true);
+    }
+    let name = BusName::try_from(caller)?;
+    Ok(fdo::DBusProxy::new(conn)
+        .await?
+        .name_has_owner(name)
+        .await?)
+}
+
 /// A file's identity: it stays with the file, whatever its name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FileId {

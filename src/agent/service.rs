@@ -4,7 +4,7 @@
 //! contract's names; `plan` validates, and the [`Executor`] touches the kernel on a thread of
 //! its own.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -69,6 +69,8 @@ enum Job {
     ),
 }
 
+type IsolateReceiver = oneshot::Receiver<Result<Isolated, ExecError>>;
+
 #[derive(Clone)]
 struct ExecutorHandle(std::sync::mpsc::Sender<Job>);
 
@@ -95,10 +97,11 @@ impl ExecutorHandle {
         Ok(ExecutorHandle(tx))
     }
 
-    async fn isolate(&self, req: IsolateArgs) -> Result<Isolated, AgentError> {
+    /// Queues the isolation of `req`; its outcome comes on the returned channel.
+    fn isolate(&self, req: IsolateArgs) -> Result<IsolateReceiver, AgentError> {
         let (tx, rx) = oneshot::channel();
         self.send(Job::Isolate(Box::new(req), tx))?;
-        Ok(rx.await.map_err(|_| executor_gone())??)
+        Ok(rx)
     }
 
     async fn reapply(&self, plan: IsolationPlan) -> Result<(), AgentError> {
@@ -234,7 +237,7 @@ impl Agent {
             return;
         }
         for ns in names {
-            if self.leases.lock().await.start_release(&ns, owner).is_none() {
+            if self.leases.lock().await.start_release(&ns, owner).is_err() {
                 // Released meanwhile, and perhaps leased again by another caller.
                 continue;
             }
@@ -448,7 +451,7 @@ impl Agent {
         let host_nsswitch = read_host_nsswitch();
         let plan = {
             let leases = self.leases.lock().await;
-            let lease = check_holder(&leases.held, &ns, &owner)?;
+            let lease = leases.lease_of(&ns, &owner)?;
             lease.replan(ns.clone(), &config, (&ip4, &ip6), &host_nsswitch)
         }
         .map_err(plan_error)?;
@@ -477,11 +480,7 @@ impl Agent {
         method: &str,
     ) -> Result<Vec<Process>, AgentError> {
         let (owner, ns) = authorize_on(conn, hdr, method, netns).await?;
-        {
-            let mut leases = self.leases.lock().await;
-            check_holder(&leases.held, &ns, &owner)?;
-            leases.start_release(&ns, &owner);
-        }
+        self.leases.lock().await.start_release(&ns, &owner)?;
         let result = self.executor.release(ns.clone()).await;
         self.leases.released(&ns).await;
         match &result {
@@ -507,7 +506,11 @@ impl Agent {
             .take(&ns, Lease::from(&req), req.deadline)
             .await?;
         let (id, tun) = (req.connection_id.clone(), req.plan.link.name.to_string());
-        match self.executor.isolate(req).await {
+        let isolated = async {
+            let reply = self.queue_isolation(conn, req).await?;
+            Ok::<_, AgentError>(reply.await.map_err(|_| executor_gone())??)
+        };
+        match isolated.await {
             Ok(iso) => {
                 info!(
                     "isolated connection {id:?}: tun {tun} is {} in namespace {} ({}) in {} ms",
@@ -529,6 +532,33 @@ impl Agent {
             }
         }
     }
+
+    /// Queues the isolation of `req`, whose caller was granted the lease on its namespace, if
+    /// that caller is still on the bus.
+    async fn queue_isolation(
+        &self,
+        conn: &Connection,
+        req: IsolateArgs,
+    ) -> Result<IsolateReceiver, AgentError> {
+        let (ns, owner) = (&req.plan.netns, &req.owner);
+        // A caller that left the bus before it got the lease, as while it waited for its
+        // connection's previous one, had no lease to release as it left: it gets none now.
+        let present = lifecycle::on_the_bus(conn, owner).await.map_err(|e| {
+            AgentError::Failed(format!(
+                "cannot tell whether caller {owner} is on the bus: {e}"
+            ))
+        })?;
+        if !present {
+            return Err(AgentError::Failed(format!(
+                "caller {owner} left the bus before namespace {ns} was ready"
+            )));
+        }
+        // Queued under the lock: if the caller leaves from now on, the release of its lease
+        // runs after this isolation on the executor, never before it.
+        let leases = self.leases.lock().await;
+        leases.lease_of(ns, owner)?;
+        self.executor.isolate(req)
+    }
 }
 
 /// [`authorize`] for a method on the namespace `netns`, which must be a valid name.
@@ -543,23 +573,6 @@ async fn authorize_on(
         .parse()
         .map_err(|e: settings::SettingsError| AgentError::InvalidArgs(e.to_string()))?;
     Ok((owner, ns))
-}
-
-/// The caller's lease on `ns`, or why it has none.
-fn check_holder<'a>(
-    leases: &'a HashMap<NetnsName, Lease>,
-    ns: &NetnsName,
-    owner: &str,
-) -> Result<&'a Lease, AgentError> {
-    match leases.get(ns) {
-        Some(lease) if lease.owner == owner => Ok(lease),
-        Some(_) => Err(AgentError::AccessDenied(format!(
-            "namespace {ns} is leased by another caller"
-        ))),
-        None => Err(AgentError::InvalidArgs(format!(
-            "namespace {ns} is not leased"
-        ))),
-    }
 }
 
 #[cfg(test)]

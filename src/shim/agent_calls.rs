@@ -197,7 +197,8 @@ async fn restart_if_lost(conn: &Connection, e: &ShimError) {
         return;
     }
     info!(
-        "no agent answered; starting a new one, which releases what this plugin held at its exit"
+        "no agent answered; starting a new one, which takes back any lease recorded for this \
+         plugin while the plugin is on the bus, and releases it when the plugin exits"
     );
     let version = async {
         agent(conn)

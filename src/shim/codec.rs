@@ -42,12 +42,12 @@ pub struct Checked {
 /// Validates every `netns-*` key, even with isolation off, so that a typo refuses the connection
 /// instead of being ignored, and strips them for the stock service, which refuses unknown keys.
 pub fn check(connection: NmConnection) -> Result<Checked, ShimError> {
-    let info = ConnectionInfo::from_nm(&connection)?;
-    let data = settings::vpn_data_from_nm(&connection)?;
-    let settings = settings::parse(&data, &info)?;
+    let info = ConnectionInfo::from_nm(&connection).map_err(ShimError::Config)?;
+    let data = settings::vpn_data_from_nm(&connection).map_err(ShimError::Config)?;
+    let settings = settings::parse(&data, &info).map_err(ShimError::Config)?;
     // Without isolation, the key is the stock service's alone.
     let tunnel_mtu = match settings.isolate {
-        true => settings::tunnel_mtu(&data)?,
+        true => settings::tunnel_mtu(&data).map_err(ShimError::Config)?,
         false => None,
     };
     let intent = settings.isolate.then(|| NetnsIntent {
@@ -72,7 +72,7 @@ pub fn check(connection: NmConnection) -> Result<Checked, ShimError> {
 
 /// Only strips: NewSecrets carries the whole connection again, already checked at Connect.
 pub fn strip(connection: NmConnection) -> Result<NmConnection, ShimError> {
-    let data = settings::vpn_data_from_nm(&connection)?;
+    let data = settings::vpn_data_from_nm(&connection).map_err(ShimError::Config)?;
     Ok(strip_data(connection, &data))
 }
 

@@ -63,9 +63,9 @@ impl<E: fmt::Debug + fmt::Display> std::error::Error for Leaf<E> {}
 #[derive(Debug, thiserror::Error)]
 pub enum ShimError {
     #[error("nm-vpn-netns refused the connection")]
-    Config(#[from] SettingsError),
+    Config(#[source] SettingsError),
     #[error("the VPN's Config cannot be reported to NetworkManager")]
-    Plan(#[from] PlanError),
+    Plan(#[source] PlanError),
     #[error("the stock service's Config names no tundev to move into the namespace")]
     NoTunDev,
     #[error("no link {name:?} in the plugin's network namespace")]

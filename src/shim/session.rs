@@ -271,7 +271,7 @@ impl Session {
                 }))]
             }
             Err(e) => {
-                let e = ShimError::from(e);
+                let e = ShimError::Plan(e);
                 error!("connection {:?}: {}", i.intent.id, chain(&e));
                 self.begin_stop(Some(e.failure()))
             }
