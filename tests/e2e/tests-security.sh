@@ -116,7 +116,7 @@ E2E_TESTS+=(t_leak_monitor_catches)
 
 # ---- a local user's profile -----------------------------------------------------------------------
 # A profile with connection.permissions=user:NAME is the local user's: the agent's policy
-# (/etc/nm-vpn-netns/agent.conf) forms its namespace name as u-USER-NAME by default, and even with
+# (/etc/nm-vpn-netns/agent.conf) forms its namespace name as u<UID>-NAME by default, and even with
 # user-namespace-names=as-given it may never use a namespace or /etc/netns entry the agent did not
 # create. NetworkManager 1.42 with no logind activates such a profile for root's nmcli.
 
