@@ -2,7 +2,9 @@
 //!
 //! NM passes `NM_VPN_LOG_LEVEL` as a syslog level (7 trace … 3 err) and `NM_VPN_LOG_SYSLOG=1`
 //! when it logs to syslog itself. With syslog unreachable (no `/dev/log`, as in containers and
-//! the e2e rig) we fall back to stderr, which NM passes on to its own log.
+//! the e2e rig) we fall back to stderr, which NM passes on to its own log. A syslog that goes
+//! away (it restarted) is connected to once more; a message it cannot take (too long, its queue
+//! full) goes to stderr, and syslog stays the sink for the next.
 //!
 //! Each line carries the program's name and pid once. A syslog datagram carries them in its
 //! header, which syslog and journald turn into the identifier. On stderr they lead the line, for
@@ -12,12 +14,17 @@
 //! Every message is one line: control characters are escaped here, once for both binaries, so
 //! that text a peer chose (a connection's id, a server's banner, an error from the bus) can never
 //! start a line of its own, such as a forged `<3>` line in the journal, or move a terminal's cursor.
+//! The backslash is escaped too, so that an escape in a line is always ours, and so are Unicode's
+//! line and paragraph separators and its bidirectional controls, which would make a line read
+//! otherwise than it is.
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
+use std::io;
 use std::io::Write;
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use log::{LevelFilter, Log, Metadata, Record};
@@ -44,7 +51,11 @@ pub fn level_from_nm(value: Option<&str>) -> LevelFilter {
 }
 
 enum Sink {
-    Syslog(UnixDatagram),
+    /// The socket, connected to `path`.
+    Syslog {
+        socket: UnixDatagram,
+        path: PathBuf,
+    },
     Stderr,
 }
 
@@ -86,20 +97,43 @@ impl Log for Logger {
         let message = record.args().to_string();
         let message = escape_controls(&message);
         let mut sink = self.sink.lock().unwrap_or_else(|e| e.into_inner());
-        if let Sink::Syslog(socket) = &*sink {
+        if let Sink::Syslog { socket, path } = &*sink {
             let pri = LOG_DAEMON | syslog_severity(record.level());
             let line = format!("<{pri}>{}[{pid}]: {message}", self.name);
-            if socket.send(line.as_bytes()).is_ok() {
-                return;
+            match socket.send(line.as_bytes()) {
+                Ok(_) => return,
+                // syslog restarted, with a socket of its own: connect to that once. If it is
+                // not there, stderr from now on.
+                Err(e) if is_gone(&e) => match connect_syslog(path) {
+                    Some(socket) if socket.send(line.as_bytes()).is_ok() => {
+                        let path = path.clone();
+                        *sink = Sink::Syslog { socket, path };
+                        return;
+                    }
+                    _ => *sink = Sink::Stderr,
+                },
+                // This message only (too long, or syslog's queue full): it goes to stderr.
+                Err(_) => {}
             }
-            // syslog went away (it restarted): keep the message rather than lose it.
-            *sink = Sink::Stderr;
         }
         let line = stderr_line(self.stderr, self.name, pid, record.level(), &message);
         let _ = writeln!(std::io::stderr(), "{line}");
     }
 
     fn flush(&self) {}
+}
+
+/// Whether a send failed because nothing listens at the syslog socket any more.
+fn is_gone(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error().map(nix::errno::Errno::from_raw),
+        Some(
+            nix::errno::Errno::ENOENT
+                | nix::errno::Errno::ECONNREFUSED
+                | nix::errno::Errno::ENOTCONN
+                | nix::errno::Errno::EPIPE
+        )
+    )
 }
 
 fn stderr_line(
@@ -115,10 +149,12 @@ fn stderr_line(
     }
 }
 
-/// `message` with every control character escaped: C0, DEL and C1, ESC among them. `\n`, `\r`
-/// and `\t` read as in Rust, the others as `\x1b` or, for C1, `\u{85}`.
+/// `message` with every control character escaped: C0, DEL and C1, ESC among them. `\n`, `\r`,
+/// `\t` and `\\` read as in Rust, the other ASCII ones as `\x1b`, the others as `\u{85}`: C1,
+/// the line and paragraph separators U+2028 and U+2029, and the bidirectional embeddings,
+/// overrides and isolates U+202A–U+202E and U+2066–U+2069.
 pub fn escape_controls(message: &str) -> Cow<'_, str> {
-    if !message.chars().any(char::is_control) {
+    if !message.chars().any(needs_escape) {
         return Cow::Borrowed(message);
     }
     let mut escaped = String::with_capacity(message.len() + 8);
@@ -127,16 +163,25 @@ pub fn escape_controls(message: &str) -> Cow<'_, str> {
             '\n' => escaped.push_str("\\n"),
             '\r' => escaped.push_str("\\r"),
             '\t' => escaped.push_str("\\t"),
-            c if u32::from(c) < 0x80 && c.is_control() => {
+            '\\' => escaped.push_str("\\\\"),
+            c if c.is_ascii_control() => {
                 let _ = write!(escaped, "\\x{:02x}", u32::from(c));
             }
-            c if c.is_control() => {
+            c if needs_escape(c) => {
                 let _ = write!(escaped, "\\u{{{:x}}}", u32::from(c));
             }
             c => escaped.push(c),
         }
     }
     Cow::Owned(escaped)
+}
+
+fn needs_escape(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\\' | '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
+        )
 }
 
 /// Whether `journal_stream`, the value of `JOURNAL_STREAM` (`DEV:INODE`, in decimal), names the
@@ -164,9 +209,9 @@ fn stderr_format() -> StderrFormat {
     }
 }
 
-fn open_syslog() -> Option<UnixDatagram> {
+fn connect_syslog(path: &Path) -> Option<UnixDatagram> {
     let socket = UnixDatagram::unbound().ok()?;
-    socket.connect(SYSLOG_SOCKET).ok()?;
+    socket.connect(path).ok()?;
     Some(socket)
 }
 
@@ -178,8 +223,12 @@ pub fn init(name: &'static str) {
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| level_from_nm(std::env::var("NM_VPN_LOG_LEVEL").ok().as_deref()));
     let wants_syslog = std::env::var("NM_VPN_LOG_SYSLOG").is_ok_and(|v| v.trim() == "1");
-    let sink = match wants_syslog.then(open_syslog).flatten() {
-        Some(socket) => Sink::Syslog(socket),
+    let path = Path::new(SYSLOG_SOCKET);
+    let sink = match wants_syslog.then(|| connect_syslog(path)).flatten() {
+        Some(socket) => Sink::Syslog {
+            socket,
+            path: path.to_owned(),
+        },
         None => Sink::Stderr,
     };
     let logger = Logger {
@@ -209,39 +258,67 @@ mod tests {
         assert_eq!(level_from_nm(Some("junk")), LevelFilter::Info);
     }
 
-    #[test]
-    fn syslog_messages_carry_facility_and_severity() {
-        let (ours, theirs) = UnixDatagram::pair().unwrap();
-        let logger = Logger {
+    /// A logger at info whose syslog is `socket`, connected to `path`.
+    fn syslog_logger(socket: UnixDatagram, path: &Path, stderr: StderrFormat) -> Logger {
+        Logger {
             name: "nm-vpn-netns-test",
             level: LevelFilter::Info,
-            sink: Mutex::new(Sink::Syslog(ours)),
-            stderr: StderrFormat::Plain,
-        };
-        logger.log(
-            &Record::builder()
-                .level(log::Level::Error)
-                .args(format_args!("no namespace"))
-                .build(),
-        );
-        logger.log(
-            &Record::builder()
-                .level(log::Level::Debug)
-                .args(format_args!("filtered out"))
-                .build(),
-        );
-        let mut buf = [0u8; 256];
-        let n = theirs.recv(&mut buf).unwrap();
-        let line = std::str::from_utf8(&buf[..n]).unwrap();
-        assert_eq!(
-            line,
-            format!(
-                "<27>nm-vpn-netns-test[{}]: no namespace",
-                std::process::id()
-            )
-        );
+            sink: Mutex::new(Sink::Syslog {
+                socket,
+                path: path.to_owned(),
+            }),
+            stderr,
+        }
+    }
+
+    /// A logger on one end of a pair, and the other end, as syslog.
+    fn paired_logger(stderr: StderrFormat) -> (Logger, UnixDatagram) {
+        let (ours, theirs) = UnixDatagram::pair().unwrap();
         theirs.set_nonblocking(true).unwrap();
-        assert!(theirs.recv(&mut buf).is_err(), "debug was filtered out");
+        let logger = syslog_logger(ours, Path::new("/nonexistent"), stderr);
+        (logger, theirs)
+    }
+
+    fn log(logger: &Logger, level: log::Level, args: std::fmt::Arguments<'_>) {
+        logger.log(&Record::builder().level(level).args(args).build());
+    }
+
+    /// A syslog listening at `path`; [`recv`] on it never waits.
+    fn listen(path: &Path) -> UnixDatagram {
+        let syslog = UnixDatagram::bind(path).unwrap();
+        syslog.set_nonblocking(true).unwrap();
+        syslog
+    }
+
+    /// The next datagram syslog has, if any.
+    fn recv(syslog: &UnixDatagram) -> Option<String> {
+        let mut buf = [0u8; 512];
+        let n = syslog.recv(&mut buf).ok()?;
+        Some(String::from_utf8(buf[..n].to_vec()).unwrap())
+    }
+
+    fn from_us(message: &str) -> Option<String> {
+        Some(format!(
+            "nm-vpn-netns-test[{}]: {message}",
+            std::process::id()
+        ))
+    }
+
+    #[test]
+    fn syslog_messages_carry_facility_and_severity() {
+        let (logger, syslog) = paired_logger(StderrFormat::Plain);
+        log(&logger, log::Level::Error, format_args!("no namespace"));
+        let secret = "password=hunter2";
+        log(
+            &logger,
+            log::Level::Debug,
+            format_args!("filtered out: {secret}"),
+        );
+        assert_eq!(
+            recv(&syslog),
+            from_us("no namespace").map(|l| format!("<27>{l}"))
+        );
+        assert_eq!(recv(&syslog), None, "debug was filtered out");
     }
 
     #[test]
@@ -276,7 +353,9 @@ mod tests {
     #[test]
     fn control_characters_are_escaped() {
         for (raw, escaped) in [
-            ("plain text, ünïcode and \\n as typed", None),
+            ("plain text and ünïcode", None),
+            ("\\n as typed", Some("\\\\n as typed")),
+            ("forged \\x0a", Some("forged \\\\x0a")),
             ("work\n<3>forged", Some("work\\n<3>forged")),
             ("a\r\tb", Some("a\\r\\tb")),
             ("\u{1b}[2Jcleared", Some("\\x1b[2Jcleared")),
@@ -285,6 +364,19 @@ mod tests {
                 Some("nul\\x00 bel\\x07 del\\x7f"),
             ),
             ("c1\u{85}\u{9b}", Some("c1\\u{85}\\u{9b}")),
+            (
+                "line\u{2028}para\u{2029}",
+                Some("line\\u{2028}para\\u{2029}"),
+            ),
+            (
+                "\u{202a}\u{202b}\u{202c}\u{202d}\u{202e}",
+                Some("\\u{202a}\\u{202b}\\u{202c}\\u{202d}\\u{202e}"),
+            ),
+            (
+                "admin\u{2066}\u{2067}\u{2068}\u{2069}",
+                Some("admin\\u{2066}\\u{2067}\\u{2068}\\u{2069}"),
+            ),
+            ("\u{2065}\u{206a}\u{2027}\u{202f}", None),
         ] {
             let got = escape_controls(raw);
             assert_eq!(got, escaped.unwrap_or(raw), "{raw:?}");
@@ -299,30 +391,73 @@ mod tests {
     /// Both sinks get one line per message, whatever a peer put in it.
     #[test]
     fn a_message_is_one_line_in_every_sink() {
-        let (ours, theirs) = UnixDatagram::pair().unwrap();
-        let logger = Logger {
-            name: "nm-vpn-netns-test",
-            level: LevelFilter::Info,
-            sink: Mutex::new(Sink::Syslog(ours)),
-            stderr: StderrFormat::Journal,
-        };
+        let (logger, syslog) = paired_logger(StderrFormat::Journal);
         let id = "work\n<3>forged";
-        logger.log(
-            &Record::builder()
-                .level(log::Level::Info)
-                .args(format_args!("isolated connection {id}"))
-                .build(),
+        log(
+            &logger,
+            log::Level::Info,
+            format_args!("isolated connection {id}"),
         );
-        let mut buf = [0u8; 256];
-        let n = theirs.recv(&mut buf).unwrap();
-        let line = std::str::from_utf8(&buf[..n]).unwrap();
         assert_eq!(
-            line,
-            format!(
-                "<30>nm-vpn-netns-test[{}]: isolated connection work\\n<3>forged",
-                std::process::id()
-            )
+            recv(&syslog),
+            from_us("isolated connection work\\n<3>forged").map(|l| format!("<30>{l}"))
         );
+    }
+
+    /// A syslog that restarted listens on a new socket at the same path: the next message goes
+    /// there, and none is lost. With nothing there, stderr takes over.
+    #[test]
+    fn a_restarted_syslog_is_connected_to_again() {
+        let dir = std::env::temp_dir().join(format!("nm-vpn-netns-log-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir(&dir).unwrap();
+        let path = dir.join("log");
+        let first = listen(&path);
+        let logger = syslog_logger(connect_syslog(&path).unwrap(), &path, StderrFormat::Plain);
+        log(&logger, log::Level::Warn, format_args!("before"));
+        assert_eq!(recv(&first), from_us("before").map(|l| format!("<28>{l}")));
+
+        drop(first);
+        std::fs::remove_file(&path).unwrap();
+        let second = listen(&path);
+        log(&logger, log::Level::Warn, format_args!("after the restart"));
+        assert_eq!(
+            recv(&second),
+            from_us("after the restart").map(|l| format!("<28>{l}"))
+        );
+
+        drop(second);
+        std::fs::remove_file(&path).unwrap();
+        log(
+            &logger,
+            log::Level::Warn,
+            format_args!("syslog is gone: this line is on stderr"),
+        );
+        let sink = logger.sink.lock().unwrap();
+        assert!(
+            matches!(*sink, Sink::Stderr),
+            "syslog is gone, yet it is still the sink"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A message syslog cannot take now (its queue is full) goes to stderr; syslog is still the
+    /// sink for the next.
+    #[test]
+    fn a_message_syslog_refuses_does_not_end_syslog() {
+        let (logger, syslog) = paired_logger(StderrFormat::Plain);
+        if let Sink::Syslog { socket, .. } = &*logger.sink.lock().unwrap() {
+            socket.set_nonblocking(true).unwrap();
+            while socket.send(b"filler").is_ok() {}
+        }
+        log(
+            &logger,
+            log::Level::Warn,
+            format_args!("syslog's queue is full: this line is on stderr"),
+        );
+        while recv(&syslog).is_some() {}
+        log(&logger, log::Level::Warn, format_args!("next"));
+        assert_eq!(recv(&syslog), from_us("next").map(|l| format!("<28>{l}")));
     }
 
     #[test]

@@ -67,7 +67,8 @@ const PROFILES: &[Profile] = &[
     Profile {
         name: "user-uuid",
         id: "Alice's VPN",
-        permissions: &["user:alice:"],
+        // A user every system has: the agent looks the user up for the uid in the name.
+        permissions: &["user:root:"],
         netns_keys: &[("netns-isolate", "true"), ("netns-name", "uuid")],
     },
 ];

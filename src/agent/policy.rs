@@ -5,7 +5,7 @@
 //! [agent]
 //! # Namespaces the agent did not create that system connections may use (default: none).
 //! system-foreign-namespaces=lab;office
-//! # How a user connection's name is formed: prefixed (u-USER-NAME, the default) or as-given.
+//! # How a user connection's name is formed: prefixed (u<UID>-NAME, the default) or as-given.
 //! user-namespace-names=prefixed
 //! # How many namespaces one user's connections may hold, leased or persistent (default 4).
 //! max-namespaces-per-user=4
@@ -30,8 +30,8 @@ pub const POLICY_PATH: &str = "/etc/nm-vpn-netns/agent.conf";
 /// The naming and ownership rules as users see them, in nm-vpn-netns(5) and the README (tests
 /// hold both to this text).
 pub const USER_NAME_RULE: &str = "A user's connection, one with `connection.permissions` \
-     (`user:NAME`), gets the namespace `u-USER-NAME`: USER is the user it names, NAME the name \
-     above, and a name made from connection.id or connection.uuid is cut to fit 64 characters. \
+     (`user:NAME`), gets the namespace `u<UID>-NAME`: UID is the numeric id of the user it \
+     names, NAME the name above, and a name made from connection.id or connection.uuid is cut to fit 64 characters. \
      It may use only a namespace and an `/etc/netns/NAME` entry that nm-vpn-netns created for \
      it, and one user's connections hold at most 4 namespaces, connected or kept by \
      `netns-persistent`. A system connection may use a namespace that nm-vpn-netns did not \
@@ -48,8 +48,10 @@ const MAX_PER_USER_LIMIT: u32 = 1024;
 /// How a user connection's namespace name is formed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum UserNames {
-    /// `u-USER-NAME`: no user can take a name that an administrator's unit or another user
-    /// expects.
+    /// `u<UID>-NAME`: no user can take a name that an administrator's unit or another user
+    /// expects. The uid, not the user's name, since a user name may hold `-` and `.` (and `@`
+    /// with SSSD): `u-a-b-c` would be both user `a-b`'s `c` and user `a`'s `b-c`, while a
+    /// number ends at the first `-`.
     #[default]
     Prefixed,
     /// The name the profile gives, as for a system connection.
@@ -126,11 +128,14 @@ pub enum PolicyError {
          (the agent's policy) a namespace name holds one user, so give the profile one user"
     )]
     SeveralUsers { users: Vec<String> },
-    #[error(
-        "user {user:?} cannot be part of a namespace name: {why}; a namespace name may hold only \
-         A-Z a-z 0-9 _ . -"
-    )]
-    BadUser { user: String, why: &'static str },
+    #[error("no user {user:?} exists; connection.permissions must name an existing user")]
+    UnknownUser { user: String },
+    #[error("cannot look up user {user:?}")]
+    UserLookup {
+        user: String,
+        #[source]
+        source: nix::Error,
+    },
     #[error(
         "the namespace name of user {user:?} for netns-name={name} would be {formed:?}, longer \
          than {NETNS_NAME_MAX} characters; give the profile a shorter netns-name"
@@ -274,22 +279,29 @@ impl Policy {
         name: &NetnsName,
         source: &NameSource,
     ) -> Result<NetnsName, PolicyError> {
+        self.user_netns_name_with(user, name, source, system_uid)
+    }
+
+    /// [`Policy::user_netns_name`] with `uid_of` to find a user's uid (`None`: no such user).
+    fn user_netns_name_with(
+        &self,
+        user: &str,
+        name: &NetnsName,
+        source: &NameSource,
+        uid_of: impl Fn(&str) -> nix::Result<Option<u32>>,
+    ) -> Result<NetnsName, PolicyError> {
         if self.user_names == UserNames::AsGiven {
             return Ok(name.clone());
         }
-        let prefix = format!("u-{user}-");
-        // The prefix starts with a letter, so only its characters can make the name invalid.
-        if let Err(e) = prefix.parse::<NetnsName>() {
-            let why = match e {
-                crate::plan::settings::SettingsError::InvalidName { reason, .. } => reason,
-                _ => "it is not valid",
-            };
-            return Err(PolicyError::BadUser {
+        let uid = uid_of(user)
+            .map_err(|source| PolicyError::UserLookup {
                 user: user.to_owned(),
-                why,
-            });
-        }
-        let formed = format!("{prefix}{name}");
+                source,
+            })?
+            .ok_or_else(|| PolicyError::UnknownUser {
+                user: user.to_owned(),
+            })?;
+        let formed = format!("u{uid}-{name}");
         let fitted = match source {
             NameSource::Literal(_) => formed.as_str(),
             NameSource::Uuid | NameSource::Name => {
@@ -302,6 +314,11 @@ impl Policy {
             formed: formed.clone(),
         })
     }
+}
+
+/// The uid of the system's user `user`, by the name service (NSS: files, SSSD, systemd-userdb).
+fn system_uid(user: &str) -> nix::Result<Option<u32>> {
+    Ok(nix::unistd::User::from_name(user)?.map(|u| u.uid.as_raw()))
 }
 
 fn libc_flags() -> i32 {

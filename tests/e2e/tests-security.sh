@@ -116,7 +116,7 @@ E2E_TESTS+=(t_leak_monitor_catches)
 
 # ---- a local user's profile -----------------------------------------------------------------------
 # A profile with connection.permissions=user:NAME is the local user's: the agent's policy
-# (/etc/nm-vpn-netns/agent.conf) forms its namespace name as u-USER-NAME by default, and even with
+# (/etc/nm-vpn-netns/agent.conf) forms its namespace name as u<UID>-NAME by default, and even with
 # user-namespace-names=as-given it may never use a namespace or /etc/netns entry the agent did not
 # create. NetworkManager 1.42 with no logind activates such a profile for root's nmcli.
 
@@ -137,6 +137,8 @@ local_user_setup() {
     rig_sb mkdir -p "${ADMIN_DNS%/*}"
     printf '# the administrator'"'"'s own\nnameserver 192.0.2.53\n' | rig_sb sh -c "cat >$ADMIN_DNS"
     LOCAL_ADMIN_SUM=$(rig_sb sha256sum "$ADMIN_DNS")
+    # The default policy names the user's namespaces u<UID>-NAME.
+    LOCAL_PREFIX=u$(rig_sb id -u "$LOCAL_USER")-
     LOCAL_RECORDS=$(agent_records)
 }
 
@@ -160,7 +162,7 @@ expect_admins_intact() {
     expect_eq "$1: the admin's $ADMIN_DNS changed" "$LOCAL_ADMIN_SUM" "$(rig_sb sha256sum "$ADMIN_DNS" 2>&1)"
     expect_no_match "$1: a VPN went into the admin's namespace $ADMIN_NS" ' tun ' "$(rig_sb ip -n "$ADMIN_NS" -d link show)"
     expect_netns_gone "$1: the user's namespace of $ADMIN_DNS exists" admin-dns
-    expect_no_match "$1: a namespace of user $LOCAL_USER remains" "^u-$LOCAL_USER-" "$(rig_sb ip netns list)"
+    expect_no_match "$1: a namespace of user $LOCAL_USER remains" "^$LOCAL_PREFIX" "$(rig_sb ip netns list)"
     expect_same "$1: the agent's records changed" "$LOCAL_RECORDS" "$(agent_records)"
 }
 
@@ -171,7 +173,7 @@ t_local_user_prefixed() {
     trap local_user_cleanup EXIT
     local_user_setup
     for target in "$ADMIN_NS" admin-dns; do
-        name=user-$target ns=u-$LOCAL_USER-$target
+        name=user-$target ns=$LOCAL_PREFIX$target
         rig_profile_keyfile "$name" 1 ca netns-isolate=yes "netns-name=$target" \
             "connection.permissions=user:$LOCAL_USER;" timeout=15
         expect_cmd_ok "the user's profile aimed at $target did not come up (in $ns)" rig_up_nmcli "$name"

@@ -198,18 +198,19 @@ t_agent_refusals() {
     expect_netns_gone "namespace 'leased' remains" leased 10
     pass_note "a second VPN on a leased namespace is refused (InUse)"
 
-    # A user's connection gets a name of its own (u-USER-NAME), so it never reaches the
-    # administrator's namespace or /etc/netns entry of the name it asked for.
+    # A user's connection gets a name of its own (u<UID>-NAME), so it never reaches the
+    # administrator's namespace or /etc/netns entry of the name it asked for. Root is the user
+    # every sandbox has.
     rig_sb ip netns add foreign
     rig_sb sh -c 'mkdir -p /etc/netns/foreign && echo "nameserver 192.0.2.53" >/etc/netns/foreign/resolv.conf'
-    agent_client --tun rigtun4 --id mine --uuid "$uuid" --permissions user:alice \
+    agent_client --tun rigtun4 --id mine --uuid "$uuid" --permissions user:root \
         --settings netns-isolate=yes,netns-name=foreign --addr4 198.19.0.6/24
     out=$(agent_say "")
     agent_end
     echo "    prefixed: $out"
-    expect_json "a user's namespace was not prefixed" netns u-alice-foreign "$out"
-    expect_netns_gone "namespace 'u-alice-foreign' remains" u-alice-foreign 10
-    pass_note "a user's connection asking for netns-name=foreign gets u-alice-foreign"
+    expect_json "a user's namespace was not prefixed" netns u0-foreign "$out"
+    expect_netns_gone "namespace 'u0-foreign' remains" u0-foreign 10
+    pass_note "a user's connection asking for netns-name=foreign gets u0-foreign"
 
     # With names as given, a user's connection may not touch a namespace or an /etc/netns entry
     # the agent did not create; nor may a system connection use a namespace the policy does not

@@ -13,8 +13,9 @@
 # NetworkManager's own policy grants the active user at a seat (allow_active=yes), and no more.
 
 # What the agent does with a user profile's name (/etc/nm-vpn-netns/agent.conf, default policy):
-# the namespace of user USER's profile with netns-name NAME. Change it here if the policy changes.
-user_netns() { echo "u-$1-$2"; }
+# the namespace of user USER's profile with netns-name NAME, u<UID>-NAME. Change it here if the
+# policy changes.
+user_netns() { echo "u$(id -u "$1")-$2"; }
 
 UL_USER=bob
 UL_POLKIT_RULE=/etc/polkit-1/rules.d/50-nm-vpn-netns-vm-test.rules

@@ -109,11 +109,18 @@ pub(super) fn check_lease(
             netns: netns.clone(),
         });
     }
-    // Not leased, the record is kept for its connection (netns-persistent).
-    if r.connection_uuid != req.connection_uuid {
+    // Not leased, the record is kept for its connection (netns-persistent). A user chooses a
+    // profile's uuid, so the connection is its uuid and its user together.
+    if r.connection_uuid != req.connection_uuid || r.user != req.user {
         warn!(
-            "namespace {netns} is kept for connection {:?} ({}); refusing {:?} ({})",
-            r.connection_id, r.connection_uuid, req.connection_id, req.connection_uuid
+            "namespace {netns} is kept for connection {:?} ({}) of user {:?}; refusing {:?} ({}) \
+             of user {:?}",
+            r.connection_id,
+            r.connection_uuid,
+            r.user,
+            req.connection_id,
+            req.connection_uuid,
+            req.user
         );
         return Err(ExecError::OwnedByOther {
             netns: netns.clone(),

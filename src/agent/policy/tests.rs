@@ -139,44 +139,102 @@ fn a_user_connection_is_known_by_its_first_user() {
     );
 }
 
+/// The users of these tests, as the name service would give them.
+fn uid_of(user: &str) -> nix::Result<Option<u32>> {
+    Ok(match user {
+        "alice" => Some(1000),
+        "a-b" => Some(1001),
+        "a" => Some(1002),
+        "big" => Some(u32::MAX),
+        "broken" => return Err(nix::Error::ECONNREFUSED),
+        _ => None,
+    })
+}
+
+fn user_name(
+    policy: &Policy,
+    user: &str,
+    name: &NetnsName,
+    source: &NameSource,
+) -> Result<NetnsName, String> {
+    policy
+        .user_netns_name_with(user, name, source, uid_of)
+        .map_err(|e| chain(&e))
+}
+
+fn literal(s: &str) -> (NetnsName, NameSource) {
+    (name(s), NameSource::Literal(name(s)))
+}
+
 #[test]
-fn user_names_are_prefixed_and_stay_valid() {
+fn user_names_are_prefixed_by_uid_and_stay_valid() {
     let policy = Policy::default();
-    let work = NameSource::Literal(name("work"));
+    let (work, chosen) = literal("work");
     assert_eq!(
-        policy
-            .user_netns_name("alice", &name("work"), &work)
-            .unwrap(),
-        name("u-alice-work")
+        user_name(&policy, "alice", &work, &chosen),
+        Ok(name("u1000-work"))
     );
     let as_given = Policy {
         user_names: UserNames::AsGiven,
         ..Policy::default()
     };
     assert_eq!(
-        as_given
-            .user_netns_name("alice", &name("work"), &work)
-            .unwrap(),
-        name("work")
+        user_name(&as_given, "nobody-here", &work, &chosen),
+        Ok(name("work"))
     );
-    let err = chain(
-        &policy
-            .user_netns_name("al ice", &name("work"), &work)
-            .unwrap_err(),
-    );
-    assert!(err.starts_with("user \"al ice\" cannot be part"), "{err}");
 
     // A derived name is shortened to fit; a chosen one is refused.
     let long = name(&"a".repeat(60));
-    let derived = policy
-        .user_netns_name("alice", &long, &NameSource::Name)
-        .unwrap();
+    let derived = user_name(&policy, "alice", &long, &NameSource::Name).unwrap();
     assert_eq!(derived.as_str().len(), NETNS_NAME_MAX);
-    assert!(derived.as_str().starts_with("u-alice-aaa"));
-    let err = chain(
-        &policy
-            .user_netns_name("alice", &long, &NameSource::Literal(long.clone()))
-            .unwrap_err(),
-    );
+    assert!(derived.as_str().starts_with("u1000-aaa"), "{derived}");
+    let err = user_name(&policy, "alice", &long, &NameSource::Literal(long.clone())).unwrap_err();
     assert!(err.contains("longer than 64 characters"), "{err}");
+    // The longest uid still leaves room for a name.
+    let (most, chosen) = literal(&"w".repeat(NETNS_NAME_MAX - "u4294967295-".len()));
+    let got = user_name(&policy, "big", &most, &chosen).unwrap();
+    assert_eq!(got.as_str().len(), NETNS_NAME_MAX, "{got}");
+}
+
+/// User `a-b`'s `c` and user `a`'s `b-c` were both `u-a-b-c` with the user's name as prefix.
+#[test]
+fn no_two_users_share_a_prefixed_name() {
+    let policy = Policy::default();
+    let (c, c_chosen) = literal("c");
+    let (b_c, b_c_chosen) = literal("b-c");
+    let first = user_name(&policy, "a-b", &c, &c_chosen).unwrap();
+    let second = user_name(&policy, "a", &b_c, &b_c_chosen).unwrap();
+    assert_eq!(first, name("u1001-c"));
+    assert_eq!(second, name("u1002-b-c"));
+}
+
+#[test]
+fn a_user_that_cannot_be_resolved_is_refused_by_name() {
+    let policy = Policy::default();
+    let (work, chosen) = literal("work");
+    for (user, expected) in [
+        (
+            "al ice",
+            "no user \"al ice\" exists; connection.permissions must name an existing user",
+        ),
+        ("broken", "cannot look up user \"broken\": ECONNREFUSED"),
+    ] {
+        let err = user_name(&policy, user, &work, &chosen).unwrap_err();
+        assert!(
+            err.starts_with(expected),
+            "{user}:\n expected {expected}\n got {err}"
+        );
+    }
+}
+
+/// The real name service: root is uid 0 everywhere.
+#[test]
+fn the_system_resolves_root() {
+    let (work, chosen) = literal("work");
+    let got = Policy::default().user_netns_name("root", &work, &chosen);
+    assert_eq!(got.unwrap(), name("u0-work"));
+    let err = Policy::default()
+        .user_netns_name("no-such-user-nm-vpn-netns", &work, &chosen)
+        .unwrap_err();
+    assert!(matches!(err, PolicyError::UnknownUser { .. }), "{err:?}");
 }

@@ -49,8 +49,8 @@ const AGENT_FILES: [(&str, &str); 8] = [
          file owned by root and writable by no one else, with the group `[agent]` and the keys \
          `system-foreign-namespaces` (namespaces nm-vpn-netns did not create that system \
          connections may use, separated by `;`; default none), `user-namespace-names` \
-         (`prefixed`, the default, names a user's namespace `u-USER-NAME`; `as-given` takes the \
-         profile's name) and `max-namespaces-per-user` (default 4). A bad key or value refuses \
+         (`prefixed`, the default, names a user's namespace `u<UID>-NAME`, UID the user's \
+         numeric id; `as-given` takes the profile's name) and `max-namespaces-per-user` (default 4). A bad key or value refuses \
          every connect with an error that names it.",
     ),
     (

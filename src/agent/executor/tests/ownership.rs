@@ -16,12 +16,17 @@ fn kept(req: &IsolateArgs) -> Executor<RecordingSys> {
 
 #[test]
 fn a_namespace_made_anew_under_the_same_name_is_foreign() {
-    let mut ex = kept(&persistent_request());
     // Someone deletes the namespace and makes another under the same name.
-    ex.sys.world.netns.remove(&p(NS));
-    ex.sys.add_netns(NS);
+    let made_anew = |req: &IsolateArgs| {
+        let mut ex = kept(req);
+        ex.sys.world.netns.remove(&p(NS));
+        ex.sys.add_netns(NS);
+        ex
+    };
+    let mut ex = made_anew(&alice(persistent_request()));
     let err = refused_before_side_effects(&mut ex, &alice(persistent_request()));
     assert!(matches!(err, ExecError::ForeignNetns { .. }), "{err}");
+    let mut ex = made_anew(&persistent_request());
     let err = refused_before_side_effects(&mut ex, &persistent_request());
     assert!(matches!(err, ExecError::ForeignNotListed { .. }), "{err}");
 
@@ -299,6 +304,31 @@ fn a_users_persistent_entry_outlives_a_reboot() {
     // Kept for the same connection only.
     let err = refused_before_side_effects(&mut ex, &alice(other_request()));
     assert!(matches!(err, ExecError::OwnedByOther { .. }), "{err}");
+}
+
+/// A user chooses a profile's uuid, so the uuid alone does not tell whose a kept namespace is.
+#[test]
+fn a_kept_namespace_goes_only_to_its_own_user() {
+    let mut ex = kept(&alice(persistent_request()));
+    let bob = IsolateArgs {
+        user: Some("bob".to_owned()),
+        ..persistent_request()
+    };
+    for (who, req) in [
+        ("bob", &bob),
+        ("a system connection", &persistent_request()),
+    ] {
+        let err = refused_before_side_effects(&mut ex, req);
+        assert!(
+            matches!(err, ExecError::OwnedByOther { .. }),
+            "{who}: {err}"
+        );
+    }
+    // Nor does a system connection's kept namespace go to a user's of the same uuid.
+    let mut ex = kept(&persistent_request());
+    let err = refused_before_side_effects(&mut ex, &alice(persistent_request()));
+    assert!(matches!(err, ExecError::OwnedByOther { .. }), "{err}");
+    ex.isolate(&persistent_request()).unwrap();
 }
 
 #[test]
