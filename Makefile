@@ -123,6 +123,7 @@ deb: build $(CARGO_DEB)
 deb-check: deb
 	shellcheck -S warning -s sh target/debian-gen/scripts/*
 	lintian --fail-on error --tag-display-limit 0 target/debian/nm-vpn-netns_*.deb
+	bash tests/deb-postrm.sh
 
 # The RPM packs what `make build` produced (packaging/rpm/nm-vpn-netns.spec says how); --nodeps, as
 # this Debian has none of the Fedora packages it requires. The spec's Version, which its %changelog
