@@ -287,8 +287,9 @@ impl Sys for RealSys {
             return Ok(false);
         }
         // Once the agent's own file is unlinked, someone's `ip netns add` makes a new one, with
-        // a new inode: tmpfs numbers its inodes from a counter, and reuses none before a reboot,
-        // which also empties /run and the records under it.
+        // a new inode: tmpfs numbers its inodes from a counter, which comes back to a number
+        // only after 2^32 files made on /run. A reboot starts it anew, and the agent's records
+        // drop the file's identity then (`Executor::recover`).
         if file.is_some_and(|f| (f.dev, f.ino) != (st.st_dev, st.st_ino)) {
             return Ok(false);
         }
