@@ -237,7 +237,9 @@ impl<S: Sys> Executor<S> {
         let (handle, id) = self.sys.netns_create(path)?;
         let mut intent = new_record(req, previous, true);
         intent.netns_id = Some(id);
-        // The bind leaves an empty file under the name if it is cut short.
+        // The bind leaves an empty file under the name if it is cut short. Its identity is on
+        // record only from `record_attempt` on; until then any empty file of root's there counts
+        // as the leftover. While the agent's file is there, no `ip netns add` (O_EXCL) makes one.
         intent.netns_pending = true;
         let bound = self
             .save(&intent)
