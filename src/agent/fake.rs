@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 
-use crate::agent::sys::{Durability, Link, NetnsId, NetnsSetup, Process, Sys, SysError};
+use crate::agent::sys::{Durability, FileId, Link, NetnsId, NetnsSetup, Process, Sys, SysError};
 
 mod world;
 
@@ -135,7 +135,14 @@ impl RecordingSys {
         }
         let inode = self.inode();
         self.world.netns_inodes.insert(path.clone(), inode);
-        self.world.netns.insert(path, FakeNetnsEntry::Netns);
+        self.add_netns_file(&path, FakeNetnsEntry::Netns);
+    }
+
+    /// Puts `entry` at `path` on a new file, as `ip netns add` creates one before it mounts.
+    pub fn add_netns_file(&mut self, path: &Path, entry: FakeNetnsEntry) {
+        let inode = self.inode();
+        self.world.netns_files.insert(path.to_owned(), inode);
+        self.world.netns.insert(path.to_owned(), entry);
     }
 
     pub fn add_file(&mut self, path: &str, content: &str) {
@@ -218,7 +225,17 @@ impl RecordingSys {
             .find(|l| l.netns.as_deref() == Some(netns) && l.link.name == name)
     }
 
+    /// A sync of `path`'s directory, which makes every removal in it durable.
+    fn sync_dir_of(&mut self, path: &Path) {
+        self.world
+            .unsynced_removals
+            .retain(|removed| removed.parent() != path.parent());
+    }
+
     fn write_new(&mut self, path: &Path, content: &[u8], durability: Durability) {
+        if durability == Durability::Durable {
+            self.sync_dir_of(path);
+        }
         let inode = self.inode();
         self.world.files.insert(
             path.to_owned(),
@@ -245,7 +262,7 @@ impl Sys for RecordingSys {
         Ok((FakeNetns(path.to_owned()), NetnsId { dev: 4, ino }))
     }
 
-    fn netns_bind(&mut self, netns: &FakeNetns, path: &Path) -> Result<(), SysError> {
+    fn netns_bind(&mut self, netns: &FakeNetns, path: &Path) -> Result<FileId, SysError> {
         self.call(Call::NetnsBind(path.to_owned()))?;
         if self.world.netns.contains_key(path) {
             return Err(Self::errno("netns_bind", path.display(), Errno::EEXIST));
@@ -257,11 +274,12 @@ impl Sys for RecordingSys {
         if let Some(dir) = path.parent() {
             self.world.dirs.insert(dir.to_owned());
         }
-        self.world
-            .netns
-            .insert(path.to_owned(), FakeNetnsEntry::Netns);
+        self.add_netns_file(path, FakeNetnsEntry::Netns);
         self.world.netns_inodes.insert(path.to_owned(), ino);
-        Ok(())
+        Ok(FileId {
+            dev: 25,
+            ino: self.world.netns_files[path],
+        })
     }
 
     fn netns_open(&mut self, path: &Path) -> Result<Option<FakeNetns>, SysError> {
@@ -287,6 +305,7 @@ impl Sys for RecordingSys {
         self.call(Call::NetnsDel(path.to_owned()))?;
         self.world.netns.remove(path);
         self.world.netns_inodes.remove(path);
+        self.world.netns_files.remove(path);
         // The kernel destroys a tun whose namespace goes away.
         self.world
             .links
@@ -294,12 +313,21 @@ impl Sys for RecordingSys {
         Ok(())
     }
 
-    fn netns_leftover_remove(&mut self, path: &Path) -> Result<bool, SysError> {
+    fn netns_leftover_remove(
+        &mut self,
+        path: &Path,
+        file: Option<FileId>,
+    ) -> Result<bool, SysError> {
         self.call(Call::NetnsLeftoverRemove(path.to_owned()))?;
-        let entry = self.world.netns.get(path);
-        let leftover = matches!(entry, None | Some(FakeNetnsEntry::Leftover));
+        let that_file = file.is_none_or(|f| self.world.netns_files.get(path) == Some(&f.ino));
+        let leftover = match self.world.netns.get(path) {
+            None => true,
+            Some(FakeNetnsEntry::Leftover) => that_file,
+            Some(_) => false,
+        };
         if leftover {
             self.world.netns.remove(path);
+            self.world.netns_files.remove(path);
         }
         Ok(leftover)
     }
@@ -529,10 +557,15 @@ impl Sys for RecordingSys {
         Ok(())
     }
 
-    fn file_remove(&mut self, path: &Path) -> Result<(), SysError> {
+    fn file_remove(&mut self, path: &Path, durability: Durability) -> Result<(), SysError> {
         self.call(Call::FileRemove(path.to_owned()))?;
         self.check_parent("unlink", path)?;
-        self.world.files.remove(path);
+        if self.world.files.remove(path).is_some_and(|f| f.durable) {
+            self.world.unsynced_removals.insert(path.to_owned());
+        }
+        if durability == Durability::Durable {
+            self.sync_dir_of(path);
+        }
         Ok(())
     }
 }

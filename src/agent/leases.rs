@@ -270,6 +270,7 @@ mod tests {
             netns_id: None,
             identity_first: false,
             netns_pending: false,
+            netns_file: None,
             user: None,
             persistent: false,
             leased: true,

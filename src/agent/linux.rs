@@ -26,10 +26,10 @@ use crate::agent::netlink::{Configure, Rtnl};
 use crate::agent::procs;
 use crate::agent::rtmsg;
 use crate::agent::safe_fs::{
-    describe, existing, is_kind, open_parent, open_parent_if_any, open_regular, write_atomic,
-    NO_FOLLOW,
+    describe, existing, is_kind, open_parent, open_parent_if_any, open_regular, sync_dir,
+    write_atomic, NO_FOLLOW,
 };
-use crate::agent::sys::{Durability, Link, NetnsId, NetnsSetup, Process, Sys, SysError};
+use crate::agent::sys::{Durability, FileId, Link, NetnsId, NetnsSetup, Process, Sys, SysError};
 use crate::report::Chain;
 
 /// An open network namespace and the path it was opened at, for messages.
@@ -192,26 +192,37 @@ impl Sys for RealSys {
         Ok((netns, id))
     }
 
-    fn netns_bind(&mut self, netns: &NetnsFd, path: &Path) -> Result<(), SysError> {
+    fn netns_bind(&mut self, netns: &NetnsFd, path: &Path) -> Result<FileId, SysError> {
         let dir = path.parent().unwrap_or(Path::new("/"));
         make_shared_mount_point(dir)?;
-        fcntl::open(
+        let file = fcntl::open(
             path,
             OFlag::O_RDONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_CLOEXEC,
             Mode::empty(),
         )
         .map_err(|e| SysError::os("netns_bind", path.display(), e))?;
-        // The descriptor's magic link in /proc names the namespace itself, whatever thread runs
-        // this and whatever namespace it is in.
+        // The source is the descriptor's magic link in /proc, which names the namespace itself,
+        // whatever thread runs this and whatever namespace it is in.
         let source = format!("/proc/self/fd/{}", netns.fd.as_raw_fd());
-        let bound = mount::mount(
-            Some(source.as_str()),
-            path,
-            None::<&str>,
-            MsFlags::MS_BIND,
-            None::<&str>,
-        )
-        .map_err(|e| SysError::os("bind mount a new namespace on", path.display(), e));
+        // The file's identity from its descriptor, before the mount: once mounted, the path
+        // shows the nsfs file.
+        let bound = stat::fstat(&file)
+            .map_err(|e| SysError::os("fstat", path.display(), e))
+            .and_then(|st| {
+                let flags = MsFlags::MS_BIND;
+                mount::mount(
+                    Some(source.as_str()),
+                    path,
+                    None::<&str>,
+                    flags,
+                    None::<&str>,
+                )
+                .map_err(|e| SysError::os("bind mount a new namespace on", path.display(), e))?;
+                Ok(FileId {
+                    dev: st.st_dev,
+                    ino: st.st_ino,
+                })
+            });
         if bound.is_err() {
             if let Err(e) = self.netns_del(path) {
                 warn!("cleaning up after a failed netns_bind: {}", Chain(&e));
@@ -261,7 +272,11 @@ impl Sys for RealSys {
         }
     }
 
-    fn netns_leftover_remove(&mut self, path: &Path) -> Result<bool, SysError> {
+    fn netns_leftover_remove(
+        &mut self,
+        path: &Path,
+        file: Option<FileId>,
+    ) -> Result<bool, SysError> {
         let st = match stat::lstat(path) {
             Ok(st) => st,
             Err(Errno::ENOENT) => return Ok(true),
@@ -269,6 +284,13 @@ impl Sys for RealSys {
         };
         let kind = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT;
         if kind != SFlag::S_IFREG || st.st_size != 0 || st.st_uid != 0 {
+            return Ok(false);
+        }
+        // Once the agent's own file is unlinked, someone's `ip netns add` makes a new one, with
+        // a new inode: tmpfs numbers its inodes from a counter, which comes back to a number
+        // only after 2^32 files made on /run. A reboot starts it anew, and the agent's records
+        // drop the file's identity then (`Executor::recover`).
+        if file.is_some_and(|f| (f.dev, f.ino) != (st.st_dev, st.st_ino)) {
             return Ok(false);
         }
         // A plain unlink, never an unmount: a file mounted there fails it with EBUSY, and stays.
@@ -474,12 +496,17 @@ impl Sys for RealSys {
             .map_err(|e| SysError::os("rewrite", path.display(), e))
     }
 
-    fn file_remove(&mut self, path: &Path) -> Result<(), SysError> {
+    fn file_remove(&mut self, path: &Path, durability: Durability) -> Result<(), SysError> {
         let (dir, name) = open_parent(path)?;
         match unistd::unlinkat(&dir, name, UnlinkatFlags::NoRemoveDir) {
-            Ok(()) | Err(Errno::ENOENT) => Ok(()),
-            Err(e) => Err(SysError::os("unlink", path.display(), e)),
+            Ok(()) | Err(Errno::ENOENT) => {}
+            Err(e) => return Err(SysError::os("unlink", path.display(), e)),
         }
+        // Also when the file was already gone: an earlier unlink may not be on disk yet.
+        if durability == Durability::Durable {
+            sync_dir(&dir, path)?;
+        }
+        Ok(())
     }
 }
 

@@ -12,7 +12,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::agent::sys::NetnsId;
+use crate::agent::sys::{FileId, NetnsId};
 use crate::plan::settings::NetnsName;
 use crate::plan::IsolationPlan;
 
@@ -119,6 +119,13 @@ pub struct Record {
     /// someone's `ip netns add` that has not mounted yet, and it stays.
     #[serde(default)]
     pub netns_pending: bool,
+    /// The identity of the file the agent created at `/run/netns/NAME` to mount the namespace
+    /// on. With it, only that file is removed as the agent's leftover: after the agent's own
+    /// unlink, the empty file of someone's `ip netns add` under the name is a new file. Records
+    /// without it (older agents, or a creation cut short before it was known) take any empty file
+    /// of root's there while `netns_pending`.
+    #[serde(default)]
+    pub netns_file: Option<FileId>,
     /// The user of a user connection (`connection.permissions`), whose namespaces count against
     /// the per-user limit; `None` for a system connection, and in records of 0.1.0.
     #[serde(default)]
@@ -343,6 +350,7 @@ mod v1 {
             netns_id: None,
             identity_first: false,
             netns_pending: false,
+            netns_file: None,
             user: None,
             persistent: flag("persistent", take("persistent")?)?,
             leased: flag("leased", take("leased")?)?,
@@ -417,6 +425,7 @@ mod tests {
             netns_id: None,
             identity_first: false,
             netns_pending: false,
+            netns_file: None,
             user: None,
             persistent: true,
             leased: true,
@@ -492,6 +501,7 @@ mod tests {
             "netns_id",
             "identity_first",
             "netns_pending",
+            "netns_file",
             "user",
         ] {
             fields.remove(added).unwrap();
@@ -512,6 +522,7 @@ mod tests {
                 dev: 4,
                 ino: 4026532291,
             }),
+            netns_file: Some(FileId { dev: 25, ino: 7 }),
             user: Some("alice".to_owned()),
             ..sample()
         };

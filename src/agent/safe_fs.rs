@@ -198,10 +198,16 @@ pub(super) fn write_atomic(
     }
     written?;
     if durability == Durability::Durable {
-        unistd::fsync(&dir).map_err(|e| {
-            let parent = path.parent().unwrap_or(Path::new("/"));
-            SysError::os("fsync", parent.display(), e)
-        })?;
+        sync_dir(&dir, path)?;
     }
     Ok(())
+}
+
+/// Syncs `dir`, the directory of `path`, so that a name added to it or taken from it survives a
+/// power loss.
+pub(super) fn sync_dir(dir: &OwnedFd, path: &Path) -> Result<(), SysError> {
+    unistd::fsync(dir).map_err(|e| {
+        let parent = path.parent().unwrap_or(Path::new("/"));
+        SysError::os("fsync", parent.display(), e)
+    })
 }

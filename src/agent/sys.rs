@@ -79,6 +79,15 @@ pub struct NetnsId {
     pub ino: u64,
 }
 
+/// A file's identity: its device and inode. A file made anew under the same name has another
+/// inode, so this tells the agent's own mount point at `/run/netns/NAME` from the file of
+/// someone's later `ip netns add`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileId {
+    pub dev: u64,
+    pub ino: u64,
+}
+
 /// Whether a written file must be on disk before the write returns: what outlives a reboot
 /// must not be lost or torn by a power loss, while a file under `/run` is gone at a reboot anyway.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,17 +158,23 @@ pub trait Sys {
     /// crash in between never leaves a name whose namespace the agent cannot tell from another.
     fn netns_create(&mut self, path: &Path) -> Result<(Self::Netns, NetnsId), SysError>;
     /// The second half of `ip netns add`: the nsfs mount of `netns` at `path`, in a directory made
-    /// a shared mount point first. Fails with EEXIST if `path` exists.
-    fn netns_bind(&mut self, netns: &Self::Netns, path: &Path) -> Result<(), SysError>;
+    /// a shared mount point first. Fails with EEXIST if `path` exists. Returns the identity of
+    /// the file it created at `path` as the mount point, taken before the mount covers it.
+    fn netns_bind(&mut self, netns: &Self::Netns, path: &Path) -> Result<FileId, SysError>;
     /// Opens the namespace mounted at `path`; `None` if nothing is there, an error if something
     /// other than a network namespace is.
     fn netns_open(&mut self, path: &Path) -> Result<Option<Self::Netns>, SysError>;
     /// `ip netns del`: detaches the mount and removes the file; a missing one counts as done.
     fn netns_del(&mut self, path: &Path) -> Result<(), SysError>;
     /// Removes what `ip netns del` (and [`Sys::netns_del`]) leaves when it is cut short between
-    /// its unmount and its unlink: an empty regular file owned by root, not a mount point.
-    /// `false` if something else is at `path`, which stays; `true` if nothing is left there.
-    fn netns_leftover_remove(&mut self, path: &Path) -> Result<bool, SysError>;
+    /// its unmount and its unlink: an empty regular file owned by root, not a mount point, and
+    /// with `Some(file)`, that very file ([`Sys::netns_bind`]'s). `false` if something else is at
+    /// `path`, which stays; `true` if nothing is left there.
+    fn netns_leftover_remove(
+        &mut self,
+        path: &Path,
+        file: Option<FileId>,
+    ) -> Result<bool, SysError>;
     /// The identity of an open namespace.
     fn netns_id(&mut self, netns: &Self::Netns) -> Result<NetnsId, SysError>;
     /// `ip netns pids`: the processes that run in the namespace mounted at `path`; none if
@@ -217,6 +232,7 @@ pub trait Sys {
     /// Rewrites an existing regular file in place, so that its inode stays the same, and syncs
     /// it. Not atomic: a crash can leave any prefix of `content`.
     fn file_rewrite(&mut self, path: &Path, content: &[u8]) -> Result<(), SysError>;
-    /// Removes a file; a missing one counts as done.
-    fn file_remove(&mut self, path: &Path) -> Result<(), SysError>;
+    /// Removes a file; a missing one counts as done. [`Durability::Durable`]: the directory is
+    /// synced after, so that a power loss does not bring the file back.
+    fn file_remove(&mut self, path: &Path, durability: Durability) -> Result<(), SysError>;
 }

@@ -58,6 +58,7 @@ pub fn leased_record(ns: &str, owner: &str) -> Record {
         netns_id: None,
         identity_first: false,
         netns_pending: false,
+        netns_file: None,
         user: None,
         persistent: false,
         leased: true,

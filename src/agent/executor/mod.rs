@@ -20,7 +20,7 @@ use log::{error, info};
 
 use crate::agent::policy::{Policy, POLICY_PATH};
 pub use crate::agent::record::{DnsFile, FileRecord, Record};
-use crate::agent::sys::{Link, NetnsId, NetnsSetup, Sys, SysError};
+use crate::agent::sys::{FileId, Link, NetnsId, NetnsSetup, Sys, SysError};
 use crate::plan::settings::NetnsName;
 use crate::plan::IsolationPlan;
 use crate::report::Chain;
@@ -116,6 +116,8 @@ struct Attempt<N> {
     path: PathBuf,
     netns: N,
     netns_id: NetnsId,
+    /// The file under the namespace's mount, if the agent made it (see [`Record::netns_file`]).
+    netns_file: Option<FileId>,
     created: bool,
     /// The namespace is the agent's: this attempt or an earlier one created it.
     ours: bool,
@@ -169,12 +171,18 @@ impl<S: Sys> Executor<S> {
         } else {
             None
         };
-        let (handle, netns_id, created) = match existing {
-            Some((handle, id)) => (handle, id, false),
+        let (handle, netns_id, netns_file, created) = match existing {
+            Some((handle, id)) => {
+                let file = previous
+                    .as_ref()
+                    .filter(|_| ours)
+                    .and_then(|r| r.netns_file);
+                (handle, id, file, false)
+            }
             None => {
                 check_deadline(&self.sys, req, start, "creating the namespace")?;
-                let (handle, id) = self.create_netns(req, &path, previous.as_ref())?;
-                (handle, id, true)
+                let (handle, id, file) = self.create_netns(req, &path, previous.as_ref())?;
+                (handle, id, Some(file), true)
             }
         };
         let mut attempt = Attempt {
@@ -182,6 +190,7 @@ impl<S: Sys> Executor<S> {
             path,
             netns: handle,
             netns_id,
+            netns_file,
             created,
             ours: ours || created,
             previous,
@@ -217,33 +226,39 @@ impl<S: Sys> Executor<S> {
     /// Creates the namespace, on record as the agent's with its identity before it gets its
     /// name: a crash at any point finds either no name or the namespace the record identifies,
     /// never one it could mistake for another. Puts the record back as it was if that fails.
+    /// Returns the namespace, its identity and that of the file it is mounted on.
     fn create_netns(
         &mut self,
         req: &IsolateArgs,
         path: &Path,
         previous: Option<&Record>,
-    ) -> Result<(S::Netns, NetnsId), ExecError> {
+    ) -> Result<(S::Netns, NetnsId, FileId), ExecError> {
         let netns = &req.plan.netns;
         let (handle, id) = self.sys.netns_create(path)?;
         let mut intent = new_record(req, previous, true);
         intent.netns_id = Some(id);
-        // The bind leaves an empty file under the name if it is cut short.
+        // The bind leaves an empty file under the name if it is cut short. Its identity is on
+        // record only from `record_attempt` on; until then any empty file of root's there counts
+        // as the leftover. While the agent's file is there, no `ip netns add` (O_EXCL) makes one.
         intent.netns_pending = true;
         let bound = self
             .save(&intent)
             .and_then(|()| self.sys.netns_bind(&handle, path));
-        if let Err(e) = bound {
-            let restored = match previous {
-                Some(previous) => self.save(previous),
-                None => self.forget(netns),
-            };
-            if let Err(r) = restored {
-                error!("putting back the record of {netns}: {}", Chain(&r));
+        let file = match bound {
+            Ok(file) => file,
+            Err(e) => {
+                let restored = match previous {
+                    Some(previous) => self.save(previous),
+                    None => self.forget(netns),
+                };
+                if let Err(r) = restored {
+                    error!("putting back the record of {netns}: {}", Chain(&r));
+                }
+                return Err(e.into());
             }
-            return Err(e.into());
-        }
+        };
         info!("created namespace {netns} at {}", path.display());
-        Ok((handle, id))
+        Ok((handle, id, file))
     }
 
     fn check_link(&mut self, req: &IsolateArgs) -> Result<Link, ExecError> {
@@ -330,6 +345,7 @@ impl<S: Sys> Executor<S> {
     ) -> Result<Record, ExecError> {
         let mut record = new_record(req, attempt.previous.as_ref(), attempt.ours);
         record.netns_id = Some(attempt.netns_id);
+        record.netns_file = attempt.netns_file;
         if attempt.created {
             self.save(&record)?;
         }
@@ -504,6 +520,7 @@ fn new_record(req: &IsolateArgs, previous: Option<&Record>, ours: bool) -> Recor
         netns_id: None,
         identity_first: true,
         netns_pending: false,
+        netns_file: None,
         user: req.user.clone(),
         persistent: req.persistent,
         leased: true,

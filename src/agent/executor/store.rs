@@ -49,6 +49,8 @@ impl<S: Sys> Executor<S> {
             owner: String::new(),
             created: false,
             netns_id: None,
+            // tmpfs numbers its inodes anew after a reboot.
+            netns_file: None,
             leased: false,
             link: None,
             ..record
@@ -96,10 +98,16 @@ impl<S: Sys> Executor<S> {
         self.save(&record)
     }
 
+    /// Removes the record of `netns`; the durable copy's removal is synced, or a power loss could
+    /// bring back a record of what the agent no longer holds.
     pub(super) fn forget(&mut self, netns: &NetnsName) -> Result<(), SysError> {
-        for dir in [&self.paths.state, &self.paths.durable] {
+        let dirs = [
+            (&self.paths.state, Durability::Volatile),
+            (&self.paths.durable, Durability::Durable),
+        ];
+        for (dir, durability) in dirs {
             let path = dir.join(netns.as_str());
-            self.sys.file_remove(&path)?;
+            self.sys.file_remove(&path, durability)?;
             info!("removed record {}", path.display());
         }
         self.records.remove(netns);

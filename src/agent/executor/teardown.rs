@@ -10,7 +10,7 @@ use nix::errno::Errno;
 
 use super::{Attempt, ExecError, Executor, TeardownError, Undo};
 use crate::agent::record::{DnsFile, FileRecord, Record};
-use crate::agent::sys::{NetnsId, Sys, SysError};
+use crate::agent::sys::{Durability, NetnsId, Sys, SysError};
 use crate::plan::settings::NetnsName;
 use crate::report::Chain;
 
@@ -88,7 +88,7 @@ impl<S: Sys> Executor<S> {
                 Ok(format!("removed {}", path.display()))
             }
             Undo::FileRemove(path) => {
-                self.sys.file_remove(path)?;
+                self.sys.file_remove(path, Durability::Durable)?;
                 Ok(format!("removed {}", path.display()))
             }
             Undo::FileRestore(file, path, content) => {
@@ -182,13 +182,16 @@ impl<S: Sys> Executor<S> {
     /// of 0.1.0); one created since under the same name is someone else's, and stays.
     fn delete_netns(&mut self, netns: &NetnsName, id: Option<NetnsId>) -> Result<(), SysError> {
         let path = self.paths.run_netns.join(netns.as_str());
-        let pending = self.records.get(netns).is_some_and(|r| r.netns_pending);
+        let recorded = self.records.get(netns);
+        let pending = recorded.is_some_and(|r| r.netns_pending);
+        let file = recorded.and_then(|r| r.netns_file);
         if let Some(id) = id {
             let opened = match self.sys.netns_open(&path) {
                 // The agent's own creation or deletion was cut short (a crash) with the file at
-                // `path` not mounted; never anyone else's, whose `ip netns add` may be under way.
+                // `path` not mounted; never anyone else's, whose `ip netns add` may be under way:
+                // after the agent's unlink, that is another file.
                 Err(SysError::NotNetns { .. })
-                    if pending && self.sys.netns_leftover_remove(&path)? =>
+                    if pending && self.sys.netns_leftover_remove(&path, file)? =>
                 {
                     self.set_netns_pending(netns, false)?;
                     return Ok(());
@@ -252,7 +255,10 @@ impl<S: Sys> Executor<S> {
             }
         }
         match &f.backup {
-            None => self.sys.file_remove(path).map(|()| "removed"),
+            None => self
+                .sys
+                .file_remove(path, Durability::Durable)
+                .map(|()| "removed"),
             Some(backup) => {
                 self.save_rewriting(record, f.file, backup)?;
                 self.restore(path, backup).map(|()| "restored")

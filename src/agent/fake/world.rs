@@ -83,6 +83,12 @@ pub struct World {
     pub sysctls: BTreeMap<String, String>,
     /// The inode of each namespace in `netns`: a namespace made anew at a path gets a new one.
     pub netns_inodes: BTreeMap<PathBuf, u64>,
+    /// The inode of the file at each path in `netns`: the mount point under a namespace, or the
+    /// bare file. A file made anew at a path gets a new one.
+    pub netns_files: BTreeMap<PathBuf, u64>,
+    /// Synced files removed without a sync of their directory after, which a power loss could
+    /// bring back.
+    pub unsynced_removals: BTreeSet<PathBuf>,
     /// The processes that run in the namespace mounted at a path.
     pub processes: BTreeMap<PathBuf, Vec<Process>>,
 }
@@ -103,6 +109,8 @@ impl Default for World {
                 "0 2147483647".to_owned(),
             )]),
             netns_inodes: BTreeMap::new(),
+            netns_files: BTreeMap::new(),
+            unsynced_removals: BTreeSet::new(),
             processes: BTreeMap::new(),
         }
     }

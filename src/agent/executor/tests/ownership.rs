@@ -169,6 +169,7 @@ fn a_tun_gone_during_rollback_is_nothing_to_move_back() {
         path: p(NS),
         netns: FakeNetns(p(NS)),
         netns_id: ex.sys.netns_id(&FakeNetns(p(NS))).unwrap(),
+        netns_file: None,
         created: true,
         ours: true,
         previous: None,
@@ -283,6 +284,7 @@ fn reboot(ex: &Executor<RecordingSys>) -> World {
     let mut world = world(ex);
     world.netns.clear();
     world.netns_inodes.clear();
+    world.netns_files.clear();
     world.links.clear();
     world.files.retain(|path, _| !path.starts_with("/run"));
     world
@@ -397,6 +399,50 @@ fn a_release_finishes_a_deletion_cut_short() {
     assert!(record(&ex).is_some_and(|r| !r.leased));
 }
 
+/// A crash after the agent's own deletion unlinked the file, before the record is forgotten,
+/// leaves `netns_pending` on record. The empty file of someone's `ip netns add` of the name,
+/// between making its file and mounting on it, is another file: the next release keeps it.
+#[test]
+fn a_deletion_cut_short_after_its_unlink_keeps_someones_new_file() {
+    let crashed = crash_at(
+        |c| *c == Call::FileRemove(p(RECORD)),
+        |ex| {
+            ex.isolate(&request()).unwrap();
+            ex.release(&work()).unwrap();
+        },
+    );
+    assert!(!crashed.netns.contains_key(&p(NS)), "expected it unlinked");
+    let someones = |world: &World| {
+        let mut sys = RecordingSys::new(world.clone());
+        sys.add_netns_file(&p(NS), FakeNetnsEntry::Leftover);
+        Executor::new(sys, Paths::default()).unwrap()
+    };
+    let mut ex = someones(&crashed);
+    let r = record(&ex).unwrap();
+    assert!(r.netns_pending && r.netns_file.is_some(), "{r:?}");
+    ex.release(&work()).unwrap_err();
+    assert_eq!(
+        ex.sys.world.netns.get(&p(NS)),
+        Some(&FakeNetnsEntry::Leftover),
+        "expected someone's file kept"
+    );
+    assert!(record(&ex).is_some_and(|r| r.netns_pending && !r.leased));
+
+    // A record without the file's identity, as older agents wrote it, takes any empty file of
+    // root's there, as they did.
+    let mut older = crashed;
+    let mut r = Record::decode(&work(), &older.files[&p(RECORD)].content)
+        .unwrap()
+        .0;
+    r.netns_file = None;
+    for path in [RECORD, DURABLE] {
+        older.files.get_mut(&p(path)).unwrap().content = r.encode();
+    }
+    let mut ex = someones(&older);
+    ex.release(&work()).unwrap();
+    assert_eq!(ex.sys.world.netns.get(&p(NS)), None);
+}
+
 /// An empty file at the namespace's path while the record says no creation or deletion of the
 /// agent's was under way may be the file of someone's `ip netns add` that has not mounted yet:
 /// it is never removed.
@@ -473,4 +519,13 @@ fn only_what_outlives_a_reboot_is_synced() {
     let durable = |path: &str| ex.sys.world.files[&p(path)].durable;
     assert!(durable(DURABLE) && durable(RESOLV) && durable(NSSWITCH));
     assert!(!durable(RECORD));
+    // And so is every removal of a file that outlives a reboot: a power loss must not bring
+    // back a record of what the agent no longer holds.
+    ex.release(&work()).unwrap();
+    assert!(record(&ex).is_none());
+    let unsynced = &ex.sys.world.unsynced_removals;
+    assert!(
+        unsynced.is_empty(),
+        "expected no removal unsynced, got {unsynced:?}"
+    );
 }
