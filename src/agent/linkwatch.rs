@@ -20,6 +20,7 @@ use tokio::io::Interest;
 use tokio::task::AbortHandle;
 use zbus::Connection;
 
+use crate::agent::record::Record;
 use crate::agent::rtmsg;
 use crate::agent::sys::SysError;
 use crate::contract;
@@ -46,6 +47,8 @@ pub struct Watches {
     /// Opens each watch; `None`: no watch.
     pub open: Option<Opener>,
     tasks: Mutex<HashMap<NetnsName, AbortHandle>>,
+    /// The leases taken back at start, watched once the agent serves.
+    adopted: Mutex<Vec<Lost>>,
 }
 
 impl Watches {
@@ -54,6 +57,27 @@ impl Watches {
             run_netns,
             open: None,
             tasks: Mutex::default(),
+            adopted: Mutex::default(),
+        }
+    }
+
+    /// Notes a lease taken back at start, for [`Watches::start_adopted`].
+    pub fn adopted(&self, record: &Record) {
+        if let Some(link) = &record.link {
+            let mut adopted = self.adopted.lock().unwrap_or_else(|p| p.into_inner());
+            adopted.push(Lost {
+                netns: record.netns.clone(),
+                link: link.clone(),
+                owner: record.owner.clone(),
+            });
+        }
+    }
+
+    /// Watches the leases taken back at start, now that the agent is on the bus.
+    pub fn start_adopted(&self, conn: &Connection) {
+        let adopted = std::mem::take(&mut *self.adopted.lock().unwrap_or_else(|p| p.into_inner()));
+        for lost in adopted {
+            self.start(conn, lost);
         }
     }
 

@@ -143,7 +143,7 @@ pub struct Agent {
     held_at_start: Vec<Record>,
     retirement: Option<Retirement>,
     /// The watch on each isolated tun.
-    watches: Watches,
+    pub(super) watches: Watches,
 }
 
 impl Agent {
@@ -182,6 +182,7 @@ impl Agent {
                     );
                     let lease = Lease::from(&record);
                     self.leases.lock().await.held.insert(ns.clone(), lease);
+                    self.watches.adopted(&record);
                     continue;
                 }
                 Fate::HolderGone => format!("its holder {owner} left the bus while no agent ran"),

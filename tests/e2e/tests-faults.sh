@@ -349,8 +349,9 @@ t_fault_netns_deleted() {
     fault_begin_up "$name" 4
     rig_sb ip netns del "$ns"
     pass_note "ip netns del $ns with the VPN up"
-    # Observed (17:51 UTC run): 15 s later NM still reports the VPN activated and openvpn still runs;
-    # the tun went with the namespace. Expected: down still releases everything, with no error loop.
+    # NM still reports the VPN activated and openvpn still runs: the agent's watch on the tun holds
+    # the namespace, with the tun in it, reachable by no name. Expected: down still releases
+    # everything (closing the watch frees the namespace), with no error loop.
     expect_cmd_ok "nmcli connection down failed after the namespace was deleted" rig_down_nmcli "$name"
     fault_end "$name"
 }
