@@ -19,6 +19,7 @@
 //!   Release(in s netns);
 //!   ReleaseWithReport(in s netns, out a{sv} report);  // since 0.2
 //!   property u Version;  // 1
+//!   signal LinkLost(s netns, s link);  // since 0.2, to the lease holder only
 //! }
 //! errors: io.github.NmVpnNetns.Agent1.Error.{InvalidArgs, AccessDenied, InUse, Timeout, Failed}
 //! ```
@@ -42,6 +43,12 @@ pub const OBJECT_PATH: &str = "/io/github/NmVpnNetns/Agent1";
 pub const INTERFACE: &str = "io.github.NmVpnNetns.Agent1";
 /// The value of the `Version` property: bumped on any incompatible change of this contract.
 pub const VERSION: u32 = 1;
+
+/// The signal the agent sends to a lease holder, and to it alone, when the isolated tun left the
+/// leased namespace (destroyed, or moved out): `LinkLost(s netns, s link)`. openvpn does this
+/// when it reopens its tun, as after the server pushed other options on a reconnect; the holder
+/// then stops the VPN. A shim older than 0.2 ignores it. Since 0.2.
+pub const LINK_LOST: &str = "LinkLost";
 
 /// `Isolate`'s argument. Nothing in it is trusted: the agent validates every field again, with
 /// the same parser and planner the shim uses.

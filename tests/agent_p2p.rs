@@ -5,13 +5,23 @@
 mod common;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixDatagram;
+use std::path::Path;
+use std::time::Duration;
 
 use common::agent::{
     agent, is_root, isolate, leased_record, proxy, release, request, serve_p2p, sys_with_leases,
     sys_with_links,
 };
 use common::ov;
-use nm_vpn_netns::agent::sys::Process;
+use futures_util::StreamExt;
+use netlink_packet_route::link::LinkMessage;
+use netlink_packet_route::RouteNetlinkMessage;
+use nm_vpn_netns::agent::sys::{Process, SysError};
+use nm_vpn_netns::contract::LINK_LOST;
+use rtnetlink::packet_core::NetlinkMessage;
+use zbus::MessageStream;
 use zbus::{OwnedVariant, Variant};
 
 const ERR: &str = "io.github.NmVpnNetns.Agent1.Error.";
@@ -378,4 +388,71 @@ async fn release_with_report_names_the_stranded_processes() {
     isolate(&p, request(8, "tun1", &keys)).await.unwrap();
     let got = report("work").await;
     assert_eq!(got["stranded"], ov(Vec::<(u32, &str)>::new()), "{got:?}");
+}
+
+/// The other end of the last watch that [`fake_watch`] opened, for the test to write to.
+static WATCH_PEER: std::sync::Mutex<Option<UnixDatagram>> = std::sync::Mutex::new(None);
+
+/// A watch on link 7 that the test feeds through [`WATCH_PEER`], as the kernel would.
+fn fake_watch(_netns: &Path, _link: &str) -> Result<Option<(OwnedFd, u32)>, SysError> {
+    let (ours, peer) = UnixDatagram::pair().unwrap();
+    ours.set_nonblocking(true).unwrap();
+    *WATCH_PEER.lock().unwrap() = Some(peer);
+    Ok(Some((OwnedFd::from(ours), 7)))
+}
+
+/// An `RTM_DELLINK` of link `index`, as a socket in the link group receives it.
+fn dellink(index: u32) -> Vec<u8> {
+    let mut link = LinkMessage::default();
+    link.header.index = index;
+    let mut packet = NetlinkMessage::from(RouteNetlinkMessage::DelLink(link));
+    packet.finalize();
+    let mut buf = vec![0; packet.buffer_len()];
+    packet.serialize(&mut buf);
+    buf
+}
+
+/// The tun's removal reaches the lease holder as `LinkLost` (`rtmsg`'s unit tests check that no
+/// other message does), and the release closes the watch.
+#[tokio::test(flavor = "current_thread")]
+async fn a_lost_link_is_reported_to_the_holder() {
+    if !is_root() {
+        return;
+    }
+    let mut watched = agent(sys_with_links());
+    watched.watch_links(fake_watch);
+    let (_server, client) = serve_p2p(watched).await;
+    let p = proxy(&client).await;
+    let mut messages = MessageStream::from(&client);
+    let keys = [("netns-isolate", "yes"), ("netns-name", "work")];
+    isolate(&p, request(7, "tun0", &keys)).await.unwrap();
+    let peer = WATCH_PEER
+        .lock()
+        .unwrap()
+        .take()
+        .expect("a watch was opened");
+    peer.send(&dellink(8)).unwrap();
+    peer.send(&dellink(7)).unwrap();
+    let lost = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let msg = messages.next().await.unwrap().unwrap();
+            if msg.header().member().map(|m| m.as_str()) == Some(LINK_LOST) {
+                return msg;
+            }
+        }
+    })
+    .await
+    .expect("expected LinkLost within 5 s");
+    let body: (String, String) = lost.body().deserialize().unwrap();
+    assert_eq!(body, ("work".to_owned(), "tun0".to_owned()));
+
+    release(&p, "work").await.unwrap();
+    let closed = async {
+        while peer.send(&dellink(7)).is_ok() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), closed)
+        .await
+        .expect("expected the release to close the watch");
 }

@@ -10,7 +10,7 @@ mod common;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use common::{ay, dict, ov, v4, UUID};
 use nm_vpn_netns::agent::executor::{ExecError, Executor, IsolateArgs, Paths};
-use nm_vpn_netns::agent::linux::{NetnsFd, RealSys};
+use nm_vpn_netns::agent::linux::{link_watch, NetnsFd, RealSys};
 use nm_vpn_netns::agent::policy::Policy;
 use nm_vpn_netns::agent::sys::{
     Durability, FileId, Link, NetnsId, NetnsSetup, Process, Sys, SysError,
@@ -1446,4 +1446,49 @@ fn timings() {
         );
     }
     assert_gone(ns);
+}
+
+/// The watch on a link: it finds the link by name in the namespace, none for a missing name, and
+/// receives the link's `RTM_DELLINK` when it goes.
+#[test]
+#[ignore = "needs root in the sandbox of tests/privileged.sh"]
+fn a_link_watch_receives_the_links_removal() {
+    sandbox();
+    let ns = "nvn-watch";
+    ip(&["netns", "add", ns]);
+    ip(&[
+        "-n", ns, "link", "add", "w0", "type", "veth", "peer", "name", "w1",
+    ]);
+    let path = Path::new("/run/netns").join(ns);
+    assert!(link_watch(&path, "nope").unwrap().is_none(), "no such link");
+    let (fd, index) = link_watch(&path, "w0").unwrap().expect("a watch on w0");
+    assert_eq!(Some(index), ifindex("w0", Some(ns)));
+    ip(&["-n", ns, "link", "del", "w0"]);
+    let mut socket = File::from(fd);
+    let mut buf = vec![0; 8192];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    // nlmsghdr: type at 4; ifinfomsg after its 16 bytes: index at 4.
+    // Its peer w1 goes too, so only w0's counts.
+    loop {
+        match socket.read(&mut buf) {
+            Ok(n)
+                if n >= 24
+                    && buf[4..6] == 17u16.to_ne_bytes()
+                    && buf[20..24] == index.to_ne_bytes() =>
+            {
+                break;
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                assert!(
+                    Instant::now() < deadline,
+                    "expected RTM_DELLINK of w0 within 5 s"
+                );
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => panic!("reading the watch: {e}"),
+        }
+    }
+    drop(socket);
+    ip(&["netns", "del", ns]);
 }

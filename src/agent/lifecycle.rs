@@ -146,6 +146,7 @@ pub async fn run(conn: Connection, mut agent: Agent, exe: Option<Exe>) -> zbus::
         .object_server()
         .interface::<_, Agent>(OBJECT_PATH)
         .await?;
+    agent.get().await.watches.start_adopted(&conn);
     let exiting = async {
         match &exit {
             Some(exit) => exit.notified().await,

@@ -21,6 +21,7 @@ use nix::sched::{self, CloneFlags};
 use nix::sys::stat::{self, Mode, SFlag};
 use nix::sys::statfs;
 use nix::unistd::{self, UnlinkatFlags};
+use rtnetlink::sys::{protocols::NETLINK_ROUTE, Socket};
 
 use crate::agent::netlink::{Configure, Rtnl};
 use crate::agent::procs;
@@ -31,6 +32,9 @@ use crate::agent::safe_fs::{
 };
 use crate::agent::sys::{Durability, FileId, Link, NetnsId, NetnsSetup, Process, Sys, SysError};
 use crate::report::Chain;
+
+/// `RTNLGRP_LINK` of <linux/rtnetlink.h>: the multicast group of link changes.
+const RTNLGRP_LINK: u32 = 1;
 
 /// An open network namespace and the path it was opened at, for messages.
 #[derive(Debug)]
@@ -508,6 +512,38 @@ impl Sys for RealSys {
         }
         Ok(())
     }
+}
+
+/// A socket in the namespace mounted at `path` that receives its link changes, and the index of
+/// `link` there; `None` if the link is not there (any more). The socket is subscribed before the
+/// link is looked up, so that no removal can fall between the two. Non-blocking, for the
+/// service's event loop; it keeps the namespace alive until it is closed.
+pub fn link_watch(path: &Path, link: &str) -> Result<Option<(OwnedFd, u32)>, SysError> {
+    let Some(netns) = RealSys::new()?.netns_open(path)? else {
+        return Ok(None);
+    };
+    let object = format!("{link} in namespace {}", netns.name());
+    in_netns(&netns, || {
+        let watch = || -> std::io::Result<Socket> {
+            let mut socket = Socket::new(NETLINK_ROUTE)?;
+            socket.bind_auto()?;
+            socket.add_membership(RTNLGRP_LINK)?;
+            socket.set_non_blocking(true)?;
+            Ok(socket)
+        };
+        let socket = watch().map_err(|e| SysError::os("watch", &object, e))?;
+        match Rtnl::open(&object)?.link_index(link) {
+            Ok(ifindex) => {
+                let fd = socket.as_fd().try_clone_to_owned();
+                Ok(Some((
+                    fd.map_err(|e| SysError::os("dup", &object, e))?,
+                    ifindex,
+                )))
+            }
+            Err(e) if e.raw_os_error() == Some(Errno::ENODEV as i32) => Ok(None),
+            Err(e) => Err(SysError::os("link_index", &object, e)),
+        }
+    })
 }
 
 pub(crate) fn sysctl_path(key: &str) -> PathBuf {

@@ -16,6 +16,7 @@ use netlink_packet_route::route::{
 };
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use nix::errno::Errno;
+use rtnetlink::packet_core::{NetlinkMessage, NetlinkPayload};
 
 use crate::agent::sys::Link;
 use crate::plan::FamilyPlan;
@@ -106,6 +107,27 @@ pub fn link_from(msg: RouteNetlinkMessage) -> Option<Link> {
         }
     }
     Some(link)
+}
+
+/// Whether `data`, what a socket in the `RTNLGRP_LINK` group received, reports that the link with
+/// this index left the socket's namespace: `RTM_DELLINK` comes both when the link is destroyed and
+/// when it moves to another namespace. A message that does not decode ends the scan, and what
+/// follows it is ignored: the kernel sends whole messages, so only a foreign datagram is cut.
+pub fn link_removed(data: &[u8], ifindex: u32) -> bool {
+    let mut rest = data;
+    while let Ok(msg) = NetlinkMessage::<RouteNetlinkMessage>::deserialize(rest) {
+        if let NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(link)) = &msg.payload {
+            if link.header.index == ifindex {
+                return true;
+            }
+        }
+        let len = (msg.header.length as usize).next_multiple_of(4);
+        match rest.get(len..) {
+            Some(next) if len > 0 && !next.is_empty() => rest = next,
+            _ => break,
+        }
+    }
+    false
 }
 
 /// `ip link show dev NAME`, as a request.
@@ -355,6 +377,44 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
+    }
+
+    /// `data` holding `msgs`, as the kernel packs several messages into one datagram.
+    fn datagram(msgs: Vec<RouteNetlinkMessage>) -> Vec<u8> {
+        let mut data = Vec::new();
+        for msg in msgs {
+            let mut packet = NetlinkMessage::from(msg);
+            packet.finalize();
+            let mut buf = vec![0; packet.buffer_len()];
+            packet.serialize(&mut buf);
+            buf.resize(buf.len().next_multiple_of(4), 0);
+            data.extend(buf);
+        }
+        data
+    }
+
+    fn link_msg(index: u32) -> LinkMessage {
+        let mut msg = link_get_by_name("tun0");
+        msg.header.index = index;
+        msg
+    }
+
+    #[test]
+    fn only_the_removal_of_the_watched_link_counts() {
+        let del = |i| RouteNetlinkMessage::DelLink(link_msg(i));
+        let new = |i| RouteNetlinkMessage::NewLink(link_msg(i));
+        assert!(link_removed(&datagram(vec![del(7)]), 7));
+        assert!(link_removed(&datagram(vec![new(7), del(3), del(7)]), 7));
+        assert!(
+            !link_removed(&datagram(vec![new(7)]), 7),
+            "a change of the link"
+        );
+        assert!(!link_removed(&datagram(vec![del(3)]), 7), "another link");
+        assert!(!link_removed(&[], 7));
+        assert!(!link_removed(&[0xff; 9], 7), "garbage");
+        let mut cut = datagram(vec![del(7)]);
+        cut.truncate(cut.len() - 8);
+        assert!(!link_removed(&cut, 7), "a cut message");
     }
 
     #[test]

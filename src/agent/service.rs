@@ -18,6 +18,7 @@ use zbus::{fdo, interface, Connection};
 use crate::agent::executor::{ExecError, Executor, IsolateArgs, Isolated, TeardownError};
 use crate::agent::leases::{Lease, Leases};
 use crate::agent::lifecycle::{self, Exe, Fate};
+use crate::agent::linkwatch::{Lost, Opener, Watches};
 use crate::agent::policy::Policy;
 use crate::agent::record::Record;
 use crate::agent::sys::{Process, Sys};
@@ -141,6 +142,8 @@ pub struct Agent {
     /// The leased records found at start, until [`Agent::adopt`] decides on them.
     held_at_start: Vec<Record>,
     retirement: Option<Retirement>,
+    /// The watch on each isolated tun.
+    pub(super) watches: Watches,
 }
 
 impl Agent {
@@ -148,6 +151,7 @@ impl Agent {
         let held_at_start = executor.records().filter(|r| r.leased).cloned().collect();
         Ok(Agent {
             policy: executor.paths().policy.clone(),
+            watches: Watches::new(executor.paths().run_netns.clone()),
             executor: ExecutorHandle::spawn(executor)?,
             leases: Arc::default(),
             held_at_start,
@@ -178,6 +182,7 @@ impl Agent {
                     );
                     let lease = Lease::from(&record);
                     self.leases.lock().await.held.insert(ns.clone(), lease);
+                    self.watches.adopted(&record);
                     continue;
                 }
                 Fate::HolderGone => format!("its holder {owner} left the bus while no agent ran"),
@@ -202,6 +207,12 @@ impl Agent {
             exit: exit.clone(),
         });
         exit
+    }
+
+    /// Watches each tun isolated from now on with `open`, and tells the lease holder when it
+    /// leaves its namespace (see [`crate::agent::linkwatch`]).
+    pub fn watch_links(&mut self, open: Opener) {
+        self.watches.open = Some(open);
     }
 
     /// After a release: with no lease left and the executable replaced, the agent is to exit.
@@ -242,6 +253,7 @@ impl Agent {
                 continue;
             }
             info!("caller {owner} left the bus; releasing its lease on namespace {ns}");
+            self.watches.stop(&ns);
             if let Err(e) = self.executor.release(ns.clone()).await {
                 error!("releasing after {owner} left: {e}");
             }
@@ -481,6 +493,7 @@ impl Agent {
     ) -> Result<Vec<Process>, AgentError> {
         let (owner, ns) = authorize_on(conn, hdr, method, netns).await?;
         self.leases.lock().await.start_release(&ns, &owner)?;
+        self.watches.stop(&ns);
         let result = self.executor.release(ns.clone()).await;
         self.leases.released(&ns).await;
         match &result {
@@ -519,6 +532,8 @@ impl Agent {
                     if iso.created { "new" } else { "reused" },
                     iso.elapsed.as_millis()
                 );
+                let (netns, link) = (iso.netns.clone(), iso.link.clone());
+                self.watches.start(conn, Lost { netns, link, owner });
                 Ok(IsolateReply {
                     netns: iso.netns.to_string(),
                     link: iso.link,

@@ -18,7 +18,8 @@ async fn main() -> anyhow::Result<()> {
     nm_vpn_netns::logging::init("nm-vpn-netns-agent");
     let executor =
         Executor::new(RealSys::new()?, Paths::default()).context("cannot start the executor")?;
-    let agent = Agent::new(executor).context("cannot start the executor thread")?;
+    let mut agent = Agent::new(executor).context("cannot start the executor thread")?;
+    agent.watch_links(nm_vpn_netns::agent::linux::link_watch);
     // Without it the agent just never exits by itself, as before.
     let exe = Exe::current()
         .inspect_err(|e| warn!("cannot tell whether this binary gets replaced: {e}"))

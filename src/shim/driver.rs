@@ -52,6 +52,8 @@ pub(super) struct Driver {
 /// What the stock service tells the driver while it serves.
 struct StockWatch {
     signals: MessageStream,
+    /// The agent's `LinkLost` signals.
+    agent_signals: MessageStream,
     owner_changes: NameOwnerChangedStream,
     /// Running once its process has exited: what it emitted may still be on its way, and the bus
     /// reports the name lost only after it has passed on everything the process sent.
@@ -136,10 +138,12 @@ impl Driver {
             .interface(PLUGIN_INTERFACE)
             .build()?;
         let signals = MessageStream::for_match_rule(rule, &self.conn, None).await?;
+        let agent_signals = agent_calls::link_lost_signals(&self.conn).await?;
         self.stock_status
             .send_replace(StockStatus::Ready(owner.to_owned()));
         Ok(StockWatch {
             signals,
+            agent_signals,
             owner_changes,
             exit_grace: None,
         })
@@ -154,6 +158,7 @@ impl Driver {
                 Some(msg) = watch.signals.next() => self.on_stock_signal(msg),
                 Some(command) = self.commands.recv() => self.on_command(command).await,
                 answer = agent_calls::answer(&mut self.agent) => self.on_agent_answer(answer),
+                Some(Ok(msg)) = watch.agent_signals.next() => self.on_agent_signal(&msg).await,
                 () = vanished(&mut self.nm) => self.on_nm_gone(),
                 Some(change) = watch.owner_changes.next() => self.on_stock_owner(&change),
                 status = process.exited(), if watch.exit_grace.is_none() => watch.on_exit(status),
@@ -187,6 +192,13 @@ impl Driver {
     fn on_stock_signal(&mut self, msg: zbus::Result<Message>) -> Vec<Action> {
         match msg.ok().as_ref().and_then(stock::decode) {
             Some(signal) => self.session.on_signal(signal),
+            None => vec![],
+        }
+    }
+
+    async fn on_agent_signal(&mut self, msg: &Message) -> Vec<Action> {
+        match agent_calls::link_lost(&self.conn, msg).await {
+            Some((netns, link)) => self.session.on_link_lost(&netns, &link),
             None => vec![],
         }
     }

@@ -7,6 +7,7 @@
 //!     │  Connect (not isolated)                                                          │ config re-sent:
 //!     └───────────────────────► PassThrough                                              └─► Reapply
 //!   any phase ── Disconnect · NM or the stock service gone · its Failure or STOPPED ──► Stopping
+//!   Isolated ── the agent's LinkLost (the tun left the namespace) ──► Stopping, failed
 //! ```
 
 use std::mem;
@@ -323,6 +324,22 @@ impl Session {
         }
     }
 
+    /// The agent reports that the tun `link` left the namespace `netns` (openvpn closed it, as
+    /// when it reopens it after the server pushed another address): nothing can pass any more,
+    /// and NM must hear it. Ignored unless it is our namespace.
+    pub fn on_link_lost(&mut self, netns: &str, link: &str) -> Vec<Action> {
+        match &self.phase {
+            Phase::Isolated(i) if i.netns == netns => {
+                error!(
+                    "tunnel {link} left namespace {netns} (openvpn reopened it, e.g. after the \
+                     server changed the pushed address); stopping the VPN"
+                );
+                self.begin_stop(Some(failure::CONNECT_FAILED))
+            }
+            _ => vec![],
+        }
+    }
+
     /// NM asked to disconnect, or NM or the stock service left; nothing if already stopping.
     pub fn stop(&mut self) -> Vec<Action> {
         match self.phase {
@@ -613,5 +630,24 @@ mod tests {
         s.stop();
         assert_eq!(s.on_isolated(Err(ShimError::NoTunDev)), []);
         assert_eq!(s.lease(), None);
+    }
+
+    /// The tun left our namespace: the VPN fails, and the lease is released. A loss in another
+    /// namespace, before the isolation or while stopping changes nothing.
+    #[test]
+    fn a_lost_link_fails_the_vpn() {
+        let mut s = isolated();
+        assert_eq!(s.on_link_lost("other", "tun0"), []);
+        assert_eq!(
+            s.on_link_lost("work", "tun0"),
+            [Action::Stop(Some(failure::CONNECT_FAILED))]
+        );
+        assert_eq!(s.lease(), Some("work"));
+        assert_eq!(s.on_link_lost("work", "tun0"), []);
+        assert_eq!(s.stop(), []);
+
+        let mut s = isolating();
+        assert_eq!(s.on_link_lost("work", "tun0"), []);
+        assert_eq!(Session::default().on_link_lost("work", "tun0"), []);
     }
 }
