@@ -89,8 +89,7 @@ impl Watches {
         };
         let path = self.run_netns.join(lost.netns.as_str());
         let watch = match open(&path, &lost.link) {
-            Ok(Some((fd, ifindex))) => Some((fd, ifindex)),
-            Ok(None) => None,
+            Ok(watch) => watch,
             Err(e) => {
                 warn!(
                     "cannot watch tun {} in {}: {}",

@@ -183,6 +183,17 @@ impl Record {
         self.files.iter().find(|f| f.file == file)
     }
 
+    pub(crate) fn file_mut(&mut self, file: DnsFile) -> Option<&mut FileRecord> {
+        self.files.iter_mut().find(|f| f.file == file)
+    }
+
+    /// The agent created a namespace that got this record's name: with its identity on record,
+    /// or from before identities were saved first (0.1.0), when the name is all there is. A
+    /// creation cut short before the name existed owns nothing under it.
+    pub fn created_under_its_name(&self) -> bool {
+        self.created && (self.netns_id.is_some() || !self.identity_first)
+    }
+
     /// The record in the current format.
     pub fn encode(&self) -> Vec<u8> {
         let file = Versioned {

@@ -402,7 +402,7 @@ impl<S: Sys> Executor<S> {
         for file in DnsFile::ALL {
             let content = self.sys.file_read(&dir.join(file.name()))?;
             let written = Some(file.content(plan).as_bytes().to_vec());
-            match record.files.iter_mut().find(|f| f.file == file) {
+            match record.file_mut(file) {
                 None => record.files.push(FileRecord {
                     file,
                     backup: content.clone(),
@@ -423,7 +423,7 @@ impl<S: Sys> Executor<S> {
                     f.written = written;
                 }
             }
-            let recorded = record.files.iter_mut().find(|f| f.file == file);
+            let recorded = record.file_mut(file);
             if let (Some(_), Some(f)) = (&content, recorded) {
                 f.rewriting = Some(file.content(plan).into());
             }

@@ -135,9 +135,7 @@ impl<S: Sys> Executor<S> {
     pub(super) fn tear_down(&mut self, mut record: Record) -> Vec<SysError> {
         let netns = record.netns.clone();
         let mut errors = Vec::new();
-        // A record of today's agent that was cut short before its namespace had a name owns
-        // nothing under that name (`ownership::is_ours`).
-        if record.created && (record.netns_id.is_some() || !record.identity_first) {
+        if record.created_under_its_name() {
             let deleted = self.delete_netns(&netns, record.netns_id);
             record.netns_pending = self.records.get(&netns).is_some_and(|r| r.netns_pending);
             errors.extend(deleted.err());
@@ -274,7 +272,7 @@ impl<S: Sys> Executor<S> {
         file: DnsFile,
         content: &[u8],
     ) -> Result<(), SysError> {
-        if let Some(f) = record.files.iter_mut().find(|f| f.file == file) {
+        if let Some(f) = record.file_mut(file) {
             f.rewriting = Some(content.to_vec());
         }
         self.save(record)
