@@ -480,7 +480,10 @@ impl Sys for RecordingSys {
         if busy {
             return Err(Self::errno("rmdir", path.display(), Errno::ENOTEMPTY));
         }
-        self.world.dirs.remove(path);
+        if self.world.dirs.remove(path) {
+            self.world.unsynced_removals.insert(path.to_owned());
+        }
+        self.sync_dir_of(path);
         Ok(())
     }
 

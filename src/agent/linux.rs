@@ -420,9 +420,11 @@ impl Sys for RealSys {
     fn dir_remove(&mut self, path: &Path) -> Result<(), SysError> {
         let (dir, name) = open_parent(path)?;
         match unistd::unlinkat(&dir, name, UnlinkatFlags::RemoveDir) {
-            Ok(()) | Err(Errno::ENOENT) => Ok(()),
-            Err(e) => Err(SysError::os("rmdir", path.display(), e)),
+            Ok(()) | Err(Errno::ENOENT) => {}
+            Err(e) => return Err(SysError::os("rmdir", path.display(), e)),
         }
+        // Also when it was already gone, as in `file_remove`.
+        sync_dir(&dir, path)
     }
 
     fn dir_exists(&mut self, path: &Path) -> Result<bool, SysError> {

@@ -209,6 +209,9 @@ pub trait Sys {
 
     /// Creates a directory; `false` if one already exists there.
     fn dir_create(&mut self, path: &Path, mode: u32) -> Result<bool, SysError>;
+    /// Removes an empty directory; a missing one counts as done. Its parent is synced after, so
+    /// that a power loss does not bring it back: the agent removes directories only under
+    /// `/etc/netns`, which outlives a reboot.
     fn dir_remove(&mut self, path: &Path) -> Result<(), SysError>;
     /// Whether a directory is at `path`, `false` if its parent is missing too; an error if
     /// something else is.

@@ -86,8 +86,8 @@ pub struct World {
     /// The inode of the file at each path in `netns`: the mount point under a namespace, or the
     /// bare file. A file made anew at a path gets a new one.
     pub netns_files: BTreeMap<PathBuf, u64>,
-    /// Synced files removed without a sync of their directory after, which a power loss could
-    /// bring back.
+    /// Synced files, and directories, removed without a sync of their directory after, which a
+    /// power loss could bring back.
     pub unsynced_removals: BTreeSet<PathBuf>,
     /// The processes that run in the namespace mounted at a path.
     pub processes: BTreeMap<PathBuf, Vec<Process>>,

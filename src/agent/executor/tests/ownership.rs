@@ -519,10 +519,21 @@ fn only_what_outlives_a_reboot_is_synced() {
     let durable = |path: &str| ex.sys.world.files[&p(path)].durable;
     assert!(durable(DURABLE) && durable(RESOLV) && durable(NSSWITCH));
     assert!(!durable(RECORD));
-    // And so is every removal of a file that outlives a reboot: a power loss must not bring
-    // back a record of what the agent no longer holds.
+    // And so is every removal of a file or directory that outlives a reboot: a power loss must
+    // not bring back a record of what the agent no longer holds, nor its `/etc/netns/NAME`.
     ex.release(&work()).unwrap();
     assert!(record(&ex).is_none());
+    assert_all_removals_synced(&ex);
+    // A rollback too: it removes what the attempt made, directory and all.
+    let mut ex = executor();
+    ex.sys
+        .fail_when(|c| matches!(c, Call::FileCreate(f) if f.ends_with("nsswitch.conf")));
+    ex.isolate(&request()).unwrap_err();
+    assert!(!ex.sys.world.dirs.contains(&p(DIR)));
+    assert_all_removals_synced(&ex);
+}
+
+fn assert_all_removals_synced(ex: &Executor<RecordingSys>) {
     let unsynced = &ex.sys.world.unsynced_removals;
     assert!(
         unsynced.is_empty(),
