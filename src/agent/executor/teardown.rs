@@ -235,7 +235,7 @@ impl<S: Sys> Executor<S> {
     }
 
     /// Removes a file the agent created, or puts back the content it replaced; a file changed
-    /// since the agent wrote it is someone else's, and stays as it is.
+    /// or removed since the agent wrote it is someone else's doing, and stays as it is.
     fn put_back(
         &mut self,
         record: &mut Record,
@@ -244,12 +244,9 @@ impl<S: Sys> Executor<S> {
     ) -> Result<&'static str, SysError> {
         if f.written.is_some() {
             let now = self.sys.file_read(path)?;
-            if !f.holds_ours(now.as_deref()) {
-                warn!(
-                    "kept {}: it changed since nm-vpn-netns wrote it",
-                    path.display()
-                );
-                return Ok("kept");
+            if let Some(why) = why_left(f, now.as_deref()) {
+                warn!("left {}: {why}", path.display());
+                return Ok("left");
             }
         }
         match &f.backup {
@@ -286,5 +283,17 @@ impl<S: Sys> Executor<S> {
             }
             other => other,
         }
+    }
+}
+
+/// Why a release leaves a file the agent wrote as it is, given what it holds `now` (`None`: no
+/// file); `None` if it still holds what the agent left there. The postrm says the same.
+pub(super) fn why_left(f: &FileRecord, now: Option<&[u8]>) -> Option<&'static str> {
+    match now {
+        _ if f.holds_ours(now) => None,
+        // Nothing to compare, and what the agent replaced is not put back where someone
+        // removed the file.
+        None => Some("it was removed since nm-vpn-netns wrote it"),
+        Some(_) => Some("it changed since nm-vpn-netns wrote it"),
     }
 }

@@ -279,6 +279,43 @@ fn a_file_changed_since_the_agent_wrote_it_is_kept() {
     assert_eq!(content(&ex, RESOLV).unwrap(), fresh);
 }
 
+#[test]
+fn a_file_removed_since_the_agent_wrote_it_is_left_gone() {
+    let mut ex = executor();
+    foreign(&mut ex);
+    ex.isolate(&foreign_allowed()).unwrap();
+    ex.sys.world.files.remove(&p(RESOLV));
+    ex.release(&work()).unwrap();
+    assert_eq!(content(&ex, RESOLV), None, "expected it left gone");
+    assert!(record(&ex).is_none());
+}
+
+#[test]
+fn a_release_says_why_it_leaves_a_file() {
+    let f = FileRecord {
+        file: DnsFile::ResolvConf,
+        backup: Some(b"old".to_vec()),
+        written: Some(b"ours".to_vec()),
+        rewriting: Some(b"ours, rewritten".to_vec()),
+    };
+    let cases: [(Option<&[u8]>, Option<&str>); 4] = [
+        (Some(b"ours"), None),
+        (Some(b"ours, re"), None),
+        (
+            Some(b"theirs"),
+            Some("it changed since nm-vpn-netns wrote it"),
+        ),
+        (None, Some("it was removed since nm-vpn-netns wrote it")),
+    ];
+    for (now, expected) in cases {
+        let got = teardown::why_left(&f, now);
+        assert_eq!(
+            got, expected,
+            "file now {now:?}: expected {expected:?}, got {got:?}"
+        );
+    }
+}
+
 /// A reboot: /run is empty again, the namespace gone, /var/lib and /etc kept.
 fn reboot(ex: &Executor<RecordingSys>) -> World {
     let mut world = world(ex);
