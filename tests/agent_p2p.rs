@@ -8,7 +8,8 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use common::agent::{
     agent, is_root, isolate, leased_record, proxy, release, request, serve_p2p, sys_with_leases,
@@ -203,6 +204,57 @@ async fn a_users_namespace_name_is_prefixed() {
     let (name, msg) = isolate(&p, req).await.unwrap_err();
     assert_eq!(name, format!("{ERR}AccessDenied"), "{msg}");
     assert!(msg.contains("no user \"al ice\" exists"), "{msg}");
+}
+
+static LOOKING_UP: AtomicBool = AtomicBool::new(false);
+static OTHER_SERVED: AtomicBool = AtomicBool::new(false);
+
+/// A name service as slow as a remote one: it answers "no such user" once another call was
+/// served meanwhile, or fails after 5 s.
+fn slow_uid_of(_user: &str) -> nix::Result<Option<u32>> {
+    LOOKING_UP.store(true, Ordering::SeqCst);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !OTHER_SERVED.load(Ordering::SeqCst) {
+        if Instant::now() > deadline {
+            return Err(nix::Error::ETIMEDOUT);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(None)
+}
+
+/// A user's uid comes from NSS, which may wait on SSSD or an LDAP server: the agent serves other
+/// calls meanwhile. Had it looked up on its event loop (one thread here), nothing else would run
+/// until the lookup gave up.
+#[tokio::test(flavor = "current_thread")]
+async fn a_slow_user_lookup_stalls_no_other_call() {
+    if !is_root() {
+        return;
+    }
+    let agent = agent(sys_with_links()).with_uid_of(slow_uid_of);
+    let (_server, client) = serve_p2p(agent).await;
+    let p = proxy(&client).await;
+    let mut req = request(
+        7,
+        "tun0",
+        &[("netns-isolate", "yes"), ("netns-name", "work")],
+    );
+    req.insert("permissions".into(), ov(vec!["user:alice:"]));
+    let other = async {
+        while !LOOKING_UP.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let released = release(&p, "other").await;
+        OTHER_SERVED.store(true, Ordering::SeqCst);
+        released
+    };
+    let (isolated, released) = tokio::join!(isolate(&p, req), other);
+    let (_, msg) = released.unwrap_err();
+    assert!(msg.contains("not leased"), "{msg}");
+    let (name, msg) = isolated.unwrap_err();
+    assert_eq!(name, format!("{ERR}AccessDenied"), "{msg}");
+    let want = "no user \"alice\" exists";
+    assert!(msg.contains(want), "expected {want:?}, got {msg:?}");
 }
 
 /// Hostile requests over the wire: oversized, mistyped, missing fields. Each is refused with

@@ -1,8 +1,9 @@
 //! The privileged agent, `nm-vpn-netns-agent`: root, activated by the bus, outside
 //! NetworkManager's sandbox, which can neither create a namespace nor enter one.
 //!
-//! - [`service`]: the D-Bus facade of [`crate::contract`]: checks the caller, decodes and plans,
-//!   keeps the leases, and maps errors to the contract's names.
+//! - [`service`]: the D-Bus facade of [`crate::contract`]: checks the caller, decodes and plans
+//!   (with [`request`], off the event loop), keeps the leases, and maps errors to the contract's
+//!   names.
 //! - [`lifecycle`]: the agent on the bus: the leases it takes back when it starts, the callers
 //!   that leave, and its exit after the last release once its binary was replaced.
 //! - [`executor`]: carries a plan out all or nothing, and tears it down again.
@@ -24,6 +25,7 @@ mod netlink;
 pub mod policy;
 mod procs;
 pub mod record;
+mod request;
 mod rtmsg;
 mod safe_fs;
 pub mod service;

@@ -270,25 +270,16 @@ impl Policy {
         }
     }
 
-    /// The namespace name of `user`'s connection whose settings give `name` from `source`.
-    /// Prefixed, a name derived from the connection's id or uuid is shortened to fit; a name
-    /// the profile chose is never changed but by its prefix.
+    /// The namespace name of `user`'s connection whose settings give `name` from `source`, with
+    /// `uid_of` to find the user's uid ([`system_uid`] but in tests). Prefixed, a name derived
+    /// from the connection's id or uuid is shortened to fit; a name the profile chose is never
+    /// changed but by its prefix.
     pub fn user_netns_name(
         &self,
         user: &str,
         name: &NetnsName,
         source: &NameSource,
-    ) -> Result<NetnsName, PolicyError> {
-        self.user_netns_name_with(user, name, source, system_uid)
-    }
-
-    /// [`Policy::user_netns_name`] with `uid_of` to find a user's uid (`None`: no such user).
-    fn user_netns_name_with(
-        &self,
-        user: &str,
-        name: &NetnsName,
-        source: &NameSource,
-        uid_of: impl Fn(&str) -> nix::Result<Option<u32>>,
+        uid_of: UidOf,
     ) -> Result<NetnsName, PolicyError> {
         if self.user_names == UserNames::AsGiven {
             return Ok(name.clone());
@@ -316,8 +307,12 @@ impl Policy {
     }
 }
 
-/// The uid of the system's user `user`, by the name service (NSS: files, SSSD, systemd-userdb).
-fn system_uid(user: &str) -> nix::Result<Option<u32>> {
+/// How a user's uid is found by name; `None`: no such user.
+pub type UidOf = fn(&str) -> nix::Result<Option<u32>>;
+
+/// The uid of the system's user `user`, by the name service (NSS: files, SSSD, LDAP,
+/// systemd-userdb). It may wait on a remote server, so the agent calls it off its event loop.
+pub fn system_uid(user: &str) -> nix::Result<Option<u32>> {
     Ok(nix::unistd::User::from_name(user)?.map(|u| u.uid.as_raw()))
 }
 

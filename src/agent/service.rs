@@ -4,10 +4,9 @@
 //! contract's names; `plan` validates, and the [`Executor`] touches the kernel on a thread of
 //! its own.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
 
 use log::{error, info, warn};
 use tokio::sync::{oneshot, Notify};
@@ -19,16 +18,14 @@ use crate::agent::executor::{ExecError, Executor, IsolateArgs, Isolated, Teardow
 use crate::agent::leases::{Lease, Leases};
 use crate::agent::lifecycle::{self, Exe, Fate};
 use crate::agent::linkwatch::{Lost, Opener, Watches};
-use crate::agent::policy::Policy;
+use crate::agent::policy::{self, Policy, UidOf};
 use crate::agent::record::Record;
+use crate::agent::request::{self, decode_request, plan_error, read_host_nsswitch};
 use crate::agent::sys::{Process, Sys};
-use crate::contract::{self, AgentError, IsolateReply, IsolateRequest, ReleaseReport};
-use crate::plan::settings::{self, ConnectionInfo, IpSettings, NetnsName};
-use crate::plan::{self, IsolationPlan, PlanInput, VarDict};
+use crate::contract::{self, AgentError, IsolateReply, ReleaseReport};
+use crate::plan::settings::{self, NetnsName};
+use crate::plan::{IsolationPlan, VarDict};
 use crate::report::chain;
-
-/// Where the agent reads the host's nsswitch.conf, the base of the namespace's own.
-const HOST_NSSWITCH: &str = "/etc/nsswitch.conf";
 
 impl From<ExecError> for AgentError {
     fn from(e: ExecError) -> Self {
@@ -138,6 +135,8 @@ pub struct Agent {
     executor: ExecutorHandle,
     /// The administrator's policy file, read at each `Isolate`.
     policy: PathBuf,
+    /// How a user connection's uid is found: by NSS, but in tests.
+    uid_of: UidOf,
     leases: Arc<Leases>,
     /// The leased records found at start, until [`Agent::adopt`] decides on them.
     held_at_start: Vec<Record>,
@@ -151,12 +150,19 @@ impl Agent {
         let held_at_start = executor.records().filter(|r| r.leased).cloned().collect();
         Ok(Agent {
             policy: executor.paths().policy.clone(),
+            uid_of: policy::system_uid,
             watches: Watches::new(executor.paths().run_netns.clone()),
             executor: ExecutorHandle::spawn(executor)?,
             leases: Arc::default(),
             held_at_start,
             retirement: None,
         })
+    }
+
+    /// Finds a user connection's uid with `uid_of` instead of NSS.
+    #[cfg(any(test, feature = "test-support"))]
+    pub fn with_uid_of(self, uid_of: UidOf) -> Self {
+        Agent { uid_of, ..self }
     }
 
     /// The holders of the leases found at start, whose presence on the bus decides [`Agent::adopt`].
@@ -301,113 +307,11 @@ async fn authorize(
     Ok(owner)
 }
 
-fn read_host_nsswitch() -> String {
-    // A host without the file gets glibc's defaults, which the plan's own `hosts:` line overrides.
-    std::fs::read_to_string(HOST_NSSWITCH).unwrap_or_default()
-}
-
-fn plan_error(e: plan::PlanError) -> AgentError {
-    AgentError::InvalidArgs(chain(&e))
-}
-
-/// The id and uuid go into the record and the logs, so a hostile caller must not make them grow.
-fn check_sizes(req: &IsolateRequest) -> Result<(), AgentError> {
-    for (field, value, cap) in [("id", &req.id, 1024), ("uuid", &req.uuid, 64)] {
-        if value.len() > cap {
-            let len = value.len();
-            return Err(AgentError::InvalidArgs(format!(
-                "request field {field:?} has {len} bytes; at most {cap}"
-            )));
-        }
-    }
-    Ok(())
-}
-
-/// The `Isolate` request with every field decoded and validated: nothing in it is trusted until
-/// `settings::parse` and `plan::build` accepted it. A user connection's name is formed as
-/// `policy` says.
-fn decode_request(req: &VarDict, owner: String, policy: Policy) -> Result<IsolateArgs, AgentError> {
-    let invalid = |msg: String| AgentError::InvalidArgs(msg);
-    // The deadline starts when the request arrives, before any validation work.
-    let start = Instant::now();
-    let req: IsolateRequest = contract::from_dict(req).map_err(|e| invalid(e.to_string()))?;
-    if req.ifindex == 0 {
-        return Err(invalid(
-            "request field \"ifindex\" must be a positive u32".into(),
-        ));
-    }
-    check_sizes(&req)?;
-    // Absent, a user connection would pass for a system one.
-    let permissions = req.permissions.ok_or_else(|| {
-        invalid(
-            "request field \"permissions\" is missing; send connection.permissions, empty for a \
-             system connection"
-                .into(),
-        )
-    })?;
-    let conn = ConnectionInfo {
-        id: req.id,
-        uuid: req.uuid,
-        permissions,
-        ipv4: IpSettings {
-            never_default: req.never_default_v4.unwrap_or_default(),
-            ..Default::default()
-        },
-        ipv6: IpSettings {
-            never_default: req.never_default_v6.unwrap_or_default(),
-            ..Default::default()
-        },
-    };
-    let netns_settings: BTreeMap<String, String> =
-        req.netns_settings.unwrap_or_default().into_iter().collect();
-    let settings = settings::parse(&netns_settings, &conn).map_err(|e| invalid(chain(&e)))?;
-    if !settings.isolate {
-        return Err(invalid(format!(
-            "connection {:?} does not ask for isolation (netns-isolate is not yes)",
-            conn.id
-        )));
-    }
-    let denied = |e: crate::agent::policy::PolicyError| AgentError::AccessDenied(chain(&e));
-    let user = policy.connection_user(&conn.permissions).map_err(denied)?;
-    let netns = match &user {
-        Some(user) => policy
-            .user_netns_name(user, &settings.name, &settings.name_source)
-            .map_err(denied)?,
-        None => settings.name.clone(),
-    };
-    let host_nsswitch = read_host_nsswitch();
-    let plan = plan::build(&PlanInput {
-        netns,
-        never_default_v4: settings.never_default_v4,
-        never_default_v6: settings.never_default_v6,
-        tunnel_mtu: req.tunnel_mtu,
-        config: &req.config,
-        ip4_config: req.ip4_config.as_ref(),
-        ip6_config: req.ip6_config.as_ref(),
-        host_nsswitch: &host_nsswitch,
-    })
-    .map_err(plan_error)?;
-    Ok(IsolateArgs {
-        plan,
-        connection_uuid: settings.connection_uuid,
-        connection_id: settings.connection_id,
-        persistent: settings.persistent,
-        user,
-        policy,
-        tun_ifindex: req.ifindex,
-        owner,
-        never_default_v4: settings.never_default_v4,
-        never_default_v6: settings.never_default_v6,
-        tunnel_mtu: req.tunnel_mtu,
-        deadline: start + settings.timeout,
-    })
-}
-
 /// Everything `Isolate` checks before it touches the system, under the default policy, alone: for
 /// the fuzzers (`fuzz/`) and the test that replays what they found.
 #[doc(hidden)]
 pub fn validate_request(req: &VarDict) -> Result<(), AgentError> {
-    decode_request(req, String::new(), Policy::default()).map(drop)
+    decode_request(req, String::new(), Policy::default(), policy::system_uid).map(drop)
 }
 
 #[interface(name = "io.github.NmVpnNetns.Agent1")]
@@ -513,7 +417,7 @@ impl Agent {
         let owner = authorize(conn, hdr, "Isolate").await?;
         // Read at each request, so that a change applies from the next connect on.
         let policy = Policy::load(&self.policy, 0).map_err(|e| AgentError::Failed(chain(&e)))?;
-        let req = decode_request(&request, owner, policy)?;
+        let req = request::decode_off_the_loop(request, owner, policy, self.uid_of).await?;
         let (ns, owner) = (req.plan.netns.clone(), req.owner.clone());
         self.leases
             .take(&ns, Lease::from(&req), req.deadline)
@@ -599,7 +503,7 @@ mod tests {
     use zbus::OwnedVariant;
 
     use super::{decode_request, Agent, Lease};
-    use crate::agent::policy::Policy;
+    use crate::agent::policy::{self, Policy};
     use crate::contract::INTERFACE;
     use crate::plan::VarDict;
 
@@ -641,7 +545,7 @@ mod tests {
             if let Some(mtu) = tunnel_mtu {
                 r.insert("tunnel-mtu".into(), ov(mtu.into()));
             }
-            decode_request(&r, String::new(), Policy::default()).unwrap()
+            decode_request(&r, String::new(), Policy::default(), policy::system_uid).unwrap()
         };
         let args = request(Some(1400));
         let lease = Lease::from(&args);

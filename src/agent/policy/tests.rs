@@ -158,7 +158,7 @@ fn user_name(
     source: &NameSource,
 ) -> Result<NetnsName, String> {
     policy
-        .user_netns_name_with(user, name, source, uid_of)
+        .user_netns_name(user, name, source, uid_of)
         .map_err(|e| chain(&e))
 }
 
@@ -231,10 +231,10 @@ fn a_user_that_cannot_be_resolved_is_refused_by_name() {
 #[test]
 fn the_system_resolves_root() {
     let (work, chosen) = literal("work");
-    let got = Policy::default().user_netns_name("root", &work, &chosen);
+    let got = Policy::default().user_netns_name("root", &work, &chosen, system_uid);
     assert_eq!(got.unwrap(), name("u0-work"));
     let err = Policy::default()
-        .user_netns_name("no-such-user-nm-vpn-netns", &work, &chosen)
+        .user_netns_name("no-such-user-nm-vpn-netns", &work, &chosen, system_uid)
         .unwrap_err();
     assert!(matches!(err, PolicyError::UnknownUser { .. }), "{err:?}");
 }

@@ -1,0 +1,135 @@
+//! An `Isolate` request decoded, validated and planned, before the agent touches anything.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use crate::agent::executor::IsolateArgs;
+use crate::agent::policy::{Policy, PolicyError, UidOf};
+use crate::contract::{self, AgentError, IsolateRequest};
+use crate::plan::settings::{self, ConnectionInfo, IpSettings};
+use crate::plan::{self, PlanInput, VarDict};
+use crate::report::chain;
+
+/// Where the agent reads the host's nsswitch.conf, the base of the namespace's own.
+const HOST_NSSWITCH: &str = "/etc/nsswitch.conf";
+
+/// [`decode_request`] on tokio's blocking pool. A user connection's uid comes from NSS, which
+/// may wait seconds on SSSD or an LDAP server: on the event loop, that wait would stall every
+/// other caller meanwhile (tests/agent_p2p.rs shows that it does not).
+pub(super) async fn decode_off_the_loop(
+    req: VarDict,
+    owner: String,
+    policy: Policy,
+    uid_of: UidOf,
+) -> Result<IsolateArgs, AgentError> {
+    tokio::task::spawn_blocking(move || decode_request(&req, owner, policy, uid_of))
+        .await
+        .map_err(|e| AgentError::Failed(format!("cannot decode the request: {e}")))?
+}
+
+pub(super) fn read_host_nsswitch() -> String {
+    // A host without the file gets glibc's defaults, which the plan's own `hosts:` line overrides.
+    std::fs::read_to_string(HOST_NSSWITCH).unwrap_or_default()
+}
+
+pub(super) fn plan_error(e: plan::PlanError) -> AgentError {
+    AgentError::InvalidArgs(chain(&e))
+}
+
+/// The id and uuid go into the record and the logs, so a hostile caller must not make them grow.
+fn check_sizes(req: &IsolateRequest) -> Result<(), AgentError> {
+    for (field, value, cap) in [("id", &req.id, 1024), ("uuid", &req.uuid, 64)] {
+        if value.len() > cap {
+            let len = value.len();
+            return Err(AgentError::InvalidArgs(format!(
+                "request field {field:?} has {len} bytes; at most {cap}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The `Isolate` request with every field decoded and validated: nothing in it is trusted until
+/// `settings::parse` and `plan::build` accepted it. A user connection's name is formed as
+/// `policy` says.
+pub(super) fn decode_request(
+    req: &VarDict,
+    owner: String,
+    policy: Policy,
+    uid_of: UidOf,
+) -> Result<IsolateArgs, AgentError> {
+    let invalid = |msg: String| AgentError::InvalidArgs(msg);
+    // The deadline starts when the request arrives, before any validation work.
+    let start = Instant::now();
+    let req: IsolateRequest = contract::from_dict(req).map_err(|e| invalid(e.to_string()))?;
+    if req.ifindex == 0 {
+        return Err(invalid(
+            "request field \"ifindex\" must be a positive u32".into(),
+        ));
+    }
+    check_sizes(&req)?;
+    // Absent, a user connection would pass for a system one.
+    let permissions = req.permissions.ok_or_else(|| {
+        invalid(
+            "request field \"permissions\" is missing; send connection.permissions, empty for a \
+             system connection"
+                .into(),
+        )
+    })?;
+    let conn = ConnectionInfo {
+        id: req.id,
+        uuid: req.uuid,
+        permissions,
+        ipv4: IpSettings {
+            never_default: req.never_default_v4.unwrap_or_default(),
+            ..Default::default()
+        },
+        ipv6: IpSettings {
+            never_default: req.never_default_v6.unwrap_or_default(),
+            ..Default::default()
+        },
+    };
+    let netns_settings: BTreeMap<String, String> =
+        req.netns_settings.unwrap_or_default().into_iter().collect();
+    let settings = settings::parse(&netns_settings, &conn).map_err(|e| invalid(chain(&e)))?;
+    if !settings.isolate {
+        return Err(invalid(format!(
+            "connection {:?} does not ask for isolation (netns-isolate is not yes)",
+            conn.id
+        )));
+    }
+    let denied = |e: PolicyError| AgentError::AccessDenied(chain(&e));
+    let user = policy.connection_user(&conn.permissions).map_err(denied)?;
+    let netns = match &user {
+        Some(user) => policy
+            .user_netns_name(user, &settings.name, &settings.name_source, uid_of)
+            .map_err(denied)?,
+        None => settings.name.clone(),
+    };
+    let host_nsswitch = read_host_nsswitch();
+    let plan = plan::build(&PlanInput {
+        netns,
+        never_default_v4: settings.never_default_v4,
+        never_default_v6: settings.never_default_v6,
+        tunnel_mtu: req.tunnel_mtu,
+        config: &req.config,
+        ip4_config: req.ip4_config.as_ref(),
+        ip6_config: req.ip6_config.as_ref(),
+        host_nsswitch: &host_nsswitch,
+    })
+    .map_err(plan_error)?;
+    Ok(IsolateArgs {
+        plan,
+        connection_uuid: settings.connection_uuid,
+        connection_id: settings.connection_id,
+        persistent: settings.persistent,
+        user,
+        policy,
+        tun_ifindex: req.ifindex,
+        owner,
+        never_default_v4: settings.never_default_v4,
+        never_default_v6: settings.never_default_v6,
+        tunnel_mtu: req.tunnel_mtu,
+        deadline: start + settings.timeout,
+    })
+}
