@@ -1,7 +1,7 @@
 # nm-vpn-netns takes over a NetworkManager VPN service by replacing the service's `.name` file.
 # Sourced, never run: by `make install`/`make uninstall`, and built into the .deb's maintainer
 # scripts and the RPM's scriptlets (a package's postrm runs after its files are gone, so it cannot
-# source this at run time).
+# source this at run time). Both packages' purge of the agent's state is here too, at the end.
 # POSIX sh, as maintainer scripts are. Every function is idempotent.
 #
 # Why a diversion: NetworkManager reads /usr/lib/NetworkManager/VPN before /etc and the first file
@@ -120,6 +120,83 @@ nm_vpn_netns_reload_bus() {
 # The namespaces whose isolation is up (their record holds a lease), one per line.
 nm_vpn_netns_leased() {
     grep -ls '"leased": *true' "$NM_VPN_NETNS_STATE"/* | xargs -r -n1 basename
+}
+
+# One record (the agent's JSON, one file per namespace): restore or remove the files the agent
+# wrote, unless they changed since; remove the /etc/netns entry it created; delete the namespace it
+# created, if it is still that one (its device and inode). A durable record (/var/lib) whose twin
+# in /run is gone outlived a reboot, and with it the namespace: only its files are handled
+# (second argument "files"). perl, as our own binaries are already gone by then: essential on
+# Debian (perl-base), and required by the RPM for its erase.
+nm_vpn_netns_purge_record() {
+    perl -e '
+        use strict;
+        local $/;
+        open(my $fh, "<", $ARGV[0]) or die "cannot read $ARGV[0]: $!\n";
+        my $r = <$fh>;
+        my $files_only = ($ARGV[1] // "") eq "files";
+        my ($ns) = $r =~ /"netns":\s*"([A-Za-z0-9_.-]+)"/ or die "$ARGV[0]: no namespace name\n";
+        my $dir = "/etc/netns/$ns";
+        while ($r =~ /"file":\s*"(resolv\.conf|nsswitch\.conf)",\s*"backup_hex":\s*(null|"([0-9a-f]*)")(?:,\s*"written_hex":\s*(?:null|"([0-9a-f]*)"))?/g) {
+            my ($file, $hex, $written) = ("$dir/$1", $3, $4);
+            if (defined $written) {
+                # Gone, it has nothing to compare; what the agent replaced is not put back where
+                # someone removed the file.
+                if (!-e $file && !-l $file) {
+                    print "left $file: it was removed since nm-vpn-netns wrote it\n" if defined $hex;
+                    next;
+                }
+                my $now = "";
+                if (open(my $in, "<", $file)) { $now = unpack("H*", scalar <$in>) // ""; close($in); }
+                if ($now ne $written) { print "left $file: it changed since nm-vpn-netns wrote it\n"; next; }
+            }
+            if (defined $hex) {
+                open(my $out, "+<", $file) or do { warn "left $file: cannot restore it: $!\n"; next };
+                truncate($out, 0); print $out pack("H*", $hex); close($out);
+                print "restored $file\n";
+            } elsif (unlink $file) {
+                print "removed $file\n";
+            }
+        }
+        if ($r =~ /"etc_dir_created":\s*true/) {
+            rmdir $dir ? print "removed $dir\n" : -e $dir && warn "left $dir: $!\n";
+        }
+        my ($dev, $ino) = $r =~ /"netns_id":\s*\{\s*"dev":\s*(\d+),\s*"ino":\s*(\d+)/;
+        my @st = stat("/run/netns/$ns");
+        if ($files_only) {
+        } elsif (defined $ino && @st && ($st[0] != $dev || $st[1] != $ino)) {
+            print "left namespace $ns: it is not the one nm-vpn-netns created\n";
+        } elsif ($r =~ /"created":\s*true/) {
+            system("ip", "netns", "delete", $ns) == 0 ? print "deleted namespace $ns\n"
+                : warn "left namespace $ns: ip netns delete failed\n";
+        } elsif (-e "/run/netns/$ns") {
+            print "left namespace $ns: nm-vpn-netns did not create it\n";
+        }
+    ' "$@"
+}
+
+# Deletes what the agent left, as nm_vpn_netns_purge_record says, and the agent's state: the
+# .deb's purge, and the RPM's erase (an RPM has no purge). While an isolation is up it deletes
+# nothing, says so and what to do (the argument), and fails: the agent that holds the isolation
+# still runs, and releases it when the VPN goes down.
+nm_vpn_netns_purge() {
+    leased=$(nm_vpn_netns_leased)
+    if [ -n "$leased" ]; then
+        echo "nm-vpn-netns: not purging: isolated VPNs are up in namespace(s)" \
+            "$(echo "$leased" | tr '\n' ' ')" >&2
+        echo "nm-vpn-netns: $1" >&2
+        return 1
+    fi
+    for record in "$NM_VPN_NETNS_STATE"/*; do
+        [ -f "$record" ] || continue
+        nm_vpn_netns_purge_record "$record" || echo "nm-vpn-netns: left $record" >&2
+    done
+    for record in "$NM_VPN_NETNS_DURABLE"/*; do
+        [ -f "$record" ] || continue
+        [ -e "$NM_VPN_NETNS_STATE/${record##*/}" ] && continue
+        nm_vpn_netns_purge_record "$record" files || echo "nm-vpn-netns: left $record" >&2
+    done
+    rm -rf "$NM_VPN_NETNS_STATE" "$NM_VPN_NETNS_DURABLE"
 }
 
 nm_vpn_netns_stop_idle_agent() {

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The .deb's purge of the agent's records (packaging/debian/postrm, `purge_record`), on records of
-# its own: a file the agent wrote is put back or removed, one changed since is left, and one
+# The purge of the agent's records (`nm_vpn_netns_purge_record` in packaging/takeover.sh: the .deb's
+# purge and the RPM's erase), on records of its own: a file the agent wrote is put back or removed,
+# one changed since is left, and one
 # removed since is named as removed (not as changed). Run as root: the script runs itself again in
 # a mount namespace of its own, with an overlay on /etc, so /etc/netns here is a scratch one and
 # the system's is never touched.
@@ -19,7 +20,7 @@ mount -t overlay overlay -o "lowerdir=/etc,upperdir=$DEB_POSTRM_SCRATCH/upper,wo
 
 # shellcheck source=tests/e2e/lib/expect.sh
 . tests/e2e/lib/expect.sh
-eval "$(sed -n '/^purge_record() {/,/^}/p' packaging/debian/postrm)"
+. packaging/takeover.sh
 
 hex() { printf '%s' "$1" | od -An -tx1 | tr -d ' \n'; }
 ADMIN="nameserver 192.0.2.53
@@ -28,7 +29,7 @@ ADMIN="nameserver 192.0.2.53
 
 # NAME BACKUP|null [CONTENT]: a record of namespace NAME whose resolv.conf the agent wrote as $OURS
 # over BACKUP (null: it created the file); the file now holds CONTENT, or is gone without it.
-# Prints what purge_record says about it.
+# Prints what nm_vpn_netns_purge_record says about it.
 purge() {
     local record=$DEB_POSTRM_SCRATCH/records/$1 backup=null
     [[ $2 == null ]] || backup="\"$(hex "$2")\""
@@ -36,7 +37,7 @@ purge() {
     [[ $# -lt 3 ]] || printf '%s' "$3" >"/etc/netns/$1/resolv.conf"
     printf '{"netns": "%s", "files": [{"file": "resolv.conf", "backup_hex": %s, "written_hex": "%s"}], "etc_dir_created": false}\n' \
         "$1" "$backup" "$(hex "$OURS")" >"$record"
-    purge_record "$record" files 2>&1
+    nm_vpn_netns_purge_record "$record" files 2>&1
 }
 
 out=$(purge created-gone null)

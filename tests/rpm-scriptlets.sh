@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The RPM's scriptlets and file triggers, run by rpm itself in a scratch root (`rpm --root`), around
 # a stand-in NetworkManager-openvpn that ships only its .name: install over what `make install` set
-# up, the stock plugin's upgrade and reinstall, our upgrade, erase, and the stock plugin's erase
-# under us; and shellcheck on the scriptlets as the package holds them. Run as root by
+# up, the stock plugin's upgrade and reinstall, our upgrade, erase (which purges what the agent left,
+# as the .deb's purge does), and the stock plugin's erase under us; and shellcheck on the scriptlets as the package holds them. Run as root by
 # `make rpm-check`, after `make rpm`. Nothing is written outside the scratch root: rpm runs the
 # scriptlets chrooted into it, so the root gets a shell and the tools they call, copied from this
 # system. Neither systemd nor a bus runs there, so what the scriptlets do with them is not tested.
@@ -63,7 +63,7 @@ pass_note "shellcheck: the scriptlets"
 mkdir -p "$root/usr/bin" "$root/dev"
 ln -s usr/bin "$root/bin"
 mknod "$root/dev/null" c 1 3
-for tool in sh sed grep chmod cmp rm mv; do
+for tool in sh sed grep chmod cmp rm mv xargs basename tr perl; do
     path=$(readlink -f "$(command -v "$tool")")
     cp "$path" "$root/usr/bin/$tool"
     for lib in $(ldd "$path" | grep -o '/[^ ]*'); do
@@ -71,6 +71,10 @@ for tool in sh sed grep chmod cmp rm mv; do
         cp -n "$lib" "$root$lib"
     done
 done
+# The purge's perl loads strict.pm, at the path this perl looks for it.
+strict=$(perl -e 'require strict; print $INC{"strict.pm"}')
+mkdir -p "$root${strict%/*}"
+cp "$strict" "$root$strict"
 rpm --root "$root" --initdb
 
 # rpm ARGS...: must succeed with no scriptlet failing.
@@ -120,17 +124,56 @@ expect_registered "the stock plugin's upgrade" 2.0
 rpm_ok --reinstall "$work/stock-2.0.rpm"
 expect_registered "the stock plugin's reinstall" 2.0
 
+hex() { printf '%s' "$1" | od -An -tx1 | tr -d ' \n'; }
+ADMIN="nameserver 192.0.2.53
+" OURS="nameserver 10.8.0.1
+"
+# DIR NAME LEASED ETC_DIR_CREATED BACKUP|null: the agent's record of namespace NAME in DIR (/run or
+# /var/lib) of the scratch root; it wrote /etc/netns/NAME/resolv.conf as $OURS, over BACKUP (null:
+# it created the file), and the file holds that now.
+plant_record() {
+    local backup=null
+    [[ $5 == null ]] || backup="\"$(hex "$5")\""
+    mkdir -p "$root/$1/nm-vpn-netns" "$root/etc/netns/$2"
+    printf '%s' "$OURS" >"$root/etc/netns/$2/resolv.conf"
+    printf '{"netns": "%s", "leased": %s, "created": false, "files": [{"file": "resolv.conf", "backup_hex": %s, "written_hex": "%s"}], "etc_dir_created": %s}\n' \
+        "$2" "$3" "$backup" "$(hex "$OURS")" "$4" >"$root/$1/nm-vpn-netns/$2"
+}
+# What the agent left: an entry it made (with the record's durable twin), a file it replaced in a
+# namespace kept over a reboot (only the durable record is left); and the administrator's own entry.
+plant_record run made false true null
+plant_record var/lib made false true null
+plant_record var/lib kept false false "$ADMIN"
+mkdir -p "$root/etc/netns/admin"
+printf '%s' "$ADMIN" >"$root/etc/netns/admin/resolv.conf"
+
 rpm_ok -U "$next"
 expect_registered "our upgrade" 2.0
+expect_eq "our upgrade: the agent's records" "made" "$(ls "$root/run/nm-vpn-netns" | xargs)"
+expect_eq "our upgrade: the agent's durable records" "kept made" "$(ls "$root/var/lib/nm-vpn-netns" | xargs)"
+pass_note "our upgrade purges nothing"
 
 rpm_ok -e nm-vpn-netns
 expect_stock "erase" 2.0
 [[ ! -e $root$SHIM ]] || fail "erase: $SHIM is left"
+expect_cmd_fails "erase left the agent's state" test -e "$root/run/nm-vpn-netns"
+expect_cmd_fails "erase left the agent's durable state" test -e "$root/var/lib/nm-vpn-netns"
+expect_eq "erase: left in /etc/netns" "admin kept" "$(ls "$root/etc/netns" | xargs)"
+expect_eq "erase: the replaced file" "$ADMIN" "$(cat "$root/etc/netns/kept/resolv.conf")
+"
+expect_eq "erase: the administrator's file" "$ADMIN" "$(cat "$root/etc/netns/admin/resolv.conf")
+"
+pass_note "erase purges: the agent's state and entry go, what it replaced is restored, the administrator's stays"
 
 rpm_ok -i "$ours"
 expect_registered "install again" 2.0
 rpm_ok -e NetworkManager-openvpn
 expect_eq "the stock plugin's erase: left in the VPN directory" "" "$(ls -A "$root${STOCK%/*}")"
+plant_record run up true true null
 rpm_ok -e nm-vpn-netns
+expect_eq "erase with a VPN up: the agent's record" "up" "$(ls "$root/run/nm-vpn-netns")"
+expect_eq "erase with a VPN up: its file" "$OURS" "$(cat "$root/etc/netns/up/resolv.conf")
+"
+pass_note "erase with an isolated VPN up keeps the state, for the agent that still runs"
 expect_eq "erase after the stock plugin's: left in the VPN directory" "" "$(ls -A "$root${STOCK%/*}")"
 pass_note "the stock plugin's erase leaves nothing behind, and neither does ours after it"
