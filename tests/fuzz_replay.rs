@@ -13,7 +13,7 @@ use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
 use common::{openvpn_config, openvpn_ip4, openvpn_ip6, openvpn_net30, VarDict, UUID};
-use nm_vpn_netns::agent::service::validate_request;
+use nm_vpn_netns::agent::request::validate_request;
 use nm_vpn_netns::plan::settings::NmConnection;
 use nm_vpn_netns::plan::{owned, var_dict};
 use nm_vpn_netns::shim::codec::{self, ConfigSet};

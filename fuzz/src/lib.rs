@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use nm_vpn_netns::agent::service;
+use nm_vpn_netns::agent::request;
 use nm_vpn_netns::contract::AgentError;
 use nm_vpn_netns::plan::settings::{self, ConnectionInfo, Key, NetnsName, STATIC_IP_KEYS};
 use nm_vpn_netns::plan::{self, IsolationPlan, PlanInput, VarDict};
@@ -130,7 +130,7 @@ pub fn agent_request(data: &[u8]) {
     let Ok((request, _)) = Data::new(data, Context::new(LE, 0)).deserialize::<VarDict>() else {
         return;
     };
-    if let Err(e) = service::validate_request(&request) {
+    if let Err(e) = request::validate_request(&request) {
         // A bad request is InvalidArgs; a user's name the policy cannot form is AccessDenied.
         let (AgentError::InvalidArgs(msg) | AgentError::AccessDenied(msg)) = &e else {
             panic!("a refused request is neither InvalidArgs nor AccessDenied: {e:?}");

@@ -1,12 +1,12 @@
 //! The privileged agent, `nm-vpn-netns-agent`: root, activated by the bus, outside
 //! NetworkManager's sandbox, which can neither create a namespace nor enter one.
 //!
-//! - [`service`]: the D-Bus facade of [`crate::contract`]: checks the caller, decodes and plans,
-//!   keeps the leases, and maps errors to the contract's names.
+//! - [`service`]: the D-Bus facade of [`crate::contract`]: checks the caller, keeps the leases,
+//!   and maps errors to the contract's names; [`request`] decodes, validates and plans a request.
 //! - [`lifecycle`]: the agent on the bus: the leases it takes back when it starts, the callers
 //!   that leave, and its exit after the last release once its binary was replaced.
 //! - [`executor`]: carries a plan out all or nothing, and tears it down again.
-//! - [`linkwatch`]: tells a lease holder when its tun left the namespace.
+//! - [`linkwatch`]: tells a lease holder when its tun left the namespace, or the namespace its name.
 //! - [`record`]: what the agent owns, on disk, one record per namespace; [`policy`]: the
 //!   administrator's confinement of names, from `/etc/nm-vpn-netns/agent.conf`.
 //! - [`sys`]: the one trait through which the executor touches the system; [`linux`] implements
@@ -24,6 +24,7 @@ mod netlink;
 pub mod policy;
 mod procs;
 pub mod record;
+pub mod request;
 mod rtmsg;
 mod safe_fs;
 pub mod service;
