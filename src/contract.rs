@@ -19,7 +19,7 @@
 //!   Release(in s netns);
 //!   ReleaseWithReport(in s netns, out a{sv} report);  // since 0.2
 //!   property u Version;  // 1
-//!   signal LinkLost(s netns, s link);  // since 0.2, to the lease holder only
+//!   signal LinkLost(s netns, s link, s reason);  // since 0.2, to the lease holder only
 //! }
 //! errors: io.github.NmVpnNetns.Agent1.Error.{InvalidArgs, AccessDenied, InUse, Timeout, Failed}
 //! ```
@@ -44,11 +44,43 @@ pub const INTERFACE: &str = "io.github.NmVpnNetns.Agent1";
 /// The value of the `Version` property: bumped on any incompatible change of this contract.
 pub const VERSION: u32 = 1;
 
-/// The signal the agent sends to a lease holder, and to it alone, when the isolated tun left the
-/// leased namespace (destroyed, or moved out): `LinkLost(s netns, s link)`. openvpn does this
-/// when it reopens its tun, as after the server pushed other options on a reconnect; the holder
-/// then stops the VPN. A shim older than 0.2 ignores it. Since 0.2.
+/// The name of the signal [`Agent1Proxy::receive_link_lost`] receives, for messages and for
+/// tests that look for it on the wire.
 pub const LINK_LOST: &str = "LinkLost";
+
+/// `LinkLost`'s `reason`: why the VPN can no longer serve its namespace. A string on the wire, so
+/// that a reason added later still stops an older shim's VPN.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkLoss {
+    /// `link-removed`: the tun left the namespace, destroyed or moved out. openvpn does this when
+    /// it reopens its tun, as after the server pushed other options on a reconnect.
+    Removed,
+    /// `netns-deleted`: the namespace lost its name in `/run/netns` (`ip netns delete`), so no
+    /// app can be started in it any more.
+    NetnsDeleted,
+    /// A reason this build does not know.
+    Other(String),
+}
+
+impl LinkLoss {
+    pub fn as_str(&self) -> &str {
+        match self {
+            LinkLoss::Removed => "link-removed",
+            LinkLoss::NetnsDeleted => "netns-deleted",
+            LinkLoss::Other(reason) => reason,
+        }
+    }
+}
+
+impl From<&str> for LinkLoss {
+    fn from(reason: &str) -> Self {
+        match reason {
+            "link-removed" => LinkLoss::Removed,
+            "netns-deleted" => LinkLoss::NetnsDeleted,
+            other => LinkLoss::Other(other.to_owned()),
+        }
+    }
+}
 
 /// `Isolate`'s argument. Nothing in it is trusted: the agent validates every field again, with
 /// the same parser and planner the shim uses.
@@ -240,6 +272,13 @@ pub trait Agent1 {
     /// calls `Release`.
     fn release_with_report(&self, netns: &str) -> Result<ReleaseReport, AgentError>;
 
+    /// `signal LinkLost(s netns, s link, s reason)`: the tun `link` of the caller's lease on
+    /// `netns` can no longer serve it, for the [`LinkLoss`] `reason`; the holder stops the VPN.
+    /// Sent to the lease holder alone; the stream yields only what the agent's name's owner
+    /// sent. A shim older than 0.2 ignores it. Since 0.2.
+    #[zbus(signal)]
+    fn link_lost(&self, netns: &str, link: &str, reason: &str) -> zbus::Result<()>;
+
     /// `property u Version`: [`VERSION`].
     #[zbus(property)]
     fn version(&self) -> zbus::Result<u32>;
@@ -376,6 +415,17 @@ mod tests {
         wire.insert("config".into(), owned(3u32));
         let e = from_dict::<IsolateRequest>(&wire).unwrap_err();
         assert_eq!(e.field, "config", "{e}");
+    }
+
+    #[test]
+    fn a_link_loss_reason_round_trips_and_an_unknown_one_is_kept() {
+        for loss in [LinkLoss::Removed, LinkLoss::NetnsDeleted] {
+            assert_eq!(LinkLoss::from(loss.as_str()), loss);
+        }
+        assert_eq!(
+            LinkLoss::from("link-eaten"),
+            LinkLoss::Other("link-eaten".into())
+        );
     }
 
     #[test]

@@ -12,17 +12,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::agent::{
-    agent, is_root, isolate, leased_record, method_error, proxy, release, request, sys_with_leases,
-    sys_with_links, REQUEST_UUID,
+    agent, dellink, is_root, isolate, leased_record, method_error, proxy, release, request,
+    run_netns_dir, sys_with_leases, sys_with_links, watch_peer, watching_agent, REQUEST_UUID,
 };
 use common::bus::Bus;
 use common::{dict, ov, VarDict};
+use futures_util::StreamExt;
 use nm_vpn_netns::agent::fake::Call;
 use nm_vpn_netns::agent::lifecycle::{self, Exe, FileId};
 use nm_vpn_netns::agent::Agent;
-use nm_vpn_netns::contract::{BUS_NAME, INTERFACE, OBJECT_PATH};
+use nm_vpn_netns::contract::{Agent1Proxy, LinkLostStream, BUS_NAME, INTERFACE, OBJECT_PATH};
 use tokio::task::JoinHandle;
-use zbus::{fdo, Connection, Proxy};
+use zbus::{fdo, Connection, MatchRule, MessageStream, Proxy};
 
 const ERR: &str = "io.github.NmVpnNetns.Agent1.Error.";
 const WAIT: Duration = Duration::from_secs(10);
@@ -389,4 +390,142 @@ async fn a_caller_that_leaves_while_it_waits_gets_no_lease() {
         .expect("the namespace stayed leased to the caller that left");
     release(&next, "work").await.unwrap();
     drop(waiting);
+}
+
+/// `LinkLost` as the contract declares it: in the agent's introspection, sent to the lease holder
+/// alone, and taken by the contract proxy's stream only from the agent. A tun that left its
+/// namespace and a namespace that lost its name are both reported, each with its reason.
+#[tokio::test(flavor = "current_thread")]
+async fn a_lost_link_reaches_its_holder_alone_through_the_contracts_proxy() {
+    if !is_root() {
+        return;
+    }
+    let bus = Bus::start("link-lost");
+    let run_netns = run_netns_dir("bus");
+    let _agent = start(
+        &bus,
+        watching_agent(sys_with_links(), run_netns.clone()),
+        None,
+    )
+    .await;
+    let (holder, bystander, forger) = (
+        bus.connect().await,
+        bus.connect().await,
+        bus.connect().await,
+    );
+
+    let xml = fdo::IntrospectableProxy::builder(&holder)
+        .destination(BUS_NAME)
+        .path(OBJECT_PATH)
+        .build()
+        .await
+        .unwrap()
+        .introspect()
+        .await
+        .unwrap();
+    let declared = [
+        r#"<signal name="LinkLost">"#,
+        r#"<arg name="netns" type="s"/>"#,
+        r#"<arg name="link" type="s"/>"#,
+        r#"<arg name="reason" type="s"/>"#,
+    ];
+    for line in declared {
+        assert!(
+            xml.contains(line),
+            "expected {line} in the introspection, got:\n{xml}"
+        );
+    }
+
+    let mut lost = Agent1Proxy::new(&holder)
+        .await
+        .unwrap()
+        .receive_link_lost()
+        .await
+        .unwrap();
+    let rule = MatchRule::builder()
+        .msg_type(zbus::message::Type::Signal)
+        .interface(INTERFACE)
+        .build()
+        .unwrap();
+    let mut overheard = MessageStream::for_match_rule(rule, &bystander, None)
+        .await
+        .unwrap();
+    let p = proxy(&holder).await;
+
+    // A signal from anyone but the agent is not the agent's.
+    let to_holder = holder.unique_name().unwrap().to_string();
+    let forged = ("forged", "tun0", "link-removed");
+    forger
+        .emit_signal(
+            Some(to_holder.as_str()),
+            OBJECT_PATH,
+            INTERFACE,
+            "LinkLost",
+            &forged,
+        )
+        .await
+        .unwrap();
+    isolate(&p, request(7, "tun0", &keys("work")))
+        .await
+        .unwrap();
+    watch_peer().send(&dellink(7)).unwrap();
+    let expected = (
+        "work".to_owned(),
+        "tun0".to_owned(),
+        "link-removed".to_owned(),
+    );
+    assert_eq!(
+        next_lost(&mut lost).await,
+        expected,
+        "expected the agent's signal, not the forged one"
+    );
+    release(&p, "work").await.unwrap();
+
+    // The namespace's name deleted while the VPN is up.
+    std::fs::write(run_netns.join("gone"), "").unwrap();
+    isolate(&p, request(8, "tun1", &keys("gone")))
+        .await
+        .unwrap();
+    std::fs::remove_file(run_netns.join("gone")).unwrap();
+    let expected = (
+        "gone".to_owned(),
+        "tun0".to_owned(),
+        "netns-deleted".to_owned(),
+    );
+    let got = next_lost(&mut lost).await;
+    assert_eq!((&got.0, &got.2), (&expected.0, &expected.2), "got {got:?}");
+    release(&p, "gone").await.unwrap();
+
+    // To the holder alone: a signal broadcast after both losses reaches the bystander, which got
+    // neither of them before it (the bus keeps each receiver's messages in order).
+    forger
+        .emit_signal(None::<&str>, OBJECT_PATH, INTERFACE, "Marker", &())
+        .await
+        .unwrap();
+    let first = tokio::time::timeout(WAIT, overheard.next())
+        .await
+        .expect("expected the bystander to receive the marker")
+        .unwrap()
+        .unwrap();
+    let member = first.header().member().map(|m| m.to_string());
+    assert_eq!(
+        member.as_deref(),
+        Some("Marker"),
+        "the bystander overheard a LinkLost"
+    );
+    let _ = std::fs::remove_dir_all(&run_netns);
+}
+
+/// The next `LinkLost` the stream yields, as (netns, link, reason).
+async fn next_lost(lost: &mut LinkLostStream) -> (String, String, String) {
+    let signal = tokio::time::timeout(WAIT, lost.next())
+        .await
+        .expect("expected LinkLost within the wait")
+        .unwrap();
+    let args = signal.args().unwrap();
+    (
+        args.netns.to_owned(),
+        args.link.to_owned(),
+        args.reason.to_owned(),
+    )
 }

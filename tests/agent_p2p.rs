@@ -5,23 +5,17 @@
 mod common;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::os::fd::OwnedFd;
-use std::os::unix::net::UnixDatagram;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::agent::{
-    agent, is_root, isolate, leased_record, proxy, release, request, serve_p2p, sys_with_leases,
-    sys_with_links,
+    agent, dellink, is_root, isolate, leased_record, proxy, release, request, run_netns_dir,
+    serve_p2p, sys_with_leases, sys_with_links, watch_peer, watching_agent,
 };
 use common::ov;
 use futures_util::StreamExt;
-use netlink_packet_route::link::LinkMessage;
-use netlink_packet_route::RouteNetlinkMessage;
-use nm_vpn_netns::agent::sys::{Process, SysError};
+use nm_vpn_netns::agent::sys::Process;
 use nm_vpn_netns::contract::LINK_LOST;
-use rtnetlink::packet_core::NetlinkMessage;
 use zbus::MessageStream;
 use zbus::{OwnedVariant, Variant};
 
@@ -442,28 +436,6 @@ async fn release_with_report_names_the_stranded_processes() {
     assert_eq!(got["stranded"], ov(Vec::<(u32, &str)>::new()), "{got:?}");
 }
 
-/// The other end of the last watch that [`fake_watch`] opened, for the test to write to.
-static WATCH_PEER: std::sync::Mutex<Option<UnixDatagram>> = std::sync::Mutex::new(None);
-
-/// A watch on link 7 that the test feeds through [`WATCH_PEER`], as the kernel would.
-fn fake_watch(_netns: &Path, _link: &str) -> Result<Option<(OwnedFd, u32)>, SysError> {
-    let (ours, peer) = UnixDatagram::pair().unwrap();
-    ours.set_nonblocking(true).unwrap();
-    *WATCH_PEER.lock().unwrap() = Some(peer);
-    Ok(Some((OwnedFd::from(ours), 7)))
-}
-
-/// An `RTM_DELLINK` of link `index`, as a socket in the link group receives it.
-fn dellink(index: u32) -> Vec<u8> {
-    let mut link = LinkMessage::default();
-    link.header.index = index;
-    let mut packet = NetlinkMessage::from(RouteNetlinkMessage::DelLink(link));
-    packet.finalize();
-    let mut buf = vec![0; packet.buffer_len()];
-    packet.serialize(&mut buf);
-    buf
-}
-
 /// The tun's removal reaches the lease holder as `LinkLost` (`rtmsg`'s unit tests check that no
 /// other message does), and the release closes the watch.
 #[tokio::test(flavor = "current_thread")]
@@ -471,18 +443,13 @@ async fn a_lost_link_is_reported_to_the_holder() {
     if !is_root() {
         return;
     }
-    let mut watched = agent(sys_with_links());
-    watched.watch_links(fake_watch);
-    let (_server, client) = serve_p2p(watched).await;
+    let run_netns = run_netns_dir("p2p");
+    let (_server, client) = serve_p2p(watching_agent(sys_with_links(), run_netns.clone())).await;
     let p = proxy(&client).await;
     let mut messages = MessageStream::from(&client);
     let keys = [("netns-isolate", "yes"), ("netns-name", "work")];
     isolate(&p, request(7, "tun0", &keys)).await.unwrap();
-    let peer = WATCH_PEER
-        .lock()
-        .unwrap()
-        .take()
-        .expect("a watch was opened");
+    let peer = watch_peer();
     peer.send(&dellink(8)).unwrap();
     peer.send(&dellink(7)).unwrap();
     let lost = tokio::time::timeout(Duration::from_secs(5), async {
@@ -495,8 +462,9 @@ async fn a_lost_link_is_reported_to_the_holder() {
     })
     .await
     .expect("expected LinkLost within 5 s");
-    let body: (String, String) = lost.body().deserialize().unwrap();
-    assert_eq!(body, ("work".to_owned(), "tun0".to_owned()));
+    let body: (String, String, String) = lost.body().deserialize().unwrap();
+    let expected = ("work", "tun0", "link-removed");
+    assert_eq!((&*body.0, &*body.1, &*body.2), expected);
 
     release(&p, "work").await.unwrap();
     let closed = async {
@@ -507,4 +475,5 @@ async fn a_lost_link_is_reported_to_the_holder() {
     tokio::time::timeout(Duration::from_secs(5), closed)
         .await
         .expect("expected the release to close the watch");
+    let _ = std::fs::remove_dir_all(&run_netns);
 }

@@ -1,29 +1,38 @@
 //! The watch on each isolated tun: when it leaves its leased namespace (openvpn closed it, as
-//! when it reopens its tun after the server pushed another address, or it was moved out), the
-//! agent sends [`contract::LINK_LOST`] to the lease holder, which stops the VPN. Without it NM
-//! would report the VPN connected while nothing can pass.
+//! when it reopens its tun after the server pushed another address, or it was moved out), or the
+//! namespace loses its name (`ip netns delete` while the VPN is up), the agent sends `LinkLost`
+//! ([`crate::contract::Agent1Proxy::receive_link_lost`]) to the lease holder, which stops the VPN.
+//! Without it NM would report the VPN connected while nothing can pass, or while no one can start
+//! an app in the namespace any more.
 //!
-//! The watch is a netlink socket opened inside the namespace ([`Opener`]), read on the service's
-//! event loop; it ends, closing the socket, when the lease is released.
+//! The watch is a netlink socket opened inside the namespace ([`Opener`]) and an inotify watch on
+//! the directory of the namespace's name, read on the service's event loop; it ends, closing
+//! both, when the lease is released. The socket holds the namespace: closing it once the name is
+//! gone lets the kernel destroy a namespace no process holds, and the tun with it.
 
 use std::collections::HashMap;
+use std::ffi::OsStr;
 use std::fs::File;
-use std::io::{self, Read};
-use std::os::fd::OwnedFd;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use log::{error, info, warn};
 use nix::errno::Errno;
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tokio::task::AbortHandle;
+use zbus::names::BusName;
+use zbus::object_server::SignalEmitter;
 use zbus::Connection;
 
 use crate::agent::record::Record;
 use crate::agent::rtmsg;
 use crate::agent::sys::SysError;
-use crate::contract;
+use crate::agent::Agent;
+use crate::contract::{LinkLoss, LINK_LOST, OBJECT_PATH};
 use crate::plan::settings::NetnsName;
 use crate::report::chain;
 
@@ -87,6 +96,18 @@ impl Watches {
         let Some(open) = self.open else {
             return;
         };
+        // The name's watch first, so that a deletion while the link's watch opens is seen.
+        let name = match NameWatch::new(&self.run_netns, &lost.netns) {
+            Ok(name) => Some(name),
+            Err(e) => {
+                warn!(
+                    "cannot watch the name of namespace {} in {}: {e}",
+                    lost.netns,
+                    self.run_netns.display()
+                );
+                None
+            }
+        };
         let path = self.run_netns.join(lost.netns.as_str());
         let watch = match open(&path, &lost.link) {
             Ok(watch) => watch,
@@ -103,13 +124,17 @@ impl Watches {
         let ns = lost.netns.clone();
         let conn = conn.clone();
         let task = tokio::spawn(async move {
-            if let Some((fd, ifindex)) = watch {
-                if let Err(e) = removed(fd, ifindex).await {
-                    error!("watching tun {} in {}: {e}", lost.link, lost.netns);
-                    return;
-                }
+            let loss = match watch {
+                Some((fd, ifindex)) => tokio::select! {
+                    removed = removed(fd, ifindex) => removed.map(|()| LinkLoss::Removed),
+                    deleted = NameWatch::deleted(name) => deleted.map(|()| LinkLoss::NetnsDeleted),
+                },
+                None => Ok(LinkLoss::Removed),
+            };
+            match loss {
+                Ok(loss) => tell(&conn, &lost, &loss).await,
+                Err(e) => error!("watching tun {} in {}: {e}", lost.link, lost.netns),
             }
-            tell(&conn, &lost).await;
         });
         if let Some(old) = self.lock().insert(ns, task.abort_handle()) {
             old.abort();
@@ -144,34 +169,94 @@ async fn removed(fd: OwnedFd, ifindex: u32) -> io::Result<()> {
         match ready.try_io(|fd| fd.get_ref().read(&mut buf)) {
             Ok(Ok(n)) if rtmsg::link_removed(&buf[..n], ifindex) => return Ok(()),
             Ok(Ok(_)) | Err(_) => {}
-            // The kernel dropped messages for want of room: the removal may be among them.
+            // The kernel dropped messages for want of room (rtnetlink(7), ENOBUFS): the removal
+            // may be among them, so ask for the link; `link_removed` reads the answer.
             Ok(Err(e)) if e.raw_os_error() == Some(Errno::ENOBUFS as i32) => {
-                warn!("the watch on link {ifindex} lost messages; it goes on");
+                warn!("the watch on link {ifindex} lost messages; asking the kernel for the link");
+                fd.get_ref().write_all(&rtmsg::link_query(ifindex))?;
             }
             Ok(Err(e)) => return Err(e),
         }
     }
 }
 
-/// Logs the loss and sends [`contract::LINK_LOST`] to the lease holder.
-async fn tell(conn: &Connection, lost: &Lost) {
+/// An inotify watch on the directory of a namespace's name, for the name's removal.
+struct NameWatch {
+    inotify: Inotify,
+    name: NetnsName,
+}
+
+impl AsRawFd for NameWatch {
+    fn as_raw_fd(&self) -> RawFd {
+        self.inotify.as_fd().as_raw_fd()
+    }
+}
+
+impl NameWatch {
+    fn new(dir: &Path, name: &NetnsName) -> nix::Result<Self> {
+        let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)?;
+        // `ip netns delete` unmounts and unlinks the name; a rename to or from it takes it too.
+        let events = AddWatchFlags::IN_DELETE
+            | AddWatchFlags::IN_MOVED_FROM
+            | AddWatchFlags::IN_MOVED_TO
+            | AddWatchFlags::IN_ONLYDIR;
+        inotify.add_watch(dir, events)?;
+        Ok(NameWatch {
+            inotify,
+            name: name.clone(),
+        })
+    }
+
+    /// Resolves once the name is removed from its directory; never if there is no watch. The
+    /// agent stops the watch before it deletes a namespace itself, so the removal is someone
+    /// else's.
+    async fn deleted(watch: Option<Self>) -> io::Result<()> {
+        let Some(watch) = watch else {
+            return std::future::pending().await;
+        };
+        // SAFETY: the `NameWatch` owns the inotify descriptor and keeps it open for as long as
+        // the `AsyncFd` that owns the `NameWatch`.
+        let watch = unsafe { AsyncFd::register_with_interest(watch, Interest::READABLE) }
+            .map_err(io::Error::from)?;
+        loop {
+            let mut ready = watch.readable().await?;
+            let events =
+                ready.try_io(|w| w.get_ref().inotify.read_events().map_err(io::Error::from));
+            match events {
+                Ok(Ok(events)) => {
+                    let name = OsStr::new(watch.get_ref().name.as_str());
+                    if events.iter().any(|e| e.name.as_deref() == Some(name)) {
+                        return Ok(());
+                    }
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(_would_block) => {}
+            }
+        }
+    }
+}
+
+/// Logs the loss and sends `LinkLost` to the lease holder.
+async fn tell(conn: &Connection, lost: &Lost, loss: &LinkLoss) {
     let Lost { netns, link, owner } = lost;
-    info!(
-        "tun {link} left namespace {netns} (openvpn closed it, e.g. to reopen it after the \
-         server changed the pushed address); telling the lease holder {owner}"
-    );
-    let destination = (!owner.is_empty()).then_some(owner.as_str());
-    let body = (netns.to_string(), link.as_str());
-    let sent = conn
-        .emit_signal(
-            destination,
-            contract::OBJECT_PATH,
-            contract::INTERFACE,
-            contract::LINK_LOST,
-            &body,
-        )
-        .await;
-    if let Err(e) = sent {
-        error!("cannot send {} to {owner}: {e}", contract::LINK_LOST);
+    match loss {
+        LinkLoss::NetnsDeleted => info!(
+            "namespace {netns} lost its name (ip netns delete) while its VPN was up; telling \
+             the lease holder {owner}"
+        ),
+        _ => info!(
+            "tun {link} left namespace {netns} (openvpn closed it, e.g. to reopen it after the \
+             server changed the pushed address); telling the lease holder {owner}"
+        ),
+    }
+    let sent = async {
+        let mut emitter = SignalEmitter::new(conn, OBJECT_PATH)?;
+        if !owner.is_empty() {
+            emitter = emitter.set_destination(BusName::try_from(owner.as_str())?);
+        }
+        Agent::link_lost(&emitter, netns.as_str(), link, loss.as_str()).await
+    };
+    if let Err(e) = sent.await {
+        error!("cannot send {LINK_LOST} to {owner}: {e}");
     }
 }

@@ -7,7 +7,7 @@
 //! - [`lifecycle`]: the agent on the bus: the leases it takes back when it starts, the callers
 //!   that leave, and its exit after the last release once its binary was replaced.
 //! - [`executor`]: carries a plan out all or nothing, and tears it down again.
-//! - [`linkwatch`]: tells a lease holder when its tun left the namespace.
+//! - [`linkwatch`]: tells a lease holder when its tun left the namespace, or the namespace its name.
 //! - [`record`]: what the agent owns, on disk, one record per namespace; [`policy`]: the
 //!   administrator's confinement of names, from `/etc/nm-vpn-netns/agent.conf`.
 //! - [`sys`]: the one trait through which the executor touches the system; [`linux`] implements

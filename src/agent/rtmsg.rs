@@ -16,7 +16,7 @@ use netlink_packet_route::route::{
 };
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use nix::errno::Errno;
-use rtnetlink::packet_core::{NetlinkMessage, NetlinkPayload};
+use rtnetlink::packet_core::{NetlinkMessage, NetlinkPayload, NLM_F_REQUEST};
 
 use crate::agent::sys::Link;
 use crate::plan::FamilyPlan;
@@ -111,15 +111,23 @@ pub fn link_from(msg: RouteNetlinkMessage) -> Option<Link> {
 
 /// Whether `data`, what a socket in the `RTNLGRP_LINK` group received, reports that the link with
 /// this index left the socket's namespace: `RTM_DELLINK` comes both when the link is destroyed and
-/// when it moves to another namespace. A message that does not decode ends the scan, and what
-/// follows it is ignored: the kernel sends whole messages, so only a foreign datagram is cut.
+/// when it moves to another namespace. The answer to [`link_query`] counts too: `ENODEV` says the
+/// link is gone, and the watch sends no other request, so an error on its socket can only be
+/// that answer. A message that does not decode ends the scan, and what follows it is ignored: the
+/// kernel sends whole messages, so only a foreign datagram is cut.
 pub fn link_removed(data: &[u8], ifindex: u32) -> bool {
     let mut rest = data;
     while let Ok(msg) = NetlinkMessage::<RouteNetlinkMessage>::deserialize(rest) {
-        if let NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(link)) = &msg.payload {
-            if link.header.index == ifindex {
+        match &msg.payload {
+            NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(link))
+                if link.header.index == ifindex =>
+            {
                 return true;
             }
+            NetlinkPayload::Error(e) if e.to_io().raw_os_error() == Some(Errno::ENODEV as i32) => {
+                return true;
+            }
+            _ => {}
         }
         let len = (msg.header.length as usize).next_multiple_of(4);
         match rest.get(len..) {
@@ -128,6 +136,21 @@ pub fn link_removed(data: &[u8], ifindex: u32) -> bool {
         }
     }
     false
+}
+
+/// `ip link show dev INDEX`, as the bytes a watch's socket sends when the kernel dropped some of
+/// its messages, one of which may have been the link's removal: the answer is the link, or the
+/// error [`link_removed`] takes for its removal. No `NLM_F_ACK`: a link that is there answers with
+/// itself alone.
+pub fn link_query(ifindex: u32) -> Vec<u8> {
+    let mut msg = LinkMessage::default();
+    msg.header.index = ifindex;
+    let mut packet = NetlinkMessage::from(RouteNetlinkMessage::GetLink(msg));
+    packet.header.flags = NLM_F_REQUEST;
+    packet.finalize();
+    let mut buf = vec![0; packet.buffer_len()];
+    packet.serialize(&mut buf);
+    buf
 }
 
 /// `ip link show dev NAME`, as a request.
@@ -415,6 +438,40 @@ mod tests {
         let mut cut = datagram(vec![del(7)]);
         cut.truncate(cut.len() - 8);
         assert!(!link_removed(&cut, 7), "a cut message");
+    }
+
+    #[test]
+    fn the_query_after_lost_messages_asks_for_the_link_and_enodev_is_its_removal() {
+        let query = link_query(7);
+        let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&query).unwrap();
+        assert_eq!(msg.header.flags, NLM_F_REQUEST);
+        match msg.payload {
+            NetlinkPayload::InnerMessage(RouteNetlinkMessage::GetLink(link)) => {
+                assert_eq!(link.header.index, 7);
+            }
+            other => panic!("expected RTM_GETLINK of link 7, got {other:?}"),
+        }
+        let error = |errno: Errno| {
+            let mut e = rtnetlink::packet_core::ErrorMessage::default();
+            e.code = std::num::NonZeroI32::new(-(errno as i32));
+            let mut packet = NetlinkMessage::<RouteNetlinkMessage>::new(
+                Default::default(),
+                NetlinkPayload::Error(e),
+            );
+            packet.finalize();
+            let mut buf = vec![0; packet.buffer_len()];
+            packet.serialize(&mut buf);
+            buf
+        };
+        assert!(link_removed(&error(Errno::ENODEV), 7), "the link is gone");
+        assert!(!link_removed(&error(Errno::EPERM), 7), "another error");
+        assert!(
+            !link_removed(
+                &datagram(vec![RouteNetlinkMessage::NewLink(link_msg(7))]),
+                7
+            ),
+            "the link is there"
+        );
     }
 
     #[test]

@@ -12,6 +12,7 @@ use log::{error, info, warn};
 use tokio::sync::{oneshot, Notify};
 use zbus::message::Header;
 use zbus::names::UniqueName;
+use zbus::object_server::SignalEmitter;
 use zbus::{fdo, interface, Connection};
 
 use crate::agent::executor::{ExecError, Executor, IsolateArgs, Isolated, TeardownError};
@@ -383,6 +384,16 @@ impl Agent {
     fn version(&self) -> u32 {
         contract::VERSION
     }
+
+    /// `LinkLost`, as [`crate::contract::Agent1Proxy`] declares it; sent by
+    /// [`crate::agent::linkwatch`] to the lease holder alone.
+    #[zbus(signal)]
+    pub(crate) async fn link_lost(
+        emitter: &SignalEmitter<'_>,
+        netns: &str,
+        link: &str,
+        reason: &str,
+    ) -> zbus::Result<()>;
 }
 
 impl Agent {
@@ -505,7 +516,6 @@ mod tests {
     use super::{decode_request, Agent, Lease};
     use crate::agent::policy::{self, Policy};
     use crate::contract::INTERFACE;
-    use crate::plan::VarDict;
 
     /// The `#[interface]` attribute takes no constant, so its literal is checked here.
     #[test]

@@ -8,12 +8,12 @@ use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use log::{error, info, warn};
-use zbus::fdo::DBusProxy;
 use zbus::proxy::CacheProperties;
-use zbus::{Connection, MatchRule, Message, MessageStream};
+use zbus::Connection;
 
 use crate::contract::{
-    self, stranded_message, Agent1Proxy, AgentError, ReleaseReport, BUS_NAME, LINK_LOST,
+    stranded_message, Agent1Proxy, AgentError, LinkLoss, LinkLost, LinkLostStream, ReleaseReport,
+    LINK_LOST,
 };
 use crate::plan::VarDict;
 use crate::report::chain;
@@ -37,42 +37,26 @@ pub(super) enum AgentAnswer {
 /// An agent call in flight.
 pub(super) type AgentCall = Pin<Box<dyn Future<Output = AgentAnswer> + Send>>;
 
-/// The agent's `LinkLost` signals, subscribed before any Isolate so that none is missed. They
-/// are sent to us alone; [`link_lost`] checks who sent each.
-pub(super) async fn link_lost_signals(conn: &Connection) -> Result<MessageStream, ShimError> {
-    let rule = MatchRule::builder()
-        .msg_type(zbus::message::Type::Signal)
-        .path(contract::OBJECT_PATH)
-        .interface(contract::INTERFACE)
-        .member(LINK_LOST)
-        .build()?;
-    Ok(MessageStream::for_match_rule(rule, conn, None).await?)
+/// The agent's `LinkLost` signals, subscribed before any Isolate so that none is missed. The
+/// agent sends them to us alone; the proxy's stream drops any that the agent's name's owner did
+/// not send, since the bus lets anyone send us a signal and only the agent's may stop the VPN.
+pub(super) async fn link_lost_signals(conn: &Connection) -> Result<LinkLostStream, ShimError> {
+    Ok(agent(conn).await?.receive_link_lost().await?)
 }
 
-/// The namespace and link of a `LinkLost` signal, if the agent sent it: the bus lets anyone send
-/// us a signal, and only the agent's may stop the VPN.
-pub(super) async fn link_lost(conn: &Connection, msg: &Message) -> Option<(String, String)> {
-    let header = msg.header();
-    let sender = header.sender()?;
-    let owner = async {
-        let name = BUS_NAME.try_into()?;
-        DBusProxy::new(conn).await?.get_name_owner(name).await
-    };
-    match owner.await {
-        Ok(owner) if owner.as_str() == sender.as_str() => {}
-        Ok(_) => {
-            warn!("ignoring a {LINK_LOST} signal from {sender}, which is not the agent");
-            return None;
-        }
-        Err(e) => {
-            warn!("ignoring a {LINK_LOST} signal from {sender}: cannot ask who the agent is: {e}");
-            return None;
-        }
-    }
-    msg.body()
-        .deserialize()
+/// The namespace, link and reason of a `LinkLost` signal; `None` if it does not decode.
+pub(super) fn link_lost(signal: &LinkLost) -> Option<(String, String, LinkLoss)> {
+    signal
+        .args()
         .inspect_err(|e| warn!("ignoring a malformed {LINK_LOST} signal of the agent: {e}"))
         .ok()
+        .map(|a| {
+            (
+                a.netns.to_owned(),
+                a.link.to_owned(),
+                LinkLoss::from(a.reason),
+            )
+        })
 }
 
 /// The agent's proxy. Its properties are not cached: that would call the agent at once.

@@ -17,6 +17,7 @@ use zbus::fdo::{DBusProxy, NameOwnerChanged, NameOwnerChangedStream};
 use zbus::object_server::InterfaceRef;
 use zbus::{Connection, MatchRule, Message, MessageStream};
 
+use crate::contract::{LinkLost, LinkLostStream};
 use crate::report::chain;
 
 use super::agent_calls::{self, AgentAnswer, AgentCall};
@@ -53,7 +54,7 @@ pub(super) struct Driver {
 struct StockWatch {
     signals: MessageStream,
     /// The agent's `LinkLost` signals.
-    agent_signals: MessageStream,
+    agent_signals: LinkLostStream,
     owner_changes: NameOwnerChangedStream,
     /// Running once its process has exited: what it emitted may still be on its way, and the bus
     /// reports the name lost only after it has passed on everything the process sent.
@@ -158,7 +159,7 @@ impl Driver {
                 Some(msg) = watch.signals.next() => self.on_stock_signal(msg),
                 Some(command) = self.commands.recv() => self.on_command(command).await,
                 answer = agent_calls::answer(&mut self.agent) => self.on_agent_answer(answer),
-                Some(Ok(msg)) = watch.agent_signals.next() => self.on_agent_signal(&msg).await,
+                Some(lost) = watch.agent_signals.next() => self.on_link_lost(&lost),
                 () = vanished(&mut self.nm) => self.on_nm_gone(),
                 Some(change) = watch.owner_changes.next() => self.on_stock_owner(&change),
                 status = process.exited(), if watch.exit_grace.is_none() => watch.on_exit(status),
@@ -196,9 +197,9 @@ impl Driver {
         }
     }
 
-    async fn on_agent_signal(&mut self, msg: &Message) -> Vec<Action> {
-        match agent_calls::link_lost(&self.conn, msg).await {
-            Some((netns, link)) => self.session.on_link_lost(&netns, &link),
+    fn on_link_lost(&mut self, signal: &LinkLost) -> Vec<Action> {
+        match agent_calls::link_lost(signal) {
+            Some((netns, link, loss)) => self.session.on_link_lost(&netns, &link, &loss),
             None => vec![],
         }
     }

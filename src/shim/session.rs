@@ -7,13 +7,14 @@
 //!     │  Connect (not isolated)                                                          │ config re-sent:
 //!     └───────────────────────► PassThrough                                              └─► Reapply
 //!   any phase ── Disconnect · NM or the stock service gone · its Failure or STOPPED ──► Stopping
-//!   Isolated ── the agent's LinkLost (the tun left the namespace) ──► Stopping, failed
+//!   Isolated ── the agent's LinkLost (the tun left, or the namespace lost its name) ──► Stopping, failed
 //! ```
 
 use std::mem;
 
 use log::{error, warn};
 
+use crate::contract::LinkLoss;
 use crate::plan::VarDict;
 use crate::report::chain;
 
@@ -324,16 +325,27 @@ impl Session {
         }
     }
 
-    /// The agent reports that the tun `link` left the namespace `netns` (openvpn closed it, as
-    /// when it reopens it after the server pushed another address): nothing can pass any more,
-    /// and NM must hear it. Ignored unless it is our namespace.
-    pub fn on_link_lost(&mut self, netns: &str, link: &str) -> Vec<Action> {
+    /// The agent reports that the tun `link` can no longer serve the namespace `netns`: it left it
+    /// (openvpn closed it, as when it reopens it after the server pushed another address), or the
+    /// namespace lost its name. Either way NM must hear it. Ignored unless it is our namespace.
+    pub fn on_link_lost(&mut self, netns: &str, link: &str, loss: &LinkLoss) -> Vec<Action> {
         match &self.phase {
             Phase::Isolated(i) if i.netns == netns => {
-                error!(
-                    "tunnel {link} left namespace {netns} (openvpn reopened it, e.g. after the \
-                     server changed the pushed address); stopping the VPN"
-                );
+                match loss {
+                    LinkLoss::Removed => error!(
+                        "tunnel {link} left namespace {netns} (openvpn reopened it, e.g. after \
+                         the server changed the pushed address); stopping the VPN"
+                    ),
+                    LinkLoss::NetnsDeleted => error!(
+                        "namespace {netns} was deleted (ip netns delete) while the VPN was up; \
+                         no app can start in it any more; stopping the VPN"
+                    ),
+                    LinkLoss::Other(reason) => error!(
+                        "the agent reports tunnel {link} lost in namespace {netns} ({}); \
+                         stopping the VPN",
+                        reason.escape_debug()
+                    ),
+                }
                 self.begin_stop(Some(failure::CONNECT_FAILED))
             }
             _ => vec![],
@@ -632,22 +644,26 @@ mod tests {
         assert_eq!(s.lease(), None);
     }
 
-    /// The tun left our namespace: the VPN fails, and the lease is released. A loss in another
-    /// namespace, before the isolation or while stopping changes nothing.
+    /// The tun left our namespace, or the namespace lost its name, or a reason this build does not
+    /// know: the VPN fails, and the lease is released. A loss in another namespace, before the
+    /// isolation or while stopping changes nothing.
     #[test]
     fn a_lost_link_fails_the_vpn() {
-        let mut s = isolated();
-        assert_eq!(s.on_link_lost("other", "tun0"), []);
-        assert_eq!(
-            s.on_link_lost("work", "tun0"),
-            [Action::Stop(Some(failure::CONNECT_FAILED))]
-        );
-        assert_eq!(s.lease(), Some("work"));
-        assert_eq!(s.on_link_lost("work", "tun0"), []);
-        assert_eq!(s.stop(), []);
+        let other = LinkLoss::Other("link-eaten".into());
+        for loss in [LinkLoss::Removed, LinkLoss::NetnsDeleted, other] {
+            let mut s = isolated();
+            assert_eq!(s.on_link_lost("other", "tun0", &loss), []);
+            assert_eq!(
+                s.on_link_lost("work", "tun0", &loss),
+                [Action::Stop(Some(failure::CONNECT_FAILED))]
+            );
+            assert_eq!(s.lease(), Some("work"));
+            assert_eq!(s.on_link_lost("work", "tun0", &loss), []);
+            assert_eq!(s.stop(), []);
 
-        let mut s = isolating();
-        assert_eq!(s.on_link_lost("work", "tun0"), []);
-        assert_eq!(Session::default().on_link_lost("work", "tun0"), []);
+            let mut s = isolating();
+            assert_eq!(s.on_link_lost("work", "tun0", &loss), []);
+            assert_eq!(Session::default().on_link_lost("work", "tun0", &loss), []);
+        }
     }
 }

@@ -2,11 +2,19 @@
 //! raw `a{sv}` dicts, so that a test controls every key on the wire.
 
 use std::collections::HashMap;
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
+use netlink_packet_route::link::LinkMessage;
+use netlink_packet_route::RouteNetlinkMessage;
 use nm_vpn_netns::agent::executor::{Executor, Paths, Record};
 use nm_vpn_netns::agent::fake::RecordingSys;
+use nm_vpn_netns::agent::sys::SysError;
 use nm_vpn_netns::agent::Agent;
 use nm_vpn_netns::contract::{BUS_NAME, INTERFACE, OBJECT_PATH};
+use rtnetlink::packet_core::NetlinkMessage;
 use zbus::connection::Builder;
 use zbus::{Connection, OwnedVariant, Proxy};
 
@@ -15,6 +23,60 @@ use super::ov;
 /// An agent on `sys`, with the default paths.
 pub fn agent(sys: RecordingSys) -> Agent {
     Agent::new(Executor::new(sys, Paths::default()).unwrap()).unwrap()
+}
+
+/// An agent on `sys` whose namespaces are named in `run_netns`, a directory of the test's own,
+/// and which watches each tun with [`fake_watch`].
+pub fn watching_agent(sys: RecordingSys, run_netns: PathBuf) -> Agent {
+    let paths = Paths {
+        run_netns,
+        ..Paths::default()
+    };
+    let mut agent = Agent::new(Executor::new(sys, paths).unwrap()).unwrap();
+    agent.watch_links(fake_watch);
+    agent
+}
+
+/// A directory of the test's own for [`watching_agent`]'s namespace names, empty.
+pub fn run_netns_dir(test: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "nm-vpn-netns-run-netns-{test}-{}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The other end of the last watch that [`fake_watch`] opened, for the test to write to.
+pub static WATCH_PEER: Mutex<Option<UnixDatagram>> = Mutex::new(None);
+
+/// A watch on link 7 that the test feeds through [`WATCH_PEER`], as the kernel would.
+pub fn fake_watch(_netns: &Path, _link: &str) -> Result<Option<(OwnedFd, u32)>, SysError> {
+    let (ours, peer) = UnixDatagram::pair().unwrap();
+    ours.set_nonblocking(true).unwrap();
+    *WATCH_PEER.lock().unwrap() = Some(peer);
+    Ok(Some((OwnedFd::from(ours), 7)))
+}
+
+/// The other end of the last watch [`fake_watch`] opened.
+pub fn watch_peer() -> UnixDatagram {
+    WATCH_PEER
+        .lock()
+        .unwrap()
+        .take()
+        .expect("expected the agent to open a watch on the tun")
+}
+
+/// An `RTM_DELLINK` of link `index`, as a socket in the link group receives it.
+pub fn dellink(index: u32) -> Vec<u8> {
+    let mut link = LinkMessage::default();
+    link.header.index = index;
+    let mut packet = NetlinkMessage::from(RouteNetlinkMessage::DelLink(link));
+    packet.finalize();
+    let mut buf = vec![0; packet.buffer_len()];
+    packet.serialize(&mut buf);
+    buf
 }
 
 /// Serves `agent` on one end of a peer-to-peer connection; returns (server, client).

@@ -277,9 +277,13 @@ new_address_reconnect() {
 
 # NM's log since line NM_LINES: a line that says the tun left namespace NS ($1), printed.
 nm_log_tun_left() {
-    local pattern="left namespace $1"
-    grep_since nm.log "$NM_LINES" "$pattern" || return 1
-    grep -m1 -- "$pattern" <(tail -n +"$((NM_LINES + 1))" "$RIG_W/nm.log") | sed 's/^/    NM log: /'
+    nm_log_says "left namespace $1"
+}
+
+# PATTERN: whether NM's log has it since line NM_LINES; prints the first such line.
+nm_log_says() {
+    grep_since nm.log "$NM_LINES" "$1" || return 1
+    grep -m1 -- "$1" <(tail -n +"$((NM_LINES + 1))" "$RIG_W/nm.log") | sed 's/^/    NM log: /'
 }
 
 root_no_tun() { ! root_has_tun; }
@@ -347,12 +351,17 @@ t_fault_nm_restart() {
 t_fault_netns_deleted() {
     local name=ns-del ns=ns-del
     fault_begin_up "$name" 4
+    NM_LINES=$(wc -l <"$RIG_W/nm.log")
     rig_sb ip netns del "$ns"
     pass_note "ip netns del $ns with the VPN up"
-    # NM still reports the VPN activated and openvpn still runs: the agent's watch on the tun holds
-    # the namespace, with the tun in it, reachable by no name. Expected: down still releases
-    # everything (closing the watch frees the namespace), with no error loop.
-    expect_cmd_ok "nmcli connection down failed after the namespace was deleted" rig_down_nmcli "$name"
+    # Expected: the agent's watch sees the name go and tells the shim, which fails the VPN; NM has
+    # it down, its processes end, nothing is left in the root namespace, and the next up works.
+    expect_within "NM still reports $name active after its namespace was deleted" 30 nm_inactive "$name"
+    expect_within "NM's log does not say that $ns was deleted" 10 nm_log_says "namespace $ns was deleted"
+    pass_note "the namespace's deletion failed the VPN"
+    expect_vpn_gone "a process of the VPN still runs after its namespace was deleted"
+    expect_within "a tun remains in the root namespace" 10 root_no_tun
+    assert_root_unconfigured
     fault_end "$name"
 }
 
