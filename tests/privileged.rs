@@ -1480,9 +1480,14 @@ fn timings() {
         ex.isolate(&req).unwrap();
         let isolate = start.elapsed();
         let moved = times.borrow()["link_set_netns"][0];
+        let step = |op| times.borrow()[op].iter().sum::<Duration>();
+        let created = ["netns_create", "netns_mount_point", "netns_bind"].map(step);
         for (op, t) in times.borrow().iter() {
             runs.entry(op).or_default().push(t.iter().sum());
         }
+        runs.entry("= creating the namespace")
+            .or_default()
+            .push(created.iter().sum());
         runs.entry("= isolate").or_default().push(isolate);
         runs.entry("= isolate less link_set_netns")
             .or_default()
