@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use common::{ay, dict, ov, v4, UUID};
 use nm_vpn_netns::agent::executor::{ExecError, Executor, IsolateArgs, Paths};
-use nm_vpn_netns::agent::linux::{link_watch, NetnsFd, RealSys};
+use nm_vpn_netns::agent::linux::{link_watch, MountPointFd, NetnsFd, RealSys};
 use nm_vpn_netns::agent::policy::Policy;
 use nm_vpn_netns::agent::sys::{
     Durability, FileId, Link, NetnsId, NetnsSetup, Process, Sys, SysError,
@@ -528,17 +528,25 @@ fn only_the_leftover_of_a_cut_short_deletion_is_removed() {
     }
 }
 
-/// With the identity of the file `netns_bind` made, only that file is removed as the leftover:
-/// the empty file of someone's `ip netns add` after the agent's own unlink is a new file, and
-/// stays. Without it (older records), any empty file of root's is taken, as before.
+/// `ip netns add` as the executor does it, in its three steps; the namespace's identity and that
+/// of the file it is mounted on.
+fn netns_add(sys: &mut RealSys, path: &Path) -> (NetnsId, FileId) {
+    let (netns, id) = sys.netns_create(path).unwrap();
+    let (mount_point, file) = sys.netns_mount_point(path.parent().unwrap()).unwrap();
+    sys.netns_bind(&netns, mount_point, path).unwrap();
+    (id, file)
+}
+
+/// With the identity of the file `netns_mount_point` made, only that file is removed as the
+/// leftover: the empty file of someone's `ip netns add` after the agent's own unlink is a new
+/// file, and stays. Without it (older records), any empty file of root's is taken, as before.
 #[test]
 #[ignore = "needs root in the sandbox of tests/privileged.sh"]
 fn only_the_agents_own_mount_point_is_removed_as_its_leftover() {
     sandbox();
     let mut sys = RealSys::new().unwrap();
     let path = Path::new("/run/netns/nvn-mount-point");
-    let (netns, id) = sys.netns_create(path).unwrap();
-    let file = sys.netns_bind(&netns, path).unwrap();
+    let (id, file) = netns_add(&mut sys, path);
     let mounted = fs::symlink_metadata(path).unwrap();
     assert_eq!(
         (mounted.dev(), mounted.ino()),
@@ -560,8 +568,7 @@ fn only_the_agents_own_mount_point_is_removed_as_its_leftover() {
 
     // A deletion cut short after its unlink, while someone's `ip netns add` has made its file and
     // not yet mounted on it.
-    let (netns, _) = sys.netns_create(path).unwrap();
-    let file = sys.netns_bind(&netns, path).unwrap();
+    let (_, file) = netns_add(&mut sys, path);
     sys.netns_del(path).unwrap();
     File::create(path).unwrap();
     assert!(
@@ -573,16 +580,29 @@ fn only_the_agents_own_mount_point_is_removed_as_its_leftover() {
     assert!(!path.exists(), "expected {} removed", path.display());
 }
 
-/// The namespace exists, with the identity the executor records, before anything is under its
-/// name; the bind then puts that same namespace there, and refuses a name that is taken.
+/// The inodes in use on the file system of `dir`: an unnamed file counts while it is open.
+fn inodes_in_use(dir: &Path) -> u64 {
+    let fs = nix::sys::statvfs::statvfs(dir).unwrap();
+    fs.files() - fs.files_free()
+}
+
+/// The namespace and the file it is mounted on exist, with the identities the executor records,
+/// before anything is under the name; the bind then puts that same namespace on that same file,
+/// and refuses a name that is taken. A mount point that never gets its name (a failed link, or a
+/// crash before it) leaves nothing.
 #[test]
 #[ignore = "needs root in the sandbox of tests/privileged.sh"]
 fn a_namespace_has_its_identity_before_its_name() {
     sandbox();
     let mut sys = RealSys::new().unwrap();
-    let path = Path::new("/run/netns/nvn-two-phase");
-    let (netns, id) = sys.netns_create(path).unwrap();
+    let dir = Path::new("/run/netns");
+    let path = dir.join("nvn-two-phase");
+    let names = || fs::read_dir(dir).map_or(0, Iterator::count);
+    let before = names();
+    let (netns, id) = sys.netns_create(&path).unwrap();
+    let (mount_point, file) = sys.netns_mount_point(dir).unwrap();
     assert!(!path.exists(), "expected nothing at {} yet", path.display());
+    assert_eq!(names(), before, "expected no new name in {}", dir.display());
     assert!(!netns_list().contains("nvn-two-phase"));
     let agent = fs::metadata("/proc/self/ns/net").unwrap();
     assert_ne!(
@@ -590,24 +610,51 @@ fn a_namespace_has_its_identity_before_its_name() {
         (agent.dev(), agent.ino()),
         "expected a namespace of its own"
     );
-    sys.netns_bind(&netns, path).unwrap();
-    let bound = sys.netns_open(path).unwrap().unwrap();
+    sys.netns_bind(&netns, mount_point, &path).unwrap();
+    let bound = sys.netns_open(&path).unwrap().unwrap();
     assert_eq!(
         sys.netns_id(&bound).unwrap(),
         id,
         "expected the same namespace"
     );
     assert!(netns_list().contains("nvn-two-phase"));
-    let (other, _) = sys.netns_create(path).unwrap();
-    let taken = sys.netns_bind(&other, path).unwrap_err();
+
+    // The name is taken: EEXIST, the namespace there untouched, and the other mount point gone.
+    let (other, _) = sys.netns_create(&path).unwrap();
+    let in_use = inodes_in_use(dir);
+    let (mount_point, _) = sys.netns_mount_point(dir).unwrap();
+    assert_eq!(inodes_in_use(dir), in_use + 1, "expected the unnamed file");
+    let taken = sys.netns_bind(&other, mount_point, &path).unwrap_err();
     assert_eq!(
         taken.raw_os_error(),
         Some(nix::errno::Errno::EEXIST as i32),
         "{taken}"
     );
-    let still = sys.netns_open(path).unwrap().unwrap();
+    assert_eq!(inodes_in_use(dir), in_use, "expected the unnamed file gone");
+    let still = sys.netns_open(&path).unwrap().unwrap();
     assert_eq!(sys.netns_id(&still).unwrap(), id, "expected it untouched");
-    sys.netns_del(path).unwrap();
+    // A crash before the link: the descriptor closes, and the file goes with it.
+    drop(sys.netns_mount_point(dir).unwrap());
+    assert_eq!(inodes_in_use(dir), in_use, "expected the unnamed file gone");
+    assert_eq!(names(), before + 1, "expected the one name");
+
+    // Under the mount is the very file on record. A descriptor opened through the mount keeps
+    // it busy.
+    drop((bound, still));
+    let status = Command::new("umount").arg(&path).status().unwrap();
+    assert!(status.success(), "umount: {status}");
+    let under = fs::symlink_metadata(&path).unwrap();
+    assert_eq!(
+        (under.dev(), under.ino()),
+        (file.dev, file.ino),
+        "expected the recorded file linked at the name"
+    );
+    assert_eq!(
+        (under.len(), under.uid()),
+        (0, 0),
+        "expected it empty, root's"
+    );
+    sys.netns_del(&path).unwrap();
     assert_gone("nvn-two-phase");
 }
 
@@ -1299,6 +1346,7 @@ impl Timed {
 
 impl Sys for Timed {
     type Netns = NetnsFd;
+    type MountPoint = MountPointFd;
 
     fn now(&self) -> Instant {
         self.sys.now()
@@ -1306,8 +1354,16 @@ impl Sys for Timed {
     fn netns_create(&mut self, path: &Path) -> Result<(NetnsFd, NetnsId), SysError> {
         self.time("netns_create", |s| s.netns_create(path))
     }
-    fn netns_bind(&mut self, netns: &NetnsFd, path: &Path) -> Result<FileId, SysError> {
-        self.time("netns_bind", |s| s.netns_bind(netns, path))
+    fn netns_mount_point(&mut self, dir: &Path) -> Result<(MountPointFd, FileId), SysError> {
+        self.time("netns_mount_point", |s| s.netns_mount_point(dir))
+    }
+    fn netns_bind(
+        &mut self,
+        netns: &NetnsFd,
+        mount_point: MountPointFd,
+        path: &Path,
+    ) -> Result<(), SysError> {
+        self.time("netns_bind", |s| s.netns_bind(netns, mount_point, path))
     }
     fn netns_open(&mut self, path: &Path) -> Result<Option<NetnsFd>, SysError> {
         self.time("netns_open", |s| s.netns_open(path))
@@ -1424,9 +1480,14 @@ fn timings() {
         ex.isolate(&req).unwrap();
         let isolate = start.elapsed();
         let moved = times.borrow()["link_set_netns"][0];
+        let step = |op| times.borrow()[op].iter().sum::<Duration>();
+        let created = ["netns_create", "netns_mount_point", "netns_bind"].map(step);
         for (op, t) in times.borrow().iter() {
             runs.entry(op).or_default().push(t.iter().sum());
         }
+        runs.entry("= creating the namespace")
+            .or_default()
+            .push(created.iter().sum());
         runs.entry("= isolate").or_default().push(isolate);
         runs.entry("= isolate less link_set_netns")
             .or_default()

@@ -21,6 +21,10 @@ pub use world::{Call, FakeFile, FakeLink, FakeNetnsEntry, World};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FakeNetns(pub PathBuf);
 
+/// A mount point of [`RecordingSys`] that has no name yet: its inode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FakeMountPoint(pub u64);
+
 type FailWhen = Box<dyn Fn(&Call) -> bool + Send>;
 
 /// [`Sys`] on an in-memory [`World`]: records every call, fails chosen ones with EIO, and has a
@@ -250,6 +254,7 @@ impl RecordingSys {
 
 impl Sys for RecordingSys {
     type Netns = FakeNetns;
+    type MountPoint = FakeMountPoint;
 
     fn now(&self) -> Instant {
         self.start + self.elapsed
@@ -262,7 +267,19 @@ impl Sys for RecordingSys {
         Ok((FakeNetns(path.to_owned()), NetnsId { dev: 4, ino }))
     }
 
-    fn netns_bind(&mut self, netns: &FakeNetns, path: &Path) -> Result<FileId, SysError> {
+    fn netns_mount_point(&mut self, dir: &Path) -> Result<(FakeMountPoint, FileId), SysError> {
+        self.call(Call::NetnsMountPoint(dir.to_owned()))?;
+        self.world.dirs.insert(dir.to_owned());
+        let ino = self.inode();
+        Ok((FakeMountPoint(ino), FileId { dev: 25, ino }))
+    }
+
+    fn netns_bind(
+        &mut self,
+        netns: &FakeNetns,
+        mount_point: FakeMountPoint,
+        path: &Path,
+    ) -> Result<(), SysError> {
         self.call(Call::NetnsBind(path.to_owned()))?;
         if self.world.netns.contains_key(path) {
             return Err(Self::errno("netns_bind", path.display(), Errno::EEXIST));
@@ -271,15 +288,22 @@ impl Sys for RecordingSys {
             .unbound
             .remove(&netns.0)
             .ok_or_else(|| Self::enoent("netns_bind", &netns.0))?;
-        if let Some(dir) = path.parent() {
-            self.world.dirs.insert(dir.to_owned());
+        self.world
+            .netns
+            .insert(path.to_owned(), FakeNetnsEntry::Leftover);
+        self.world
+            .netns_files
+            .insert(path.to_owned(), mount_point.0);
+        if let Err(e) = self.call(Call::NetnsBindMount(path.to_owned())) {
+            self.world.netns.remove(path);
+            self.world.netns_files.remove(path);
+            return Err(e);
         }
-        self.add_netns_file(path, FakeNetnsEntry::Netns);
+        self.world
+            .netns
+            .insert(path.to_owned(), FakeNetnsEntry::Netns);
         self.world.netns_inodes.insert(path.to_owned(), ino);
-        Ok(FileId {
-            dev: 25,
-            ino: self.world.netns_files[path],
-        })
+        Ok(())
     }
 
     fn netns_open(&mut self, path: &Path) -> Result<Option<FakeNetns>, SysError> {

@@ -52,6 +52,12 @@ impl NetnsFd {
     }
 }
 
+/// An empty file in the namespace directory that has no name yet, to mount a namespace on.
+#[derive(Debug)]
+pub struct MountPointFd {
+    file: OwnedFd,
+}
+
 impl AsFd for NetnsFd {
     fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
         self.fd.as_fd()
@@ -162,6 +168,7 @@ fn make_shared_mount_point(dir: &Path) -> Result<(), SysError> {
 
 impl Sys for RealSys {
     type Netns = NetnsFd;
+    type MountPoint = MountPointFd;
 
     fn now(&self) -> Instant {
         Instant::now()
@@ -196,37 +203,52 @@ impl Sys for RealSys {
         Ok((netns, id))
     }
 
-    fn netns_bind(&mut self, netns: &NetnsFd, path: &Path) -> Result<FileId, SysError> {
-        let dir = path.parent().unwrap_or(Path::new("/"));
+    fn netns_mount_point(&mut self, dir: &Path) -> Result<(MountPointFd, FileId), SysError> {
         make_shared_mount_point(dir)?;
+        // Without O_EXCL, which would keep the file from ever getting a name.
         let file = fcntl::open(
-            path,
-            OFlag::O_RDONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_CLOEXEC,
+            dir,
+            OFlag::O_TMPFILE | OFlag::O_RDWR | NO_FOLLOW,
             Mode::empty(),
+        )
+        .map_err(|e| SysError::os("create a mount point in", dir.display(), e))?;
+        let st = stat::fstat(&file).map_err(|e| SysError::os("fstat", dir.display(), e))?;
+        let id = FileId {
+            dev: st.st_dev,
+            ino: st.st_ino,
+        };
+        Ok((MountPointFd { file }, id))
+    }
+
+    fn netns_bind(
+        &mut self,
+        netns: &NetnsFd,
+        mount_point: MountPointFd,
+        path: &Path,
+    ) -> Result<(), SysError> {
+        // Through the descriptor's magic link: linking the descriptor itself (AT_EMPTY_PATH)
+        // needs CAP_DAC_READ_SEARCH, which the agent's unit does not have. EEXIST if the name
+        // is taken, which stays as it is; the unnamed file goes with its descriptor.
+        let file = format!("/proc/self/fd/{}", mount_point.file.as_raw_fd());
+        unistd::linkat(
+            fcntl::AT_FDCWD,
+            file.as_str(),
+            fcntl::AT_FDCWD,
+            path,
+            fcntl::AtFlags::AT_SYMLINK_FOLLOW,
         )
         .map_err(|e| SysError::os("netns_bind", path.display(), e))?;
         // The source is the descriptor's magic link in /proc, which names the namespace itself,
         // whatever thread runs this and whatever namespace it is in.
         let source = format!("/proc/self/fd/{}", netns.fd.as_raw_fd());
-        // The file's identity from its descriptor, before the mount: once mounted, the path
-        // shows the nsfs file.
-        let bound = stat::fstat(&file)
-            .map_err(|e| SysError::os("fstat", path.display(), e))
-            .and_then(|st| {
-                let flags = MsFlags::MS_BIND;
-                mount::mount(
-                    Some(source.as_str()),
-                    path,
-                    None::<&str>,
-                    flags,
-                    None::<&str>,
-                )
-                .map_err(|e| SysError::os("bind mount a new namespace on", path.display(), e))?;
-                Ok(FileId {
-                    dev: st.st_dev,
-                    ino: st.st_ino,
-                })
-            });
+        let bound = mount::mount(
+            Some(source.as_str()),
+            path,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(|e| SysError::os("bind mount a new namespace on", path.display(), e));
         if bound.is_err() {
             if let Err(e) = self.netns_del(path) {
                 warn!("cleaning up after a failed netns_bind: {}", Chain(&e));

@@ -114,16 +114,17 @@ pub struct Record {
     #[serde(default)]
     pub identity_first: bool,
     /// A creation or a deletion of the namespace is under way, saved before it starts: only then
-    /// is an empty file at `/run/netns/NAME` the agent's, left between creating the file and
+    /// is an empty file at `/run/netns/NAME` the agent's, left between linking the file there and
     /// mounting on it, or between unmounting and unlinking. Otherwise it may be the file of
     /// someone's `ip netns add` that has not mounted yet, and it stays.
     #[serde(default)]
     pub netns_pending: bool,
     /// The identity of the file the agent created at `/run/netns/NAME` to mount the namespace
-    /// on. With it, only that file is removed as the agent's leftover: after the agent's own
-    /// unlink, the empty file of someone's `ip netns add` under the name is a new file. Records
-    /// without it (older agents, or a creation cut short before it was known) take any empty file
-    /// of root's there while `netns_pending`.
+    /// on, saved while the file has no name yet. With it, only that file is removed as the
+    /// agent's leftover: after the agent's own unlink, the empty file of someone's `ip netns add`
+    /// under the name is a new file. Records of older agents may lack it, also while
+    /// `netns_pending` (they recorded it after the mount): they take any empty file of root's
+    /// there then, as those agents did.
     #[serde(default)]
     pub netns_file: Option<FileId>,
     /// The user of a user connection (`connection.permissions`), whose namespaces count against

@@ -149,27 +149,39 @@ impl NetnsSetup<'_> {
 pub trait Sys {
     /// An open handle on a network namespace (a file descriptor of an nsfs file).
     type Netns;
+    /// An unnamed file to mount a namespace on (a file descriptor of one).
+    type MountPoint;
 
     fn now(&self) -> Instant;
 
-    /// The first half of `ip netns add`: a new namespace, held open, and its identity. It has no
+    /// The first step of `ip netns add`: a new namespace, held open, and its identity. It has no
     /// name yet, so nobody else can find it; `path` is where [`Sys::netns_bind`] will put it, for
     /// messages. The caller records the identity before the namespace gets its name, so that a
     /// crash in between never leaves a name whose namespace the agent cannot tell from another.
     fn netns_create(&mut self, path: &Path) -> Result<(Self::Netns, NetnsId), SysError>;
-    /// The second half of `ip netns add`: the nsfs mount of `netns` at `path`, in a directory made
-    /// a shared mount point first. Fails with EEXIST if `path` exists. Returns the identity of
-    /// the file it created at `path` as the mount point, taken before the mount covers it.
-    fn netns_bind(&mut self, netns: &Self::Netns, path: &Path) -> Result<FileId, SysError>;
+    /// The second step: makes `dir` a shared mount point, then creates in it an empty file with
+    /// no name yet, to mount the namespace on, and returns it with its identity. The caller
+    /// records that identity before [`Sys::netns_bind`] names the file: a crash before leaves
+    /// nothing (a file without a name goes with its descriptor), and after, that very file.
+    fn netns_mount_point(&mut self, dir: &Path) -> Result<(Self::MountPoint, FileId), SysError>;
+    /// The last step: links `mount_point` at `path`, in the directory it was made in, and
+    /// bind-mounts `netns` on it. Fails with EEXIST if `path` exists, which stays as it is.
+    fn netns_bind(
+        &mut self,
+        netns: &Self::Netns,
+        mount_point: Self::MountPoint,
+        path: &Path,
+    ) -> Result<(), SysError>;
     /// Opens the namespace mounted at `path`; `None` if nothing is there, an error if something
     /// other than a network namespace is.
     fn netns_open(&mut self, path: &Path) -> Result<Option<Self::Netns>, SysError>;
     /// `ip netns del`: detaches the mount and removes the file; a missing one counts as done.
     fn netns_del(&mut self, path: &Path) -> Result<(), SysError>;
-    /// Removes what `ip netns del` (and [`Sys::netns_del`]) leaves when it is cut short between
-    /// its unmount and its unlink: an empty regular file owned by root, not a mount point, and
-    /// with `Some(file)`, that very file ([`Sys::netns_bind`]'s). `false` if something else is at
-    /// `path`, which stays; `true` if nothing is left there.
+    /// Removes what [`Sys::netns_bind`] leaves when it is cut short between its link and its
+    /// mount, or `ip netns del` (and [`Sys::netns_del`]) between its unmount and its unlink: an
+    /// empty regular file owned by root, not a mount point, and with `Some(file)`, that very file
+    /// ([`Sys::netns_mount_point`]'s). `false` if something else is at `path`, which stays;
+    /// `true` if nothing is left there.
     fn netns_leftover_remove(
         &mut self,
         path: &Path,

@@ -223,9 +223,9 @@ impl<S: Sys> Executor<S> {
         Ok(Some((handle, id)))
     }
 
-    /// Creates the namespace, on record as the agent's with its identity before it gets its
-    /// name: a crash at any point finds either no name or the namespace the record identifies,
-    /// never one it could mistake for another. Puts the record back as it was if that fails.
+    /// Creates the namespace and the file it is mounted on, both on record as the agent's with
+    /// their identities before they get the name: a crash at any point finds either no name, or
+    /// the file or namespace the record identifies, never one it could mistake for another. Puts the record back as it was if that fails.
     /// Returns the namespace, its identity and that of the file it is mounted on.
     fn create_netns(
         &mut self,
@@ -235,28 +235,26 @@ impl<S: Sys> Executor<S> {
     ) -> Result<(S::Netns, NetnsId, FileId), ExecError> {
         let netns = &req.plan.netns;
         let (handle, id) = self.sys.netns_create(path)?;
+        let (mount_point, file) = self.sys.netns_mount_point(&self.paths.run_netns)?;
         let mut intent = new_record(req, previous, true);
         intent.netns_id = Some(id);
-        // The bind leaves an empty file under the name if it is cut short. Its identity is on
-        // record only from `record_attempt` on; until then any empty file of root's there counts
-        // as the leftover. While the agent's file is there, no `ip netns add` (O_EXCL) makes one.
+        intent.netns_file = Some(file);
+        // The bind leaves the empty file under the name if it is cut short between its link and
+        // its mount; it is on record as the agent's before it has that name.
         intent.netns_pending = true;
         let bound = self
             .save(&intent)
-            .and_then(|()| self.sys.netns_bind(&handle, path));
-        let file = match bound {
-            Ok(file) => file,
-            Err(e) => {
-                let restored = match previous {
-                    Some(previous) => self.save(previous),
-                    None => self.forget(netns),
-                };
-                if let Err(r) = restored {
-                    error!("putting back the record of {netns}: {}", Chain(&r));
-                }
-                return Err(e.into());
+            .and_then(|()| self.sys.netns_bind(&handle, mount_point, path));
+        if let Err(e) = bound {
+            let restored = match previous {
+                Some(previous) => self.save(previous),
+                None => self.forget(netns),
+            };
+            if let Err(r) = restored {
+                error!("putting back the record of {netns}: {}", Chain(&r));
             }
-        };
+            return Err(e.into());
+        }
         info!("created namespace {netns} at {}", path.display());
         Ok((handle, id, file))
     }

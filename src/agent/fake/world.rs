@@ -9,7 +9,11 @@ use crate::agent::sys::{Link, Process};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Call {
     NetnsCreate(PathBuf),
+    NetnsMountPoint(PathBuf),
+    /// The link of the mount point under its name, the first half of `netns_bind`.
     NetnsBind(PathBuf),
+    /// The mount on it, the second half: a crash here leaves the linked, empty file.
+    NetnsBindMount(PathBuf),
     NetnsOpen(PathBuf),
     NetnsDel(PathBuf),
     NetnsLeftoverRemove(PathBuf),
@@ -49,7 +53,8 @@ pub enum Call {
 pub enum FakeNetnsEntry {
     Netns,
     RegularFile,
-    /// What `ip netns del` leaves between its unmount and its unlink: an empty file of root's.
+    /// An empty file of root's: what `ip netns del` leaves between its unmount and its unlink,
+    /// and `netns_bind` between its link and its mount.
     Leftover,
 }
 

@@ -211,9 +211,13 @@ fn happy_path_calls_in_order() {
         Call::NetnsOpen(p(NS)),
         Call::SysctlRead(PING_GROUP_RANGE.to_owned()),
     ];
-    // On record with its identity after the namespace exists and before it has its name.
-    let create = [Call::NetnsCreate(p(NS))];
-    let bind = [Call::NetnsBind(p(NS))];
+    // On record with its identity, and that of the file to mount it on, after both exist and
+    // before they have the name.
+    let create = [
+        Call::NetnsCreate(p(NS)),
+        Call::NetnsMountPoint(p("/run/netns")),
+    ];
+    let bind = [Call::NetnsBind(p(NS)), Call::NetnsBindMount(p(NS))];
     let move_link = [Call::LinkSetNetns {
         ifindex: 7,
         netns: p(NS),

@@ -480,6 +480,59 @@ fn a_deletion_cut_short_after_its_unlink_keeps_someones_new_file() {
     assert_eq!(ex.sys.world.netns.get(&p(NS)), None);
 }
 
+/// The world a crash just before the call `when` of a creation leaves, and an agent started anew
+/// on it.
+fn crashed_creating(
+    when: impl Fn(&Call) -> bool + Send + 'static,
+) -> (World, Executor<RecordingSys>) {
+    let crashed = crash_at(when, |ex| drop(ex.isolate(&request())));
+    let ex = executor_with(RecordingSys::new(crashed.clone()));
+    (crashed, ex)
+}
+
+/// Someone's `ip netns add` of the name has made its file in `world` and not yet mounted on it:
+/// a release keeps that file.
+fn assert_someones_file_kept(world: World) {
+    let mut sys = RecordingSys::new(world);
+    sys.add_netns_file(&p(NS), FakeNetnsEntry::Leftover);
+    let mut ex = executor_with(sys);
+    ex.release(&work()).unwrap_err();
+    assert_eq!(
+        ex.sys.world.netns.get(&p(NS)),
+        Some(&FakeNetnsEntry::Leftover),
+        "expected someone's file kept"
+    );
+}
+
+/// A crash before the mount point is linked under the name leaves nothing there, and the record
+/// already holds the identity of that unnamed file: the empty file of someone's `ip netns add` of
+/// the name is another file.
+#[test]
+fn a_crash_before_the_mount_points_link_leaves_nothing_of_the_agents() {
+    let (crashed, mut ex) = crashed_creating(|c| matches!(c, Call::NetnsBind(_)));
+    assert_eq!(crashed.netns.get(&p(NS)), None, "expected nothing named");
+    let r = record(&ex).unwrap();
+    assert!(r.netns_pending && r.netns_file.is_some(), "{r:?}");
+    ex.release(&work()).unwrap();
+    assert!(record(&ex).is_none(), "expected it forgotten");
+    assert_someones_file_kept(crashed);
+}
+
+/// A crash between the link and the mount leaves the agent's empty file under the name, the very
+/// one on record: the next release removes it, and no other file put there since.
+#[test]
+fn a_crash_before_the_mount_leaves_the_file_on_record() {
+    let (crashed, mut ex) = crashed_creating(|c| matches!(c, Call::NetnsBindMount(_)));
+    let file = record(&ex).unwrap().netns_file.map(|f| f.ino);
+    assert_eq!(file, crashed.netns_files.get(&p(NS)).copied());
+    assert_eq!(crashed.netns.get(&p(NS)), Some(&FakeNetnsEntry::Leftover));
+    ex.release(&work()).unwrap();
+    assert_eq!(ex.sys.world.netns.get(&p(NS)), None, "expected it removed");
+    assert!(record(&ex).is_none(), "expected it forgotten");
+    // Someone removed it, then began an `ip netns add` of the name.
+    assert_someones_file_kept(crashed);
+}
+
 /// An empty file at the namespace's path while the record says no creation or deletion of the
 /// agent's was under way may be the file of someone's `ip netns add` that has not mounted yet:
 /// it is never removed.
