@@ -516,6 +516,7 @@ mod tests {
     use super::{decode_request, Agent, Lease};
     use crate::agent::policy::{self, Policy};
     use crate::contract::INTERFACE;
+    use crate::plan::VarDict;
 
     /// The `#[interface]` attribute takes no constant, so its literal is checked here.
     #[test]

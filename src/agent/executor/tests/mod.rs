@@ -579,6 +579,7 @@ fn one_vpn_per_namespace() {
     }
 }
 
+mod crashes;
 mod ownership;
 mod release;
 mod stranded;
