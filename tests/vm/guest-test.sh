@@ -23,6 +23,8 @@ source "$VM_DIR/src/tests/e2e/tests.sh"
 source "$VM_DIR/src/tests/e2e/tests-isolated.sh"
 # shellcheck source=guest-local-user.sh
 source "$VM_DIR/guest-local-user.sh"
+# shellcheck source=guest-faults.sh
+source "$VM_DIR/guest-faults.sh"
 
 RIG_W=$VM_DIR/w
 RIG_IN=$RIG_W
@@ -413,6 +415,9 @@ main() {
     run_step passthrough s3_passthrough
     run_step upgrade s4_upgrade
     run_step agent-killed s5_agent_killed
+    run_step netns-deleted f1_netns_deleted
+    run_step quick-reconnect f2_quick_reconnect
+    run_step shim-killed f3_shim_killed
     # Each local-user case runs on its own; all need bob's session.
     if run_step local-user-session ul_session; then
         run_step local-user-foreign-netns ul_foreign_netns

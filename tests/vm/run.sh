@@ -43,6 +43,7 @@ add_test() {
     cp -r "$src/tests/e2e" "$vm/src/tests/"
     install -m 755 "$here/guest-test.sh" "$vm/guest-test.sh"
     install -m 644 "$here/guest-local-user.sh" "$vm/guest-local-user.sh"
+    install -m 644 "$here/guest-faults.sh" "$vm/guest-faults.sh"
     ln -s /usr/sbin/openvpn "$vm/bin/vpn-server"
     RIG_W=$vm/w rig_pki
     a=$(add_package "$pkg_a" "$root" "a-$(basename "$pkg_a")")

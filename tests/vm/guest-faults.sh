@@ -1,0 +1,66 @@
+# shellcheck shell=bash
+# Faults on the booted system, made only through what a user or an admin has: nmcli, ip and kill.
+# The e2e rig tries each of them too (tests/e2e/tests-faults.sh); here they meet the distribution's
+# NetworkManager.service and the agent under its hardened unit, as an outside check would.
+# Sourced by guest-test.sh; each function is one run_step.
+
+vm_inactive() { [[ -z $(rig_state "$1") ]]; }
+
+# The namespace deleted from outside with the VPN up. Expected: the agent's watch sees the name go
+# (inotify under the unit's system call filter) and the VPN fails; nothing is left, and the next up
+# works.
+f1_netns_deleted() {
+    local before since said
+    before=$(rig_snapshot)
+    isolated_up nsdel
+    since=$(date +%s)
+    ip netns del nsdel
+    pass_note "ip netns del nsdel with the VPN up"
+    expect_within "NM still reports nsdel active after its namespace was deleted" 30 vm_inactive nsdel
+    said=$(journalctl -q -u NetworkManager.service --since "@$since" --no-pager)
+    expect_match "NM's log does not say that namespace nsdel was deleted" 'namespace nsdel was deleted' "$said"
+    pass_note "the VPN failed: $(grep -m1 'namespace nsdel was deleted' <<<"$said" | sed 's/^.*\]: //')"
+    assert_gone nsdel "$before"
+    up_down_again nsdel "$before"
+    rig_profile_delete nsdel
+}
+
+# `down` and `up` at once, three times, as the GNOME switch flicked off and on. Expected: every
+# `up` comes up (the agent waits for the previous lease), and one namespace is left, then none.
+f2_quick_reconnect() {
+    local before i ups=0
+    before=$(rig_snapshot)
+    isolated_up quick
+    for i in 1 2 3; do
+        nmcli connection down quick >/dev/null 2>&1
+        if rig_up_nmcli quick >"$RIG_W/quick-up.$i" 2>&1; then
+            ups=$((ups + 1))
+        else
+            sed "s/^/    up $i: /" "$RIG_W/quick-up.$i"
+        fi
+    done
+    expect_eq "not every immediate down/up came up" 3 "$ups"
+    assert_isolated quick quick
+    expect_eq "not exactly one namespace of a VPN" quick "$(ip netns list | awk '$1 != "'"$RIG_INET"'" {print $1}')"
+    pass_note "3 immediate down/up cycles all came up, in one namespace"
+    down_releases quick "the last down releases" "$before"
+    rig_profile_delete quick
+}
+
+# The plugin (nm-vpn-netns-service) killed with the VPN up. Expected: its stock service and openvpn
+# end, the agent releases the lease when the plugin leaves the bus, NM has the VPN down, nothing is
+# left, and the next up works.
+f3_shim_killed() {
+    local before pid
+    before=$(rig_snapshot)
+    isolated_up shimkill
+    pid=$(sb_pid nm-vpn-netns-se)
+    [[ -n $pid ]] || expect_failed "no plugin process" "a process named nm-vpn-netns-se" "$(sb_ps)"
+    kill -9 "$pid"
+    expect_within "the plugin (pid $pid) survived kill -9" 10 pid_gone "$pid"
+    pass_note "the plugin (pid $pid) killed with SIGKILL while the VPN was up"
+    expect_within "NM still reports shimkill active after its plugin was killed" 30 vm_inactive shimkill
+    assert_gone shimkill "$before"
+    up_down_again shimkill "$before"
+    rig_profile_delete shimkill
+}
