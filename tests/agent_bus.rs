@@ -402,12 +402,10 @@ async fn a_lost_link_reaches_its_holder_alone_through_the_contracts_proxy() {
     }
     let bus = Bus::start("link-lost");
     let run_netns = run_netns_dir("bus");
-    let _agent = start(
-        &bus,
-        watching_agent(sys_with_links(), run_netns.clone()),
-        None,
-    )
-    .await;
+    let mut sys = sys_with_links();
+    sys.add_link(10, "tun2", Some("tun"), None);
+    sys.add_link(11, "tun3", Some("tun"), None);
+    let _agent = start(&bus, watching_agent(sys, run_netns.clone()), None).await;
     let (holder, bystander, forger) = (
         bus.connect().await,
         bus.connect().await,
@@ -469,32 +467,47 @@ async fn a_lost_link_reaches_its_holder_alone_through_the_contracts_proxy() {
         .await
         .unwrap();
     watch_peer().send(&dellink(7)).unwrap();
-    let expected = (
-        "work".to_owned(),
-        "tun0".to_owned(),
-        "link-removed".to_owned(),
-    );
+    let expected = ("work", "tun0", "link-removed");
+    let got = next_lost(&mut lost).await;
     assert_eq!(
-        next_lost(&mut lost).await,
-        expected,
+        got,
+        owned(expected),
         "expected the agent's signal, not the forged one"
     );
     release(&p, "work").await.unwrap();
 
-    // The namespace's name deleted while the VPN is up.
-    std::fs::write(run_netns.join("gone"), "").unwrap();
+    // The namespace's name deleted while the VPN is up; other names, one of them longer, are not
+    // its name.
+    let touch = |name: &str| std::fs::write(run_netns.join(name), "").unwrap();
+    let rm = |name: &str| std::fs::remove_file(run_netns.join(name)).unwrap();
+    for name in ["gone", "gone2", "other"] {
+        touch(name);
+    }
     isolate(&p, request(8, "tun1", &keys("gone")))
         .await
         .unwrap();
-    std::fs::remove_file(run_netns.join("gone")).unwrap();
-    let expected = (
-        "gone".to_owned(),
-        "tun0".to_owned(),
-        "netns-deleted".to_owned(),
-    );
-    let got = next_lost(&mut lost).await;
-    assert_eq!((&got.0, &got.2), (&expected.0, &expected.2), "got {got:?}");
+    rm("gone2");
+    rm("other");
+    rm("gone");
+    let expected = ("gone", "tun1", "netns-deleted");
+    assert_eq!(next_lost(&mut lost).await, owned(expected));
     release(&p, "gone").await.unwrap();
+
+    // The agent's own deletion is not reported: the release ends the watch before it. The next
+    // signal is the next VPN's.
+    touch("kept");
+    isolate(&p, request(10, "tun2", &keys("kept")))
+        .await
+        .unwrap();
+    release(&p, "kept").await.unwrap();
+    rm("kept");
+    isolate(&p, request(11, "tun3", &keys("last")))
+        .await
+        .unwrap();
+    watch_peer().send(&dellink(7)).unwrap();
+    let expected = ("last", "tun3", "link-removed");
+    assert_eq!(next_lost(&mut lost).await, owned(expected));
+    release(&p, "last").await.unwrap();
 
     // To the holder alone: a signal broadcast after both losses reaches the bystander, which got
     // neither of them before it (the bus keeps each receiver's messages in order).
@@ -528,4 +541,8 @@ async fn next_lost(lost: &mut LinkLostStream) -> (String, String, String) {
         args.link.to_owned(),
         args.reason.to_owned(),
     )
+}
+
+fn owned((netns, link, reason): (&str, &str, &str)) -> (String, String, String) {
+    (netns.to_owned(), link.to_owned(), reason.to_owned())
 }

@@ -13,6 +13,7 @@
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs::File;
+use std::future::Future;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
@@ -20,7 +21,7 @@ use std::sync::Mutex;
 
 use log::{error, info, warn};
 use nix::errno::Errno;
-use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, InotifyEvent};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tokio::task::AbortHandle;
@@ -96,7 +97,8 @@ impl Watches {
         let Some(open) = self.open else {
             return;
         };
-        // The name's watch first, so that a deletion while the link's watch opens is seen.
+        // The name's watch first: a deletion from here on is among its events, and one before it
+        // leaves no name, which `gone` reads when the link's watch finds nothing.
         let name = match NameWatch::new(&self.run_netns, &lost.netns) {
             Ok(name) => Some(name),
             Err(e) => {
@@ -125,16 +127,15 @@ impl Watches {
         let conn = conn.clone();
         let task = tokio::spawn(async move {
             let loss = match watch {
+                // Each side that fails says so and leaves the other one watching.
                 Some((fd, ifindex)) => tokio::select! {
-                    removed = removed(fd, ifindex) => removed.map(|()| LinkLoss::Removed),
-                    deleted = NameWatch::deleted(name) => deleted.map(|()| LinkLoss::NetnsDeleted),
+                    () = or_log(removed(fd, ifindex), &lost, "tun") => LinkLoss::Removed,
+                    () = or_log(NameWatch::deleted(name), &lost, "name") => LinkLoss::NetnsDeleted,
                 },
-                None => Ok(LinkLoss::Removed),
+                None if gone(&path) => LinkLoss::NetnsDeleted,
+                None => LinkLoss::Removed,
             };
-            match loss {
-                Ok(loss) => tell(&conn, &lost, &loss).await,
-                Err(e) => error!("watching tun {} in {}: {e}", lost.link, lost.netns),
-            }
+            tell(&conn, &lost, &loss).await;
         });
         if let Some(old) = self.lock().insert(ns, task.abort_handle()) {
             old.abort();
@@ -170,20 +171,41 @@ async fn removed(fd: OwnedFd, ifindex: u32) -> io::Result<()> {
             Ok(Ok(n)) if rtmsg::link_removed(&buf[..n], ifindex) => return Ok(()),
             Ok(Ok(_)) | Err(_) => {}
             // The kernel dropped messages for want of room (rtnetlink(7), ENOBUFS): the removal
-            // may be among them, so ask for the link; `link_removed` reads the answer.
+            // may be among them, so ask for the link; `link_removed` reads the answer. A query
+            // that cannot be sent is tried again at the next loss.
             Ok(Err(e)) if e.raw_os_error() == Some(Errno::ENOBUFS as i32) => {
                 warn!("the watch on link {ifindex} lost messages; asking the kernel for the link");
-                fd.get_ref().write_all(&rtmsg::link_query(ifindex))?;
+                if let Err(e) = fd.get_ref().write_all(&rtmsg::link_query(ifindex)) {
+                    warn!("cannot ask the kernel for link {ifindex}: {e}");
+                }
             }
             Ok(Err(e)) => return Err(e),
         }
     }
 }
 
+/// Resolves when `watch` does; if it fails, logs why and never resolves, so that the other side
+/// of the watch goes on.
+async fn or_log(watch: impl Future<Output = io::Result<()>>, lost: &Lost, side: &str) {
+    if let Err(e) = watch.await {
+        error!(
+            "the watch on the {side} of tun {} in {} failed: {e}; the other side goes on",
+            lost.link, lost.netns
+        );
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Whether nothing is at the namespace's path any more.
+fn gone(path: &Path) -> bool {
+    matches!(path.symlink_metadata(), Err(e) if e.kind() == io::ErrorKind::NotFound)
+}
+
 /// An inotify watch on the directory of a namespace's name, for the name's removal.
 struct NameWatch {
     inotify: Inotify,
     name: NetnsName,
+    path: PathBuf,
 }
 
 impl AsRawFd for NameWatch {
@@ -204,7 +226,18 @@ impl NameWatch {
         Ok(NameWatch {
             inotify,
             name: name.clone(),
+            path: dir.join(name.as_str()),
         })
+    }
+
+    /// Whether `events` take the name: one names it, or the kernel dropped events
+    /// (`IN_Q_OVERFLOW`) or ended the watch (`IN_IGNORED`: the directory went) and nothing is at
+    /// the path any more (inotify(7)).
+    fn taken(&self, events: &[InotifyEvent]) -> bool {
+        let name = OsStr::new(self.name.as_str());
+        let lost = AddWatchFlags::IN_Q_OVERFLOW | AddWatchFlags::IN_IGNORED;
+        events.iter().any(|e| e.name.as_deref() == Some(name))
+            || events.iter().any(|e| e.mask.intersects(lost)) && gone(&self.path)
     }
 
     /// Resolves once the name is removed from its directory; never if there is no watch. The
@@ -223,14 +256,9 @@ impl NameWatch {
             let events =
                 ready.try_io(|w| w.get_ref().inotify.read_events().map_err(io::Error::from));
             match events {
-                Ok(Ok(events)) => {
-                    let name = OsStr::new(watch.get_ref().name.as_str());
-                    if events.iter().any(|e| e.name.as_deref() == Some(name)) {
-                        return Ok(());
-                    }
-                }
+                Ok(Ok(events)) if watch.get_ref().taken(&events) => return Ok(()),
+                Ok(Ok(_)) | Err(_) => {}
                 Ok(Err(e)) => return Err(e),
-                Err(_would_block) => {}
             }
         }
     }

@@ -21,8 +21,9 @@ pub(super) async fn decode_off_the_loop(
     owner: String,
     policy: Policy,
     uid_of: UidOf,
+    arrived: Instant,
 ) -> Result<IsolateArgs, AgentError> {
-    tokio::task::spawn_blocking(move || decode_request(&req, owner, policy, uid_of))
+    tokio::task::spawn_blocking(move || decode_request(&req, owner, policy, uid_of, arrived))
         .await
         .map_err(|e| AgentError::Failed(format!("cannot decode the request: {e}")))?
 }
@@ -51,16 +52,16 @@ fn check_sizes(req: &IsolateRequest) -> Result<(), AgentError> {
 
 /// The `Isolate` request with every field decoded and validated: nothing in it is trusted until
 /// `settings::parse` and `plan::build` accepted it. A user connection's name is formed as
-/// `policy` says.
+/// `policy` says. The deadline counts from when the request `arrived`, so that the time spent
+/// in the queue of the blocking pool and in a slow user lookup counts against it.
 pub(super) fn decode_request(
     req: &VarDict,
     owner: String,
     policy: Policy,
     uid_of: UidOf,
+    arrived: Instant,
 ) -> Result<IsolateArgs, AgentError> {
     let invalid = |msg: String| AgentError::InvalidArgs(msg);
-    // The deadline starts when the request arrives, before any validation work.
-    let start = Instant::now();
     let req: IsolateRequest = contract::from_dict(req).map_err(|e| invalid(e.to_string()))?;
     if req.ifindex == 0 {
         return Err(invalid(
@@ -130,6 +131,6 @@ pub(super) fn decode_request(
         never_default_v4: settings.never_default_v4,
         never_default_v6: settings.never_default_v6,
         tunnel_mtu: req.tunnel_mtu,
-        deadline: start + settings.timeout,
+        deadline: arrived + settings.timeout,
     })
 }

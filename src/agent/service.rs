@@ -7,6 +7,7 @@
 use std::collections::{BTreeSet, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Instant;
 
 use log::{error, info, warn};
 use tokio::sync::{oneshot, Notify};
@@ -312,7 +313,14 @@ async fn authorize(
 /// the fuzzers (`fuzz/`) and the test that replays what they found.
 #[doc(hidden)]
 pub fn validate_request(req: &VarDict) -> Result<(), AgentError> {
-    decode_request(req, String::new(), Policy::default(), policy::system_uid).map(drop)
+    decode_request(
+        req,
+        String::new(),
+        Policy::default(),
+        policy::system_uid,
+        Instant::now(),
+    )
+    .map(drop)
 }
 
 #[interface(name = "io.github.NmVpnNetns.Agent1")]
@@ -425,10 +433,13 @@ impl Agent {
         hdr: &Header<'_>,
         conn: &Connection,
     ) -> Result<IsolateReply, AgentError> {
+        // `netns-timeout` counts from here, before any check.
+        let arrived = Instant::now();
         let owner = authorize(conn, hdr, "Isolate").await?;
         // Read at each request, so that a change applies from the next connect on.
         let policy = Policy::load(&self.policy, 0).map_err(|e| AgentError::Failed(chain(&e)))?;
-        let req = request::decode_off_the_loop(request, owner, policy, self.uid_of).await?;
+        let req =
+            request::decode_off_the_loop(request, owner, policy, self.uid_of, arrived).await?;
         let (ns, owner) = (req.plan.netns.clone(), req.owner.clone());
         self.leases
             .take(&ns, Lease::from(&req), req.deadline)
@@ -448,7 +459,13 @@ impl Agent {
                     iso.elapsed.as_millis()
                 );
                 let (netns, link) = (iso.netns.clone(), iso.link.clone());
-                self.watches.start(conn, Lost { netns, link, owner });
+                // Under the lease lock: a release that began meanwhile (the caller left the bus)
+                // has the lease, and no watch may start to report its deletion of the namespace.
+                let leases = self.leases.lock().await;
+                if leases.lease_of(&netns, &owner).is_ok() {
+                    self.watches.start(conn, Lost { netns, link, owner });
+                }
+                drop(leases);
                 Ok(IsolateReply {
                     netns: iso.netns.to_string(),
                     link: iso.link,
@@ -507,6 +524,8 @@ async fn authorize_on(
 
 #[cfg(test)]
 mod tests {
+    use std::time::Instant;
+
     use zbus::object_server::Interface;
 
     use std::collections::HashMap;
@@ -556,7 +575,14 @@ mod tests {
             if let Some(mtu) = tunnel_mtu {
                 r.insert("tunnel-mtu".into(), ov(mtu.into()));
             }
-            decode_request(&r, String::new(), Policy::default(), policy::system_uid).unwrap()
+            decode_request(
+                &r,
+                String::new(),
+                Policy::default(),
+                policy::system_uid,
+                Instant::now(),
+            )
+            .unwrap()
         };
         let args = request(Some(1400));
         let lease = Lease::from(&args);

@@ -49,10 +49,10 @@ pub fn run_netns_dir(test: &str) -> PathBuf {
 }
 
 /// The other end of the last watch that [`fake_watch`] opened, for the test to write to.
-pub static WATCH_PEER: Mutex<Option<UnixDatagram>> = Mutex::new(None);
+static WATCH_PEER: Mutex<Option<UnixDatagram>> = Mutex::new(None);
 
 /// A watch on link 7 that the test feeds through [`WATCH_PEER`], as the kernel would.
-pub fn fake_watch(_netns: &Path, _link: &str) -> Result<Option<(OwnedFd, u32)>, SysError> {
+fn fake_watch(_netns: &Path, _link: &str) -> Result<Option<(OwnedFd, u32)>, SysError> {
     let (ours, peer) = UnixDatagram::pair().unwrap();
     ours.set_nonblocking(true).unwrap();
     *WATCH_PEER.lock().unwrap() = Some(peer);

@@ -348,7 +348,8 @@ s6_purge() {
     expect_cmd_ok "the purge did not restore the stock .name byte for byte" cmp "$STOCK_NAME" "$RIG_W/stock.name"
     expect_eq "the purge left a diversion" "" "$(dpkg-divert --list "$STOCK_NAME")"
     expect_sb_absent "the purge left $STOCK_NAME.distrib" "$STOCK_NAME.distrib"
-    pass_note "purged; the stock .name is back byte for byte, no diversion"
+    expect_ne "an idle agent still runs after the purge" active "$(systemctl is-active "$AGENT_UNIT")"
+    pass_note "purged; the stock .name is back byte for byte, no diversion, no agent running"
 
     rig_profile_keyfile plain 3 ca
     stock_vpn_roundtrip plain nmcli

@@ -225,7 +225,8 @@ impl<S: Sys> Executor<S> {
 
     /// Creates the namespace and the file it is mounted on, both on record as the agent's with
     /// their identities before they get the name: a crash at any point finds either no name, or
-    /// the file or namespace the record identifies, never one it could mistake for another. Puts the record back as it was if that fails.
+    /// the file or namespace the record identifies, never one it could mistake for another. Puts
+    /// the record back as it was if that fails.
     /// Returns the namespace, its identity and that of the file it is mounted on.
     fn create_netns(
         &mut self,

@@ -242,19 +242,21 @@ impl<S: Sys> Executor<S> {
         path: &Path,
         f: &FileRecord,
     ) -> Result<&'static str, SysError> {
-        if f.written.is_some() {
-            let now = self.sys.file_read(path)?;
-            if let Some(why) = why_left(f, now.as_deref()) {
+        let now = match f.written {
+            Some(_) => Some(self.sys.file_read(path)?),
+            None => None,
+        };
+        match put_back_of(f, now.as_ref().map(Option::as_deref)) {
+            PutBack::Leave(why) => {
                 warn!("left {}: {why}", path.display());
-                return Ok("left");
+                Ok("left")
             }
-        }
-        match &f.backup {
-            None => self
+            PutBack::Gone => Ok("found already removed:"),
+            PutBack::Remove => self
                 .sys
                 .file_remove(path, Durability::Durable)
                 .map(|()| "removed"),
-            Some(backup) => {
+            PutBack::Restore(backup) => {
                 self.save_rewriting(record, f.file, backup)?;
                 self.restore(path, backup).map(|()| "restored")
             }
@@ -286,14 +288,31 @@ impl<S: Sys> Executor<S> {
     }
 }
 
-/// Why a release leaves a file the agent wrote as it is, given what it holds `now` (`None`: no
-/// file); `None` if it still holds what the agent left there. The postrm says the same.
-pub(super) fn why_left(f: &FileRecord, now: Option<&[u8]>) -> Option<&'static str> {
-    match now {
-        _ if f.holds_ours(now) => None,
-        // Nothing to compare, and what the agent replaced is not put back where someone
-        // removed the file.
-        None => Some("it was removed since nm-vpn-netns wrote it"),
-        Some(_) => Some("it changed since nm-vpn-netns wrote it"),
+/// What a release does with a file the agent wrote under `/etc/netns`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum PutBack<'f> {
+    /// Someone changed or removed it since the agent wrote it: it stays as it is, for this reason
+    /// (the postrm says the same). What the agent replaced is not put back over someone's change.
+    Leave(&'static str),
+    /// The agent created it and someone removed it: nothing is left to do.
+    Gone,
+    /// The agent created it: it goes.
+    Remove,
+    /// The agent replaced it: its old content goes back.
+    Restore(&'f [u8]),
+}
+
+/// What a release does with the file `f` records, given what it holds `now`: `Some(None)` when
+/// there is no file, and `None` for a record that kept no copy of what the agent wrote (0.1.0),
+/// whose file is taken as the agent's.
+pub(super) fn put_back_of<'f>(f: &'f FileRecord, now: Option<Option<&[u8]>>) -> PutBack<'f> {
+    match (now, &f.backup) {
+        (Some(None), None) => PutBack::Gone,
+        (Some(None), Some(_)) => PutBack::Leave("it was removed since nm-vpn-netns wrote it"),
+        (Some(now), _) if !f.holds_ours(now) => {
+            PutBack::Leave("it changed since nm-vpn-netns wrote it")
+        }
+        (_, None) => PutBack::Remove,
+        (_, Some(backup)) => PutBack::Restore(backup),
     }
 }

@@ -229,26 +229,41 @@ fn a_file_removed_since_the_agent_wrote_it_is_left_gone() {
 
 #[test]
 fn a_release_says_why_it_leaves_a_file() {
+    use teardown::PutBack::{Gone, Leave, Remove, Restore};
     let f = FileRecord {
         file: DnsFile::ResolvConf,
         backup: Some(b"old".to_vec()),
         written: Some(b"ours".to_vec()),
         rewriting: Some(b"ours, rewritten".to_vec()),
     };
-    let cases: [(Option<&[u8]>, Option<&str>); 4] = [
-        (Some(b"ours"), None),
-        (Some(b"ours, re"), None),
-        (
-            Some(b"theirs"),
-            Some("it changed since nm-vpn-netns wrote it"),
-        ),
-        (None, Some("it was removed since nm-vpn-netns wrote it")),
+    let created = FileRecord {
+        backup: None,
+        ..f.clone()
+    };
+    let changed = Leave("it changed since nm-vpn-netns wrote it");
+    let removed = Leave("it was removed since nm-vpn-netns wrote it");
+    // (the record, what the file holds now: `Some(None)` for no file, what the release does)
+    type Case<'a> = (
+        &'a FileRecord,
+        Option<Option<&'a [u8]>>,
+        teardown::PutBack<'a>,
+    );
+    let cases: [Case; 8] = [
+        (&f, Some(Some(b"ours")), Restore(b"old")),
+        (&f, Some(Some(b"ours, re")), Restore(b"old")),
+        (&f, Some(Some(b"theirs")), changed.clone()),
+        (&f, Some(None), removed),
+        (&f, None, Restore(b"old")),
+        (&created, Some(Some(b"ours")), Remove),
+        (&created, Some(Some(b"theirs")), changed),
+        (&created, Some(None), Gone),
     ];
-    for (now, expected) in cases {
-        let got = teardown::why_left(&f, now);
+    for (f, now, expected) in cases {
+        let got = teardown::put_back_of(f, now);
         assert_eq!(
             got, expected,
-            "file now {now:?}: expected {expected:?}, got {got:?}"
+            "backup {:?}, file now {now:?}: expected {expected:?}, got {got:?}",
+            f.backup
         );
     }
 }
