@@ -55,8 +55,8 @@ pub enum LinkLoss {
     /// `link-removed`: the tun left the namespace, destroyed or moved out. openvpn does this when
     /// it reopens its tun, as after the server pushed other options on a reconnect.
     Removed,
-    /// `netns-deleted`: the namespace lost its name in `/run/netns` (`ip netns delete`), so no
-    /// app can be started in it any more.
+    /// `netns-deleted`: the namespace lost its name in `/run/netns` (`ip netns delete`, or
+    /// `umount` alone), so no app can be started in it any more.
     NetnsDeleted,
     /// A reason this build does not know.
     Other(String),

@@ -1,14 +1,15 @@
 //! The watch on each isolated tun: when it leaves its leased namespace (openvpn closed it, as
 //! when it reopens its tun after the server pushed another address, or it was moved out), or the
-//! namespace loses its name (`ip netns delete` while the VPN is up), the agent sends `LinkLost`
-//! ([`crate::contract::Agent1Proxy::receive_link_lost`]) to the lease holder, which stops the VPN.
-//! Without it NM would report the VPN connected while nothing can pass, or while no one can start
-//! an app in the namespace any more.
+//! namespace loses its name (`ip netns delete`, or `umount` alone, while the VPN is up), the
+//! agent sends `LinkLost` ([`crate::contract::Agent1Proxy::receive_link_lost`]) to the lease
+//! holder, which stops the VPN. Without it NM would report the VPN connected while nothing can
+//! pass, or while no one can start an app in the namespace any more.
 //!
-//! The watch is a netlink socket opened inside the namespace ([`Opener`]) and an inotify watch on
-//! the directory of the namespace's name, read on the service's event loop; it ends, closing
-//! both, when the lease is released. The socket holds the namespace: closing it once the name is
-//! gone lets the kernel destroy a namespace no process holds, and the tun with it.
+//! The watch is a netlink socket opened inside the namespace ([`Opener`]), an inotify watch on
+//! the directory of the namespace's name, and a watch on the mount table (for `umount` alone),
+//! read on the service's event loop; it ends, closing them, when the lease is released. The socket
+//! holds the namespace: closing it once the name is gone lets the kernel destroy a namespace no
+//! process holds, and the tun with it.
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -16,6 +17,7 @@ use std::fs::File;
 use std::future::Future;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -111,6 +113,7 @@ impl Watches {
             }
         };
         let path = self.run_netns.join(lost.netns.as_str());
+        let mounted = identity(&path);
         let watch = match open(&path, &lost.link) {
             Ok(watch) => watch,
             Err(e) => {
@@ -131,6 +134,7 @@ impl Watches {
                 Some((fd, ifindex)) => tokio::select! {
                     () = or_log(removed(fd, ifindex), &lost, "tun") => LinkLoss::Removed,
                     () = or_log(NameWatch::deleted(name), &lost, "name") => LinkLoss::NetnsDeleted,
+                    () = or_log(unmounted(&path, mounted), &lost, "mount") => LinkLoss::NetnsDeleted,
                 },
                 None if gone(&path) => LinkLoss::NetnsDeleted,
                 None => LinkLoss::Removed,
@@ -193,6 +197,35 @@ async fn or_log(watch: impl Future<Output = io::Result<()>>, lost: &Lost, side: 
             lost.link, lost.netns
         );
         std::future::pending::<()>().await;
+    }
+}
+
+/// The device and inode at `path`, through a mount on it: the namespace's, while it is mounted.
+fn identity(path: &Path) -> Option<(u64, u64)> {
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+/// Resolves once the namespace `mounted` (its identity) is no longer what `path` shows: `umount`
+/// alone leaves the name, an empty file under it, and the namespace reachable by no name. The
+/// kernel flags `/proc/self/mountinfo` with `POLLPRI` at each change of the mount table (proc(5));
+/// the agent's unit has no mount namespace of its own, so that is the host's. Never resolves
+/// without an identity to compare.
+async fn unmounted(path: &Path, mounted: Option<(u64, u64)>) -> io::Result<()> {
+    let Some(mounted) = mounted else {
+        return std::future::pending().await;
+    };
+    let table = File::open("/proc/self/mountinfo")?;
+    // SAFETY: the `File` owns the descriptor and keeps it open for as long as the `AsyncFd` that
+    // owns the `File`.
+    let table = unsafe { AsyncFd::register_with_interest(table, Interest::PRIORITY) }
+        .map_err(io::Error::from)?;
+    loop {
+        // The poll that reports a change also takes note of it, so the table need not be read.
+        let mut ready = table.ready(Interest::PRIORITY).await?;
+        ready.clear_ready();
+        if identity(path) != Some(mounted) {
+            return Ok(());
+        }
     }
 }
 
@@ -269,8 +302,8 @@ async fn tell(conn: &Connection, lost: &Lost, loss: &LinkLoss) {
     let Lost { netns, link, owner } = lost;
     match loss {
         LinkLoss::NetnsDeleted => info!(
-            "namespace {netns} lost its name (ip netns delete) while its VPN was up; telling \
-             the lease holder {owner}"
+            "namespace {netns} lost its name (deleted or unmounted from outside) while its \
+             VPN was up; telling the lease holder {owner}"
         ),
         _ => info!(
             "tun {link} left namespace {netns} (openvpn closed it, e.g. to reopen it after the \

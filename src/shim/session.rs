@@ -337,8 +337,8 @@ impl Session {
                          the server changed the pushed address); stopping the VPN"
                     ),
                     LinkLoss::NetnsDeleted => error!(
-                        "namespace {netns} was deleted (ip netns delete) while the VPN was up; \
-                         no app can start in it any more; stopping the VPN"
+                        "namespace {netns} was deleted or unmounted from outside while the VPN \
+                         was up; no app can start in it any more; stopping the VPN"
                     ),
                     LinkLoss::Other(reason) => error!(
                         "the agent reports tunnel {link} lost in namespace {netns} ({}); \

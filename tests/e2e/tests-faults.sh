@@ -348,22 +348,31 @@ t_fault_nm_restart() {
 }
 
 # The namespace deleted from outside (`ip netns del`) while connected.
-t_fault_netns_deleted() {
-    local name=ns-del ns=ns-del
+# NAME HOW...: with the isolated VPN NAME up, its namespace's name is taken from outside by the
+# command HOW (run in the sandbox). Expected: the agent's watch sees it and tells the shim, which
+# fails the VPN; NM has it down, its processes end, nothing is left in the root namespace, and the
+# next up works.
+netns_taken() {
+    local name=$1 ns=$1
+    shift
     fault_begin_up "$name" 4
     NM_LINES=$(wc -l <"$RIG_W/nm.log")
-    rig_sb ip netns del "$ns"
-    pass_note "ip netns del $ns with the VPN up"
-    # Expected: the agent's watch sees the name go and tells the shim, which fails the VPN; NM has
-    # it down, its processes end, nothing is left in the root namespace, and the next up works.
-    expect_within "NM still reports $name active after its namespace was deleted" 30 nm_inactive "$name"
+    rig_sb "$@"
+    pass_note "$* with the VPN up"
+    expect_within "NM still reports $name active after $*" 30 nm_inactive "$name"
     expect_within "NM's log does not say that $ns was deleted" 10 nm_log_says "namespace $ns was deleted"
-    pass_note "the namespace's deletion failed the VPN"
-    expect_vpn_gone "a process of the VPN still runs after its namespace was deleted"
+    pass_note "the VPN failed"
+    expect_vpn_gone "a process of the VPN still runs after $*"
     expect_within "a tun remains in the root namespace" 10 root_no_tun
     assert_root_unconfigured
     fault_end "$name"
 }
+
+t_fault_netns_deleted() { netns_taken ns-del ip netns del ns-del; }
+
+# `umount` alone leaves the name, an empty file under it; the agent's release then removes that
+# file, which it made, as its leftover.
+t_fault_netns_unmounted() { netns_taken ns-umount umount /run/netns/ns-umount; }
 
 # /etc/netns read-only. Expected: the isolated up fails, NM's log says why, and nothing is left.
 t_fault_etc_netns_ro() {
@@ -471,5 +480,6 @@ t_fault_cycles() {
 E2E_TESTS+=(t_fault_agent_killed_before_record t_fault_agent_killed_before_move
     t_fault_agent_killed_before_config t_fault_agent_killed_in_release t_fault_shim_killed
     t_fault_stock_killed t_fault_openvpn_killed t_fault_server_restart t_fault_server_new_address
-    t_fault_server_new_address_root t_fault_nm_restart t_fault_netns_deleted t_fault_etc_netns_ro
+    t_fault_server_new_address_root t_fault_nm_restart t_fault_netns_deleted t_fault_netns_unmounted
+    t_fault_etc_netns_ro
     t_fault_tun_clash t_fault_cycles)
