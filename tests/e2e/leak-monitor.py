@@ -315,6 +315,21 @@ class Monitor:
         if not os.path.exists(os.path.join("/run/netns", ns)):
             return
         self.samples += 1
+        stray = self.stray_routes(ns, tun)
+        # `ip` names each route's device after its dump; a device that left in between (a tun
+        # destroyed as its VPN goes down) shows as ifN. Its routes go with it, so they are looked
+        # at again once: only those still there count.
+        if any(re.match(r"^if\d+$", d) for _, devs in stray for d in devs):
+            time.sleep(0.3)
+            stray = self.stray_routes(ns, tun)
+        for route, _ in stray:
+            self.leak("netns-route", "every route in namespace %s through its tun %s (or lo)" % (ns, tun),
+                      "%s %s" % (ns, json.dumps(route, sort_keys=True)))
+
+    def stray_routes(self, ns, tun):
+        """The routes of namespace ns, both families, that leave through neither tun nor lo, each
+        with its devices."""
+        stray = []
         for family in ("-4", "-6"):
             try:
                 out = subprocess.run(["ip", "-j", family, "-n", ns, "route", "show", "table", "all"],
@@ -331,8 +346,8 @@ class Monitor:
                 devs = [route["dev"]] if "dev" in route else []
                 devs += [nh["dev"] for nh in route.get("nexthops", []) if "dev" in nh]
                 if not devs or any(d not in ("lo", tun) for d in devs):
-                    self.leak("netns-route", "every route in namespace %s through its tun %s (or lo)" % (ns, tun),
-                              "%s %s" % (ns, json.dumps(route, sort_keys=True)))
+                    stray.append((route, devs))
+        return stray
 
     def due_samples(self, final=False):
         now = time.time()

@@ -185,11 +185,14 @@ impl<S: Sys> Executor<S> {
         let file = recorded.and_then(|r| r.netns_file);
         if let Some(id) = id {
             let opened = match self.sys.netns_open(&path) {
-                // The agent's own creation or deletion was cut short (a crash) with the file at
-                // `path` not mounted; never anyone else's, whose `ip netns add` may be under way:
-                // after the agent's unlink, that is another file.
+                // The file at `path` is not mounted: the agent's own creation or deletion was cut
+                // short (a crash), or someone unmounted the namespace (`umount` alone). It goes if
+                // it is the very file the agent made (its identity is on record), or, for a
+                // record without it, if the agent's creation or deletion was under way; never
+                // anyone else's, whose `ip netns add` may be under way: that is another file.
                 Err(SysError::NotNetns { .. })
-                    if pending && self.sys.netns_leftover_remove(&path, file)? =>
+                    if (pending || file.is_some())
+                        && self.sys.netns_leftover_remove(&path, file)? =>
                 {
                     self.set_netns_pending(netns, false)?;
                     return Ok(());

@@ -202,26 +202,36 @@ fn a_crash_before_the_mount_leaves_the_file_on_record() {
     assert_someones_file_kept(crashed);
 }
 
-/// An empty file at the namespace's path while the record says no creation or deletion of the
-/// agent's was under way may be the file of someone's `ip netns add` that has not mounted yet:
-/// it is never removed.
+/// An empty file at the namespace's path that is not the one the agent made may be the file of
+/// someone's `ip netns add` that has not mounted yet: it is never removed.
 #[test]
 fn an_empty_file_is_removed_only_after_the_agents_own_deletion() {
     let mut ex = executor();
     ex.isolate(&request()).unwrap();
     assert!(!record(&ex).unwrap().netns_pending);
-    let mut world = world(&ex);
-    world.netns.insert(p(NS), FakeNetnsEntry::Leftover);
-    let mut ex = Executor::new(RecordingSys::new(world), Paths::default()).unwrap();
+    let mut sys = RecordingSys::new(world(&ex));
+    sys.add_netns_file(&p(NS), FakeNetnsEntry::Leftover);
+    let mut ex = executor_with(sys);
     ex.release(&work()).unwrap_err();
-    assert!(
-        !calls(&mut ex).contains(&Call::NetnsLeftoverRemove(p(NS))),
-        "expected no removal"
-    );
     assert_eq!(
         ex.sys.world.netns.get(&p(NS)),
-        Some(&FakeNetnsEntry::Leftover)
+        Some(&FakeNetnsEntry::Leftover),
+        "expected someone's file kept"
     );
+}
+
+/// `umount` alone of the agent's namespace leaves the file the agent made under the name; its
+/// identity is on record, so the release removes it, and nothing is left.
+#[test]
+fn the_agents_own_mount_point_unmounted_from_outside_is_removed() {
+    let mut ex = executor();
+    ex.isolate(&request()).unwrap();
+    let mut world = world(&ex);
+    world.netns.insert(p(NS), FakeNetnsEntry::Leftover);
+    let mut ex = executor_with(RecordingSys::new(world));
+    ex.release(&work()).unwrap();
+    assert_eq!(ex.sys.world.netns.get(&p(NS)), None, "expected it removed");
+    assert!(record(&ex).is_none(), "expected it forgotten");
 }
 
 /// A crash in the middle of a rewrite in place (truncate, then write) leaves a prefix of what
