@@ -321,27 +321,33 @@ t_agent_replaced() {
     rig_profile_delete upgrade
 }
 
+# NAME N: N cycles of `down` then at once `up` of NAME; each `up` must come up.
+quick_cycles() {
+    local name=$1 n=$2 i ups=0
+    for ((i = 1; i <= n; i++)); do
+        rig_sb nmcli connection down "$name" >/dev/null 2>&1
+        if rig_up_nmcli "$name" >"$RIG_W/quick-up.$i" 2>&1; then
+            ups=$((ups + 1))
+        else
+            sed "s/^/    up $i: /" "$RIG_W/quick-up.$i"
+        fi
+    done
+    expect_eq "not every immediate down/up came up" "$n" "$ups"
+}
+
 # Scenario 12: `down` then `up` with no pause, as a user flicking the GNOME switch does. NM does
 # not wait for a plugin to stop, so the new plugin's Isolate can meet the old plugin's lease; the
 # agent waits for it (within netns-timeout) instead of refusing the connection.
 quick_records() { rig_sb sh -c 'cd /run/nm-vpn-netns && for f in *; do [ -e "$f" ] && echo "$f"; done; true'; }
 t_quick_reconnect() {
-    local before records lines i ups=0 waited
+    local before records lines waited
     before=$(rig_snapshot)
     # Earlier scenarios may leave the record of a namespace they kept (netns-persistent).
     records=$(quick_records)
     rig_profile_keyfile quick 1 ca netns-isolate=yes netns-name=quick
     expect_cmd_ok "the first up failed" rig_up_nmcli quick
     lines=$(wc -l <"$RIG_W/sandbox.log")
-    for i in 1 2 3 4 5; do
-        rig_sb nmcli connection down quick >/dev/null 2>&1
-        if rig_up_nmcli quick >"$RIG_W/quick-up.$i" 2>&1; then
-            ups=$((ups + 1))
-        else
-            sed "s/^/    up $i: /" "$RIG_W/quick-up.$i"
-        fi
-    done
-    expect_eq "not every immediate down/up came up" 5 "$ups"
+    quick_cycles quick 5
     waited=$(sandbox_log_since "$lines" | grep -c 'namespace quick is free after') || true
     pass_note "5 immediate down/up cycles all came up; $waited of them waited for the previous lease"
     assert_isolated quick quick

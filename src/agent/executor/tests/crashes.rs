@@ -209,15 +209,7 @@ fn an_empty_file_is_removed_only_after_the_agents_own_deletion() {
     let mut ex = executor();
     ex.isolate(&request()).unwrap();
     assert!(!record(&ex).unwrap().netns_pending);
-    let mut sys = RecordingSys::new(world(&ex));
-    sys.add_netns_file(&p(NS), FakeNetnsEntry::Leftover);
-    let mut ex = executor_with(sys);
-    ex.release(&work()).unwrap_err();
-    assert_eq!(
-        ex.sys.world.netns.get(&p(NS)),
-        Some(&FakeNetnsEntry::Leftover),
-        "expected someone's file kept"
-    );
+    assert_someones_file_kept(world(&ex));
 }
 
 /// `umount` alone of the agent's namespace leaves the file the agent made under the name; its
