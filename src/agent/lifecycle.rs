@@ -160,7 +160,9 @@ pub async fn run(conn: Connection, mut agent: Agent, exe: Option<Exe>) -> zbus::
                 let Some(signal) = signal else { return Ok(()) };
                 let Ok(args) = signal.args() else { continue };
                 if args.new_owner().is_none() && args.name().starts_with(':') {
-                    agent.get().await.release_owner(args.name()).await;
+                    // On a task of its own: each release may wait for its tun to go.
+                    let (agent, owner) = (agent.clone(), args.name().to_string());
+                    tokio::spawn(async move { agent.get().await.release_owner(&owner).await });
                 }
             }
             () = &mut exiting => break,

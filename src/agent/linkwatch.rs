@@ -20,13 +20,14 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::time::Duration;
 
 use log::{error, info, warn};
 use nix::errno::Errno;
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, InotifyEvent};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
-use tokio::task::AbortHandle;
+use tokio::task::JoinHandle;
 use zbus::names::BusName;
 use zbus::object_server::SignalEmitter;
 use zbus::Connection;
@@ -58,7 +59,7 @@ pub struct Watches {
     run_netns: PathBuf,
     /// Opens each watch; `None`: no watch.
     pub open: Option<Opener>,
-    tasks: Mutex<HashMap<NetnsName, AbortHandle>>,
+    tasks: Mutex<HashMap<NetnsName, JoinHandle<()>>>,
     /// The leases taken back at start, watched once the agent serves.
     adopted: Mutex<Vec<Lost>>,
 }
@@ -141,7 +142,7 @@ impl Watches {
             };
             tell(&conn, &lost, &loss).await;
         });
-        if let Some(old) = self.lock().insert(ns, task.abort_handle()) {
+        if let Some(old) = self.lock().insert(ns, task) {
             old.abort();
         }
     }
@@ -153,7 +154,21 @@ impl Watches {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<NetnsName, AbortHandle>> {
+    /// Waits, at most `within`, until the watch on `netns` has seen its tun go (or its name), then
+    /// ends it. For a lease whose holder left the bus: its stock service, told by the kernel that
+    /// the plugin died, is ending openvpn, and deleting the namespace first would destroy the tun
+    /// under openvpn, which then spins on its dead descriptor instead of exiting.
+    pub async fn stop_once_lost(&self, netns: &NetnsName, within: Duration) {
+        let Some(mut task) = self.lock().remove(netns) else {
+            return;
+        };
+        if tokio::time::timeout(within, &mut task).await.is_err() {
+            info!("the tun in namespace {netns} is still there after {within:?}; releasing anyway");
+            task.abort();
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<NetnsName, JoinHandle<()>>> {
         self.tasks
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())

@@ -7,7 +7,7 @@
 use std::collections::{BTreeSet, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use log::{error, info, warn};
 use tokio::sync::{oneshot, Notify};
@@ -28,6 +28,11 @@ use crate::contract::{self, AgentError, IsolateReply, ReleaseReport};
 use crate::plan::settings::{self, NetnsName};
 use crate::plan::{IsolationPlan, VarDict};
 use crate::report::chain;
+
+/// How long the release of a lease whose holder left the bus waits for openvpn to close its tun
+/// ([`Watches::stop_once_lost`]): the stock service gets SIGTERM when the plugin dies, and ends
+/// openvpn, which takes well under a second.
+const DEPARTED_GRACE: Duration = Duration::from_secs(5);
 
 impl From<ExecError> for AgentError {
     fn from(e: ExecError) -> Self {
@@ -260,8 +265,11 @@ impl Agent {
                 // Released meanwhile, and perhaps leased again by another caller.
                 continue;
             }
-            info!("caller {owner} left the bus; releasing its lease on namespace {ns}");
-            self.watches.stop(&ns);
+            info!(
+                "caller {owner} left the bus; releasing its lease on namespace {ns} once its tun \
+                 is gone (at most {DEPARTED_GRACE:?})"
+            );
+            self.watches.stop_once_lost(&ns, DEPARTED_GRACE).await;
             if let Err(e) = self.executor.release(ns.clone()).await {
                 error!("releasing after {owner} left: {e}");
             }
