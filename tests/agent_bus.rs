@@ -546,3 +546,69 @@ async fn next_lost(lost: &mut LinkLostStream) -> (String, String, String) {
 fn owned((netns, link, reason): (&str, &str, &str)) -> (String, String, String) {
     (netns.to_owned(), link.to_owned(), reason.to_owned())
 }
+
+/// A caller that leaves the bus without releasing, as a plugin killed with SIGKILL does, leaves
+/// behind what it started: its stock service, which leads a process group of its own, and
+/// openvpn in that group. The agent ends that group's processes, with SIGKILL once SIGTERM did not
+/// do it, before it releases the namespace; a child of the caller in the caller's own group is not
+/// the VPN's, and is left alone.
+#[tokio::test(flavor = "current_thread")]
+async fn a_departed_callers_process_groups_are_ended_before_the_release() {
+    if !is_root() {
+        return;
+    }
+    let bus = Bus::start("departed");
+    let _agent = start(&bus, agent(sys_with_links()), None).await;
+    // Deaf to SIGTERM, as a hung stock service is; its `sleep` inherits that, as openvpn would
+    // be in the group.
+    let mut stock = Command::new("sh")
+        .args(["-c", "trap '' TERM; sleep 600 & wait"])
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let mut bystander = Command::new("sleep").arg("600").spawn().unwrap();
+    let caller = bus.connect().await;
+    isolate(&proxy(&caller).await, request(7, "tun0", &keys("work")))
+        .await
+        .unwrap();
+    caller.close().await.unwrap();
+
+    let deadline = Instant::now() + 3 * WAIT;
+    let status = loop {
+        if let Some(status) = stock.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            // Ours to end, so that a failure leaves nothing (and no holder of the test's output).
+            let group = nix::unistd::Pid::from_raw(stock.id() as i32);
+            nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL).ok();
+            bystander.kill().ok();
+            panic!(
+                "expected the group led by the caller's child {group} to be ended; it still runs"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(9),
+        "expected the group's leader, deaf to SIGTERM, to end by SIGKILL; it ended with {status}"
+    );
+    assert!(
+        bystander.try_wait().unwrap().is_none(),
+        "the caller's child in the caller's own group was ended too"
+    );
+    bystander.kill().unwrap();
+    bystander.wait().unwrap();
+
+    // The namespace was released: another connection gets it.
+    let mut req = request(8, "tun1", &keys("work"));
+    req.insert("uuid".into(), ov("5f0e2c1a-0000-4000-8000-000000000002"));
+    let next = proxy(&bus.connect().await).await;
+    let isolated = eventually(|| async { isolate(&next, req.clone()).await.is_ok() }).await;
+    assert!(
+        isolated,
+        "expected namespace work to be released after its caller left"
+    );
+    release(&next, "work").await.unwrap();
+}

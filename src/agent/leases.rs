@@ -15,19 +15,22 @@ use log::info;
 use tokio::sync::{Mutex, MutexGuard, Notify};
 
 use crate::agent::executor::IsolateArgs;
+use crate::agent::procs::Started;
 use crate::agent::record::Record;
 use crate::contract::AgentError;
 use crate::plan::settings::NetnsName;
 use crate::plan::{self, IsolationPlan, PlanError, PlanInput, VarDict};
 
 /// One isolation's holder: the caller's unique bus name (`""` on a peer-to-peer connection), the
-/// connection it isolated, and what a re-sent config needs to be planned again.
+/// connection it isolated, what a re-sent config needs to be planned again, and the processes the
+/// caller started, to end if it dies without releasing.
 pub struct Lease {
     pub owner: String,
     pub uuid: String,
     pub never_default_v4: bool,
     pub never_default_v6: bool,
     pub tunnel_mtu: Option<u32>,
+    pub started: Started,
 }
 
 impl Lease {
@@ -62,6 +65,7 @@ impl From<&IsolateArgs> for Lease {
             never_default_v4: a.never_default_v4,
             never_default_v6: a.never_default_v6,
             tunnel_mtu: a.tunnel_mtu,
+            started: Started::default(),
         }
     }
 }
@@ -74,6 +78,8 @@ impl From<&Record> for Lease {
             never_default_v4: r.never_default_v4,
             never_default_v6: r.never_default_v6,
             tunnel_mtu: r.tunnel_mtu,
+            // The processes are not recorded: an agent that restarted cannot end them.
+            started: Started::default(),
         }
     }
 }
@@ -233,7 +239,7 @@ fn meets(table: &LeaseTable, ns: &NetnsName, lease: &Lease) -> Meets {
 mod tests {
     use zbus::OwnedVariant;
 
-    use super::{Lease, LeaseTable};
+    use super::{Lease, LeaseTable, Started};
     use crate::agent::record::Record;
     use crate::plan::VarDict;
 
@@ -310,6 +316,7 @@ mod tests {
             never_default_v4: false,
             never_default_v6: false,
             tunnel_mtu: None,
+            started: Started::default(),
         };
         let mut table = LeaseTable::default();
         table.held.insert("work".parse().unwrap(), lease(":1.8"));

@@ -8,6 +8,8 @@
 //!   that leave, and its exit after the last release once its binary was replaced.
 //! - [`executor`]: carries a plan out all or nothing, and tears it down again.
 //! - [`linkwatch`]: tells a lease holder when its tun left the namespace, or the namespace its name.
+//! - [`procs`]: processes found in `/proc`: those a release would strand in a namespace, and those
+//!   a caller started, which the agent ends when the caller dies without releasing.
 //! - [`record`]: what the agent owns, on disk, one record per namespace; [`policy`]: the
 //!   administrator's confinement of names, from `/etc/nm-vpn-netns/agent.conf`.
 //! - [`sys`]: the one trait through which the executor touches the system; [`linux`] implements

@@ -1,10 +1,19 @@
-//! The processes that run in a network namespace, found through `/proc`: what a `down` would
-//! strand if it deleted the namespace under them.
+//! Processes the agent finds through `/proc`: those that run in a network namespace (what a `down`
+//! would strand if it deleted the namespace under them), and those a caller started in process
+//! groups of their own (what the agent ends when that caller dies without releasing).
 
+use std::collections::HashSet;
+use std::fmt;
 use std::fs;
-use std::os::fd::AsFd;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::time::Duration;
 
+use log::{error, warn};
 use nix::sys::stat;
+use rustix::process::{pidfd_open, pidfd_send_signal, Pid, PidfdFlags, Signal};
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
 
 use crate::agent::sys::{Process, SysError};
 
@@ -12,24 +21,16 @@ use crate::agent::sys::{Process, SysError};
 /// cannot be read during the scan are skipped: the list is advice, and a release goes on anyway.
 pub fn in_netns(netns: impl AsFd, object: &str) -> Result<Vec<Process>, SysError> {
     let ns = stat::fstat(netns.as_fd()).map_err(|e| SysError::os("fstat", object, e))?;
-    let entries = fs::read_dir("/proc").map_err(|e| SysError::os("read_dir", "/proc", e))?;
     let mut found = Vec::new();
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
-            continue;
-        };
+    for pid in pids().map_err(|e| SysError::os("read_dir", "/proc", e))? {
         // stat follows the ns/net link to the namespace's own nsfs inode.
-        let Ok(st) = stat::stat(&entry.path().join("ns/net")) else {
+        let Ok(st) = stat::stat(format!("/proc/{pid}/ns/net").as_str()) else {
             continue;
         };
         if (st.st_dev, st.st_ino) != (ns.st_dev, ns.st_ino) {
             continue;
         }
-        let comm = fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
+        let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
         found.push(Process {
             pid,
             comm: comm.trim_end().to_owned(),
@@ -37,4 +38,195 @@ pub fn in_netns(netns: impl AsFd, object: &str) -> Result<Vec<Process>, SysError
     }
     found.sort_by_key(|p| p.pid);
     Ok(found)
+}
+
+/// The PIDs in `/proc`.
+fn pids() -> io::Result<impl Iterator<Item = u32>> {
+    Ok(fs::read_dir("/proc")?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok())))
+}
+
+/// The fields of `/proc/PID/stat` that tell whose child a process is and which group it is in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stat {
+    pub pid: u32,
+    pub comm: String,
+    pub ppid: u32,
+    pub pgrp: u32,
+}
+
+/// Parses `/proc/PID/stat`: `pid (comm) state ppid pgrp …`. The name may hold spaces and
+/// parentheses, so it ends at the last `)` (proc_pid_stat(5)).
+pub fn parse_stat(text: &str) -> Option<Stat> {
+    let (head, rest) = text.rsplit_once(')')?;
+    let (pid, comm) = head.split_once(" (")?;
+    let mut fields = rest.split_ascii_whitespace().skip(1);
+    Some(Stat {
+        pid: pid.trim().parse().ok()?,
+        comm: comm.to_owned(),
+        ppid: fields.next()?.parse().ok()?,
+        pgrp: fields.next()?.parse().ok()?,
+    })
+}
+
+/// The members of each process group led by a child of `caller`. The plugin starts its stock
+/// service so, as the leader of a group of its own, and openvpn joins that group; so this is the
+/// VPN's every process, even once the stock service has died and left openvpn to init.
+pub fn groups_led_by_children(stats: &[Stat], caller: u32) -> Vec<&Stat> {
+    let leaders: HashSet<u32> = stats
+        .iter()
+        .filter(|s| s.ppid == caller && s.pgrp == s.pid)
+        .map(|s| s.pid)
+        .collect();
+    stats.iter().filter(|s| leaders.contains(&s.pgrp)).collect()
+}
+
+fn read_stat(pid: u32) -> Option<Stat> {
+    parse_stat(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// The processes a caller started in groups of their own ([`groups_led_by_children`]), each held
+/// by a pidfd: a signal through it reaches that process or none, never one that got its PID since.
+#[derive(Default)]
+pub struct Started(Vec<(Stat, OwnedFd)>);
+
+impl Started {
+    /// Finds them for `caller`, off the event loop. A scan that fails finds none: the caller's
+    /// own teardown, or its stock service's, is the first line, and this the second.
+    pub async fn by(caller: u32) -> Started {
+        tokio::task::spawn_blocking(move || Started::scan(caller))
+            .await
+            .unwrap_or_else(|e| {
+                error!("cannot find the processes caller {caller} started: {e}");
+                Started::default()
+            })
+    }
+
+    fn scan(caller: u32) -> Started {
+        let stats: Vec<Stat> = match pids() {
+            Ok(pids) => pids.filter_map(read_stat).collect(),
+            Err(e) => {
+                error!("cannot find the processes caller {caller} started: /proc: {e}");
+                return Started::default();
+            }
+        };
+        let mut started = Vec::new();
+        for s in groups_led_by_children(&stats, caller) {
+            let Some(pid) = Pid::from_raw(s.pid as i32) else {
+                continue;
+            };
+            // Read again once held: the PID is still the process that was scanned, in its group.
+            if let Ok(fd) = pidfd_open(pid, PidfdFlags::empty()) {
+                if read_stat(s.pid).is_some_and(|now| now.pgrp == s.pgrp && now.comm == s.comm) {
+                    started.push((s.clone(), fd));
+                }
+            }
+        }
+        Started(started)
+    }
+
+    /// Ends them: SIGTERM, then SIGKILL to any still running after `grace`, which gets as long
+    /// again to end. Tells whether all have ended.
+    pub async fn end(&self, grace: Duration) -> bool {
+        self.signal(Signal::TERM);
+        if tokio::time::timeout(grace, self.ended()).await.is_ok() {
+            return true;
+        }
+        warn!("{self} still running {grace:?} after SIGTERM; sending SIGKILL");
+        self.signal(Signal::KILL);
+        tokio::time::timeout(grace, self.ended()).await.is_ok()
+    }
+
+    fn signal(&self, signal: Signal) {
+        for (s, fd) in &self.0 {
+            match pidfd_send_signal(fd, signal) {
+                Ok(()) | Err(rustix::io::Errno::SRCH) => {}
+                Err(e) => warn!("cannot send {signal:?} to {} ({}): {e}", s.pid, s.comm),
+            }
+        }
+    }
+
+    /// Resolves once every one has exited: a pidfd polls readable then (pidfd_open(2)).
+    async fn ended(&self) {
+        for (s, fd) in &self.0 {
+            let exited = async {
+                // SAFETY: the `AsyncFd` owns its copy of the pidfd, open as long as it is.
+                let fd = unsafe {
+                    AsyncFd::register_with_interest(fd.try_clone()?, Interest::READABLE)
+                }?;
+                fd.readable().await.map(drop)
+            };
+            if let Err(e) = exited.await {
+                warn!("cannot wait for {} ({}) to exit: {e}", s.pid, s.comm);
+            }
+        }
+    }
+}
+
+impl fmt::Display for Started {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            return f.write_str("no process it started");
+        }
+        let all: Vec<String> = self
+            .0
+            .iter()
+            .map(|(s, _)| format!("{} ({})", s.pid, s.comm))
+            .collect();
+        write!(f, "its processes {}", all.join(", "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stat(pid: u32, ppid: u32, pgrp: u32) -> Stat {
+        Stat {
+            pid,
+            comm: format!("p{pid}"),
+            ppid,
+            pgrp,
+        }
+    }
+
+    #[test]
+    fn a_stat_line_parses_whatever_the_name_holds() {
+        let line = "1777 (open) vpn (x)) S 1 1771 1771 0 -1 4194560 1234 0 0 0";
+        let got = parse_stat(line).expect("a stat line");
+        let want = Stat {
+            pid: 1777,
+            comm: "open) vpn (x)".into(),
+            ppid: 1,
+            pgrp: 1771,
+        };
+        assert_eq!(got, want, "parsed {line:?}");
+        assert_eq!(parse_stat("1777 (openvpn) S 1"), None, "a line cut short");
+    }
+
+    #[test]
+    fn the_groups_led_by_the_callers_children_are_all_their_members() {
+        let stats = [
+            stat(100, 1, 100),   // the caller, a group leader itself
+            stat(101, 100, 101), // its stock service, leader of a group
+            stat(102, 1, 101),   // openvpn, left to init by a dead stock service
+            stat(103, 100, 100), // a child in the caller's own group
+            stat(104, 7, 104),   // another process's group leader
+            stat(105, 104, 104), // and its member
+        ];
+        let got: Vec<u32> = groups_led_by_children(&stats, 100)
+            .iter()
+            .map(|s| s.pid)
+            .collect();
+        assert_eq!(
+            got,
+            [101, 102],
+            "the members of groups led by children of 100"
+        );
+        assert!(
+            groups_led_by_children(&stats, 999).is_empty(),
+            "a caller with no child"
+        );
+    }
 }

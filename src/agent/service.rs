@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use log::{error, info, warn};
 use tokio::sync::{oneshot, Notify};
+use zbus::fdo::ConnectionCredentials;
 use zbus::message::Header;
 use zbus::names::UniqueName;
 use zbus::object_server::SignalEmitter;
@@ -21,6 +22,7 @@ use crate::agent::leases::{Lease, Leases};
 use crate::agent::lifecycle::{self, Exe, Fate};
 use crate::agent::linkwatch::{Lost, Opener, Watches};
 use crate::agent::policy::{self, Policy, UidOf};
+use crate::agent::procs::Started;
 use crate::agent::record::Record;
 use crate::agent::request::{self, decode_request, plan_error, read_host_nsswitch};
 use crate::agent::sys::{Process, Sys};
@@ -29,9 +31,12 @@ use crate::plan::settings::{self, NetnsName};
 use crate::plan::{IsolationPlan, VarDict};
 use crate::report::chain;
 
-/// How long the release of a lease whose holder left the bus waits for openvpn to close its tun
-/// ([`Watches::stop_once_lost`]): the stock service gets SIGTERM when the plugin dies, and ends
-/// openvpn, which takes well under a second.
+/// When a lease's holder leaves the bus without releasing, as a killed plugin does: how long the
+/// processes it started get after SIGTERM ([`Started::end`]), and then after SIGKILL; and how long
+/// the release waits for the tun to go ([`Watches::stop_once_lost`]). Its stock service gets
+/// SIGTERM from the kernel too, and normally ends openvpn itself; but on booted Debian 13 it
+/// once exited and left openvpn running, which then spun on a tun destroyed with its namespace.
+/// openvpn sends the server its exit notice first, which took 1.3 s on the e2e rig.
 const DEPARTED_GRACE: Duration = Duration::from_secs(5);
 
 impl From<ExecError> for AgentError {
@@ -261,14 +266,16 @@ impl Agent {
             return;
         }
         for ns in names {
-            if self.leases.lock().await.start_release(&ns, owner).is_err() {
+            let Ok(lease) = self.leases.lock().await.start_release(&ns, owner) else {
                 // Released meanwhile, and perhaps leased again by another caller.
                 continue;
-            }
+            };
             info!(
-                "caller {owner} left the bus; releasing its lease on namespace {ns} once its tun \
-                 is gone (at most {DEPARTED_GRACE:?})"
+                "caller {owner} left the bus; ending {}, and releasing its lease on namespace \
+                 {ns} once its tun is gone",
+                lease.started
             );
+            lease.started.end(DEPARTED_GRACE).await;
             self.watches.stop_once_lost(&ns, DEPARTED_GRACE).await;
             if let Err(e) = self.executor.release(ns.clone()).await {
                 error!("releasing after {owner} left: {e}");
@@ -279,25 +286,34 @@ impl Agent {
     }
 }
 
-/// The uid of the caller: asked of the bus when there is one, or of the socket's peer on a
+/// Who asks: its unique bus name (`""` on a peer-to-peer connection), and its process.
+struct Caller {
+    owner: String,
+    pid: Option<u32>,
+}
+
+/// The caller's credentials: asked of the bus when there is one, or of the socket's peer on a
 /// peer-to-peer connection (where the peer is the caller itself).
-async fn caller_uid(conn: &Connection, sender: Option<&UniqueName<'_>>) -> Result<u32, AgentError> {
-    let uid = match sender {
-        Some(sender) if conn.unique_name().is_some() => fdo::DBusProxy::new(conn)
-            .await?
-            .get_connection_unix_user(sender.clone().into())
-            .await
-            .map_err(|e| {
-                AgentError::AccessDenied(format!("cannot identify the caller {sender}: {e}"))
-            })?,
+async fn caller_creds(
+    conn: &Connection,
+    sender: Option<&UniqueName<'_>>,
+) -> Result<Arc<ConnectionCredentials>, AgentError> {
+    Ok(match sender {
+        Some(sender) if conn.unique_name().is_some() => Arc::new(
+            fdo::DBusProxy::new(conn)
+                .await?
+                .get_connection_credentials(sender.clone().into())
+                .await
+                .map_err(|e| {
+                    AgentError::AccessDenied(format!("cannot identify the caller {sender}: {e}"))
+                })?,
+        ),
         _ => conn
             .peer_creds()
             .await
             .map_err(|e| AgentError::AccessDenied(format!("cannot identify the caller: {e}")))?
-            .unix_user_id()
-            .ok_or_else(|| AgentError::AccessDenied("the caller's uid is unknown".into()))?,
-    };
-    Ok(uid)
+            .clone(),
+    })
 }
 
 /// Only root may call: the D-Bus policy says so too, but a policy can be loosened by mistake.
@@ -305,8 +321,11 @@ async fn authorize(
     conn: &Connection,
     hdr: &Header<'_>,
     method: &str,
-) -> Result<String, AgentError> {
-    let uid = caller_uid(conn, hdr.sender()).await?;
+) -> Result<Caller, AgentError> {
+    let creds = caller_creds(conn, hdr.sender()).await?;
+    let uid = creds
+        .unix_user_id()
+        .ok_or_else(|| AgentError::AccessDenied("the caller's uid is unknown".into()))?;
     let owner = hdr.sender().map(|s| s.to_string()).unwrap_or_default();
     if uid != 0 {
         warn!("refused {method} from {owner} (uid {uid}): only root may call the agent");
@@ -314,7 +333,10 @@ async fn authorize(
             "only root may call {method}; the caller has uid {uid}"
         )));
     }
-    Ok(owner)
+    Ok(Caller {
+        owner,
+        pid: creds.process_id(),
+    })
 }
 
 /// Everything `Isolate` checks before it touches the system, under the default policy, alone: for
@@ -443,7 +465,8 @@ impl Agent {
     ) -> Result<IsolateReply, AgentError> {
         // `netns-timeout` counts from here, before any check.
         let arrived = Instant::now();
-        let owner = authorize(conn, hdr, "Isolate").await?;
+        let caller = authorize(conn, hdr, "Isolate").await?;
+        let owner = caller.owner;
         // Read at each request, so that a change applies from the next connect on.
         let policy = Policy::load(&self.policy, 0).map_err(|e| AgentError::Failed(chain(&e)))?;
         let req =
@@ -467,10 +490,16 @@ impl Agent {
                     iso.elapsed.as_millis()
                 );
                 let (netns, link) = (iso.netns.clone(), iso.link.clone());
+                // openvpn made the tun, so it runs by now, in the stock service's group.
+                let started = match caller.pid {
+                    Some(pid) => Started::by(pid).await,
+                    None => Started::default(),
+                };
                 // Under the lease lock: a release that began meanwhile (the caller left the bus)
                 // has the lease, and no watch may start to report its deletion of the namespace.
-                let leases = self.leases.lock().await;
-                if leases.lease_of(&netns, &owner).is_ok() {
+                let mut leases = self.leases.lock().await;
+                if let Some(lease) = leases.held.get_mut(&netns).filter(|l| l.owner == owner) {
+                    lease.started = started;
                     self.watches.start(conn, Lost { netns, link, owner });
                 }
                 drop(leases);
@@ -523,7 +552,7 @@ async fn authorize_on(
     method: &str,
     netns: String,
 ) -> Result<(String, NetnsName), AgentError> {
-    let owner = authorize(conn, hdr, method).await?;
+    let owner = authorize(conn, hdr, method).await?.owner;
     let ns = netns
         .parse()
         .map_err(|e: settings::SettingsError| AgentError::InvalidArgs(e.to_string()))?;

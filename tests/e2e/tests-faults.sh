@@ -210,6 +210,30 @@ vpn_proc_killed() {
 }
 
 t_fault_shim_killed() { vpn_proc_killed nm-vpn-netns-se shim 3; }
+
+# The plugin killed while its stock service is stopped (SIGSTOP). Its process group, with openvpn in
+# it, is then orphaned with a stopped member, so the kernel sends the group SIGHUP and SIGCONT (POSIX
+# job control): the stock service dies of SIGHUP without ending openvpn, and openvpn restarts. This is
+# a stock service that dies and leaves openvpn, as one did once on booted Debian 13. Expected: the
+# agent ends the group's processes itself before it deletes the namespace, so no openvpn is left
+# (spinning on a destroyed tun, or reconnected in the root namespace), and nothing else is left.
+t_fault_shim_killed_stock_stopped() {
+    local name=kill-hung stock pid
+    fault_begin_up "$name" 3
+    stock=$(sb_pid nm-openvpn-serv) pid=$(sb_pid nm-vpn-netns-se)
+    [[ -n $stock && -n $pid ]] || expect_failed "no stock service or plugin" "nm-openvpn-serv and nm-vpn-netns-se" "$(sb_ps)"
+    FAULT_UNDO="rig_sb kill -CONT $stock 2>/dev/null"
+    SB_LINES=$(wc -l <"$RIG_W/sandbox.log")
+    rig_sb kill -STOP "$stock"
+    rig_sb kill -9 "$pid"
+    expect_within "the plugin (pid $pid) survived kill -9" 5 sb_pid_gone "$pid"
+    pass_note "stopped nm-openvpn-serv (pid $stock), then killed the plugin (pid $pid) with SIGKILL"
+    fault_end "$name"
+    expect_within "the agent does not say it ended the stock service's group" 10 \
+        grep_since sandbox.log "$SB_LINES" "left the bus; ending its processes $stock (nm-openvpn-serv), [0-9]* (openvpn)"
+    pass_note "the agent: $(grep -m1 -o 'left the bus; ending .*' <(tail -n +"$((SB_LINES + 1))" "$RIG_W/sandbox.log"))"
+}
+
 t_fault_stock_killed() { vpn_proc_killed nm-openvpn-serv stock 4; }
 t_fault_openvpn_killed() { vpn_proc_killed openvpn openvpn 1; }
 
@@ -479,7 +503,8 @@ t_fault_cycles() {
 
 E2E_TESTS+=(t_fault_agent_killed_before_record t_fault_agent_killed_before_move
     t_fault_agent_killed_before_config t_fault_agent_killed_in_release t_fault_shim_killed
-    t_fault_stock_killed t_fault_openvpn_killed t_fault_server_restart t_fault_server_new_address
+    t_fault_shim_killed_stock_stopped t_fault_stock_killed t_fault_openvpn_killed
+    t_fault_server_restart t_fault_server_new_address
     t_fault_server_new_address_root t_fault_nm_restart t_fault_netns_deleted t_fault_netns_unmounted
     t_fault_etc_netns_ro
     t_fault_tun_clash t_fault_cycles)

@@ -5,6 +5,7 @@
 # Sourced by guest-test.sh; each function is one run_step.
 
 vm_inactive() { [[ -z $(rig_state "$1") ]]; }
+vpn_ps() { ps -o pid,ppid,pgid,stat,etimes,comm -C nm-vpn-netns-se,nm-openvpn-serv,openvpn | sed 's/^/    /'; }
 
 # The namespace deleted from outside with the VPN up. Expected: the agent's watch sees the name go
 # (inotify under the unit's system call filter) and the VPN fails; nothing is left, and the next up
@@ -48,11 +49,37 @@ f3_shim_killed() {
     isolated_up shimkill
     pid=$(sb_pid nm-vpn-netns-se)
     [[ -n $pid ]] || expect_failed "no plugin process" "a process named nm-vpn-netns-se" "$(sb_ps)"
+    # Who is whose child and in which process group, for a failure below.
+    vpn_ps
     kill -9 "$pid"
     expect_within "the plugin (pid $pid) survived kill -9" 10 pid_gone "$pid"
     pass_note "the plugin (pid $pid) killed with SIGKILL while the VPN was up"
     expect_within "NM still reports shimkill active after its plugin was killed" 30 vm_inactive shimkill
+    vpn_ps
     assert_gone shimkill "$before"
     up_down_again shimkill "$before"
     rig_profile_delete shimkill
+}
+
+# The plugin killed while its stock service is stopped (SIGSTOP): the kernel then sends the orphaned
+# group SIGHUP and SIGCONT, and the stock service dies without ending openvpn, which restarts (as
+# t_fault_shim_killed_stock_stopped on the rig). Expected: the agent, confined by its unit, ends
+# openvpn itself before it deletes the namespace; nothing is left, and the next up works.
+f4_stock_stopped() {
+    local before stock pid said
+    before=$(rig_snapshot)
+    isolated_up stockstop
+    stock=$(sb_pid nm-openvpn-serv) pid=$(sb_pid nm-vpn-netns-se)
+    [[ -n $stock && -n $pid ]] || expect_failed "no stock service or plugin" "nm-openvpn-serv and nm-vpn-netns-se" "$(sb_ps)"
+    kill -STOP "$stock"
+    kill -9 "$pid"
+    expect_within "the plugin (pid $pid) survived kill -9" 10 pid_gone "$pid"
+    pass_note "stopped nm-openvpn-serv (pid $stock), then killed the plugin (pid $pid) with SIGKILL"
+    expect_within "NM still reports stockstop active after its plugin was killed" 30 vm_inactive stockstop
+    assert_gone stockstop "$before"
+    said=$(journalctl -q -u nm-vpn-netns-agent.service --since "-2min" --no-pager)
+    expect_match "the agent does not say it ended the stock service's group" "left the bus; ending its processes $stock \\(nm-openvpn-serv\\)" "$said"
+    pass_note "the agent: $(grep -m1 -o 'left the bus; ending .*' <<<"$said")"
+    up_down_again stockstop "$before"
+    rig_profile_delete stockstop
 }

@@ -6,7 +6,9 @@
 #
 # PACKAGE_A is installed first, PACKAGE_B is the upgrade. NM_VPN_NETNS_VM_TIMEOUT (seconds, default
 # 2400) bounds each guest; a guest still running then is killed, and the run fails with the tail of
-# its console. The guest has no network card: nothing of this run reaches the machine's network.
+# its console. NM_VPN_NETNS_VM_STEPS (names of guest-test.sh's steps, space-separated) runs only
+# those after install, to look into one step; a run with it set is not a test of the product. The
+# guest has no network card: nothing of this run reaches the machine's network.
 # shellcheck source-path=SCRIPTDIR
 set -uo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -20,6 +22,8 @@ shift 2
 suites=("$@")
 ((${#suites[@]})) || suites=(trixie bookworm)
 timeout=${NM_VPN_NETNS_VM_TIMEOUT:-2400}
+steps=${NM_VPN_NETNS_VM_STEPS:-}
+[[ -z $steps ]] || echo "vm: only install and the steps $steps (NM_VPN_NETNS_VM_STEPS); this run is no test of the product" >&2
 
 # Only definitions; rig_pki makes the certificates the e2e rig uses, here for the guest's server.
 # shellcheck source=../e2e/rig.sh
@@ -57,6 +61,7 @@ After=NetworkManager.service
 
 [Service]
 Type=oneshot
+Environment="VM_STEPS=$steps"
 ExecStart=$VM_DIR/guest-test.sh $a $b
 ExecStopPost=systemctl poweroff --no-block
 StandardOutput=journal+console
