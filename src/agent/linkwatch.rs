@@ -32,6 +32,7 @@ use zbus::names::BusName;
 use zbus::object_server::SignalEmitter;
 use zbus::Connection;
 
+use crate::agent::lifecycle;
 use crate::agent::record::Record;
 use crate::agent::rtmsg;
 use crate::agent::sys::SysError;
@@ -155,9 +156,9 @@ impl Watches {
     }
 
     /// Waits, at most `within`, until the watch on `netns` has seen its tun go (or its name), then
-    /// ends it. For a lease whose holder left the bus: its stock service, told by the kernel that
-    /// the plugin died, is ending openvpn, and deleting the namespace first would destroy the tun
-    /// under openvpn, which then spins on its dead descriptor instead of exiting.
+    /// ends it. For a lease whose holder left the bus: openvpn is being ended, and deleting the
+    /// namespace first would destroy the tun under it, and it would then spin on its dead
+    /// descriptor instead of exiting.
     pub async fn stop_once_lost(&self, netns: &NetnsName, within: Duration) {
         let Some(mut task) = self.lock().remove(netns) else {
             return;
@@ -315,6 +316,11 @@ impl NameWatch {
 /// Logs the loss and sends `LinkLost` to the lease holder.
 async fn tell(conn: &Connection, lost: &Lost, loss: &LinkLoss) {
     let Lost { netns, link, owner } = lost;
+    // A holder that left the bus is being released ([`Watches::stop_once_lost`]): its tun goes
+    // because the agent ended its openvpn, and there is no one to tell.
+    if !lifecycle::on_the_bus(conn, owner).await.unwrap_or(true) {
+        return;
+    }
     match loss {
         LinkLoss::NetnsDeleted => info!(
             "namespace {netns} lost its name (deleted or unmounted from outside) while its \

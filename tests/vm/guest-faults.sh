@@ -5,7 +5,7 @@
 # Sourced by guest-test.sh; each function is one run_step.
 
 vm_inactive() { [[ -z $(rig_state "$1") ]]; }
-vpn_ps() { ps -o pid,ppid,pgid,stat,etimes,comm -C nm-vpn-netns-se,nm-openvpn-serv,openvpn | sed 's/^/    /'; }
+vpn_ps() { { ps -o pid,ppid,pgid,stat,etimes,comm -C nm-vpn-netns-se,nm-openvpn-serv,openvpn || true; } | sed 's/^/    /'; }
 
 # The namespace deleted from outside with the VPN up. Expected: the agent's watch sees the name go
 # (inotify under the unit's system call filter) and the VPN fails; nothing is left, and the next up
