@@ -41,8 +41,8 @@ NM_VPN_NETNS_PRIVILEGED_SANDBOX=1 exec unshare --net --mount --propagation priva
     mount -t overlay nm-vpn-netns-test-etc \
         -o lowerdir=/etc,upperdir=/run/.privileged-etc/upper,workdir=/run/.privileged-etc/work /etc
     ip link set lo up
-    # The capabilities of the agent'"'"'s unit (CAP_SYS_ADMIN CAP_NET_ADMIN CAP_KILL), so a step that
-    # needs more fails here; CAP_SYS_PTRACE only lets the tests read /proc/PID/ns to check the sandbox.
+    # The capabilities of the agent'"'"'s unit (CAP_SYS_ADMIN CAP_NET_ADMIN CAP_KILL CAP_SYS_PTRACE), so a
+    # step that needs more fails here.
     exec setpriv --bounding-set=-all,+sys_admin,+net_admin,+kill,+sys_ptrace --inh-caps=-all -- \
         "$bin" --ignored --test-threads=1 --show-output "$@"
 ' privileged-sandbox "$bin" "$@"

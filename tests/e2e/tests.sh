@@ -171,7 +171,7 @@ t_agent_releases_when_caller_dies() {
     rig_sb kill -9 "$(json_field "$out" client-pid)"
     agent_end
     expect_netns_gone "the agent kept $ns after its caller was killed" "$ns" 10
-    expect_sb_absent "/etc/netns/$ns remains after the caller died" "/etc/netns/$ns"
+    expect_sb_absent "/etc/netns/$ns remains after the caller died" "/etc/netns/$ns" 10
     pass_note "killing the caller mid-lease made the agent release $ns"
 }
 

@@ -255,7 +255,8 @@ assert_agent_hardening() {
     status=$(cat "/proc/$pid/status")
     expect_match "the agent (pid $pid) runs without a seccomp filter" $'^Seccomp:\t2$' "$status"
     expect_match "the agent (pid $pid) may gain privileges" $'^NoNewPrivs:\t1$' "$status"
-    expect_eq "the agent's CapBnd is not CAP_SYS_ADMIN, CAP_NET_ADMIN and CAP_KILL" "$(caps_mask cap_sys_admin cap_net_admin cap_kill)" \
+    expect_eq "the agent's CapBnd is not CAP_SYS_ADMIN, CAP_NET_ADMIN, CAP_KILL and CAP_SYS_PTRACE" \
+        "$(caps_mask cap_sys_admin cap_net_admin cap_kill cap_sys_ptrace)" \
         "$(awk '/^CapBnd:/ {print $2}' <<<"$status")"
     expect_ne "the agent shares PID 1's UTS namespace despite ProtectHostname" "$(readlink /proc/1/ns/uts)" \
         "$(readlink "/proc/$pid/ns/uts")"
