@@ -528,6 +528,28 @@ fn only_the_leftover_of_a_cut_short_deletion_is_removed() {
     }
 }
 
+/// The file left at `/run/netns/NAME` once its namespace is unmounted has mode 0000, as iproute2
+/// makes it. Without CAP_DAC_OVERRIDE (the agent's unit, and this sandbox, keep none) it cannot be
+/// opened for reading, yet it must be found to be no namespace, so that a release removes it.
+#[test]
+#[ignore = "needs root in the sandbox of tests/privileged.sh"]
+fn an_unmounted_namespaces_file_is_no_namespace_without_dac_override() {
+    sandbox();
+    let dir = Path::new("/run/netns");
+    fs::create_dir_all(dir).unwrap();
+    let mut sys = RealSys::new().unwrap();
+    let path = dir.join("nvn-unmounted");
+    File::create(&path).unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o0)).unwrap();
+    let got = sys.netns_open(&path).map(|found| found.is_some());
+    assert!(
+        matches!(got, Err(SysError::NotNetns { .. })),
+        "expected NotNetns for a mode-0000 empty file; got {got:?}"
+    );
+    assert!(sys.netns_leftover_remove(&path, None).unwrap());
+    assert!(!path.exists(), "expected {} removed", path.display());
+}
+
 /// `ip netns add` as the executor does it, in its three steps; the namespace's identity and that
 /// of the file it is mounted on.
 fn netns_add(sys: &mut RealSys, path: &Path) -> (NetnsId, FileId) {

@@ -258,18 +258,26 @@ impl Sys for RealSys {
     }
 
     fn netns_open(&mut self, path: &Path) -> Result<Option<NetnsFd>, SysError> {
-        let opened = fcntl::open(path, OFlag::O_RDONLY | NO_FOLLOW, Mode::empty());
-        let Some(fd) = existing(opened, "netns_open", path)? else {
+        // O_PATH first, which needs no read permission: the file under a namespace's mount is
+        // mode 0000 (as iproute2 makes it too), so once unmounted only CAP_DAC_OVERRIDE, which
+        // the agent's unit does not keep, could open it for reading, and it must be found to be
+        // no namespace (a leftover), not fail with EACCES.
+        let opened = fcntl::open(path, OFlag::O_PATH | NO_FOLLOW, Mode::empty());
+        let Some(found) = existing(opened, "netns_open", path)? else {
             return Ok(None);
         };
-        let fs = statfs::fstatfs(&fd).map_err(|e| SysError::os("statfs", path.display(), e))?;
+        let fs = statfs::fstatfs(&found).map_err(|e| SysError::os("statfs", path.display(), e))?;
         if fs.filesystem_type() != statfs::NSFS_MAGIC {
-            let st = stat::fstat(&fd).map_err(|e| SysError::os("fstat", path.display(), e))?;
+            let st = stat::fstat(&found).map_err(|e| SysError::os("fstat", path.display(), e))?;
             return Err(SysError::NotNetns {
                 path: path.to_owned(),
                 found: describe(&st),
             });
         }
+        // The same inode, now for reading: an nsfs inode is readable by its owner.
+        let reopened = format!("/proc/self/fd/{}", found.as_raw_fd());
+        let fd = fcntl::open(reopened.as_str(), OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())
+            .map_err(|e| SysError::os("netns_open", path.display(), e))?;
         // SAFETY: NS_GET_NSTYPE takes no argument and only inspects the open descriptor.
         let nstype = unsafe { ns_get_nstype(fd.as_raw_fd()) }
             .map_err(|e| SysError::os("NS_GET_NSTYPE", path.display(), e))?;
