@@ -276,8 +276,12 @@ impl Sys for RealSys {
         }
         // The same inode, now for reading: an nsfs inode is readable by its owner.
         let reopened = format!("/proc/self/fd/{}", found.as_raw_fd());
-        let fd = fcntl::open(reopened.as_str(), OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())
-            .map_err(|e| SysError::os("netns_open", path.display(), e))?;
+        let fd = fcntl::open(
+            reopened.as_str(),
+            OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| SysError::os("netns_open", path.display(), e))?;
         // SAFETY: NS_GET_NSTYPE takes no argument and only inspects the open descriptor.
         let nstype = unsafe { ns_get_nstype(fd.as_raw_fd()) }
             .map_err(|e| SysError::os("NS_GET_NSTYPE", path.display(), e))?;
