@@ -75,6 +75,24 @@ CONF
 rig_install() {
     rig_sb make -s -C "$RIG_SRC_IN" install >>"$RIG_W/install.log" 2>&1 ||
         rig_die "make install failed in the sandbox: $(tail -5 "$RIG_W/install.log")"
+    rig_confine_agent
+}
+
+# The sandbox has no systemd: the bus's launch helper starts the agent by the activation file's Exec=,
+# with every capability. On a booted system the agent has only its unit's CapabilityBoundingSet, and
+# a step that needs more fails there alone (the SIGTERM to a dead plugin's openvpn, which runs as
+# nm-openvpn, did, before the unit had CAP_KILL). So here the agent starts through setpriv with the
+# bounding set read from the installed unit, and without new privileges, as the unit has it.
+rig_confine_agent() {
+    local unit=/usr/lib/systemd/system/nm-vpn-netns-agent.service
+    local service=/usr/share/dbus-1/system-services/io.github.NmVpnNetns.Agent1.service caps cap set=-all
+    caps=$(rig_sb sed -n 's/^CapabilityBoundingSet=//p' "$unit")
+    [[ -n $caps ]] || rig_die "no CapabilityBoundingSet= in the installed $unit"
+    for cap in $caps; do
+        cap=${cap,,}
+        set+=",+${cap#cap_}"
+    done
+    rig_sb sed -i "s|^Exec=|Exec=/usr/bin/setpriv --bounding-set=$set --no-new-privs -- |" "$service"
 }
 
 # procfs reports size 0 for every file, so read instead of `test -s`.
