@@ -127,15 +127,17 @@ impl Started {
     }
 
     /// Ends them: SIGTERM, then SIGKILL to any still running after `grace`, which gets as long
-    /// again to end. Tells whether all have ended.
-    pub async fn end(&self, grace: Duration) -> bool {
+    /// again to end.
+    pub async fn end(&self, grace: Duration) {
         self.signal(Signal::TERM);
         if tokio::time::timeout(grace, self.ended()).await.is_ok() {
-            return true;
+            return;
         }
         warn!("{self} still running {grace:?} after SIGTERM; sending SIGKILL");
         self.signal(Signal::KILL);
-        tokio::time::timeout(grace, self.ended()).await.is_ok()
+        if tokio::time::timeout(grace, self.ended()).await.is_err() {
+            warn!("{self} still running {grace:?} after SIGKILL; releasing anyway");
+        }
     }
 
     fn signal(&self, signal: Signal) {
