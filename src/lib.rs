@@ -25,6 +25,7 @@ pub mod cli;
 pub mod contract;
 pub mod keyfile;
 pub mod logging;
+pub mod nmbus;
 pub mod plan;
 pub mod report;
 pub mod shim;

@@ -7,8 +7,15 @@ use std::process::{Command, Output};
 use nm_vpn_netns::agent::policy::USER_NAME_RULE;
 use nm_vpn_netns::plan::settings::{Key, NAME_RULE};
 
-const FILES: [&str; 7] = [
+const FILES: [&str; 14] = [
     "man/nm-vpn-netns.8",
+    "man/nm-vpn-netns-exec.8",
+    "man/nm-vpn-netns-status.8",
+    "man/nm-vpn-netns-doctor.8",
+    "man/nm-vpn-netns-enable.8",
+    "man/nm-vpn-netns-disable.8",
+    "man/nm-vpn-netns-list.8",
+    "man/nm-vpn-netns-delete.8",
     "man/nm-vpn-netns-agent.8",
     "man/nm-vpn-netns-service.8",
     "man/nm-vpn-netns.5",

@@ -2,19 +2,29 @@
 
 #![deny(clippy::too_many_lines)]
 
-use anyhow::Context;
-use nm_vpn_netns::cli::{self, docs, Invocation};
+use std::process::ExitCode;
 
-fn main() -> anyhow::Result<()> {
+use nm_vpn_netns::cli::{self, docs, Invocation, EXIT_FAILURE};
+use nm_vpn_netns::report;
+
+fn main() -> ExitCode {
     match cli::parse() {
-        Invocation::Run(_cli) => {}
-        Invocation::GenerateDocs(dir) => {
-            let written = docs::generate(&dir)
-                .with_context(|| format!("cannot generate the docs in {}", dir.display()))?;
-            for path in written {
-                println!("{}", path.display());
+        Invocation::Run(cli) => cli::run(cli.command),
+        Invocation::GenerateDocs(dir) => match docs::generate(&dir) {
+            Ok(written) => {
+                for path in written {
+                    println!("{}", path.display());
+                }
+                ExitCode::SUCCESS
             }
-        }
+            Err(e) => {
+                eprintln!(
+                    "nm-vpn-netns: cannot generate the docs in {}: {}",
+                    dir.display(),
+                    report::chain(&e)
+                );
+                ExitCode::from(EXIT_FAILURE)
+            }
+        },
     }
-    Ok(())
 }

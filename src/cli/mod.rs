@@ -2,10 +2,17 @@
 //! be generated from it, and the generator of those ([`docs`]).
 
 pub mod docs;
+pub mod doctor;
+pub mod enable;
+pub mod exec;
+pub mod list;
+pub mod status;
 
+use std::future::Future;
 use std::path::PathBuf;
+use std::process::ExitCode;
 
-use clap::{value_parser, Arg, CommandFactory, FromArgMatches, Parser};
+use clap::{value_parser, Arg, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 const ABOUT: &str = "Inspect and use VPNs that NetworkManager isolated in network namespaces";
 
@@ -24,7 +31,55 @@ plugin, and nm-vpn-netns-agent(8), the privileged helper that D-Bus starts for i
 /// The documented interface: the man page and the completions are rendered from this alone.
 #[derive(Debug, Parser)]
 #[command(name = "nm-vpn-netns", version, about = ABOUT, long_about = LONG_ABOUT)]
-pub struct Cli {}
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Cmd,
+}
+
+/// The subcommands, each with its arguments and its code in a module of its own.
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    Exec(exec::Args),
+    Status(status::Args),
+    Doctor(doctor::Args),
+    Enable(enable::EnableArgs),
+    Disable(enable::DisableArgs),
+    List(list::ListArgs),
+    Delete(list::DeleteArgs),
+}
+
+/// Runs the subcommand; an error is rendered once, with its causes, on stderr.
+pub fn run(command: Cmd) -> ExitCode {
+    match command {
+        Cmd::Exec(args) => finish(exec::run(args)),
+        Cmd::Status(args) => finish(status::run(args)),
+        Cmd::Doctor(args) => finish(doctor::run(args)),
+        Cmd::Enable(args) => finish(enable::run_enable(args)),
+        Cmd::Disable(args) => finish(enable::run_disable(args)),
+        Cmd::List(args) => finish(list::run_list(args)),
+        Cmd::Delete(args) => finish(list::run_delete(args)),
+    }
+}
+
+/// The exit status of a subcommand that failed before it could decide one (see each page's EXIT
+/// STATUS).
+pub const EXIT_FAILURE: u8 = 1;
+
+fn finish<E: std::error::Error>(result: Result<ExitCode, E>) -> ExitCode {
+    result.unwrap_or_else(|e| {
+        eprintln!("nm-vpn-netns: {}", crate::report::chain(&e));
+        ExitCode::from(EXIT_FAILURE)
+    })
+}
+
+/// Runs `future` on a runtime of the calling thread alone: the subcommands talk to D-Bus, and
+/// `exec` must stay single-threaded to enter a mount namespace (setns(2), EINVAL).
+pub fn block_on<F: Future>(future: F) -> std::io::Result<F::Output> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(future))
+}
 
 /// What the command line asks for.
 #[derive(Debug)]
@@ -42,10 +97,7 @@ const GENERATE_DOCS: &str = "generate-docs";
 /// subcommand, and clap_mangen would announce one in the synopsis.
 pub fn parse() -> Invocation {
     let cli = Cli::command();
-    // Without subcommands of its own, `Cli` must not grow a `help` one because of ours.
-    let own_subcommands = cli.has_subcommands();
     let matches = cli
-        .disable_help_subcommand(!own_subcommands)
         .subcommand(
             clap::Command::new(GENERATE_DOCS)
                 .hide(true)

@@ -56,6 +56,11 @@ source "$here/tests-faults.sh"
 source "$here/tests-package.sh"
 # shellcheck source=tests-security.sh
 source "$here/tests-security.sh"
+# The command's scenarios, one file per subcommand or two.
+for f in "$here"/tests-cli-*.sh; do
+    # shellcheck source=/dev/null
+    [[ -e $f ]] && source "$f"
+done
 # shellcheck source=bench.sh
 source "$here/bench.sh"
 
