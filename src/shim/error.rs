@@ -187,6 +187,22 @@ pub(super) async fn within<T>(
         })
 }
 
+/// [`within`] for a D-Bus call, whose error names the peer and the method.
+pub(super) async fn bus_call_within<T>(
+    peer: Peer,
+    method: &'static str,
+    timeout: Duration,
+    call: impl Future<Output = zbus::Result<T>>,
+) -> Result<T, ShimError> {
+    within(peer, method, timeout, call)
+        .await?
+        .map_err(|error| ShimError::Call {
+            peer,
+            method,
+            error: Leaf(error),
+        })
+}
+
 /// The name and message of a D-Bus error reply, if `error` is one.
 fn remote(error: &zbus::Error) -> Option<(ErrorName<'_>, Option<&str>)> {
     match error {

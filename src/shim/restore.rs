@@ -21,7 +21,7 @@ use crate::nmbus::{
 use crate::plan::{mirror, VarDict};
 use crate::report::chain;
 
-use super::error::{within, Leaf, Peer, ShimError};
+use super::error::{bus_call_within, Peer, ShimError};
 use super::CALL_TIMEOUT;
 
 /// How long NM gets to report the VPN activated after our Config, and how often it is asked.
@@ -102,11 +102,5 @@ async fn nm<T>(
     method: &'static str,
     call: impl std::future::Future<Output = zbus::Result<T>>,
 ) -> Result<T, ShimError> {
-    within(Peer::NetworkManager, method, CALL_TIMEOUT, call)
-        .await?
-        .map_err(|error| ShimError::Call {
-            peer: Peer::NetworkManager,
-            method,
-            error: Leaf(error),
-        })
+    bus_call_within(Peer::NetworkManager, method, CALL_TIMEOUT, call).await
 }
