@@ -61,6 +61,37 @@ t_cli_editor_round_trip() {
     expect_snapshot "something remains" "$before"
 }
 
+# WHAT FILE: keyfile FILE still holds the rig's VPN password; the file is never printed.
+expect_keyfile_password() {
+    rig_sb grep -qxF "password=$RIG_VPN_PASSWORD" "$2" ||
+        expect_failed "$1" "the line password=<the rig's password> in $2" "$(rig_sb grep -c '^password=' "$2") password= line(s)"
+}
+
+# A profile's stored secret outlives enable, the editor's save and the restore (GetSettings holds no
+# secrets, and NM keeps them on an Update2 that carries none): the password profile connects
+# isolated from its mirror, and the keyfile keeps the password throughout.
+t_cli_enable_keeps_secrets() {
+    local before file
+    before=$(rig_snapshot)
+    rig_profile_keyfile pwvpn 4 ca connection-type=password-tls "username=$RIG_VPN_USER" password-flags=0 \
+        "vpn-secrets.password=$RIG_VPN_PASSWORD"
+    file=$(cli_keyfile pwvpn)
+    expect_keyfile_password "the rig did not store the password" "$file"
+    expect_cmd_ok "nm-vpn-netns enable pwvpn failed" rig_sb nm-vpn-netns enable pwvpn
+    expect_keyfile_password "enable lost the stored password" "$file"
+    expect_cmd_ok "the editor's save through libnm failed" \
+        rig_sb /usr/bin/python3 "$RIG_SRC_IN/tests/e2e/libnm-editor-save.py" pwvpn
+    expect_cmd_ok "the password profile did not connect isolated from its mirror" rig_up_nmcli pwvpn
+    assert_isolated pwvpn pwvpn
+    expect_match_within "the keys are not back in vpn.data after activation" 10 'netns-isolate = yes' \
+        cli_vpn_data pwvpn
+    expect_keyfile_password "the restore lost the stored password" "$file"
+    pass_note "the stored password outlived enable, the editor's save and the restore"
+    expect_cmd_ok "nmcli connection down failed" rig_down_nmcli pwvpn
+    assert_gone pwvpn "$before"
+    rig_profile_delete pwvpn
+}
+
 # enable refuses what it cannot isolate, and names why; the profile stays as it was.
 t_cli_enable_refusals() {
     rig_profile_keyfile static 2 ca ipv4.dns=192.0.2.53
@@ -99,4 +130,4 @@ t_cli_banner() {
     rig_profile_delete nobanner
 }
 
-E2E_TESTS+=(t_cli_editor_round_trip t_cli_enable_refusals t_cli_banner)
+E2E_TESTS+=(t_cli_editor_round_trip t_cli_enable_keeps_secrets t_cli_enable_refusals t_cli_banner)
