@@ -136,11 +136,11 @@ fn keys(args: &EnableArgs) -> BTreeMap<String, String> {
 async fn enable(args: EnableArgs) -> Result<ExitCode, EnableError> {
     let bus = system_bus().await?;
     let (profile, current) = find(&bus, &args.connection).await?;
-    let info = ConnectionInfo::from_nm(&current).map_err(|error| settings_error(&args, error))?;
+    let info = ConnectionInfo::from_nm(&current).map_err(settings_error(&args.connection))?;
     openvpn_only(&current, &info.id)?;
     let keys = keys(&args);
-    let netns = settings::parse(&keys, &info).map_err(|error| settings_error(&args, error))?;
-    let enabled = mirror::enable(current, &keys).map_err(|error| settings_error(&args, error))?;
+    let netns = settings::parse(&keys, &info).map_err(settings_error(&args.connection))?;
+    let enabled = mirror::enable(current, &keys).map_err(settings_error(&args.connection))?;
     save(&profile, &enabled).await?;
     let pairs: Vec<String> = keys.iter().map(|(k, v)| format!("{k}={v}")).collect();
     println!(
@@ -153,9 +153,9 @@ async fn enable(args: EnableArgs) -> Result<ExitCode, EnableError> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn settings_error(args: &EnableArgs, error: SettingsError) -> EnableError {
-    EnableError::Settings {
-        id: args.connection.clone(),
+fn settings_error(id: &str) -> impl FnOnce(SettingsError) -> EnableError + '_ {
+    move |error| EnableError::Settings {
+        id: id.to_owned(),
         error,
     }
 }
@@ -163,18 +163,15 @@ fn settings_error(args: &EnableArgs, error: SettingsError) -> EnableError {
 async fn disable(args: DisableArgs) -> Result<ExitCode, EnableError> {
     let bus = system_bus().await?;
     let (profile, current) = find(&bus, &args.connection).await?;
-    let settings_error = |error| EnableError::Settings {
-        id: args.connection.clone(),
-        error,
-    };
-    if !mirror::has_keys(&current).map_err(settings_error)? {
+    if !mirror::has_keys(&current).map_err(settings_error(&args.connection))? {
         println!(
             "connection {:?} has no netns-* keys; nothing to do",
             args.connection
         );
         return Ok(ExitCode::SUCCESS);
     }
-    save(&profile, &mirror::disable(current).map_err(settings_error)?).await?;
+    let disabled = mirror::disable(current).map_err(settings_error(&args.connection))?;
+    save(&profile, &disabled).await?;
     println!(
         "connection {:?} is no longer isolated from its next connect",
         args.connection

@@ -707,9 +707,5 @@ mod tests {
                 Action::RestoreKeys(from_mirror.uuid),
             ]
         );
-        assert_eq!(
-            isolated().on_signal(Signal::StateChanged(state::STARTED)),
-            [Action::Emit(Signal::StateChanged(state::STARTED))]
-        );
     }
 }
