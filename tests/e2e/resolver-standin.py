@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Stand-ins for the host's resolver daemons: listens on unix socket paths (nscd's, resolved's
-varlink socket), and records each connection as one line with the path it came to. It answers
-nothing, so a client falls back as it would with a dead daemon.
+varlink socket), and records each connection as one line: the path it came to, the network
+namespace and uid of the process that connected (SO_PEERCRED). Lookups on the host side (sudo's,
+say) connect too; what matters is whether one came from a VPN's namespace. It answers nothing, so
+a client falls back as it would with a dead daemon.
 
     resolver-standin.py LOG PIDFILE STOPFILE SOCKET...
 
@@ -10,6 +12,7 @@ It writes PIDFILE once every socket listens, and exits when STOPFILE exists, or 
 import os
 import select
 import socket
+import struct
 import sys
 import time
 
@@ -30,8 +33,13 @@ while time.monotonic() < deadline and not os.path.exists(stopfile):
     ready, _, _ = select.select(list(listeners), [], [], 0.2)
     for s in ready:
         conn, _ = s.accept()
+        pid, uid, _ = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+        try:
+            netns = os.readlink(f"/proc/{pid}/ns/net")
+        except OSError:
+            netns = "gone"
         with open(log, "a") as f:
-            f.write(listeners[s] + "\n")
+            f.write(f"{listeners[s]} {netns} uid={uid}\n")
         conn.close()
 for s, path in listeners.items():
     s.close()

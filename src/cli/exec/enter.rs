@@ -104,26 +104,6 @@ pub fn become_user(user: &User) -> Result<(), EnterError> {
     Ok(())
 }
 
-/// The command's environment: the session's variables, and the user's own `HOME`, `USER`,
-/// `LOGNAME` and `SHELL` from the user database, as sudo(8) and login(1) set them.
-pub fn command_env(
-    session: &BTreeMap<OsString, OsString>,
-    user: &User,
-) -> BTreeMap<OsString, OsString> {
-    let mut env = session.clone();
-    for (name, value) in [
-        ("HOME", user.dir.clone().into_os_string()),
-        ("USER", user.name.clone().into()),
-        ("LOGNAME", user.name.clone().into()),
-        ("SHELL", user.shell.clone().into_os_string()),
-    ] {
-        env.insert(name.into(), value);
-    }
-    env.entry("PATH".into())
-        .or_insert_with(|| "/usr/local/bin:/usr/bin:/bin".into());
-    env
-}
-
 /// Replaces this process with the command, searched in the command's `PATH`; returns only on
 /// failure.
 pub fn exec(command: &[OsString], env: &BTreeMap<OsString, OsString>) -> io::Error {

@@ -181,6 +181,6 @@ fn privileged(
     let program = args.command.first().cloned().unwrap_or_default();
     Err(ExecError::Command(
         program,
-        enter::exec(&args.command, &enter::command_env(session, &user)),
+        enter::exec(&args.command, &session::command_env(session, &user)),
     ))
 }

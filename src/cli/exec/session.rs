@@ -8,6 +8,8 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use nix::unistd::User;
+
 /// The session variables an app needs to show a window, play sound and talk to the session bus
 /// in the user's desktop, plus the locale, the terminal and `PATH`. Nothing else of the caller's
 /// environment reaches the privileged part: `LD_PRELOAD`, `GCONV_PATH` and their kind would run
@@ -183,6 +185,26 @@ pub fn own_path() -> Result<PathBuf, SessionError> {
 /// the environment itself (pkexec(1)), so ours is left to it.
 pub fn reinvoke(r: &Reinvocation<'_>) -> SessionError {
     SessionError::Pkexec(Command::new("pkexec").args(pkexec_args(r)).exec())
+}
+
+/// The command's environment: the session's variables, and the user's own `HOME`, `USER`,
+/// `LOGNAME` and `SHELL` from the user database, as sudo(8) and login(1) set them.
+pub fn command_env(
+    session: &BTreeMap<OsString, OsString>,
+    user: &User,
+) -> BTreeMap<OsString, OsString> {
+    let mut env = session.clone();
+    for (name, value) in [
+        ("HOME", user.dir.clone().into_os_string()),
+        ("USER", user.name.clone().into()),
+        ("LOGNAME", user.name.clone().into()),
+        ("SHELL", user.shell.clone().into_os_string()),
+    ] {
+        env.insert(name.into(), value);
+    }
+    env.entry("PATH".into())
+        .or_insert_with(|| "/usr/local/bin:/usr/bin:/bin".into());
+    env
 }
 
 #[cfg(test)]

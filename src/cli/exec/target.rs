@@ -4,7 +4,10 @@
 use std::collections::HashMap;
 use std::path::Path;
 
+use zbus::proxy::CacheProperties;
+
 use crate::agent::policy::{system_uid, Policy, PolicyError, POLICY_PATH};
+use crate::contract::{Agent1Proxy, AgentError, NetnsEntry};
 use crate::nmbus::{
     active_state, ActiveConnectionProxy, NetworkManagerProxy, SettingsConnectionProxy,
     SettingsProxy,
@@ -52,8 +55,27 @@ pub struct Vpn {
     pub netns: NetnsName,
     /// `connection.permissions`: empty for a system profile.
     pub permissions: Vec<String>,
-    /// Its active connection is ACTIVATED, so its namespace is set up.
+    /// NM reports it ACTIVATED and the agent holds its namespace for it.
     pub connected: bool,
+}
+
+/// The namespace of the VPN with `uuid` and whether it is connected, as the agent knows it
+/// (`List`), over the name the profile's settings give: the agent's policy may have changed
+/// since the VPN came up. `nm_activated`: NM's view of the same connection.
+pub fn agent_view(
+    entries: &[NetnsEntry],
+    uuid: &str,
+    settings_name: NetnsName,
+    nm_activated: bool,
+) -> (NetnsName, bool) {
+    let held = entries
+        .iter()
+        .filter(|e| e.connected && e.uuid == uuid)
+        .find_map(|e| e.netns.parse::<NetnsName>().ok());
+    match held {
+        Some(netns) => (netns, nm_activated),
+        None => (settings_name, false),
+    }
 }
 
 impl Vpn {
@@ -133,13 +155,21 @@ pub enum ReadError {
     Bus(#[source] zbus::Error),
     #[error("cannot read the agent's policy")]
     Policy(#[source] PolicyError),
+    #[error("cannot list the agent's namespaces")]
+    Agent(#[source] AgentError),
 }
 
 /// The isolated VPN profiles NM holds, each with its namespace and whether it is connected.
 /// A profile whose `netns-*` keys are invalid cannot connect, and is left out.
 pub async fn isolated_vpns(bus: &zbus::Connection) -> Result<Vec<Vpn>, ReadError> {
     let policy = Policy::load(Path::new(POLICY_PATH), 0).map_err(ReadError::Policy)?;
-    let connected = connected_uuids(bus).await.map_err(ReadError::Bus)?;
+    let activated = activated_uuids(bus).await.map_err(ReadError::Bus)?;
+    let agent = Agent1Proxy::builder(bus)
+        .cache_properties(CacheProperties::No)
+        .build()
+        .await
+        .map_err(ReadError::Bus)?;
+    let held = agent.list().await.map_err(ReadError::Agent)?;
     let nm_settings = SettingsProxy::new(bus).await.map_err(ReadError::Bus)?;
     let mut vpns = Vec::new();
     for path in nm_settings
@@ -159,8 +189,10 @@ pub async fn isolated_vpns(bus: &zbus::Connection) -> Result<Vec<Vpn>, ReadError
         let Ok(netns) = agent_name(&policy, &info, &netns) else {
             continue;
         };
+        let nm_activated = activated.get(&info.uuid).copied().unwrap_or(false);
+        let (netns, connected) = agent_view(&held, &info.uuid, netns, nm_activated);
         vpns.push(Vpn {
-            connected: connected.get(&info.uuid).copied().unwrap_or(false),
+            connected,
             id: info.id,
             uuid: info.uuid,
             netns,
@@ -190,7 +222,7 @@ fn agent_name(
 }
 
 /// The uuid of every active VPN, and whether it is ACTIVATED.
-async fn connected_uuids(bus: &zbus::Connection) -> zbus::Result<HashMap<String, bool>> {
+async fn activated_uuids(bus: &zbus::Connection) -> zbus::Result<HashMap<String, bool>> {
     let mut uuids = HashMap::new();
     for path in NetworkManagerProxy::new(bus)
         .await?

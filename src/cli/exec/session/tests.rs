@@ -130,3 +130,27 @@ fn without_target_the_command_follows_the_separator() {
         ["/usr/bin/nm-vpn-netns", "exec", "--", "--weird-name"].map(os)
     );
 }
+
+#[test]
+fn the_command_gets_the_users_own_home_and_names() {
+    let user = User {
+        name: "alice".into(),
+        passwd: Default::default(),
+        uid: nix::unistd::Uid::from_raw(1000),
+        gid: nix::unistd::Gid::from_raw(1000),
+        gecos: Default::default(),
+        dir: "/home/alice".into(),
+        shell: "/bin/bash".into(),
+    };
+    let session = BTreeMap::from([(os("LANG"), os("C.UTF-8")), (os("HOME"), os("/root"))]);
+    let env = command_env(&session, &user);
+    let expected = [
+        ("HOME", "/home/alice"),
+        ("LANG", "C.UTF-8"),
+        ("LOGNAME", "alice"),
+        ("PATH", "/usr/local/bin:/usr/bin:/bin"),
+        ("SHELL", "/bin/bash"),
+        ("USER", "alice"),
+    ];
+    assert_eq!(env, BTreeMap::from(expected.map(|(k, v)| (os(k), os(v)))));
+}

@@ -91,3 +91,39 @@ fn who_may_exec_where() {
         "user \"alice\" may not exec into lab: connection \"lab\" belongs to bob"
     );
 }
+
+fn entry(netns: &str, uuid: &str, connected: bool) -> NetnsEntry {
+    NetnsEntry {
+        netns: netns.into(),
+        uuid: uuid.into(),
+        connected,
+        ..NetnsEntry::default()
+    }
+}
+
+#[test]
+fn the_agent_names_the_namespace_it_holds() {
+    let name = |s: &str| s.parse::<NetnsName>().unwrap();
+    let entries = [
+        entry("u1000-home", "u-home", true),
+        entry("kept", "u-kept", false),
+    ];
+    assert_eq!(
+        agent_view(&entries, "u-home", name("home"), true),
+        (name("u1000-home"), true)
+    );
+    // NM has not reached ACTIVATED yet, or is already tearing it down.
+    assert_eq!(
+        agent_view(&entries, "u-home", name("home"), false),
+        (name("u1000-home"), false)
+    );
+    // NM says ACTIVATED, but the agent holds no namespace for it: nothing to enter.
+    assert_eq!(
+        agent_view(&entries, "u-kept", name("kept"), true),
+        (name("kept"), false)
+    );
+    assert_eq!(
+        agent_view(&[], "u-work", name("work"), true),
+        (name("work"), false)
+    );
+}
