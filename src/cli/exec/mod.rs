@@ -24,41 +24,39 @@ use target::{ReadError, TargetError};
 const ABOUT: &str = "Run a command in an isolated VPN's namespace, as yourself";
 
 const LONG_ABOUT: &str = "\
-Runs COMMAND in the network namespace of a connected isolated VPN, as the user who asked, with
-that user's desktop session: the command's traffic and DNS lookups go through the VPN, and
-nothing else does.
+Runs COMMAND in the network namespace of a connected isolated VPN, as the user who asked, with that
+user's desktop session: the command's traffic and DNS lookups go through the VPN, and nothing else
+does.
 
-TARGET is the connection's id or uuid, or the namespace's name. It may be left out when exactly
-one isolated VPN is connected.
+TARGET is the connection's id or uuid, or the namespace's name. It may be left out when exactly one
+isolated VPN is connected.
 
-Run as a user, exec asks polkit for root through pkexec(1) (the action
-io.github.NmVpnNetns.exec; by default an administrator's password, kept for a while). Run under
-sudo(8), it needs neither, and runs COMMAND as the user who called sudo (SUDO_UID). Run as root,
-it runs COMMAND as root.
+Run as a user, exec asks polkit for root through pkexec(1) (the action io.github.NmVpnNetns.exec;
+by default an administrator's password, kept for a while). Run under sudo(8), it needs neither, and
+runs COMMAND as the user who called sudo (SUDO_UID). Run as root, it runs COMMAND as root.
 
 Only these variables of the caller's environment reach COMMAND: DISPLAY, XAUTHORITY,
-WAYLAND_DISPLAY, XDG_RUNTIME_DIR, DBUS_SESSION_BUS_ADDRESS, PULSE_SERVER, LANG, LC_*, TERM and PATH;
-HOME, USER, LOGNAME and SHELL are the user's own. sudo removes most variables before exec sees
-them: keep the session's with env_keep in sudoers(5).
+WAYLAND_DISPLAY, XDG_RUNTIME_DIR, DBUS_SESSION_BUS_ADDRESS, PULSE_SERVER, LANG, LC_*, TERM and
+PATH; HOME, USER, LOGNAME and SHELL are the user's own. sudo removes most variables before exec
+sees them: keep the session's with env_keep in sudoers(5).
 
-WHO MAY EXEC WHERE
-A user may exec into the namespace of a system connection (one without connection.permissions)
-and of a connection whose connection.permissions names them. Root may exec anywhere. A VPN that
-is not connected has no namespace to enter, and exec says so.
+WHO MAY EXEC WHERE: a user may exec into the namespace of a system connection (one without
+connection.permissions) and of a connection whose connection.permissions names them. Root may exec
+anywhere. A VPN that is not connected has no namespace to enter, and exec says so.
 
-THE NAMESPACE
-COMMAND runs in a mount namespace of its own, set up as ip netns exec sets it up: the files of
-/etc/netns/NAME (the VPN's resolv.conf and nsswitch.conf) are bound over those of /etc, and /sys
-shows the namespace's links. In addition, the host's resolver sockets are hidden under empty
-directories: nscd's (/run/nscd), systemd-resolved's (/run/systemd/resolve) and avahi-daemon's
-(/run/avahi-daemon). A lookup through them would be answered by the host's DNS, outside the VPN,
-and glibc asks nscd before it reads nsswitch.conf; plain ip netns exec leaves them reachable.
-COMMAND then runs with the user's uid, gid and supplementary groups.
+THE NAMESPACE: COMMAND runs in a mount namespace of its own, set up as ip netns exec sets it up:
+the files of /etc/netns/NAME (the VPN's resolv.conf and nsswitch.conf) are bound over those of
+/etc, and /sys shows the namespace's links. In addition, the host's resolver sockets are hidden
+under empty directories: nscd's (/run/nscd), systemd-resolved's (/run/systemd/resolve) and
+avahi-daemon's (/run/avahi-daemon). A lookup through them would be answered by the host's DNS,
+outside the VPN, and glibc asks nscd before it reads nsswitch.conf; plain ip netns exec leaves them
+reachable. The system bus stays reachable, so a program that asks systemd-resolved over D-Bus
+itself (resolvectl) still gets the host's answer. COMMAND then runs with the user's uid, gid and
+supplementary groups.
 
-EXIT STATUS
-COMMAND's exit status. 125: exec itself failed (the target, the permission or the namespace);
-126: COMMAND was found but could not be run; 127: COMMAND was not found. Through pkexec, 126 and
-127 also mean that authorization was refused or pkexec failed (pkexec(1)).";
+EXIT STATUS: COMMAND's exit status. 125: exec itself failed (the target, the permission or the
+namespace); 126: COMMAND was found but could not be run; 127: COMMAND was not found. Through
+pkexec, 126 and 127 also mean that authorization was refused or pkexec failed (pkexec(1)).";
 
 /// `exec`'s failures before the command runs; 126 and 127 as env(1) and the shells use them.
 pub const EXIT_FAILED: u8 = 125;
