@@ -157,4 +157,44 @@ t_cli_exec_refused() {
     pass_note "user-other's namespace: refused to $EXEC_USER, open to $EXEC_OTHER whom its permissions name"
 }
 
-E2E_TESTS+=(t_cli_exec_sudo t_cli_exec_refused)
+# pkexec(1) as exec meets it: a fresh environment with PKEXEC_UID, the program as root, in root's
+# home. The rig has no polkit, so a stand-in on the user's PATH gets root through sudo and then does
+# just that; what is tested is exec's side, the user's call and the privileged part's reading of it.
+EXEC_FAKEBIN=/tmp/exec-fakebin
+
+exec_fake_pkexec() {
+    rig_sb mkdir -p "$EXEC_FAKEBIN"
+    printf '#!/bin/sh\nexec sudo -n %s/pkexec-root "$@"\n' "$EXEC_FAKEBIN" |
+        rig_sb sh -c "cat >$EXEC_FAKEBIN/pkexec && chmod 755 $EXEC_FAKEBIN/pkexec"
+    printf '#!/bin/sh\nuid=$SUDO_UID\ncd /root || exit 127\nexec env -i PKEXEC_UID="$uid" PATH=/usr/sbin:/usr/bin:/sbin:/bin "$@"\n' |
+        rig_sb sh -c "cat >$EXEC_FAKEBIN/pkexec-root && chmod 755 $EXEC_FAKEBIN/pkexec-root"
+    printf '%s ALL=(root) NOPASSWD: %s/pkexec-root\n' "$EXEC_USER" "$EXEC_FAKEBIN" |
+        rig_sb sh -c "umask 337 && cat >>$EXEC_SUDOERS"
+}
+
+t_cli_exec_pkexec() {
+    local out uid ino
+    trap 'exec_cleanup; rig_sb rm -rf "$EXEC_FAKEBIN"' EXIT
+    exec_setup
+    exec_fake_pkexec
+    rig_profile_keyfile work 1 ca netns-isolate=yes netns-name=work
+    expect_cmd_ok "nmcli connection up work failed" rig_up_nmcli work
+    uid=$(rig_sb id -u "$EXEC_USER") ino=$(rig_sb stat -L -c %i /run/netns/work)
+    out=$(rig_sb runuser -u "$EXEC_USER" -- env -C /tmp "PATH=$EXEC_FAKEBIN:/usr/bin:/bin" WAYLAND_DISPLAY=w-2 \
+        LD_PRELOAD=x SESSION_SECRET=s nm-vpn-netns exec work -- \
+        sh -c 'echo "uid $(id -u)"; env; echo "cwd $(pwd)"; echo "ns $(readlink /proc/self/ns/net)"' 2>&1)
+    expect_match "the command did not run as $EXEC_USER" "^uid $uid\$" "$out"
+    expect_match "the command is not in namespace work (net:[$ino])" "^ns net:\[$ino\]\$" "$out"
+    expect_match "WAYLAND_DISPLAY did not pass through pkexec" '^WAYLAND_DISPLAY=w-2$' "$out"
+    expect_match "PATH did not pass through pkexec" "^PATH=$EXEC_FAKEBIN:/usr/bin:/bin\$" "$out"
+    expect_no_match "a variable off the allow-list passed" '^(LD_PRELOAD|SESSION_SECRET|PKEXEC_UID)=' "$out"
+    expect_match "the command did not start in the caller's directory" '^cwd /tmp$' "$out"
+    pass_note "through pkexec: uid $uid in work, the session's variables and directory; nothing else"
+    expect_cmd_fails "the privileged part took --session-env without pkexec" \
+        rig_sb runuser -u "$EXEC_USER" -- sudo nm-vpn-netns exec --session-env LANG=C work -- true
+    expect_contains "the refusal of --session-env does not say why" \
+        "only for the command's own call through pkexec" "$EXPECT_OUT"
+    pass_note "--session-env is refused outside pkexec"
+}
+
+E2E_TESTS+=(t_cli_exec_sudo t_cli_exec_refused t_cli_exec_pkexec)
