@@ -170,8 +170,8 @@ fn privileged(
     enter::enter(netns).map_err(entering)?;
     enter::become_user(&user).map_err(entering)?;
     if let Some(cwd) = &args.session_cwd {
-        // As the user, so that a directory they may not enter stays closed; pkexec left the
-        // process in root's home, which is no better a place.
+        // As the user, so that a directory they may not enter stays closed; if it is, their own
+        // home rather than root's, where pkexec left the process.
         if std::env::set_current_dir(cwd).is_err() {
             let _ = std::env::set_current_dir(&user.dir);
         }
