@@ -11,7 +11,8 @@ EXEC_NSCD=/run/nscd/socket
 EXEC_RESOLVED=/run/systemd/resolve/io.systemd.Resolve
 EXEC_STANDIN=/tmp/resolver-standin
 # What the exec'd shell reports, one section per marker.
-EXEC_PROBE='id; env; echo "ns $(readlink /proc/self/ns/net)"; getent hosts '"$RIG_DNS_NAME"'
+EXEC_PROBE='id; env; echo "ns $(readlink /proc/self/ns/net)"; echo "sys" $(ls /sys/class/net)
+getent hosts '"$RIG_DNS_NAME"'
 for s in '"$EXEC_NSCD $EXEC_RESOLVED"'; do
     python3 -c "import socket,sys; socket.socket(socket.AF_UNIX).connect(sys.argv[1])" "$s" 2>/dev/null &&
         echo "reached $s" || echo "unreachable $s"
@@ -106,7 +107,8 @@ t_cli_exec_sudo() {
     expect_match "the command is not in namespace work (net:[$ino])" "^ns net:\[$ino\]\$" "$out"
     expect_no_match "the sandbox's root namespace is the same as work's" "net:\[$ino\]" "$(rig_sb readlink /proc/self/ns/net)"
     expect_match "$RIG_DNS_NAME did not resolve through the VPN's DNS" "^$RIG_TUN_SERVER_IP +$RIG_DNS_NAME" "$out"
-    pass_note "the command lives in namespace work (net:[$ino]) and resolves $RIG_DNS_NAME"
+    expect_match "/sys is not the namespace's (links: lo and the tun only)" '^sys lo tun[0-9]+$' "$out"
+    pass_note "the command lives in namespace work (net:[$ino]), $(grep '^sys ' <<<"$out"), and resolves $RIG_DNS_NAME"
     expect_match "nscd's socket was reachable inside" "^unreachable $EXEC_NSCD\$" "$out"
     expect_match "resolved's socket was reachable inside" "^unreachable $EXEC_RESOLVED\$" "$out"
     expect_no_match "a stand-in heard from namespace work under exec" "net:\[$ino\]" "$(rig_sb cat "$EXEC_STANDIN.log")"
@@ -157,6 +159,46 @@ t_cli_exec_refused() {
     pass_note "user-other's namespace: refused to $EXEC_USER, open to $EXEC_OTHER whom its permissions name"
 }
 
+# A host where /etc/resolv.conf points into systemd-resolved's directory, as on most desktops: exec
+# hides the directory and still binds the VPN's resolv.conf where the link leads. The sandbox's
+# /etc is an overlay of its own, so its resolv.conf may be swapped for the link and put back.
+EXEC_RESOLV_SAVED=/tmp/exec-resolv.conf.saved
+
+exec_resolv_restore() {
+    exec_cleanup
+    if rig_sb test -e "$EXEC_RESOLV_SAVED"; then
+        rig_sb rm -f /etc/resolv.conf
+        rig_sb mv "$EXEC_RESOLV_SAVED" /etc/resolv.conf
+    fi
+    [[ -z ${EXEC_MADE_RESOLVE:-} ]] || rig_sb rm -rf /run/systemd/resolve
+    [[ -z ${EXEC_MADE_SYSTEMD:-} ]] || rig_sb rmdir /run/systemd
+}
+
+t_cli_exec_resolved_link() {
+    local out
+    trap exec_resolv_restore EXIT
+    expect_eq "the sandbox's /run is not its own tmpfs" sandbox-run "$(rig_sb findmnt -n -o SOURCE /run | tail -1)"
+    expect_eq "the sandbox's /etc is not its own overlay" sandbox-etc "$(rig_sb findmnt -n -o SOURCE /etc | tail -1)"
+    expect_cmd_fails "/run/systemd/resolve exists in the sandbox" rig_sb test -e /run/systemd/resolve
+    EXEC_MADE_SYSTEMD=
+    rig_sb test -e /run/systemd || EXEC_MADE_SYSTEMD=1
+    EXEC_MADE_RESOLVE=1
+    rig_sb mkdir -p /run/systemd/resolve
+    rig_sb cp /etc/resolv.conf /run/systemd/resolve/stub-resolv.conf
+    rig_sb cp -a /etc/resolv.conf "$EXEC_RESOLV_SAVED"
+    rig_sb ln -sf ../run/systemd/resolve/stub-resolv.conf /etc/resolv.conf
+    exec_setup
+    rig_profile_keyfile work 1 ca netns-isolate=yes netns-name=work
+    expect_cmd_ok "nmcli connection up work failed" rig_up_nmcli work
+    out=$(exec_as "$EXEC_USER" work -- sh -c "readlink /etc/resolv.conf; cat /etc/resolv.conf; \
+        echo listing \$(ls -A /run/systemd/resolve); getent hosts $RIG_DNS_NAME" 2>&1)
+    expect_match "/etc/resolv.conf is not the host's link" '^\.\./run/systemd/resolve/stub-resolv\.conf$' "$out"
+    expect_match "the link does not lead to the VPN's resolv.conf" "^nameserver $RIG_TUN_SERVER_IP\$" "$out"
+    expect_match "resolved's directory is not hidden but for the bound file" '^listing stub-resolv\.conf$' "$out"
+    expect_match "$RIG_DNS_NAME did not resolve" "^$RIG_TUN_SERVER_IP +$RIG_DNS_NAME" "$out"
+    pass_note "/etc/resolv.conf -> resolved's stub: the VPN's file is bound there, the rest of the directory hidden"
+}
+
 # pkexec(1) as exec meets it: a fresh environment with PKEXEC_UID, the program as root, in root's
 # home. The rig has no polkit, so a stand-in on the user's PATH gets root through sudo and then does
 # just that; what is tested is exec's side, the user's call and the privileged part's reading of it.
@@ -197,4 +239,4 @@ t_cli_exec_pkexec() {
     pass_note "--session-env is refused outside pkexec"
 }
 
-E2E_TESTS+=(t_cli_exec_sudo t_cli_exec_refused t_cli_exec_pkexec)
+E2E_TESTS+=(t_cli_exec_sudo t_cli_exec_refused t_cli_exec_resolved_link t_cli_exec_pkexec)
