@@ -20,6 +20,7 @@ LIBEXECDIR ?= $(PREFIX)/libexec
 NMLIBDIR ?= $(PREFIX)/lib/NetworkManager
 NMVPNDIR ?= $(NMLIBDIR)/VPN
 DBUSDIR ?= $(PREFIX)/share/dbus-1
+POLKITDIR ?= $(PREFIX)/share/polkit-1/actions
 UNITDIR ?= $(PREFIX)/lib/systemd/system
 MANDIR ?= $(PREFIX)/share/man
 BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
@@ -29,6 +30,7 @@ FISHCOMPDIR ?= $(PREFIX)/share/fish/vendor_completions.d
 BIN_DIR = target/$(PROFILE)
 DOC_DIR = target/doc-gen
 AGENT_NAME = io.github.NmVpnNetns.Agent1
+EXEC_ACTION = io.github.NmVpnNetns.exec
 STOCK_NAME = $(NMVPNDIR)/nm-openvpn-service.name
 # Tools that are slow to make are cached outside the clone, keyed by their version.
 CI_CACHE ?= /var/cache/nm-vpn-netns-ci
@@ -168,6 +170,8 @@ install: $(if $(DESTDIR),,no-package)
 	install -d $(DESTDIR)$(DBUSDIR)/system-services $(DESTDIR)$(UNITDIR)
 	sed 's|@LIBEXECDIR@|$(LIBEXECDIR)|g' nm-plugin/$(AGENT_NAME).service.in >$(DESTDIR)$(DBUSDIR)/system-services/$(AGENT_NAME).service
 	sed 's|@LIBEXECDIR@|$(LIBEXECDIR)|g' nm-plugin/nm-vpn-netns-agent.service.in >$(DESTDIR)$(UNITDIR)/nm-vpn-netns-agent.service
+	install -d $(DESTDIR)$(POLKITDIR)
+	sed 's|@BINDIR@|$(BINDIR)|g' nm-plugin/$(EXEC_ACTION).policy.in >$(DESTDIR)$(POLKITDIR)/$(EXEC_ACTION).policy
 	@# The docs come from the binary being installed, generated outside the tree, which may
 	@# belong to another user.
 	docs=$$(mktemp -d) && trap 'rm -rf "$$docs"' EXIT && \
@@ -202,7 +206,8 @@ no-package:
 uninstall: $(if $(DESTDIR),,no-package)
 	rm -f $(DESTDIR)$(BINDIR)/nm-vpn-netns $(DESTDIR)$(LIBEXECDIR)/nm-vpn-netns-agent \
 	    $(DESTDIR)$(NMLIBDIR)/nm-vpn-netns-service $(DESTDIR)$(DBUSDIR)/system.d/$(AGENT_NAME).conf \
-	    $(DESTDIR)$(DBUSDIR)/system-services/$(AGENT_NAME).service $(DESTDIR)$(UNITDIR)/nm-vpn-netns-agent.service
+	    $(DESTDIR)$(DBUSDIR)/system-services/$(AGENT_NAME).service $(DESTDIR)$(UNITDIR)/nm-vpn-netns-agent.service \
+	    $(DESTDIR)$(POLKITDIR)/$(EXEC_ACTION).policy
 	rm -f $(DESTDIR)$(MANDIR)/man5/nm-vpn-netns.5.gz $(DESTDIR)$(MANDIR)/man8/nm-vpn-netns.8.gz \
 	    $(DESTDIR)$(MANDIR)/man8/nm-vpn-netns-*.8.gz $(DESTDIR)$(BASHCOMPDIR)/nm-vpn-netns \
 	    $(DESTDIR)$(ZSHCOMPDIR)/_nm-vpn-netns $(DESTDIR)$(FISHCOMPDIR)/nm-vpn-netns.fish

@@ -18,10 +18,13 @@
 //!   Reapply(in s netns, in a{sv} config, in a{sv} ip4, in a{sv} ip6);
 //!   Release(in s netns);
 //!   ReleaseWithReport(in s netns, out a{sv} report);  // since 0.2
+//!   List(out aa{sv} entries);  // since 0.3
+//!   Delete(in s netns, in b force, out a{sv} report);  // since 0.3
 //!   property u Version;  // 1
 //!   signal LinkLost(s netns, s link, s reason);  // since 0.2, to the lease holder only
 //! }
-//! errors: io.github.NmVpnNetns.Agent1.Error.{InvalidArgs, AccessDenied, InUse, Timeout, Failed}
+//! errors: io.github.NmVpnNetns.Agent1.Error.{InvalidArgs, AccessDenied, InUse, Timeout, Failed,
+//!         UnknownNetns (since 0.3)}
 //! ```
 
 use std::collections::HashMap;
@@ -135,19 +138,57 @@ pub struct ReleaseReport {
     pub stranded: Option<Vec<(u32, String)>>,
 }
 
-/// The warning about processes left in a namespace deleted at `down`, in the agent's log and in
-/// NetworkManager's (through the plugin).
-pub fn stranded_message(netns: &str, stranded: &[(u32, String)]) -> String {
-    let list: Vec<String> = stranded
+/// One namespace the agent keeps a record of, as `List` answers it: a connected VPN's, one kept
+/// by `netns-persistent` after its VPN went down, or one a failed teardown left. Since 0.3.
+#[derive(Debug, Default, Clone, PartialEq, Eq, SerializeDict, DeserializeDict, Type)]
+#[zbus(signature = "a{sv}", rename_all = "kebab-case")]
+pub struct NetnsEntry {
+    /// The namespace, under `/run/netns`.
+    pub netns: String,
+    /// `connection.uuid` of the connection that isolated a VPN in it last.
+    pub uuid: String,
+    /// Its `connection.id` then; the profile may have been renamed or deleted since.
+    pub id: String,
+    /// The user of a user connection (`connection.permissions`); absent for a system connection.
+    pub user: Option<String>,
+    /// `netns-persistent=yes`: the namespace stays after the VPN goes down.
+    pub persistent: bool,
+    /// The agent created the namespace, rather than using one someone else made.
+    pub created: bool,
+    /// A VPN is connected in it: a lease holds it.
+    pub connected: bool,
+    /// The tun's name inside, while connected.
+    pub link: Option<String>,
+}
+
+/// `Delete`'s answer. Every field is optional, so that either end may add one. Since 0.3.
+#[derive(Debug, Default, Clone, PartialEq, Eq, SerializeDict, DeserializeDict, Type)]
+#[zbus(signature = "a{sv}", rename_all = "kebab-case")]
+pub struct DeleteReport {
+    /// The processes, as (pid, comm), that ran in the namespace and that `force` ended.
+    pub ended: Option<Vec<(u32, String)>>,
+    /// Those of them still running when the namespace was deleted: they survived SIGKILL.
+    pub stranded: Option<Vec<(u32, String)>>,
+}
+
+/// Processes as people read them: `PID (comm)`, comma-separated.
+pub fn process_list(processes: &[(u32, String)]) -> String {
+    let list: Vec<String> = processes
         .iter()
         .map(|(pid, comm)| format!("{pid} ({})", comm.escape_debug()))
         .collect();
+    list.join(", ")
+}
+
+/// The warning about processes left in a namespace deleted at `down`, in the agent's log and in
+/// NetworkManager's (through the plugin).
+pub fn stranded_message(netns: &str, stranded: &[(u32, String)]) -> String {
     format!(
         "namespace {netns} was deleted at down while processes still ran in it: {}. They keep \
          running without network and can no longer be reached with ip netns exec; end them, or \
          set netns-persistent=yes in the connection's vpn.data to keep the namespace across \
          reconnects",
-        list.join(", ")
+        process_list(stranded)
     )
 }
 
@@ -168,6 +209,8 @@ pub enum AgentError {
     Timeout(String),
     /// The kernel or the file system refused; everything was undone.
     Failed(String),
+    /// The agent keeps no record of the namespace. Since 0.3.
+    UnknownNetns(String),
 }
 
 /// A dict that does not decode as the contract's type, naming the field at fault.
@@ -272,6 +315,17 @@ pub trait Agent1 {
     /// calls `Release`.
     fn release_with_report(&self, netns: &str) -> Result<ReleaseReport, AgentError>;
 
+    /// `List(out aa{sv} entries)`: every namespace the agent keeps a record of, as
+    /// [`NetnsEntry`]; root only, like every method. Since 0.3.
+    fn list(&self) -> Result<Vec<NetnsEntry>, AgentError>;
+
+    /// `Delete(in s netns, in b force, out a{sv} report)`: tears down a namespace the agent keeps,
+    /// as a release of a namespace that is not persistent does: the namespace if the agent
+    /// created it, the DNS files, the record. Refused (`InUse`) while a VPN is connected in it,
+    /// and while processes run in it unless `force`, which ends them first (SIGTERM, then
+    /// SIGKILL); `UnknownNetns` for a namespace without a record. Since 0.3.
+    fn delete(&self, netns: &str, force: bool) -> Result<DeleteReport, AgentError>;
+
     /// `signal LinkLost(s netns, s link, s reason)`: the tun `link` of the caller's lease on
     /// `netns` can no longer serve it, for the [`LinkLoss`] `reason`; the holder stops the VPN.
     /// Sent to the lease holder alone; the stream yields only what the agent's name's owner
@@ -375,6 +429,47 @@ mod tests {
             ])
         );
         assert_eq!(from_dict::<IsolateReply>(&wire).unwrap(), reply);
+    }
+
+    #[test]
+    fn list_and_delete_answers_on_the_wire() {
+        let entry = NetnsEntry {
+            netns: "work".into(),
+            uuid: "8d3e2c1a-5b4f-4e6d-9a7b-0c1d2e3f4a5b".into(),
+            id: "Work VPN".into(),
+            user: None,
+            persistent: true,
+            created: true,
+            connected: false,
+            link: None,
+        };
+        let wire = on_the_wire(&entry);
+        assert_eq!(
+            wire,
+            var_dict(vec![
+                ("netns", owned("work")),
+                ("uuid", owned("8d3e2c1a-5b4f-4e6d-9a7b-0c1d2e3f4a5b")),
+                ("id", owned("Work VPN")),
+                ("persistent", owned(true)),
+                ("created", owned(true)),
+                ("connected", owned(false)),
+            ])
+        );
+        assert_eq!(from_dict::<NetnsEntry>(&wire).unwrap(), entry);
+        let report = DeleteReport {
+            ended: Some(vec![(4242, "sleep".into())]),
+            stranded: None,
+        };
+        let wire = on_the_wire(&report);
+        assert_eq!(
+            wire,
+            var_dict(vec![("ended", owned(vec![(4242u32, "sleep")]))])
+        );
+        assert_eq!(from_dict::<DeleteReport>(&wire).unwrap(), report);
+        assert_eq!(
+            process_list(&[(1, "a b".into()), (2, "c\n".into())]),
+            "1 (a b), 2 (c\\n)"
+        );
     }
 
     #[test]

@@ -20,8 +20,12 @@ use common::{dict, ov, VarDict};
 use futures_util::StreamExt;
 use nm_vpn_netns::agent::fake::Call;
 use nm_vpn_netns::agent::lifecycle::{self, Exe, FileId};
+use nm_vpn_netns::agent::sys::Process;
 use nm_vpn_netns::agent::Agent;
-use nm_vpn_netns::contract::{Agent1Proxy, LinkLostStream, BUS_NAME, INTERFACE, OBJECT_PATH};
+use nm_vpn_netns::contract::{
+    Agent1Proxy, AgentError, DeleteReport, LinkLostStream, NetnsEntry, BUS_NAME, INTERFACE,
+    OBJECT_PATH,
+};
 use tokio::task::JoinHandle;
 use zbus::{fdo, Connection, MatchRule, MessageStream, Proxy};
 
@@ -162,9 +166,9 @@ async fn exits_after_the_last_release_once_its_binary_was_replaced() {
     assert!(!name_owned(&client).await, "{BUS_NAME} is still owned");
 }
 
-/// Calls Isolate (a request valid for [`sys_with_links`]), Reapply and Release of namespace `work`
-/// on the bus at argv[1] as whoever runs it, and prints one line per call: the method, then `ok`
-/// or the error's name and message. First it prints its uid.
+/// Calls Isolate (a request valid for [`sys_with_links`]), Reapply, Release, List and Delete of
+/// namespace `work` on the bus at argv[1] as whoever runs it, and prints one line per call: the
+/// method, then `ok` or the error's name and message. First it prints its uid.
 const CLIENT: &str = r#"
 import os, sys
 import gi
@@ -188,6 +192,8 @@ for method, args in [
     ("Isolate", V("(a{sv})", (request,))),
     ("Reapply", V("(sa{sv}a{sv}a{sv})", ("work", {}, {}, {}))),
     ("Release", V("(s)", ("work",))),
+    ("List", None),
+    ("Delete", V("(sb)", ("work", True))),
 ]:
     try:
         conn.call_sync(name, path, iface, method, args, None, 0, -1, None)
@@ -237,6 +243,8 @@ async fn a_caller_that_is_not_root_is_refused_and_changes_nothing() {
         denied("Isolate"),
         denied("Reapply"),
         denied("Release"),
+        denied("List"),
+        denied("Delete"),
     ];
     assert_eq!(
         stdout.lines().collect::<Vec<_>>(),
@@ -257,6 +265,97 @@ async fn a_caller_that_is_not_root_is_refused_and_changes_nothing() {
         .await
         .unwrap();
     release(&p, "work").await.unwrap();
+}
+
+/// `List` shows every namespace on record, connected or kept; `Delete` removes a kept one, and
+/// refuses a connected one, one with processes inside unless forced, and one it does not know.
+/// Through the contract's own proxy, as the command calls them.
+#[tokio::test(flavor = "current_thread")]
+async fn list_and_delete_through_the_contracts_proxy() {
+    if !is_root() {
+        return;
+    }
+    let bus = Bus::start("list-delete");
+    let mut sys = sys_with_links();
+    let sleeper = Process {
+        pid: 4242,
+        comm: "sleep".to_owned(),
+    };
+    sys.world
+        .processes
+        .insert("/run/netns/kept".into(), vec![sleeper]);
+    let _agent = start(&bus, agent(sys), None).await;
+    let client = bus.connect().await;
+    let (p, agent1) = (
+        proxy(&client).await,
+        Agent1Proxy::new(&client).await.unwrap(),
+    );
+    let kept_keys = [
+        ("netns-isolate", "yes"),
+        ("netns-name", "kept"),
+        ("netns-persistent", "yes"),
+    ];
+    isolate(&p, request(7, "tun0", &kept_keys)).await.unwrap();
+    let mut other = request(8, "tun1", &keys("work"));
+    other.insert("uuid".into(), ov("5f0e2c1a-0000-4000-8000-000000000002"));
+    isolate(&p, other).await.unwrap();
+    let entry = |netns: &str, uuid: &str, persistent, connected, link: Option<&str>| NetnsEntry {
+        netns: netns.into(),
+        uuid: uuid.into(),
+        id: "work vpn".into(),
+        user: None,
+        persistent,
+        created: true,
+        connected,
+        link: link.map(Into::into),
+    };
+    let want = vec![
+        entry("kept", REQUEST_UUID, true, true, Some("tun0")),
+        entry(
+            "work",
+            "5f0e2c1a-0000-4000-8000-000000000002",
+            false,
+            true,
+            Some("tun1"),
+        ),
+    ];
+    assert_eq!(agent1.list().await.unwrap(), want);
+    let refused = |e: AgentError, name: &str, text: &str| {
+        let got = format!("{e:?}");
+        assert!(
+            got.starts_with(&format!("{name}(")) && got.contains(text),
+            "expected {name} with {text:?}, got {got}"
+        );
+    };
+    let e = agent1.delete("kept", true).await.unwrap_err();
+    refused(e, "InUse", "holds a connected VPN");
+
+    release(&p, "kept").await.unwrap();
+    release(&p, "work").await.unwrap();
+    let want = vec![entry("kept", REQUEST_UUID, true, false, None)];
+    assert_eq!(agent1.list().await.unwrap(), want);
+    let e = agent1.delete("kept", false).await.unwrap_err();
+    refused(
+        e,
+        "InUse",
+        "processes still run in namespace kept: 4242 (sleep)",
+    );
+    assert_eq!(
+        agent1.list().await.unwrap(),
+        want,
+        "a refusal changed the records"
+    );
+    let report = agent1.delete("kept", true).await.unwrap();
+    let want = DeleteReport {
+        ended: Some(vec![(4242, "sleep".into())]),
+        stranded: Some(Vec::new()),
+    };
+    assert_eq!(report, want);
+    assert_eq!(agent1.list().await.unwrap(), []);
+    let e = agent1.delete("kept", false).await.unwrap_err();
+    refused(e, "UnknownNetns", "keeps no namespace named kept");
+    let e = agent1.delete("../etc", false).await.unwrap_err();
+    refused(e, "InvalidArgs", "../etc");
 }
 
 /// NetworkManager does not wait for a plugin to stop: after `down` then `up`, the new plugin's

@@ -1408,6 +1408,15 @@ impl Sys for Timed {
     fn netns_processes(&mut self, path: &Path) -> Result<Vec<Process>, SysError> {
         self.time("netns_processes", |s| s.netns_processes(path))
     }
+    fn netns_processes_end(
+        &mut self,
+        path: &Path,
+        grace: Duration,
+    ) -> Result<Vec<Process>, SysError> {
+        self.time("netns_processes_end", |s| {
+            s.netns_processes_end(path, grace)
+        })
+    }
     fn link_get(&mut self, ifindex: u32) -> Result<Option<Link>, SysError> {
         self.time("link_get", |s| s.link_get(ifindex))
     }

@@ -43,6 +43,7 @@ gzip -9n "$gen"/docs/man/*
 for unit in io.github.NmVpnNetns.Agent1.service nm-vpn-netns-agent.service; do
     sed 's|@LIBEXECDIR@|/usr/libexec|g' "nm-plugin/$unit.in" >"$gen/files/$unit"
 done
+sed 's|@BINDIR@|/usr/bin|g' nm-plugin/io.github.NmVpnNetns.exec.policy.in >"$gen/files/io.github.NmVpnNetns.exec.policy"
 
 mkdir -p target/debian
 "$cargo_deb" --no-build --deb-version "$version" --output "target/debian/nm-vpn-netns_${version}_amd64.deb" >/dev/null

@@ -113,54 +113,6 @@ impl RecordingSys {
         self.per_message = Duration::ZERO;
     }
 
-    /// Adds a link to the agent's namespace, or to the namespace mounted at `netns`.
-    pub fn add_link(&mut self, ifindex: u32, name: &str, kind: Option<&str>, netns: Option<&str>) {
-        self.world.links.insert(
-            ifindex,
-            FakeLink {
-                link: Link {
-                    ifindex,
-                    name: name.to_owned(),
-                    kind: kind.map(str::to_owned),
-                    mtu: 1500,
-                    up: false,
-                },
-                netns: netns.map(PathBuf::from),
-                setup: None,
-            },
-        );
-    }
-
-    /// Adds a namespace that someone else made, as `ip netns add` would.
-    pub fn add_netns(&mut self, path: &str) {
-        let path = PathBuf::from(path);
-        if let Some(dir) = path.parent() {
-            self.world.dirs.insert(dir.to_owned());
-        }
-        let inode = self.inode();
-        self.world.netns_inodes.insert(path.clone(), inode);
-        self.add_netns_file(&path, FakeNetnsEntry::Netns);
-    }
-
-    /// Puts `entry` at `path` on a new file, as `ip netns add` creates one before it mounts.
-    pub fn add_netns_file(&mut self, path: &Path, entry: FakeNetnsEntry) {
-        let inode = self.inode();
-        self.world.netns_files.insert(path.to_owned(), inode);
-        self.world.netns.insert(path.to_owned(), entry);
-    }
-
-    pub fn add_file(&mut self, path: &str, content: &str) {
-        let inode = self.inode();
-        self.world.files.insert(
-            PathBuf::from(path),
-            FakeFile {
-                content: content.as_bytes().to_vec(),
-                inode,
-                durable: true,
-            },
-        );
-    }
-
     fn inode(&mut self) -> u64 {
         // Unique across every fake of the process: a world handed to a new fake (an agent
         // started anew) must not see a namespace made there get the inode of one on record.
@@ -371,6 +323,16 @@ impl Sys for RecordingSys {
         let mounted = self.world.netns.contains_key(path);
         let found = self.world.processes.get(path).filter(|_| mounted);
         Ok(found.cloned().unwrap_or_default())
+    }
+
+    fn netns_processes_end(
+        &mut self,
+        path: &Path,
+        _grace: Duration,
+    ) -> Result<Vec<Process>, SysError> {
+        self.call(Call::NetnsProcessesEnd(path.to_owned()))?;
+        self.world.processes.remove(path);
+        Ok(Vec::new())
     }
 
     fn link_get(&mut self, ifindex: u32) -> Result<Option<Link>, SysError> {

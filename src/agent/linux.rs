@@ -9,7 +9,7 @@
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 use netlink_packet_route::link::LinkMessage;
@@ -351,6 +351,17 @@ impl Sys for RealSys {
     fn netns_processes(&mut self, path: &Path) -> Result<Vec<Process>, SysError> {
         match self.netns_open(path)? {
             Some(netns) => procs::in_netns(&netns.fd, &netns.name()),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    fn netns_processes_end(
+        &mut self,
+        path: &Path,
+        grace: Duration,
+    ) -> Result<Vec<Process>, SysError> {
+        match self.netns_open(path)? {
+            Some(netns) => procs::end_in_netns(&netns.fd, &netns.name(), grace),
             None => Ok(Vec::new()),
         }
     }

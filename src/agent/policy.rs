@@ -22,7 +22,7 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::keyfile::{self, KeyFileError};
-use crate::plan::settings::{NameSource, NetnsName, NETNS_NAME_MAX};
+use crate::plan::settings::{permission_users, NameSource, NetnsName, NETNS_NAME_MAX};
 
 /// Where the agent reads its policy.
 pub const POLICY_PATH: &str = "/etc/nm-vpn-netns/agent.conf";
@@ -252,12 +252,9 @@ impl Policy {
         if permissions.is_empty() {
             return Ok(None);
         }
-        // NM writes `user:NAME:`, the last field reserved; `user:NAME` is read the same.
-        let users: Vec<String> = permissions
-            .iter()
-            .filter_map(|p| p.strip_prefix("user:"))
-            .map(|rest| rest.split(':').next().unwrap_or_default().to_owned())
-            .filter(|user| !user.is_empty())
+        let users: Vec<String> = permission_users(permissions)
+            .into_iter()
+            .map(str::to_owned)
             .collect();
         match users.as_slice() {
             [] => Err(PolicyError::NoUser {

@@ -1,16 +1,19 @@
 //! Processes the agent finds through `/proc`: those that run in a network namespace (what a `down`
-//! would strand if it deleted the namespace under them), and those a caller started in process
-//! groups of their own (what the agent ends when that caller dies without releasing).
+//! would strand if it deleted the namespace under them, and what a forced `Delete` ends), and
+//! those a caller started in process groups of their own (what the agent ends when that caller
+//! dies without releasing).
 
 use std::collections::HashSet;
 use std::fmt;
 use std::fs;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use log::{error, warn};
-use nix::sys::stat;
+use log::{error, info, warn};
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::stat::{self, FileStat};
 use rustix::process::{pidfd_open, pidfd_send_signal, Pid, PidfdFlags, Signal};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
@@ -23,11 +26,7 @@ pub fn in_netns(netns: impl AsFd, object: &str) -> Result<Vec<Process>, SysError
     let ns = stat::fstat(netns.as_fd()).map_err(|e| SysError::os("fstat", object, e))?;
     let mut found = Vec::new();
     for pid in pids().map_err(|e| SysError::os("read_dir", "/proc", e))? {
-        // stat follows the ns/net link to the namespace's own nsfs inode.
-        let Ok(st) = stat::stat(format!("/proc/{pid}/ns/net").as_str()) else {
-            continue;
-        };
-        if (st.st_dev, st.st_ino) != (ns.st_dev, ns.st_ino) {
+        if !runs_in(pid, &ns) {
             continue;
         }
         let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
@@ -38,6 +37,87 @@ pub fn in_netns(netns: impl AsFd, object: &str) -> Result<Vec<Process>, SysError
     }
     found.sort_by_key(|p| p.pid);
     Ok(found)
+}
+
+/// Whether process `pid` runs in the namespace whose nsfs file is `ns`: stat follows the
+/// `ns/net` link to the namespace's own nsfs inode.
+fn runs_in(pid: u32, ns: &FileStat) -> bool {
+    stat::stat(format!("/proc/{pid}/ns/net").as_str())
+        .is_ok_and(|st| (st.st_dev, st.st_ino) == (ns.st_dev, ns.st_ino))
+}
+
+/// Ends every process in the namespace `netns` refers to: SIGTERM, then SIGKILL to those still
+/// running after `grace`, which get as long again. Each is held by a pidfd opened before it is
+/// found in the namespace again, so that no signal reaches a process that got its PID since.
+/// Returns those still running at the end.
+pub fn end_in_netns(
+    netns: impl AsFd,
+    object: &str,
+    grace: Duration,
+) -> Result<Vec<Process>, SysError> {
+    let ns = stat::fstat(netns.as_fd()).map_err(|e| SysError::os("fstat", object, e))?;
+    let mut held = Vec::new();
+    for p in in_netns(&netns, object)? {
+        let Some(pid) = Pid::from_raw(p.pid as i32) else {
+            continue;
+        };
+        // One that fails here ended meanwhile.
+        if let Ok(fd) = pidfd_open(pid, PidfdFlags::empty()) {
+            if runs_in(p.pid, &ns) {
+                held.push((p, fd));
+            }
+        }
+    }
+    for signal in [Signal::TERM, Signal::KILL] {
+        if held.is_empty() {
+            break;
+        }
+        for (p, fd) in &held {
+            send(fd, p.pid, &p.comm, signal);
+        }
+        info!("sent {signal:?} to {} process(es) in {object}", held.len());
+        held = still_running(held, grace);
+    }
+    Ok(held.into_iter().map(|(p, _)| p).collect())
+}
+
+/// Those of `held` still running after `grace`: a pidfd polls readable once its process has
+/// exited (pidfd_open(2)).
+fn still_running(mut held: Vec<(Process, OwnedFd)>, grace: Duration) -> Vec<(Process, OwnedFd)> {
+    let deadline = Instant::now() + grace;
+    while !held.is_empty() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let timeout = PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX);
+        let mut fds: Vec<PollFd> = held
+            .iter()
+            .map(|(_, fd)| PollFd::new(fd.as_fd(), PollFlags::POLLIN))
+            .collect();
+        match poll(&mut fds, timeout) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(Errno::EINTR) => continue,
+            Err(e) => {
+                warn!("cannot wait for processes to exit: poll: {e}");
+                break;
+            }
+        }
+        let exited: Vec<bool> = fds
+            .iter()
+            .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
+            .collect();
+        drop(fds);
+        let mut exited = exited.into_iter();
+        held.retain(|_| !exited.next().unwrap_or(false));
+    }
+    held
+}
+
+/// Sends `signal` through a pidfd; a process that has exited meanwhile counts as done.
+fn send(fd: &OwnedFd, pid: u32, comm: &str, signal: Signal) {
+    match pidfd_send_signal(fd, signal) {
+        Ok(()) | Err(rustix::io::Errno::SRCH) => {}
+        Err(e) => warn!("cannot send {signal:?} to {pid} ({comm}): {e}"),
+    }
 }
 
 /// The PIDs in `/proc`.
@@ -142,10 +222,7 @@ impl Started {
 
     fn signal(&self, signal: Signal) {
         for (s, fd) in &self.0 {
-            match pidfd_send_signal(fd, signal) {
-                Ok(()) | Err(rustix::io::Errno::SRCH) => {}
-                Err(e) => warn!("cannot send {signal:?} to {} ({}): {e}", s.pid, s.comm),
-            }
+            send(fd, s.pid, &s.comm, signal);
         }
     }
 

@@ -17,7 +17,7 @@ use zbus::names::UniqueName;
 use zbus::object_server::SignalEmitter;
 use zbus::{fdo, interface, Connection};
 
-use crate::agent::executor::{ExecError, Executor, IsolateArgs, Isolated, TeardownError};
+use crate::agent::executor::{Deleted, ExecError, Executor, IsolateArgs, Isolated, TeardownError};
 use crate::agent::leases::{Lease, Leases};
 use crate::agent::lifecycle::{self, Exe, Fate};
 use crate::agent::linkwatch::{Lost, Opener, Watches};
@@ -25,11 +25,13 @@ use crate::agent::policy::{self, Policy, UidOf};
 use crate::agent::procs::Started;
 use crate::agent::record::Record;
 use crate::agent::request::{self, decode_request, plan_error, read_host_nsswitch};
-use crate::agent::sys::{Process, Sys};
-use crate::contract::{self, AgentError, IsolateReply, ReleaseReport};
+use crate::agent::sys::{pid_comm, Process, Sys};
+use crate::contract::{self, AgentError, DeleteReport, IsolateReply, NetnsEntry, ReleaseReport};
 use crate::plan::settings::{self, NetnsName};
 use crate::plan::{IsolationPlan, VarDict};
 use crate::report::chain;
+
+mod admin;
 
 /// When a lease's holder leaves the bus without releasing, as a killed plugin does: how long the
 /// processes it started get after SIGTERM ([`Started::end`]), and then after SIGKILL; and how long
@@ -45,7 +47,11 @@ impl From<ExecError> for AgentError {
         let msg = chain(&e);
         match e {
             ExecError::Timeout { .. } => AgentError::Timeout(msg),
-            ExecError::InUse { .. } | ExecError::OwnedByOther { .. } => AgentError::InUse(msg),
+            ExecError::InUse { .. }
+            | ExecError::OwnedByOther { .. }
+            | ExecError::Connected { .. }
+            | ExecError::Busy { .. } => AgentError::InUse(msg),
+            ExecError::NoRecord { .. } => AgentError::UnknownNetns(msg),
             ExecError::ForeignNetns { .. }
             | ExecError::ForeignNotListed { .. }
             | ExecError::NotOurs { .. }
@@ -59,6 +65,7 @@ impl From<ExecError> for AgentError {
             ExecError::Sys(_)
             | ExecError::NetnsGone { .. }
             | ExecError::Incomplete { .. }
+            | ExecError::Teardown(_)
             | ExecError::Leftover(_) => AgentError::Failed(msg),
         }
     }
@@ -77,6 +84,10 @@ enum Job {
         NetnsName,
         oneshot::Sender<Result<Vec<Process>, TeardownError>>,
     ),
+    /// Answered with every record.
+    List(oneshot::Sender<Vec<Record>>),
+    /// A namespace to delete, and whether to end the processes in it.
+    Delete(NetnsName, bool, oneshot::Sender<Result<Deleted, ExecError>>),
 }
 
 type IsolateReceiver = oneshot::Receiver<Result<Isolated, ExecError>>;
@@ -100,6 +111,10 @@ impl ExecutorHandle {
                         Job::Release(ns, reply) => {
                             let stranded = executor.stranded(&ns);
                             drop(reply.send(executor.release(&ns).map(|()| stranded)))
+                        }
+                        Job::List(reply) => drop(reply.send(executor.records().cloned().collect())),
+                        Job::Delete(ns, force, reply) => {
+                            drop(reply.send(executor.delete(&ns, force)))
                         }
                     }
                 }
@@ -389,8 +404,28 @@ impl Agent {
             .release_checked(netns, &hdr, conn, "ReleaseWithReport")
             .await?;
         Ok(ReleaseReport {
-            stranded: Some(stranded.into_iter().map(|p| (p.pid, p.comm)).collect()),
+            stranded: Some(pid_comm(&stranded)),
         })
+    }
+
+    async fn list(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<Vec<NetnsEntry>, AgentError> {
+        authorize(conn, &hdr, "List").await?;
+        self.executor.list().await
+    }
+
+    async fn delete(
+        &self,
+        netns: String,
+        force: bool,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<DeleteReport, AgentError> {
+        let (owner, ns) = authorize_on(conn, &hdr, "Delete", netns).await?;
+        self.delete_checked(ns, force, &owner).await
     }
 
     async fn reapply(

@@ -10,7 +10,7 @@ use std::fmt;
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -117,6 +117,11 @@ pub struct Process {
     pub comm: String,
 }
 
+/// Processes as the contract carries them: (pid, comm).
+pub fn pid_comm(processes: &[Process]) -> Vec<(u32, String)> {
+    processes.iter().map(|p| (p.pid, p.comm.clone())).collect()
+}
+
 /// What [`Sys::netns_setup`] applies inside a namespace, borrowed from the plan.
 #[derive(Debug, Clone, Copy)]
 pub struct NetnsSetup<'a> {
@@ -192,6 +197,14 @@ pub trait Sys {
     /// `ip netns pids`: the processes that run in the namespace mounted at `path`; none if
     /// nothing is mounted there.
     fn netns_processes(&mut self, path: &Path) -> Result<Vec<Process>, SysError>;
+    /// Ends the processes that run in the namespace mounted at `path`: SIGTERM, then SIGKILL to
+    /// those still running after `grace`, which get as long again. Returns those that outlived
+    /// it all.
+    fn netns_processes_end(
+        &mut self,
+        path: &Path,
+        grace: Duration,
+    ) -> Result<Vec<Process>, SysError>;
 
     /// The link with this index in the agent's own namespace; `None` if there is none.
     fn link_get(&mut self, ifindex: u32) -> Result<Option<Link>, SysError>;

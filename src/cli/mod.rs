@@ -51,7 +51,7 @@ pub enum Cmd {
 /// Runs the subcommand; an error is rendered once, with its causes, on stderr.
 pub fn run(command: Cmd) -> ExitCode {
     match command {
-        Cmd::Exec(args) => finish(exec::run(args)),
+        Cmd::Exec(args) => exec::run(args),
         Cmd::Status(args) => finish(status::run(args)),
         Cmd::Doctor(args) => finish(doctor::run(args)),
         Cmd::Enable(args) => finish(enable::run_enable(args)),
@@ -66,10 +66,13 @@ pub fn run(command: Cmd) -> ExitCode {
 pub const EXIT_FAILURE: u8 = 1;
 
 fn finish<E: std::error::Error>(result: Result<ExitCode, E>) -> ExitCode {
-    result.unwrap_or_else(|e| {
-        eprintln!("nm-vpn-netns: {}", crate::report::chain(&e));
-        ExitCode::from(EXIT_FAILURE)
-    })
+    result.unwrap_or_else(|e| fail(&e, EXIT_FAILURE))
+}
+
+/// Renders `e` once, with its causes, on stderr, and gives exit status `status`.
+fn fail(e: &dyn std::error::Error, status: u8) -> ExitCode {
+    eprintln!("nm-vpn-netns: {}", crate::report::chain(e));
+    ExitCode::from(status)
 }
 
 /// Runs `future` on a runtime of the calling thread alone: the subcommands talk to D-Bus, and

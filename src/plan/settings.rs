@@ -389,6 +389,17 @@ impl ConnectionInfo {
     }
 }
 
+/// The users `connection.permissions` names, in order. NM writes `user:NAME:`, the last field
+/// reserved (nm-setting-connection.c); `user:NAME` is read the same.
+pub fn permission_users(permissions: &[String]) -> Vec<&str> {
+    permissions
+        .iter()
+        .filter_map(|p| p.strip_prefix("user:"))
+        .map(|rest| rest.split(':').next().unwrap_or_default())
+        .filter(|user| !user.is_empty())
+        .collect()
+}
+
 /// `vpn.data` of the connection dict. Only `vpn.data` is read: `vpn.secrets` never leaves NM's
 /// dict through this module, not even in an error.
 pub fn vpn_data_from_nm(conn: &NmConnection) -> Result<BTreeMap<String, String>, SettingsError> {
@@ -547,6 +558,12 @@ mod tests {
             uuid: UUID.to_owned(),
             ..ConnectionInfo::default()
         }
+    }
+
+    #[test]
+    fn permission_users_as_nm_writes_them() {
+        let permissions = ["user:alice:", "user:bob", "group:x:", "user::"].map(String::from);
+        assert_eq!(permission_users(&permissions), ["alice", "bob"]);
     }
 
     fn data(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {

@@ -10,6 +10,8 @@ PACKAGES=(
     dpkg-dev lintian shellcheck rpm rpmlint
     # The fault scenarios hold the agent inside a call by delaying one of its system calls.
     strace
+    # `nm-vpn-netns exec` through sudo (tests-cli-exec.sh).
+    sudo
     # cargo-fuzz builds libFuzzer with a C++ compiler.
     g++
 )

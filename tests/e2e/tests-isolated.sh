@@ -434,6 +434,9 @@ t_install_uninstall() {
     expect_contains "the stock .name is not diverted" "$diverted" "$(rig_sb dpkg-divert --list "$stock")"
     pass_note "installed: our .name is the stock one but for program=, and the stock one is diverted"
 
+    expect_sb_file_line "the polkit action of exec does not name the installed program" \
+        '    <annotate key="org.freedesktop.policykit.exec.path">/usr/bin/nm-vpn-netns</annotate>' \
+        /usr/share/polkit-1/actions/io.github.NmVpnNetns.exec.policy
     expect_cmd_ok "make uninstall failed" rig_sb make -s -C "$RIG_SRC_IN" uninstall
     expect_cmd_ok "uninstall did not restore the stock .name byte for byte" rig_sb cmp "$stock" "$RIG_IN/stock.name"
     expect_sb_absent "uninstall left $diverted" "$diverted"
@@ -443,7 +446,8 @@ t_install_uninstall() {
         /usr/share/dbus-1/system.d/io.github.NmVpnNetns.Agent1.conf \
         /usr/share/dbus-1/system-services/io.github.NmVpnNetns.Agent1.service \
         /usr/lib/systemd/system/nm-vpn-netns-agent.service /usr/share/man/man8/nm-vpn-netns-agent.8.gz \
-        /usr/share/man/man5/nm-vpn-netns.5.gz /usr/share/bash-completion/completions/nm-vpn-netns; do
+        /usr/share/man/man5/nm-vpn-netns.5.gz /usr/share/bash-completion/completions/nm-vpn-netns \
+        /usr/share/polkit-1/actions/io.github.NmVpnNetns.exec.policy; do
         expect_sb_absent "uninstall left $f" "$f"
     done
     pass_note "uninstalled: the stock .name is back byte for byte, no diversion, none of our files"

@@ -108,7 +108,8 @@ pkg_remove_purge_with_vpn_up() {
     expect_eq "purge left a diversion" "" "$(rig_sb dpkg-divert --list "$PKG_STOCK")"
     expect_sb_absent "purge left $PKG_DIVERTED" "$PKG_DIVERTED"
     for f in /usr/lib/NetworkManager/nm-vpn-netns-service /usr/libexec/nm-vpn-netns-agent /usr/bin/nm-vpn-netns \
-        /usr/share/dbus-1/system.d/io.github.NmVpnNetns.Agent1.conf /run/nm-vpn-netns; do
+        /usr/share/dbus-1/system.d/io.github.NmVpnNetns.Agent1.conf /run/nm-vpn-netns \
+        /usr/share/polkit-1/actions/io.github.NmVpnNetns.exec.policy; do
         expect_sb_absent "purge left $f" "$f"
     done
     pass_note "after down, dpkg --purge: the stock .name byte for byte, no diversion, nothing of ours"

@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::agent::policy::POLICY_PATH;
-use crate::agent::sys::SysError;
+use crate::agent::sys::{pid_comm, Process, SysError};
+use crate::contract::process_list;
 use crate::plan::settings::NetnsName;
 use crate::report::Chain;
 
@@ -90,6 +91,25 @@ pub enum ExecError {
     NetnsGone { netns: NetnsName, path: PathBuf },
     #[error("a plan for namespace {plan} cannot be applied to namespace {netns}")]
     PlanMismatch { netns: NetnsName, plan: NetnsName },
+    #[error("nm-vpn-netns keeps no namespace named {netns}")]
+    NoRecord { netns: NetnsName },
+    #[error(
+        "namespace {netns} holds the connected VPN {connection_id:?}; take the VPN down first"
+    )]
+    Connected {
+        netns: NetnsName,
+        connection_id: String,
+    },
+    #[error(
+        "processes still run in namespace {netns}: {}; end them first, or delete it with force",
+        process_list(&pid_comm(processes))
+    )]
+    Busy {
+        netns: NetnsName,
+        processes: Vec<Process>,
+    },
+    #[error(transparent)]
+    Teardown(#[from] TeardownError),
     #[error("{}; rolling back also failed, so something is left: {rollback}", Chain(&**error))]
     Incomplete {
         error: Box<ExecError>,

@@ -25,12 +25,14 @@ use crate::plan::settings::NetnsName;
 use crate::plan::IsolationPlan;
 use crate::report::Chain;
 
+mod delete;
 mod error;
 mod ownership;
 mod store;
 mod stranded;
 mod teardown;
 
+pub use delete::{Deleted, END_GRACE};
 pub use error::{ExecError, TeardownError};
 
 const PING_GROUP_RANGE: &str = "net.ipv4.ping_group_range";

@@ -6,7 +6,7 @@
 use log::warn;
 
 use super::Executor;
-use crate::agent::sys::{Process, Sys};
+use crate::agent::sys::{pid_comm, Process, Sys};
 use crate::contract::stranded_message;
 use crate::plan::settings::NetnsName;
 use crate::report::Chain;
@@ -33,9 +33,10 @@ impl<S: Sys> Executor<S> {
             }
         };
         if !processes.is_empty() {
-            let stranded: Vec<(u32, String)> =
-                processes.iter().map(|p| (p.pid, p.comm.clone())).collect();
-            warn!("{}", stranded_message(netns.as_str(), &stranded));
+            warn!(
+                "{}",
+                stranded_message(netns.as_str(), &pid_comm(&processes))
+            );
         }
         processes
     }

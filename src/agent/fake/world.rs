@@ -1,8 +1,9 @@
 //! The in-memory world of [`super::RecordingSys`] and the calls it records.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
+use super::RecordingSys;
 use crate::agent::sys::{Link, Process};
 
 /// One call made to a [`super::RecordingSys`], with the objects it named.
@@ -19,6 +20,7 @@ pub enum Call {
     NetnsLeftoverRemove(PathBuf),
     NetnsId(PathBuf),
     NetnsProcesses(PathBuf),
+    NetnsProcessesEnd(PathBuf),
     LinkGet(u32),
     LinkNames(PathBuf),
     LinkSetNetns {
@@ -118,5 +120,56 @@ impl Default for World {
             unsynced_removals: BTreeSet::new(),
             processes: BTreeMap::new(),
         }
+    }
+}
+
+/// Building the world a test starts from.
+impl RecordingSys {
+    /// Adds a link to the agent's namespace, or to the namespace mounted at `netns`.
+    pub fn add_link(&mut self, ifindex: u32, name: &str, kind: Option<&str>, netns: Option<&str>) {
+        self.world.links.insert(
+            ifindex,
+            FakeLink {
+                link: Link {
+                    ifindex,
+                    name: name.to_owned(),
+                    kind: kind.map(str::to_owned),
+                    mtu: 1500,
+                    up: false,
+                },
+                netns: netns.map(PathBuf::from),
+                setup: None,
+            },
+        );
+    }
+
+    /// Adds a namespace that someone else made, as `ip netns add` would.
+    pub fn add_netns(&mut self, path: &str) {
+        let path = PathBuf::from(path);
+        if let Some(dir) = path.parent() {
+            self.world.dirs.insert(dir.to_owned());
+        }
+        let inode = self.inode();
+        self.world.netns_inodes.insert(path.clone(), inode);
+        self.add_netns_file(&path, FakeNetnsEntry::Netns);
+    }
+
+    /// Puts `entry` at `path` on a new file, as `ip netns add` creates one before it mounts.
+    pub fn add_netns_file(&mut self, path: &Path, entry: FakeNetnsEntry) {
+        let inode = self.inode();
+        self.world.netns_files.insert(path.to_owned(), inode);
+        self.world.netns.insert(path.to_owned(), entry);
+    }
+
+    pub fn add_file(&mut self, path: &str, content: &str) {
+        let inode = self.inode();
+        self.world.files.insert(
+            PathBuf::from(path),
+            FakeFile {
+                content: content.as_bytes().to_vec(),
+                inode,
+                durable: true,
+            },
+        );
     }
 }

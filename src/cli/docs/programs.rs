@@ -16,12 +16,12 @@ const MANUAL: &str = "System Manager's Manual";
 const CLI: Extras = Extras {
     files: &NETNS_FILES,
     examples: &[(
-        "Isolate the VPN connection `work`, bring it up, and run a browser in its namespace as the \
-         user `alice`:",
+        "Isolate the VPN connection `work`, bring it up, and run a browser in its namespace as \
+         yourself:",
         &[
             "nmcli connection modify work +vpn.data netns-isolate=yes",
             "nmcli connection up work",
-            "sudo ip netns exec work sudo -u alice firefox",
+            "nm-vpn-netns exec work -- firefox",
         ],
     )],
     see_also: &[

@@ -580,6 +580,7 @@ fn one_vpn_per_namespace() {
 }
 
 mod crashes;
+mod delete;
 mod ownership;
 mod release;
 mod stranded;

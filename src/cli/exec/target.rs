@@ -1,0 +1,250 @@
+//! Which isolated VPN `exec` enters, and whether the user may: NetworkManager's profiles and
+//! active connections, read as root over the system bus, then decided here without I/O.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use zbus::proxy::CacheProperties;
+
+use crate::agent::policy::{system_uid, Policy, PolicyError, POLICY_PATH};
+use crate::contract::{Agent1Proxy, AgentError, NetnsEntry};
+use crate::nmbus::{
+    active_state, ActiveConnectionProxy, NetworkManagerProxy, SettingsConnectionProxy,
+    SettingsProxy,
+};
+use crate::plan::settings::{self, permission_users, ConnectionInfo, NetnsName, NetnsSettings};
+
+/// Every way the target can be refused. Each message names the connection or the namespace.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TargetError {
+    #[error("no isolated VPN is connected; name one: nm-vpn-netns exec CONNECTION -- COMMAND")]
+    NoneConnected,
+    #[error("{} isolated VPNs are connected ({}); name one", names.len(), names.join(", "))]
+    SeveralConnected { names: Vec<String> },
+    #[error("no isolated VPN has the id, uuid or namespace {target:?}")]
+    Unknown { target: String },
+    #[error("{target:?} names several isolated VPNs ({}); give the uuid", names.join(", "))]
+    Ambiguous { target: String, names: Vec<String> },
+    #[error(
+        "VPN {id:?} is down, so its namespace {netns} is not in use; bring it up first: nmcli \
+         connection up uuid {uuid}"
+    )]
+    Down {
+        id: String,
+        uuid: String,
+        netns: String,
+    },
+    #[error(
+        "user {user:?} may not exec into {netns}: connection {id:?} belongs to {}",
+        owners.join(", ")
+    )]
+    Denied {
+        user: String,
+        id: String,
+        netns: String,
+        owners: Vec<String>,
+    },
+}
+
+/// One isolated VPN profile as `exec` needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Vpn {
+    pub id: String,
+    pub uuid: String,
+    /// The namespace the agent gives it: the profile's name, or `u<UID>-NAME` for a user's.
+    pub netns: NetnsName,
+    /// `connection.permissions`: empty for a system profile.
+    pub permissions: Vec<String>,
+    /// NM reports it ACTIVATED and the agent holds its namespace for it.
+    pub connected: bool,
+}
+
+/// The namespace of the VPN with `uuid` and whether it is connected, as the agent knows it
+/// (`List`), over the name the profile's settings give: the agent's policy may have changed
+/// since the VPN came up. `nm_activated`: NM's view of the same connection.
+pub fn agent_view(
+    entries: &[NetnsEntry],
+    uuid: &str,
+    settings_name: NetnsName,
+    nm_activated: bool,
+) -> (NetnsName, bool) {
+    let held = entries
+        .iter()
+        .filter(|e| e.connected && e.uuid == uuid)
+        .find_map(|e| e.netns.parse::<NetnsName>().ok());
+    match held {
+        Some(netns) => (netns, nm_activated),
+        None => (settings_name, false),
+    }
+}
+
+impl Vpn {
+    fn label(&self) -> String {
+        format!("{} ({})", self.id, self.netns.as_str())
+    }
+}
+
+/// The VPN that `target` names, a connection id, uuid or namespace name, or the one connected
+/// when there is no target. A name several profiles share is taken by the one connected.
+pub fn resolve<'a>(target: Option<&str>, vpns: &'a [Vpn]) -> Result<&'a Vpn, TargetError> {
+    let Some(target) = target else {
+        return match vpns.iter().filter(|v| v.connected).collect::<Vec<_>>()[..] {
+            [] => Err(TargetError::NoneConnected),
+            [one] => Ok(one),
+            ref many => Err(TargetError::SeveralConnected {
+                names: many.iter().map(|v| v.label()).collect(),
+            }),
+        };
+    };
+    let mut matches: Vec<&Vpn> = vpns.iter().filter(|v| v.uuid == target).collect();
+    if matches.is_empty() {
+        matches = vpns
+            .iter()
+            .filter(|v| v.id == target || v.netns.as_str() == target)
+            .collect();
+    }
+    if matches.len() > 1 && matches.iter().any(|v| v.connected) {
+        matches.retain(|v| v.connected);
+    }
+    let vpn = match matches[..] {
+        [] => {
+            return Err(TargetError::Unknown {
+                target: target.to_owned(),
+            })
+        }
+        [one] => one,
+        ref many => {
+            return Err(TargetError::Ambiguous {
+                target: target.to_owned(),
+                names: many
+                    .iter()
+                    .map(|v| format!("{} {}", v.label(), v.uuid))
+                    .collect(),
+            })
+        }
+    };
+    if !vpn.connected {
+        return Err(TargetError::Down {
+            id: vpn.id.clone(),
+            uuid: vpn.uuid.clone(),
+            netns: vpn.netns.as_str().to_owned(),
+        });
+    }
+    Ok(vpn)
+}
+
+/// Who may exec where: root anywhere; a user into a system profile's namespace (one without
+/// `connection.permissions`, which NM lets every user activate), or a profile that names them.
+pub fn authorize(user: &str, uid: u32, vpn: &Vpn) -> Result<(), TargetError> {
+    let owners = permission_users(&vpn.permissions);
+    if uid == 0 || vpn.permissions.is_empty() || owners.contains(&user) {
+        return Ok(());
+    }
+    Err(TargetError::Denied {
+        user: user.to_owned(),
+        id: vpn.id.clone(),
+        netns: vpn.netns.as_str().to_owned(),
+        owners: owners.into_iter().map(str::to_owned).collect(),
+    })
+}
+
+/// Every way reading the VPNs from NetworkManager can fail.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("cannot read the connections from NetworkManager")]
+    Bus(#[source] zbus::Error),
+    #[error("cannot read the agent's policy")]
+    Policy(#[source] PolicyError),
+    #[error("cannot list the agent's namespaces")]
+    Agent(#[source] AgentError),
+}
+
+/// The isolated VPN profiles NM holds, each with its namespace and whether it is connected.
+/// A profile whose `netns-*` keys are invalid cannot connect, and is left out.
+pub async fn isolated_vpns(bus: &zbus::Connection) -> Result<Vec<Vpn>, ReadError> {
+    let policy = Policy::load(Path::new(POLICY_PATH), 0).map_err(ReadError::Policy)?;
+    let activated = activated_uuids(bus).await.map_err(ReadError::Bus)?;
+    let agent = Agent1Proxy::builder(bus)
+        .cache_properties(CacheProperties::No)
+        .build()
+        .await
+        .map_err(ReadError::Bus)?;
+    let held = agent.list().await.map_err(ReadError::Agent)?;
+    let nm_settings = SettingsProxy::new(bus).await.map_err(ReadError::Bus)?;
+    let mut vpns = Vec::new();
+    for path in nm_settings
+        .list_connections()
+        .await
+        .map_err(ReadError::Bus)?
+    {
+        let profile = SettingsConnectionProxy::builder(bus)
+            .path(path)
+            .build()
+            .await
+            .map_err(ReadError::Bus)?;
+        let conn = profile.get_settings().await.map_err(ReadError::Bus)?;
+        let Some((info, netns)) = isolation(&conn) else {
+            continue;
+        };
+        let Ok(netns) = agent_name(&policy, &info, &netns) else {
+            continue;
+        };
+        let nm_activated = activated.get(&info.uuid).copied().unwrap_or(false);
+        let (netns, connected) = agent_view(&held, &info.uuid, netns, nm_activated);
+        vpns.push(Vpn {
+            connected,
+            id: info.id,
+            uuid: info.uuid,
+            netns,
+            permissions: info.permissions,
+        });
+    }
+    Ok(vpns)
+}
+
+/// The profile's validated settings, if it asks for isolation.
+fn isolation(conn: &settings::NmConnection) -> Option<(ConnectionInfo, NetnsSettings)> {
+    let info = ConnectionInfo::from_nm(conn).ok()?;
+    let netns = settings::parse(&settings::vpn_data_from_nm(conn).ok()?, &info).ok()?;
+    netns.isolate.then_some((info, netns))
+}
+
+/// The namespace the agent gives this profile, by the same policy it applies at `Isolate`.
+fn agent_name(
+    policy: &Policy,
+    info: &ConnectionInfo,
+    netns: &NetnsSettings,
+) -> Result<NetnsName, PolicyError> {
+    match policy.connection_user(&info.permissions)? {
+        None => Ok(netns.name.clone()),
+        Some(user) => policy.user_netns_name(&user, &netns.name, &netns.name_source, system_uid),
+    }
+}
+
+/// The uuid of every active VPN, and whether it is ACTIVATED.
+async fn activated_uuids(bus: &zbus::Connection) -> zbus::Result<HashMap<String, bool>> {
+    let mut uuids = HashMap::new();
+    for path in NetworkManagerProxy::new(bus)
+        .await?
+        .active_connections()
+        .await?
+    {
+        let active = ActiveConnectionProxy::builder(bus)
+            .path(path)
+            .build()
+            .await?;
+        // An active connection can vanish between the list and this read; it is not connected.
+        let (Ok(true), Ok(uuid), Ok(state)) = (
+            active.vpn().await,
+            active.uuid().await,
+            active.state().await,
+        ) else {
+            continue;
+        };
+        *uuids.entry(uuid).or_default() |= state == active_state::ACTIVATED;
+    }
+    Ok(uuids)
+}
+
+#[cfg(test)]
+mod tests;
