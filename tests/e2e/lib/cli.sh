@@ -1,0 +1,25 @@
+# shellcheck shell=bash
+# The `nm-vpn-netns` command's output, as the tests-cli-*.sh scenarios check it.
+
+# The value at PATH (keys and array indexes joined by dots: vpns.0.tun.name) of the JSON text $1:
+# a string as it is, anything else as compact JSON (true, null, ["a","b"]); empty when $1 is not
+# JSON or has nothing there.
+json_path() {
+    /usr/bin/python3 -c '
+import json, sys
+try:
+    v = json.loads(sys.argv[1])
+    for key in sys.argv[2].split("."):
+        v = v[int(key)] if isinstance(v, list) else v[key]
+except (ValueError, KeyError, IndexError, TypeError):
+    sys.exit(0)
+print(v if isinstance(v, str) else json.dumps(v, separators=(",", ":")))' "$1" "$2"
+}
+
+# WHAT JSON PATH VALUE: the value at PATH of JSON is VALUE (as json_path prints it).
+expect_json_path() {
+    local got
+    got=$(json_path "$2" "$3")
+    [[ $got == "$4" ]] || expect_failed "$1" "$3 = $4" "$3 = $got"$'\n'"in: $2"
+}
+

@@ -1,0 +1,160 @@
+# shellcheck shell=bash
+# End-to-end scenarios of `nm-vpn-netns status`, `list` and `delete`, as root in the sandbox and as
+# a user without root.
+
+# Runs `nm-vpn-netns ARGS…` in the sandbox as uid 65534.
+cli_as_nobody() {
+    rig_sb setpriv --reuid 65534 --regid 65534 --clear-groups nm-vpn-netns "$@"
+}
+
+# `status --json` field by field for an isolated VPN up on the rig, each against what `ip` and the
+# files show; then as a user without root; then its leak check, shown to fail on a route into the
+# VPN planted in the root namespace (the sandbox's), and to pass again once it is gone.
+t_cli_status() {
+    local ns=clistat uuid out rc tun want routes others
+    rig_profile_keyfile "$ns" 1 ca netns-isolate=yes "netns-name=$ns"
+    uuid=$(rig_sb nmcli -g connection.uuid connection show "$ns")
+    expect_cmd_ok "activation failed" rig_up_nmcli "$ns"
+    rc=0 && out=$(rig_sb nm-vpn-netns status --json) || rc=$?
+    expect_eq "status --json did not exit 0: $out" 0 "$rc"
+    expect_json_path "not the connection's id" "$out" vpns.0.id "$ns"
+    expect_json_path "not the connection's uuid" "$out" vpns.0.uuid "$uuid"
+    expect_json_path "not its namespace" "$out" vpns.0.netns "$ns"
+    expect_json_path "not NM's state" "$out" vpns.0.state activated
+    expect_json_path "persistent without netns-persistent" "$out" vpns.0.persistent false
+    expect_json_path "not created by nm-vpn-netns" "$out" vpns.0.created true
+    expect_json_path "a second VPN" "$out" vpns.1 ""
+    pass_note "status --json: id, uuid, namespace $ns, activated, not persistent, created by nm-vpn-netns"
+
+    tun=$(rig_sb ip -n "$ns" -o link show type tun | awk -F': ' '{print $2}')
+    expect_json_path "not the tun of ip -n $ns link" "$out" vpns.0.tun.name "$tun"
+    want=$(rig_sb ip -n "$ns" -o addr show dev "$tun" | awk '{print $4}' |
+        /usr/bin/python3 -c 'import json, sys; print(json.dumps(sys.stdin.read().split(), separators=(",", ":")))')
+    expect_json_path "not the addresses of ip -n $ns addr" "$out" vpns.0.tun.addresses "$want"
+    expect_match "the tun lacks its pushed address" '"198\.19\.0\.201/24"' "$want"
+    routes=$(json_path "$out" vpns.0.routes)
+    expect_contains "no default route through the tun" "\"default via $RIG_TUN_SERVER_IP dev $tun\"" "$routes"
+    expect_contains "no route to the tun's subnet" "\"198.19.0.0/24 dev $tun\"" "$routes"
+    others=$(/usr/bin/python3 -c 'import json, sys
+print("\n".join(r for r in json.loads(sys.argv[1]) if not r.endswith(" dev " + sys.argv[2])))' "$routes" "$tun")
+    expect_eq "a route inside leaves through another link than $tun" "" "$others"
+    expect_json_path "not the VPN's DNS server" "$out" vpns.0.dns.servers "[\"$RIG_TUN_SERVER_IP\"]"
+    expect_json_path "not the VPN's domain" "$out" vpns.0.dns.search "[\"$RIG_DNS_DOMAIN\"]"
+    pass_note "status --json: tun $tun with $want, its routes ($routes), DNS $RIG_TUN_SERVER_IP search $RIG_DNS_DOMAIN"
+    expect_json_path "the leak check failed" "$out" vpns.0.leak_check '{"passed":true,"leaks":[]}'
+    expect_json_path "leak_free is not true" "$out" leak_free true
+    rc=0 && out=$(rig_sb nm-vpn-netns status) || rc=$?
+    expect_eq "status did not exit 0: $out" 0 "$rc"
+    expect_match "the text lacks the passed leak check" '^  leak check +passed$' "$out"
+    pass_note "the leak check passes, in JSON and in text"
+
+    rc=0 && out=$(cli_as_nobody status --json) || rc=$?
+    expect_eq "status --json as uid 65534 did not exit 0: $out" 0 "$rc"
+    expect_json_path "uid 65534 does not see the VPN" "$out" vpns.0.uuid "$uuid"
+    expect_json_path "uid 65534 does not see its namespace" "$out" vpns.0.netns "$ns"
+    expect_json_path "uid 65534 does not see its state" "$out" vpns.0.state activated
+    local f
+    for f in created tun routes dns leak_check; do
+        expect_json_path "$f is not marked for root" "$out" "vpns.0.$f" '{"unavailable":"needs root"}'
+    done
+    expect_json_path "leak_free without a check" "$out" leak_free null
+    pass_note "as uid 65534: what NM shows, and created, tun, routes, dns, leak_check marked \"needs root\""
+
+    # A route into the VPN's subnet in the root namespace is a leak; the leak monitor, which would
+    # rightly fail the scenario for it, stops first, having seen none until here.
+    leak_watch_end
+    local planted="198.19.0.0/24 via $RIG_SERVER_IP dev uplink0"
+    # shellcheck disable=SC2064 # the route as it is now
+    trap "rig_sb ip route del $planted 2>/dev/null || true" EXIT
+    # shellcheck disable=SC2086 # the route's words
+    rig_sb ip route add $planted
+    rc=0 && out=$(rig_sb nm-vpn-netns status --json) || rc=$?
+    expect_eq "status --json did not exit 2 on a leak: $out" 2 "$rc"
+    expect_json_path "the leak check passed" "$out" vpns.0.leak_check.passed false
+    expect_json_path "leak_free is not false" "$out" leak_free false
+    expect_contains "the leak does not name the route" \
+        "route into the VPN's network 198.19.0.0/24: $planted" "$(json_path "$out" vpns.0.leak_check.leaks.0)"
+    rc=0 && out=$(rig_sb nm-vpn-netns status) || rc=$?
+    expect_eq "status did not exit 2 on a leak" 2 "$rc"
+    expect_match "the text does not say FAILED" '^  leak check +FAILED:$' "$out"
+    pass_note "with $planted in the root namespace: exit 2, the leak check names the route"
+    # shellcheck disable=SC2086
+    rig_sb ip route del $planted
+    trap - EXIT
+    rc=0 && out=$(rig_sb nm-vpn-netns status --json) || rc=$?
+    expect_eq "status --json did not exit 0 once the route was gone: $out" 0 "$rc"
+    expect_json_path "the leak check failed once the route was gone" "$out" vpns.0.leak_check.passed true
+    pass_note "the route removed: exit 0, the leak check passes again"
+
+    rig_down_nmcli "$ns" >/dev/null
+    expect_vpn_gone
+    expect_netns_gone "namespace $ns remains after down" "$ns" 10
+    rc=0 && out=$(rig_sb nm-vpn-netns status --json) || rc=$?
+    expect_eq "status --json did not exit 0 with no VPN" 0 "$rc"
+    expect_json_path "a VPN shown after down" "$out" vpns '[]'
+    rig_profile_delete "$ns"
+}
+
+# `list` and `delete` of a persistent namespace: refused while its VPN is up; listed after down;
+# refused while a process runs inside, naming it; deleted with --force, which ends it; nothing left.
+t_cli_delete() {
+    local ns=clidel out rc sleeper
+    rig_profile_keyfile "$ns" 2 ca netns-isolate=yes "netns-name=$ns" netns-persistent=yes
+    expect_cmd_ok "activation failed" rig_up_nmcli "$ns"
+    out=$(rig_sb nm-vpn-netns list --json)
+    expect_json_path "not listed as connected" "$out" 0.state connected
+    rc=0 && out=$(rig_sb nm-vpn-netns delete "$ns" 2>&1) || rc=$?
+    expect_eq "delete of a connected namespace did not exit 1: $out" 1 "$rc"
+    expect_contains "the refusal does not say why" "holds a connected VPN" "$out"
+    expect_netns "the refused delete removed $ns" "$ns"
+    pass_note "while up: listed as connected; delete refused ($out)"
+
+    rig_down_nmcli "$ns" >/dev/null
+    expect_vpn_gone
+    expect_netns "the persistent namespace went away on down" "$ns"
+    out=$(rig_sb nm-vpn-netns list --json)
+    expect_json_path "not one namespace listed" "$out" 1 ""
+    expect_json_path "not listed" "$out" 0.netns "$ns"
+    expect_json_path "not listed as persistent" "$out" 0.state persistent
+    expect_json_path "listed as connected" "$out" 0.connected false
+    expect_json_path "not created by nm-vpn-netns" "$out" 0.created true
+    expect_json_path "its profile is not found" "$out" 0.profile present
+    out=$(rig_sb nm-vpn-netns list)
+    expect_match "the table lacks the namespace" "^$ns +persistent +yes +- +$ns +" "$out"
+    pass_note "after down: list shows $ns, persistent, created by nm-vpn-netns, its profile present"
+
+    rig_sb sh -c "echo \$\$ >$RIG_IN/clidel-sleep.pid; exec ip netns exec $ns sleep 300" >/dev/null 2>&1 &
+    expect_within "the process inside did not start" 5 test -s "$RIG_W/clidel-sleep.pid"
+    sleeper=$(cat "$RIG_W/clidel-sleep.pid")
+    rig_wait 5 output_matches '^sleep$' rig_sb cat "/proc/$sleeper/comm" ||
+        fail "process $sleeper is not sleep"
+    rc=0 && out=$(rig_sb nm-vpn-netns delete "$ns" 2>&1) || rc=$?
+    expect_eq "delete with a process inside did not exit 1: $out" 1 "$rc"
+    expect_contains "the refusal does not name the process" "$sleeper (sleep)" "$out"
+    expect_netns "the refused delete removed $ns" "$ns"
+    expect_cmd_ok "the refused delete ended the process" rig_sb kill -0 "$sleeper"
+    pass_note "with process $sleeper inside: refused, naming it ($out)"
+
+    rc=0 && out=$(rig_sb nm-vpn-netns delete --force "$ns" 2>&1) || rc=$?
+    expect_eq "delete --force did not exit 0: $out" 0 "$rc"
+    expect_contains "delete --force does not say it ended the process" "ended: $sleeper (sleep)" "$out"
+    rig_wait 5 sb_pid_gone "$sleeper" || fail "process $sleeper still runs after delete --force"
+    wait
+    expect_netns_gone "delete --force left /run/netns/$ns" "$ns" 5
+    expect_sb_absent "delete --force left /etc/netns/$ns" "/etc/netns/$ns"
+    expect_sb_absent "delete --force left the record" "/run/nm-vpn-netns/$ns"
+    expect_sb_absent "delete --force left the durable record" "/var/lib/nm-vpn-netns/$ns"
+    expect_json_path "still listed" "$(rig_sb nm-vpn-netns list --json)" 0.netns ""
+    pass_note "delete --force: process $sleeper ended; no namespace, /etc/netns entry or record left"
+
+    rc=0 && out=$(rig_sb nm-vpn-netns delete "$ns" 2>&1) || rc=$?
+    expect_eq "a second delete did not exit 1" 1 "$rc"
+    expect_contains "an unknown namespace is not said so" "keeps no namespace named $ns" "$out"
+    rc=0 && out=$(cli_as_nobody delete "$ns" 2>&1) || rc=$?
+    expect_eq "delete as uid 65534 did not exit 1" 1 "$rc"
+    expect_contains "uid 65534 is not told it needs root" "needs root" "$out"
+    pass_note "an unknown namespace, and a user without root, are refused with the reason"
+    rig_profile_delete "$ns"
+}
+
+E2E_TESTS+=(t_cli_status t_cli_delete)
