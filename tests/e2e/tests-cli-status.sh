@@ -11,7 +11,7 @@ cli_as_nobody() {
 # files show; then as a user without root; then its leak check, shown to fail on a route into the
 # VPN planted in the root namespace (the sandbox's), and to pass again once it is gone.
 t_cli_status() {
-    local ns=clistat uuid out rc tun want routes others
+    local ns=clistat uuid out rc tun want default routes others
     rig_profile_keyfile "$ns" 1 ca netns-isolate=yes "netns-name=$ns"
     uuid=$(rig_sb nmcli -g connection.uuid connection show "$ns")
     expect_cmd_ok "activation failed" rig_up_nmcli "$ns"
@@ -33,7 +33,11 @@ t_cli_status() {
     expect_json_path "not the addresses of ip -n $ns addr" "$out" vpns.0.tun.addresses "$want"
     expect_match "the tun lacks its pushed address" '"198\.19\.0\.201/24"' "$want"
     routes=$(json_path "$out" vpns.0.routes)
-    expect_contains "no default route through the tun" "\"default via $RIG_TUN_SERVER_IP dev $tun\"" "$routes"
+    # The default route as `ip` shows it, in status's words: [via GATEWAY] dev LINK.
+    default=$(rig_sb ip -n "$ns" -4 route show default |
+        awk '{s = $1; for (i = 2; i < NF; i++) if ($i == "via" || $i == "dev") s = s " " $i " " $(i + 1); print s}')
+    expect_eq "the default route inside is not through the tun" "default dev $tun" "${default/ via */ dev $tun}"
+    expect_contains "not the default route of ip -n $ns route" "\"$default\"" "$routes"
     expect_contains "no route to the tun's subnet" "\"198.19.0.0/24 dev $tun\"" "$routes"
     others=$(/usr/bin/python3 -c 'import json, sys
 print("\n".join(r for r in json.loads(sys.argv[1]) if not r.endswith(" dev " + sys.argv[2])))' "$routes" "$tun")
@@ -41,7 +45,7 @@ print("\n".join(r for r in json.loads(sys.argv[1]) if not r.endswith(" dev " + s
     expect_json_path "not the VPN's DNS server" "$out" vpns.0.dns.servers "[\"$RIG_TUN_SERVER_IP\"]"
     expect_json_path "not the VPN's domain" "$out" vpns.0.dns.search "[\"$RIG_DNS_DOMAIN\"]"
     pass_note "status --json: tun $tun with $want, its routes ($routes), DNS $RIG_TUN_SERVER_IP search $RIG_DNS_DOMAIN"
-    expect_json_path "the leak check failed" "$out" vpns.0.leak_check '{"passed":true,"leaks":[]}'
+    expect_json_path "the leak check failed" "$out" vpns.0.leak_check '{"leaks":[],"passed":true}'
     expect_json_path "leak_free is not true" "$out" leak_free true
     rc=0 && out=$(rig_sb nm-vpn-netns status) || rc=$?
     expect_eq "status did not exit 0: $out" 0 "$rc"

@@ -2,8 +2,8 @@
 # The `nm-vpn-netns` command's output, as the tests-cli-*.sh scenarios check it.
 
 # The value at PATH (keys and array indexes joined by dots: vpns.0.tun.name) of the JSON text $1:
-# a string as it is, anything else as compact JSON (true, null, ["a","b"]); empty when $1 is not
-# JSON or has nothing there.
+# a string as it is, anything else as compact JSON with its keys sorted (true, null, ["a","b"],
+# {"a":1,"b":2}); empty when $1 is not JSON or has nothing there.
 json_path() {
     /usr/bin/python3 -c '
 import json, sys
@@ -13,7 +13,7 @@ try:
         v = v[int(key)] if isinstance(v, list) else v[key]
 except (ValueError, KeyError, IndexError, TypeError):
     sys.exit(0)
-print(v if isinstance(v, str) else json.dumps(v, separators=(",", ":")))' "$1" "$2"
+print(v if isinstance(v, str) else json.dumps(v, separators=(",", ":"), sort_keys=True))' "$1" "$2"
 }
 
 # WHAT JSON PATH VALUE: the value at PATH of JSON is VALUE (as json_path prints it).
