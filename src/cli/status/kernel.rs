@@ -40,6 +40,9 @@ impl fmt::Display for Addr {
 pub struct Route {
     /// The destination and its prefix length; `None` for a default route.
     pub dest: Option<(IpAddr, u8)>,
+    /// An IPv6 route: its default route is written `::/0`, which ip-route(8) takes for `default`
+    /// too, so that the two families' default routes read apart.
+    pub ipv6: bool,
     pub via: Option<IpAddr>,
     /// The link it goes out of; `None` for one with none, such as an `unreachable` route.
     pub dev: Option<String>,
@@ -55,6 +58,7 @@ impl fmt::Display for Route {
         }
         match self.dest {
             Some((dest, prefix)) => write!(f, "{dest}/{prefix}")?,
+            None if self.ipv6 => f.write_str("::/0")?,
             None => f.write_str("default")?,
         }
         if let Some(via) = self.via {
@@ -180,6 +184,7 @@ pub fn decode(
 fn route_of(r: &RouteMessage, name: &impl Fn(u32) -> String) -> Route {
     let mut route = Route {
         dest: route_dest(r).map(|d| (d, r.header.destination_prefix_length)),
+        ipv6: r.header.address_family == AddressFamily::Inet6,
         via: None,
         dev: None,
         table: u32::from(r.header.table),
@@ -214,4 +219,98 @@ fn route_kind(kind: RouteType) -> String {
         other => return format!("{other:?}").to_lowercase(),
     }
     .to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv6Addr;
+
+    use netlink_packet_route::address::AddressAttribute;
+    use netlink_packet_route::link::LinkAttribute;
+    use netlink_packet_route::route::RouteHeader;
+
+    use super::*;
+
+    fn link(index: u32, name: &str) -> RouteNetlinkMessage {
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        msg.attributes.push(LinkAttribute::IfName(name.into()));
+        RouteNetlinkMessage::NewLink(msg)
+    }
+
+    fn route(
+        family: AddressFamily,
+        (table, prefix): (u8, u8),
+        attributes: Vec<RouteAttribute>,
+    ) -> RouteNetlinkMessage {
+        let mut msg = RouteMessage::default();
+        msg.header.address_family = family;
+        msg.header.destination_prefix_length = prefix;
+        msg.header.table = table;
+        msg.header.kind = RouteType::Unicast;
+        msg.attributes = attributes;
+        RouteNetlinkMessage::NewRoute(msg)
+    }
+
+    /// The dumps as `ip` reads them: a point-to-point address is its local one, links by name,
+    /// each family's default route apart, and the local table's routes marked.
+    #[test]
+    fn dumps_decode_as_ip_shows_them() {
+        let mut address = AddressMessage::default();
+        address.header.index = 5;
+        address.header.prefix_len = 24;
+        address.attributes = vec![
+            AddressAttribute::Address("198.19.0.1".parse().unwrap()),
+            AddressAttribute::Local("198.19.0.2".parse().unwrap()),
+        ];
+        let gateway = RouteAttribute::Gateway(RouteAddress::Inet("198.19.0.1".parse().unwrap()));
+        let routes = vec![
+            route(
+                AddressFamily::Inet,
+                (RouteHeader::RT_TABLE_MAIN, 0),
+                vec![gateway, RouteAttribute::Oif(5)],
+            ),
+            route(
+                AddressFamily::Inet6,
+                (RouteHeader::RT_TABLE_MAIN, 0),
+                vec![RouteAttribute::Oif(5)],
+            ),
+            route(
+                AddressFamily::Inet6,
+                (255, 128),
+                vec![
+                    RouteAttribute::Destination(RouteAddress::Inet6(Ipv6Addr::LOCALHOST)),
+                    RouteAttribute::Oif(1),
+                ],
+            ),
+            route(
+                AddressFamily::Inet,
+                (0, 0),
+                vec![RouteAttribute::Table(1000), RouteAttribute::Oif(9)],
+            ),
+        ];
+        let state = decode(
+            vec![link(5, "tun0"), link(1, "lo")],
+            vec![RouteNetlinkMessage::NewAddress(address)],
+            routes,
+        );
+        assert_eq!(state.links, ["lo", "tun0"]);
+        let addresses: Vec<String> = state
+            .addresses
+            .iter()
+            .map(|a| format!("{a} {}", a.link))
+            .collect();
+        assert_eq!(addresses, ["198.19.0.2/24 tun0"]);
+        let shown: Vec<String> = state.routes.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            shown,
+            [
+                "default via 198.19.0.1 dev tun0",
+                "::/0 dev tun0",
+                "::1/128 dev lo table 255",
+                "default dev if9 table 1000"
+            ]
+        );
+        assert_eq!(state.main_routes().count(), 2);
+    }
 }

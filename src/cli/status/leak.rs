@@ -205,6 +205,7 @@ mod tests {
     fn route(dest: Option<(&str, u8)>, via: Option<&str>, dev: Option<&str>, table: u32) -> Route {
         Route {
             dest: dest.map(|(d, p)| (ip(d), p)),
+            ipv6: false,
             via: via.map(ip),
             dev: dev.map(Into::into),
             table,

@@ -42,6 +42,7 @@ fn kernel(leaks: Vec<Leak>) -> Kernel {
         }],
         routes: vec![Route {
             dest: None,
+            ipv6: false,
             via: Some("198.19.0.1".parse().unwrap()),
             dev: Some("tun0".into()),
             table: MAIN_TABLE,

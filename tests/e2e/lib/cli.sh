@@ -23,3 +23,15 @@ expect_json_path() {
     [[ $got == "$4" ]] || expect_failed "$1" "$3 = $4" "$3 = $got"$'\n'"in: $2"
 }
 
+
+# The object of the JSON array $1 whose field $2 is $3, as compact JSON; empty when there is none.
+json_find() {
+    /usr/bin/python3 -c '
+import json, sys
+try:
+    found = [o for o in json.loads(sys.argv[1]) if o.get(sys.argv[2]) == sys.argv[3]]
+except (ValueError, AttributeError, TypeError):
+    found = []
+if found:
+    print(json.dumps(found[0], separators=(",", ":"), sort_keys=True))' "$1" "$2" "$3"
+}
