@@ -18,18 +18,18 @@ List every network namespace nm-vpn-netns's agent keeps a record of: those of co
 those kept by netns-persistent=yes after their VPN went down, and those a failed teardown left.
 For each it shows the connection that isolated a VPN there last (its id then, and its uuid),
 and whether that profile still exists in NetworkManager, so that a namespace whose profile was
-renamed or deleted stands out; `nm-vpn-netns delete` removes such a namespace.
+renamed or deleted stands out; nm-vpn-netns delete removes such a namespace.
 
-STATE is `connected` while a VPN runs in the namespace, `persistent` for one kept after its VPN
-went down, and `left` for one that is neither, which a teardown that failed left behind.
-CREATED says whether nm-vpn-netns created the namespace (`delete` then removes it) or was
-given one that someone else made (`delete` then only puts back its DNS files).
+STATE is connected while a VPN runs in the namespace, persistent for one kept after its VPN
+went down, and left for one that is neither, which a teardown that failed left behind.
+CREATED says whether nm-vpn-netns created the namespace (delete then removes it) or was
+given one that someone else made (delete then only puts back its DNS files).
 
 Needs root: the agent answers only root.
 
 EXIT STATUS
   0  the list was printed (it may be empty)
-  1  it could not be had: not root, the agent not installed, or another error (on stderr)";
+  1  it was not: not root, the agent missing, or another error; stderr says which";
 
 const DELETE_ABOUT: &str = "Delete a namespace nm-vpn-netns keeps, such as a persistent one";
 
@@ -38,7 +38,7 @@ Delete a network namespace that nm-vpn-netns's agent keeps, as the VPN's disconn
 the namespace were not persistent: the namespace itself if nm-vpn-netns created it, the files
 it wrote under /etc/netns/NAME (the files they replaced are put back), and its record. Use it for
 a namespace kept by netns-persistent=yes that is no longer wanted, or one whose profile was
-renamed or deleted; `nm-vpn-netns list` shows them.
+renamed or deleted; nm-vpn-netns list shows them.
 
 It refuses while a VPN is connected in the namespace (take the VPN down first), and while
 processes run in it: it names them (PID and command). With --force it ends them first, with
@@ -48,8 +48,7 @@ Needs root: the agent answers only root.
 
 EXIT STATUS
   0  the namespace was deleted
-  1  it was not: not root, the agent not installed, an unknown namespace, a VPN connected in
-     it, processes running in it without --force, or another error (on stderr)";
+  1  it was not; stderr says why (see above for the refusals)";
 
 /// `list [--json]`.
 #[derive(Debug, clap::Args)]

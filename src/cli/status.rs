@@ -39,13 +39,13 @@ when every route inside the namespace stays there or leaves through the tun.
 
 Run as root, it shows everything. Run as another user, it shows what NetworkManager tells that
 user; the agent's records, the kernel's view inside the namespace and the leak check need root,
-and are marked so (in JSON: {\"unavailable\": \"needs root\"}).
+and are marked so (in JSON: {\"unavailable\": \"needs root\"}). A field that cannot be read for
+another reason, such as a namespace deleted behind nm-vpn-netns's back, says why the same way.
 
 EXIT STATUS
-  0  shown, and every leak check passed (none ran without root, or with no isolated VPN)
-  1  it could not be shown: NetworkManager or the agent could not be asked, or a namespace
-     could not be read (the error is on stderr)
-  2  shown, and a leak check failed: the output says what leaked where";
+  0  shown, and every leak check that ran passed (none runs without root)
+  1  not shown: NetworkManager, the agent or a namespace was unreadable (see stderr)
+  2  shown, and a leak check failed; the output says what leaked where";
 
 /// `status [--json]`.
 #[derive(Debug, clap::Args)]
