@@ -149,6 +149,7 @@ fn intent() -> NetnsIntent {
             ("netns-isolate".into(), "yes".into()),
             ("netns-name".into(), "work".into()),
         ]),
+        from_mirror: false,
         never_default_v4: false,
         never_default_v6: true,
         tunnel_mtu: None,

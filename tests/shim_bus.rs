@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::bus::Bus;
+use common::nm::{NmState, SharedNm};
 use common::{dict, openvpn_config, openvpn_ip4, ov, VarDict, UUID};
 use futures_util::{FutureExt, StreamExt};
 use nm_vpn_netns::contract::{
@@ -581,10 +582,13 @@ async fn isolation_reports_only_the_reduced_config() {
     rig.emit_configs("lo").await;
     rig.emit("StateChanged", Variant::from((STARTED,))).await;
 
+    // The server's banner stays, above the line that names the namespace.
+    let banner = "welcome\nThis VPN is isolated in network namespace \"work\": run apps there \
+                  with: nm-vpn-netns exec work -- COMMAND";
     let reduced = dict(vec![
         ("gateway", ov(16782022u32)),
         ("can-persist", ov(true)),
-        ("banner", ov("welcome")),
+        ("banner", ov(banner)),
         ("has-ip4", ov(false)),
         ("has-ip6", ov(false)),
     ]);
@@ -944,7 +948,11 @@ async fn forged_signals_change_nothing() {
     let Sig::Config(reduced) = rig.next_signal().await else {
         panic!("not a Config:\n{}", rig.shim_log())
     };
-    assert_eq!(reduced["banner"], ov("welcome"));
+    let banner = String::try_from(reduced["banner"].clone()).unwrap();
+    assert!(
+        banner.starts_with("welcome\nThis VPN is isolated"),
+        "{banner}"
+    );
     let calls = rig.agent_calls();
     let [AgentCall::Isolate(request)] = &calls[..] else {
         panic!("{calls:?}")
@@ -1065,4 +1073,91 @@ async fn stranded_processes_are_named_in_nms_log() {
         "{log}"
     );
     assert!(log.contains("set netns-persistent=yes"), "{log}");
+}
+
+/// A profile whose `vpn.data` lost the keys (GNOME's editor saved it) is isolated from their
+/// mirror in `user.data`; once NM reports the VPN activated, and not before, the shim puts the keys
+/// back into `vpn.data` with `Update2` (TO_DISK | NO_REAPPLY), from `GetSettings`, so without
+/// secrets. A refused `Update2` is logged and leaves the VPN up.
+#[tokio::test]
+async fn keys_from_the_mirror_go_back_into_vpn_data_once_activated() {
+    for refuse_updates in [false, true] {
+        let mut rig = Rig::fake(&format!("mirror-{refuse_updates}")).await;
+        let mirror = [("io.github.nm-vpn-netns.netns-isolate", "yes")];
+        let user: HashMap<String, String> = mirror
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let mut edited = connection(&[("remote", "x")], vec![]);
+        edited.insert(
+            "user".into(),
+            dict(vec![("data", OwnedVariant::from(user))]),
+        );
+        let mut profile = edited.clone();
+        profile.get_mut("vpn").unwrap().remove("secrets");
+        let nm: SharedNm = Arc::new(Mutex::new(NmState {
+            uuid: UUID.into(),
+            profile,
+            state: 1,
+            refuse_updates,
+            updates: vec![],
+        }));
+        let _nm = common::nm::serve(&rig.bus.address, nm.clone()).await;
+
+        rig.call("Connect", edited).await.unwrap();
+        assert_eq!(rig.next_signal().await, Sig::State(STARTING));
+        rig.emit_configs("lo").await;
+        assert!(matches!(rig.next_signal().await, Sig::Config(_)));
+        let calls = rig.agent_calls();
+        let [AgentCall::Isolate(request)] = &calls[..] else {
+            panic!("{calls:?}")
+        };
+        let keys: HashMap<String, String> = request["netns-settings"].clone().try_into().unwrap();
+        assert_eq!(
+            keys,
+            HashMap::from([("netns-isolate".into(), "yes".into())])
+        );
+        assert_eq!(rig.stock_calls(), ["Connect\tremote=x"]);
+
+        // Still ACTIVATING: the profile waits.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(nm.lock().unwrap().updates.is_empty());
+        nm.lock().unwrap().state = 2;
+        let logged = |text: &'static str| {
+            let log = rig.shim_log.clone();
+            async move {
+                while !fs::read_to_string(&log).unwrap().contains(text) {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        };
+        let text = match refuse_updates {
+            false => "put the netns-* keys back into vpn.data of connection",
+            true => "cannot put the netns-* keys back into vpn.data of connection",
+        };
+        tokio::time::timeout(TIMEOUT, logged(text))
+            .await
+            .unwrap_or_else(|_| panic!("{}", rig.shim_log()));
+        let updates = nm.lock().unwrap().updates.clone();
+        if refuse_updates {
+            assert!(updates.is_empty());
+            assert!(
+                rig.signals.next().now_or_never().is_none(),
+                "the VPN stays up"
+            );
+        } else {
+            let [(restored, flags)] = &updates[..] else {
+                panic!("{updates:?}")
+            };
+            assert_eq!(*flags, 0x1 | 0x40);
+            let data: HashMap<String, String> = restored["vpn"]["data"].clone().try_into().unwrap();
+            assert_eq!(data["netns-isolate"], "yes");
+            assert_eq!(data["remote"], "x");
+            assert!(!restored["vpn"].contains_key("secrets"));
+            assert_eq!(restored["user"], nm.lock().unwrap().profile["user"]);
+        }
+        rig.disconnect().await;
+        assert!(rig.exit_status().await.success());
+        assert!(!rig.shim_log().contains("hunter2"));
+    }
 }

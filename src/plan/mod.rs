@@ -6,6 +6,7 @@
 //!
 //! - this file: the plan's types, [`PlanError`] and [`build`];
 //! - [`settings`]: the `netns-*` keys of `vpn.data` and what they need from the connection;
+//! - [`mirror`]: their copy in the connection's `user` setting, and the edits that write it;
 //! - [`nm`]: NetworkManager's dicts and the one typed [`nm::Reader`] for all of them;
 //! - [`family`]: how IPv4 and IPv6 values are encoded in NM's dicts;
 //! - [`dns`]: the namespace's `resolv.conf` and `nsswitch.conf`.
@@ -17,6 +18,7 @@ use std::str::FromStr;
 
 pub mod dns;
 pub mod family;
+pub mod mirror;
 pub mod nm;
 pub mod settings;
 

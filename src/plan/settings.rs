@@ -25,6 +25,15 @@ pub enum SettingsError {
     #[error("unknown key {key:?} in vpn.data; the known ones are {}", known_keys())]
     UnknownKey { key: String },
     #[error(
+        "unknown key {key:?} in user.data; the known ones are {} after {}",
+        known_keys(),
+        super::mirror::MIRROR_PREFIX
+    )]
+    UnknownMirrorKey { key: String },
+    /// In the copy of the keys that `nm-vpn-netns enable` keeps in `user.data`.
+    #[error("in user.data, the copy of the netns-* keys that nm-vpn-netns enable keeps")]
+    Mirror(#[source] Box<SettingsError>),
+    #[error(
         "{} set; an isolated VPN cannot use static ipv4/ipv6 settings because NetworkManager \
          would apply them outside the namespace",
         is_or_are(keys)
@@ -319,7 +328,7 @@ pub type NmConnection = HashMap<String, HashMap<String, OwnedVariant>>;
 /// A section of the connection dict (`connection`, `ipv4`, ...); errors name a key of it as
 /// `section.key`, with the D-Bus type it should have.
 #[derive(Debug, Clone, Copy)]
-struct Section(&'static str);
+pub(crate) struct Section(&'static str);
 
 impl DictLabel for Section {
     type Error = SettingsError;
@@ -334,7 +343,7 @@ impl DictLabel for Section {
 }
 
 /// One section of `conn`; a section NM left out (it omits defaults) reads as empty.
-fn section<'a>(conn: &'a NmConnection, name: &'static str) -> Reader<'a, Section> {
+pub(crate) fn section<'a>(conn: &'a NmConnection, name: &'static str) -> Reader<'a, Section> {
     Reader::optional(Section(name), conn.get(name))
 }
 

@@ -8,6 +8,7 @@ use std::time::Duration;
 use zbus::{OwnedVariant, Variant};
 
 use crate::contract::IsolateRequest;
+use crate::plan::mirror::{self, Origin};
 use crate::plan::nm::{DictName, Reader, BANNER, CAN_PERSIST, GATEWAY, HAS_IP4, HAS_IP6};
 use crate::plan::settings::{self, ConnectionInfo, NmConnection};
 use crate::plan::{PlanError, VarDict};
@@ -22,6 +23,8 @@ pub struct NetnsIntent {
     pub permissions: Vec<String>,
     /// The connection's `netns-*` keys as in `vpn.data`: the agent validates them itself.
     pub netns_settings: BTreeMap<String, String>,
+    /// The keys came from the mirror: `vpn.data` lost them, and gets them back once the VPN is up.
+    pub from_mirror: bool,
     pub never_default_v4: bool,
     pub never_default_v6: bool,
     /// `tunnel-mtu`: the agent sets it on the tun, as openvpn does not (`--ifconfig-noexec`).
@@ -41,10 +44,13 @@ pub struct Checked {
 
 /// Validates every `netns-*` key, even with isolation off, so that a typo refuses the connection
 /// instead of being ignored, and strips them for the stock service, which refuses unknown keys.
+/// The keys come from `vpn.data`, or from the mirror in `user.data` when `vpn.data` has none
+/// ([`mirror::decide`]); the mirror stays in the connection, as the stock service ignores `user`.
 pub fn check(connection: NmConnection) -> Result<Checked, ShimError> {
     let info = ConnectionInfo::from_nm(&connection).map_err(ShimError::Config)?;
     let data = settings::vpn_data_from_nm(&connection).map_err(ShimError::Config)?;
-    let settings = settings::parse(&data, &info).map_err(ShimError::Config)?;
+    let decided = mirror::decide(&connection, &info).map_err(ShimError::Config)?;
+    let settings = decided.settings;
     // Without isolation, the key is the stock service's alone.
     let tunnel_mtu = match settings.isolate {
         true => settings::tunnel_mtu(&data).map_err(ShimError::Config)?,
@@ -54,11 +60,8 @@ pub fn check(connection: NmConnection) -> Result<Checked, ShimError> {
         id: info.id,
         uuid: info.uuid,
         permissions: info.permissions,
-        netns_settings: data
-            .iter()
-            .filter(|(k, _)| settings::is_netns_key(k))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
+        netns_settings: decided.keys,
+        from_mirror: decided.origin == Origin::Mirror,
         never_default_v4: settings.never_default_v4,
         never_default_v6: settings.never_default_v6,
         tunnel_mtu,
@@ -169,6 +172,26 @@ pub fn isolated_nm_config(config: &VarDict) -> Result<VarDict, PlanError> {
     Ok(out)
 }
 
+/// Adds the line that names the VPN's namespace and the command that runs an app there to the
+/// banner NM shows (`VPN.BANNER` in `nmcli connection show`, the desktop's notification), below a banner the server
+/// sent.
+pub fn add_netns_banner(reduced: &mut VarDict, netns: &str) {
+    let line = format!(
+        "This VPN is isolated in network namespace \"{netns}\": run apps there with: \
+         nm-vpn-netns exec {netns} -- COMMAND"
+    );
+    let banner = match reduced.get(BANNER).map(|v| &**v) {
+        Some(Variant::Str(server)) if !server.trim_end().is_empty() => {
+            format!("{}\n{line}", server.as_str().trim_end_matches('\n'))
+        }
+        _ => line,
+    };
+    reduced.insert(
+        BANNER.to_owned(),
+        OwnedVariant::from(zbus::Str::from(banner)),
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -243,6 +266,7 @@ mod tests {
                     ("netns-isolate".into(), "yes".into()),
                     ("netns-timeout".into(), "2500".into()),
                 ]),
+                from_mirror: false,
                 never_default_v4: false,
                 never_default_v6: true,
                 tunnel_mtu: None,
@@ -488,5 +512,28 @@ mod tests {
             isolated_nm_config(&c),
             Err(PlanError::MissingKey { key: GATEWAY, .. })
         ));
+    }
+
+    #[test]
+    fn the_banner_names_the_namespace_below_the_servers() {
+        let line = "This VPN is isolated in network namespace \"u1000-work\": run apps there \
+                    with: nm-vpn-netns exec u1000-work -- COMMAND";
+        for (server, want) in [
+            (None, line.to_owned()),
+            (Some(""), line.to_owned()),
+            (Some("Welcome\n"), format!("Welcome\n{line}")),
+            (
+                Some("Welcome\nto vpn.test"),
+                format!("Welcome\nto vpn.test\n{line}"),
+            ),
+        ] {
+            let mut c = config(false);
+            if let Some(server) = server {
+                c.insert(BANNER.to_owned(), ov(server));
+            }
+            let mut reduced = isolated_nm_config(&c).unwrap();
+            add_netns_banner(&mut reduced, "u1000-work");
+            assert_eq!(reduced[BANNER], ov(want.as_str()), "{server:?}");
+        }
     }
 }

@@ -23,6 +23,7 @@ use crate::report::chain;
 use super::agent_calls::{self, AgentAnswer, AgentCall};
 use super::error::ShimError;
 use super::plugin::{self, Command, Plugin};
+use super::restore;
 use super::session::{state, Action, Session, Signal};
 use super::stock::{self, Stock, StockProcess, StockStatus};
 use super::{PLUGIN_INTERFACE, PLUGIN_PATH};
@@ -183,6 +184,10 @@ impl Driver {
                 }
                 Action::Reapply(call) => {
                     self.agent = Some(agent_calls::reapply(self.conn.clone(), *call));
+                }
+                // Beside the loop: it waits for NM, which may want the plugin meanwhile.
+                Action::RestoreKeys(uuid) => {
+                    tokio::spawn(restore::restore_keys(self.conn.clone(), uuid));
                 }
                 Action::Stop(failure) => return ControlFlow::Break(failure),
             }

@@ -35,6 +35,7 @@ pub(super) const NO_REPLY: &str = "org.freedesktop.DBus.Error.NoReply";
 pub enum Peer {
     Stock,
     Agent,
+    NetworkManager,
 }
 
 impl fmt::Display for Peer {
@@ -42,6 +43,7 @@ impl fmt::Display for Peer {
         f.write_str(match self {
             Peer::Stock => "the stock service",
             Peer::Agent => "the agent",
+            Peer::NetworkManager => "NetworkManager",
         })
     }
 }
@@ -123,6 +125,10 @@ pub enum ShimError {
         #[source]
         error: AgentError,
     },
+    #[error("the profile's netns-* keys")]
+    Profile(#[source] SettingsError),
+    #[error("connection {uuid} was not activated within {timeout:?}")]
+    NotActivated { uuid: String, timeout: Duration },
     #[error("the plugin connects once and is {0} already")]
     WrongState(&'static str),
     #[error("D-Bus")]
@@ -178,6 +184,22 @@ pub(super) async fn within<T>(
             peer,
             method,
             timeout,
+        })
+}
+
+/// [`within`] for a D-Bus call, whose error names the peer and the method.
+pub(super) async fn bus_call_within<T>(
+    peer: Peer,
+    method: &'static str,
+    timeout: Duration,
+    call: impl Future<Output = zbus::Result<T>>,
+) -> Result<T, ShimError> {
+    within(peer, method, timeout, call)
+        .await?
+        .map_err(|error| ShimError::Call {
+            peer,
+            method,
+            error: Leaf(error),
         })
 }
 

@@ -16,6 +16,7 @@
 //! - [`plugin`]: the VPN.Plugin interface NM calls, and its signals;
 //! - [`stock`]: the stock service (its program, bus name, process, calls and signals);
 //! - [`agent_calls`]: the calls to the privileged agent;
+//! - [`restore`]: the profile's `netns-*` keys put back into `vpn.data` from their mirror;
 //! - [`error`]: [`ShimError`], and the D-Bus error [`Reply`] NM gets;
 //! - [`codec`]: NM's dicts to and from the agent's request; [`keyfile`]: the stock `.name` file.
 
@@ -25,6 +26,7 @@ mod driver;
 mod error;
 pub use crate::keyfile;
 mod plugin;
+mod restore;
 pub mod session;
 mod stock;
 

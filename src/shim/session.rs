@@ -57,6 +57,9 @@ pub enum Action {
     Isolate(Box<IsolateCall>),
     /// Ask the agent to re-apply a config that openvpn re-sent.
     Reapply(Box<ReapplyCall>),
+    /// Put the mirrored `netns-*` keys back into `vpn.data` of the profile with this uuid, now
+    /// that NM has the Config that activates the VPN; the driver does it beside its loop.
+    RestoreKeys(String),
     /// Tear down; then emit this failure, if any, and STOPPED.
     Stop(Option<u32>),
 }
@@ -284,10 +287,16 @@ impl Session {
     pub fn on_isolated(&mut self, result: Result<String, ShimError>) -> Vec<Action> {
         match (mem::replace(&mut self.phase, Phase::Idle), result) {
             (Phase::Isolating(mut i), Ok(netns)) => {
-                let reduced = i.reduced.take().expect("Isolate answered only when asked");
+                let mut reduced = i.reduced.take().expect("Isolate answered only when asked");
+                super::codec::add_netns_banner(&mut reduced, &netns);
                 let mut actions = vec![Action::Emit(Signal::Config(reduced))];
                 if i.started {
                     actions.push(Action::Emit(Signal::StateChanged(state::STARTED)));
+                }
+                // Never from within Connect: NM activates on this Config, and only then is the
+                // profile touched.
+                if i.intent.from_mirror {
+                    actions.push(Action::RestoreKeys(i.intent.uuid.clone()));
                 }
                 let mut isolated = Isolated {
                     netns,
@@ -385,6 +394,7 @@ mod tests {
             uuid: "8d3e2c1a-5b4f-4e6d-9a7b-0c1d2e3f4a5b".into(),
             permissions: vec![],
             netns_settings: BTreeMap::from([("netns-isolate".into(), "yes".into())]),
+            from_mirror: false,
             never_default_v4: false,
             never_default_v6: false,
             tunnel_mtu: None,
@@ -416,12 +426,20 @@ mod tests {
         dict(vec![("prefix", ov(64u32))])
     }
 
+    /// The Config NM gets for `config(_)` isolated in namespace `work`.
     fn reduced() -> VarDict {
         dict(vec![
             ("gateway", ov(16782022u32)),
             ("can-persist", ov(true)),
             ("has-ip4", ov(false)),
             ("has-ip6", ov(false)),
+            (
+                "banner",
+                ov(
+                    "This VPN is isolated in network namespace \"work\": run apps there with: \
+                    nm-vpn-netns exec work -- COMMAND",
+                ),
+            ),
         ])
     }
 
@@ -665,5 +683,29 @@ mod tests {
             assert_eq!(s.on_link_lost("work", "tun0", &loss), []);
             assert_eq!(Session::default().on_link_lost("work", "tun0", &loss), []);
         }
+    }
+
+    /// Keys read from the mirror go back into vpn.data once NM has the Config that activates the
+    /// VPN, never before; keys from vpn.data need nothing.
+    #[test]
+    fn keys_from_the_mirror_are_restored_after_the_config() {
+        let mut s = Session::default();
+        let from_mirror = NetnsIntent {
+            from_mirror: true,
+            ..intent()
+        };
+        s.connect(Some(from_mirror.clone())).unwrap();
+        assert_eq!(s.on_signal(Signal::Config(config(false))), []);
+        assert!(matches!(
+            &s.on_signal(Signal::Ip4Config(ip4()))[..],
+            [Action::Isolate(_)]
+        ));
+        assert_eq!(
+            s.on_isolated(Ok("work".into())),
+            [
+                Action::Emit(Signal::Config(reduced())),
+                Action::RestoreKeys(from_mirror.uuid),
+            ]
+        );
     }
 }

@@ -18,7 +18,7 @@ use zbus::fdo::{DBusProxy, NameOwnerChangedStream};
 use zbus::zvariant::DynamicType;
 use zbus::{Connection, Message};
 
-use super::error::{within, Leaf, Peer, ShimError};
+use super::error::{bus_call_within, Peer, ShimError};
 use super::keyfile;
 use super::session::Signal;
 use super::{CALL_TIMEOUT, PLUGIN_INTERFACE, PLUGIN_PATH, SERVICE, STOCK_PROGRAM};
@@ -105,13 +105,7 @@ where
         method,
         body,
     );
-    within(Peer::Stock, method, CALL_TIMEOUT, call)
-        .await?
-        .map_err(|error| ShimError::Call {
-            peer: Peer::Stock,
-            method,
-            error: Leaf(error),
-        })
+    bus_call_within(Peer::Stock, method, CALL_TIMEOUT, call).await
 }
 
 /// Waits for the stock service to own `name`, and returns its unique name together with a

@@ -1,5 +1,5 @@
 //! Fixtures shared by the integration tests: the agent served over the recording fake (`agent`), a
-//! private bus daemon (`bus`), and NetworkManager's dicts as the real nm-openvpn 1.10.2
+//! private bus daemon (`bus`), a fake of NetworkManager's settings (`nm`), and NetworkManager's dicts as the real nm-openvpn 1.10.2
 //! (with openvpn 2.6.14) sent them on the e2e rig, captured with `dbus-monitor --system` while
 //! `nmcli connection up` ran, and the helpers to write such dicts.
 //!
@@ -11,6 +11,7 @@
 
 pub mod agent;
 pub mod bus;
+pub mod nm;
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 

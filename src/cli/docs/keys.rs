@@ -5,6 +5,7 @@ use clap_mangen::roff::{bold, italic, line_break, roman, Inline, Roff};
 
 use super::{spans, Extras, NETNS_FILES, SOURCE};
 use crate::agent::policy::USER_NAME_RULE;
+use crate::plan::mirror::MIRROR_PREFIX;
 use crate::plan::settings::{Key, KEY_PREFIX, NAME_RULE, NETNS_NAME_MAX, STATIC_IP_KEYS};
 
 const TITLE: &str = "nm-vpn-netns";
@@ -107,5 +108,15 @@ fn description(roff: &mut Roff) {
     roff.text(spans(&format!(
         "An isolated connection is refused as well if it sets any of {static_keys} in its ipv4 \
          or ipv6 settings: NetworkManager would apply them outside the namespace."
+    )));
+    roff.control("PP", []);
+    roff.text(spans(&format!(
+        "nm-vpn-netns enable also keeps a copy of the keys in the connection's user setting, as \
+         `{MIRROR_PREFIX}{KEY_PREFIX}isolate` and so on, which the GNOME connection editor leaves \
+         alone when it drops the keys from vpn.data. When vpn.data has no `{KEY_PREFIX}` key, the \
+         copy is checked and used instead, and put back into vpn.data once the VPN is up; any \
+         `{KEY_PREFIX}` key in vpn.data, such as `netns-isolate=no`, wins over it. Removing the \
+         keys from vpn.data by hand therefore does not turn isolation off: nm-vpn-netns disable \
+         removes both."
     )));
 }

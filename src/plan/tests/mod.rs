@@ -435,6 +435,7 @@ fn no_mtu_leaves_the_link_mtu_alone() {
 }
 
 mod caps;
+mod mirror;
 mod refusals;
 
 pub(crate) use refusals::{invalid, wrong_type};

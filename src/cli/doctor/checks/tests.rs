@@ -1,0 +1,174 @@
+use std::path::PathBuf;
+
+use super::*;
+
+/// A good installation from source.
+fn good() -> Observed {
+    Observed {
+        installer: Installer::Source,
+        registrations: vec![Registration {
+            file: "/usr/lib/NetworkManager/VPN/nm-openvpn-service.name".into(),
+            program: "/usr/lib/NetworkManager/nm-vpn-netns-service".into(),
+            program_present: true,
+        }],
+        stock_program: Ok(("/usr/lib/NetworkManager/nm-openvpn-service".into(), true)),
+        activation_file: Some((
+            "/usr/share/dbus-1/system-services/io.github.NmVpnNetns.Agent1.service".into(),
+            true,
+        )),
+        bus_policy: Some("/usr/share/dbus-1/system.d/io.github.NmVpnNetns.Agent1.conf".into()),
+        agent: AgentAnswer::Version(contract::VERSION),
+        nm_version: Ok("1.42.4".into()),
+        nm_openvpn_version: Some("1.10.2-2".into()),
+        dco_modules: vec![],
+        nss_resolve: false,
+        resolver_sockets: vec![],
+    }
+}
+
+fn the(check: &str, o: &Observed) -> Finding {
+    evaluate(o)
+        .into_iter()
+        .find(|f| f.check == check)
+        .unwrap_or_else(|| panic!("no finding for {check}"))
+}
+
+#[test]
+fn a_good_installation_has_no_problem() {
+    let findings = evaluate(&good());
+    let problems: Vec<_> = findings
+        .iter()
+        .filter(|f| f.verdict != Verdict::Ok)
+        .collect();
+    assert!(problems.is_empty(), "expected none, got {problems:#?}");
+    assert_eq!(findings.len(), 8, "{findings:#?}");
+}
+
+#[test]
+fn the_stock_registration_in_place_of_ours_fails_with_the_reinstall() {
+    let mut o = good();
+    o.installer = Installer::Deb;
+    o.registrations[0].program = "/usr/lib/NetworkManager/nm-openvpn-service".into();
+    let f = the("registration", &o);
+    assert_eq!(f.verdict, Verdict::Fail);
+    assert!(f.detail.contains("runs the stock plugin"), "{}", f.detail);
+    assert_eq!(
+        f.fix.as_deref(),
+        Some("apt install --reinstall nm-vpn-netns")
+    );
+
+    o.registrations.clear();
+    let f = the("registration", &o);
+    assert_eq!(
+        (f.verdict, f.detail.as_str()),
+        (
+            Verdict::Fail,
+            "no .name file registers org.freedesktop.NetworkManager.openvpn"
+        )
+    );
+}
+
+#[test]
+fn a_second_registration_is_a_warning_that_names_it() {
+    let mut o = good();
+    let mut etc = o.registrations[0].clone();
+    etc.file = "/etc/NetworkManager/VPN/nm-openvpn-service.name".into();
+    o.registrations.push(etc);
+    let f = the("registration", &o);
+    assert_eq!(f.verdict, Verdict::Warn);
+    assert_eq!(
+        f.fix.as_deref(),
+        Some("rm /etc/NetworkManager/VPN/nm-openvpn-service.name")
+    );
+}
+
+#[test]
+fn a_missing_activation_file_or_policy_fails() {
+    let mut o = good();
+    o.activation_file = None;
+    let f = the("agent activation", &o);
+    assert_eq!(f.verdict, Verdict::Fail);
+    assert!(
+        f.detail
+            .contains("no D-Bus activation file for io.github.NmVpnNetns.Agent1"),
+        "{}",
+        f.detail
+    );
+    assert_eq!(
+        f.fix.as_deref(),
+        Some("make install (as root, in the nm-vpn-netns source tree)")
+    );
+
+    let mut o = good();
+    o.bus_policy = None;
+    assert_eq!(the("agent activation", &o).verdict, Verdict::Fail);
+    let mut o = good();
+    o.activation_file = Some((PathBuf::from("/x.service"), false));
+    assert_eq!(the("agent activation", &o).verdict, Verdict::Fail);
+}
+
+#[test]
+fn the_agent_is_judged_by_its_answer() {
+    let mut o = good();
+    o.agent = AgentAnswer::NotAsked;
+    assert_eq!(the("agent", &o).verdict, Verdict::Info);
+    o.agent = AgentAnswer::Version(contract::VERSION + 1);
+    assert_eq!(the("agent", &o).verdict, Verdict::Fail);
+    o.agent = AgentAnswer::Failed("org.freedesktop.DBus.Error.Spawn.ChildExited".into());
+    let f = the("agent", &o);
+    assert_eq!(f.verdict, Verdict::Fail);
+    assert!(f.detail.contains("ChildExited"), "{}", f.detail);
+}
+
+#[test]
+fn versions_compare_by_their_leading_numbers() {
+    for (found, min, expected) in [
+        ("1.42.4", "1.42", true),
+        ("1.52.1", "1.42", true),
+        ("1.40.18", "1.42", false),
+        ("1.10.2-2", "1.10", true),
+        ("1.8.12-1", "1.10", false),
+        ("1:1.42.4-1", "1.42", true),
+        ("1.12.3-1~deb13u1", "1.10", true),
+        ("garbage", "1.10", false),
+    ] {
+        assert_eq!(at_least(found, min), expected, "{found} >= {min}");
+    }
+    let mut o = good();
+    o.nm_version = Ok("1.40.18".into());
+    let f = the("NetworkManager", &o);
+    assert_eq!(f.verdict, Verdict::Warn);
+    assert_eq!(f.detail, "1.40.18 is older than 1.42, the oldest supported");
+    o.nm_version = Err("org.freedesktop.DBus.Error.ServiceUnknown".into());
+    let f = the("NetworkManager", &o);
+    assert_eq!(
+        (f.verdict, f.fix.as_deref()),
+        (Verdict::Fail, Some("systemctl start NetworkManager"))
+    );
+}
+
+#[test]
+fn dco_is_a_warning_and_resolvers_a_note() {
+    let mut o = good();
+    o.dco_modules = vec!["ovpn_dco_v2".into()];
+    let f = the("openvpn DCO", &o);
+    assert_eq!(f.verdict, Verdict::Warn);
+    assert!(
+        f.fix
+            .as_deref()
+            .unwrap()
+            .starts_with("modprobe -r ovpn_dco_v2"),
+        "{f:?}"
+    );
+
+    o.nss_resolve = true;
+    o.resolver_sockets = vec!["/run/nscd/socket".into()];
+    let f = the("host resolvers", &o);
+    assert_eq!(f.verdict, Verdict::Info);
+    assert!(
+        f.detail
+            .starts_with("nss-resolve (hosts: resolve), /run/nscd/socket answer lookups"),
+        "{}",
+        f.detail
+    );
+}
