@@ -22,6 +22,7 @@ use self::nm::Active;
 use super::list::{self, ListError};
 use crate::agent::sys::SysError;
 use crate::contract::NetnsEntry;
+use crate::plan::mirror::Origin;
 
 const ABOUT: &str = "Show every isolated VPN, and check it for leaks";
 
@@ -30,7 +31,10 @@ Show every VPN that nm-vpn-netns isolates: those NetworkManager has active whose
 netns-isolate=yes, and the namespaces kept by netns-persistent=yes (or left over) after their
 VPN went down. For each: the connection's id and uuid, its namespace and state, whether the
 namespace is persistent and whether nm-vpn-netns created it, the tun inside with its addresses
-and routes, the DNS servers of /etc/netns/NAME/resolv.conf, and a live leak check.
+and routes, the DNS servers of /etc/netns/NAME/resolv.conf, and a live leak check. For an
+active VPN it also says where the keys that isolate it are: vpn.data, or the mirror in user.data
+that nm-vpn-netns enable keeps; while the mirror exists, removing the keys from vpn.data alone
+does not turn isolation off (use nm-vpn-netns disable).
 
 The leak check passes when nothing of the VPN is in the namespace the command runs in (the
 host's): none of the tun's addresses, no route into one of the VPN's networks (the tun's
@@ -106,6 +110,8 @@ pub struct View {
     /// NetworkManager's state of an active VPN, or `list`'s for a namespace alone.
     pub state: String,
     pub persistent: bool,
+    /// Of an active VPN: where its deciding keys are, and whether the profile has the mirror.
+    pub keys: Option<(Origin, bool)>,
     pub record: Seen<NetnsEntry>,
     pub kernel: Seen<Kernel>,
 }
@@ -129,6 +135,7 @@ pub fn merge(active: Vec<Active>, records: Option<&[NetnsEntry]>) -> Vec<View> {
             netns: record.as_ref().map(|r| r.netns.clone()).or(a.netns),
             state: nm::state_word(a.state).to_owned(),
             persistent: record.as_ref().map_or(a.persistent, |r| r.persistent),
+            keys: Some((a.keys_from, a.mirror)),
             record: record.map_or_else(missing_or_root, Seen::Shown),
             kernel: if records.is_some() {
                 Seen::Missing("not read".to_owned())
@@ -145,6 +152,7 @@ pub fn merge(active: Vec<Active>, records: Option<&[NetnsEntry]>) -> Vec<View> {
         netns: Some(r.netns.clone()),
         state: list::state(r).to_owned(),
         persistent: r.persistent,
+        keys: None,
         record: Seen::Shown(r.clone()),
         kernel: Seen::Missing("not read".to_owned()),
     }));

@@ -29,7 +29,9 @@ t_cli_status() {
     expect_json_path "not NM's state" "$vpn" state activated
     expect_json_path "persistent without netns-persistent" "$vpn" persistent false
     expect_json_path "not created by nm-vpn-netns" "$vpn" created true
-    pass_note "status --json: id, uuid, namespace $ns, activated, not persistent, created by nm-vpn-netns"
+    expect_json_path "its keys are not said to be in vpn.data" "$vpn" keys_from vpn.data
+    expect_json_path "a mirror the profile does not have" "$vpn" mirror false
+    pass_note "status --json: id, uuid, namespace $ns, activated, not persistent, created by nm-vpn-netns, keys in vpn.data, no mirror"
 
     tun=$(rig_sb ip -n "$ns" -o link show type tun | awk -F': ' '{print $2}')
     expect_json_path "not the tun of ip -n $ns link" "$vpn" tun.name "$tun"

@@ -1,6 +1,7 @@
 //! The isolated VPNs NetworkManager has active, as any user may see them: the active connections
-//! that are VPNs whose profile's `vpn.data` asks for isolation (`netns-isolate=yes`, parsed by
-//! [`settings::parse`] as the plugin parses it), and the namespace the agent gives them.
+//! that are VPNs whose profile asks for isolation (`netns-isolate=yes` in `vpn.data`, or in the
+//! mirror `enable` keeps in `user.data`, decided by [`mirror::decide`] as the plugin decides it),
+//! and the namespace the agent gives them.
 
 use std::path::Path;
 
@@ -10,6 +11,7 @@ use crate::agent::policy::{self, Policy, POLICY_PATH};
 use crate::nmbus::{
     active_state, ActiveConnectionProxy, NetworkManagerProxy, SettingsConnectionProxy,
 };
+use crate::plan::mirror::{self, Origin};
 use crate::plan::settings::{self, ConnectionInfo, NetnsSettings};
 
 /// An isolated VPN that NetworkManager has active.
@@ -20,6 +22,11 @@ pub struct Active {
     /// `NMActiveConnectionState`.
     pub state: u32,
     pub persistent: bool,
+    /// Where the keys that decide it are: `vpn.data`, or the mirror when `vpn.data` has none.
+    pub keys_from: Origin,
+    /// The profile has the mirror in `user.data`: removing the keys from `vpn.data` alone does not
+    /// turn isolation off.
+    pub mirror: bool,
     /// The namespace its settings and the administrator's policy name; `None` if that cannot be
     /// told (a user the system does not know, a policy this user may not read).
     pub netns: Option<String>,
@@ -60,27 +67,28 @@ pub async fn isolated_vpns(conn: &Connection) -> zbus::Result<Vec<Active>> {
         let Ok(dict) = profile.get_settings().await else {
             continue;
         };
-        let Some((netns, info)) = isolation_of(&dict) else {
+        let Some((decided, info)) = isolation_of(&dict) else {
             continue;
         };
         found.push(Active {
             id: info.id.clone(),
             uuid: info.uuid.clone(),
             state: active.state().await.unwrap_or(0),
-            persistent: netns.persistent,
-            netns: netns_name(&netns, &info.permissions),
+            persistent: decided.settings.persistent,
+            keys_from: decided.origin,
+            mirror: mirror::mirror_from_nm(&dict).is_ok_and(|m| !m.is_empty()),
+            netns: netns_name(&decided.settings, &info.permissions),
         });
     }
     Ok(found)
 }
 
-/// The isolation settings of a profile that asks for isolation; `None` for one that does not, or
+/// The deciding keys of a profile that asks for isolation; `None` for one that does not, or
 /// whose keys the plugin would refuse (such a VPN never came up isolated).
-fn isolation_of(dict: &settings::NmConnection) -> Option<(NetnsSettings, ConnectionInfo)> {
+fn isolation_of(dict: &settings::NmConnection) -> Option<(mirror::Decided, ConnectionInfo)> {
     let info = ConnectionInfo::from_nm(dict).ok()?;
-    let vpn_data = settings::vpn_data_from_nm(dict).ok()?;
-    let parsed = settings::parse(&vpn_data, &info).ok()?;
-    parsed.isolate.then_some((parsed, info))
+    let decided = mirror::decide(dict, &info).ok()?;
+    decided.settings.isolate.then_some((decided, info))
 }
 
 /// The namespace the agent gives a connection with these settings and `permissions`: the
@@ -104,11 +112,15 @@ mod tests {
     use super::*;
     use crate::plan::{owned, var_dict};
 
-    fn profile(vpn_data: &[(&str, &str)]) -> settings::NmConnection {
-        let data: HashMap<String, String> = vpn_data
+    fn strings(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+            .collect()
+    }
+
+    fn profile(vpn_data: &[(&str, &str)]) -> settings::NmConnection {
+        let data = strings(vpn_data);
         HashMap::from([
             (
                 "connection".to_owned(),
@@ -123,17 +135,19 @@ mod tests {
 
     #[test]
     fn only_a_profile_that_asks_for_isolation_is_isolated() {
-        let (netns, info) = isolation_of(&profile(&[
+        let (decided, info) = isolation_of(&profile(&[
             ("remote", "vpn.example"),
             ("netns-isolate", "yes"),
             ("netns-persistent", "yes"),
         ]))
         .expect("isolated");
+        let netns = &decided.settings;
         assert_eq!(
             (netns.name.as_str(), netns.persistent, info.id.as_str()),
             ("Work-VPN", true, "Work VPN")
         );
-        assert_eq!(netns_name(&netns, &[]).as_deref(), Some("Work-VPN"));
+        assert_eq!(decided.origin, Origin::VpnData);
+        assert_eq!(netns_name(netns, &[]).as_deref(), Some("Work-VPN"));
         assert_eq!(isolation_of(&profile(&[("remote", "vpn.example")])), None);
         assert_eq!(
             isolation_of(&profile(&[("netns-isolate", "maybe")])),
@@ -141,5 +155,19 @@ mod tests {
             "a profile the plugin refuses never came up isolated"
         );
         assert_eq!(state_word(active_state::ACTIVATED), "activated");
+    }
+
+    /// After GNOME's editor dropped the keys from `vpn.data`, the mirror decides, as in the plugin.
+    #[test]
+    fn the_mirror_decides_when_vpn_data_has_no_key() {
+        let mut dict = profile(&[("remote", "vpn.example")]);
+        let mirror = strings(&[(&mirror::mirror_key("netns-isolate"), "yes")]);
+        dict.insert("user".to_owned(), var_dict(vec![("data", owned(mirror))]));
+        let (decided, _) = isolation_of(&dict).expect("isolated by the mirror");
+        assert_eq!(decided.origin, Origin::Mirror);
+        let mut off = dict.clone();
+        let data = strings(&[("netns-isolate", "no")]);
+        off.insert("vpn".to_owned(), var_dict(vec![("data", owned(data))]));
+        assert_eq!(isolation_of(&off), None, "vpn.data's explicit no wins");
     }
 }

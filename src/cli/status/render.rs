@@ -4,6 +4,14 @@ use serde_json::{json, Value};
 
 use super::{leak_free, Kernel, Seen, View};
 use crate::cli::list::columns;
+use crate::plan::mirror::Origin;
+
+fn origin_word(origin: Origin) -> &'static str {
+    match origin {
+        Origin::VpnData => "vpn.data",
+        Origin::Mirror => "mirror",
+    }
+}
 
 const NEEDS_ROOT: &str = "needs root";
 
@@ -31,6 +39,8 @@ fn view_json(v: &View) -> Value {
         "netns": v.netns,
         "state": v.state,
         "persistent": v.persistent,
+        "keys_from": v.keys.map(|(origin, _)| origin_word(origin)),
+        "mirror": v.keys.map(|(_, mirror)| mirror),
         "created": seen_json(&v.record, |r| json!(r.created)),
         "tun": seen_json(&v.kernel, |k: &Kernel| match &k.tun {
             None => Value::Null,
@@ -84,6 +94,14 @@ fn view_text(v: &View) -> String {
         v.netns.clone().unwrap_or_else(|| "unknown".to_owned()),
     );
     line("persistent", yes_no(v.persistent).to_owned());
+    if let Some((origin, mirror)) = v.keys {
+        let keys = match (origin, mirror) {
+            (Origin::VpnData, false) => "in vpn.data",
+            (Origin::VpnData, true) => "in vpn.data, and mirrored in user.data",
+            (Origin::Mirror, _) => "in the mirror in user.data only (vpn.data has none)",
+        };
+        line("keys", keys.to_owned());
+    }
     line(
         "created",
         seen_text(&v.record, |r| {

@@ -15,6 +15,8 @@ fn active() -> Active {
         uuid: UUID.into(),
         state: active_state::ACTIVATED,
         persistent: false,
+        keys_from: Origin::VpnData,
+        mirror: true,
         netns: Some("work".into()),
     }
 }
@@ -124,6 +126,8 @@ fn json_has_every_field_and_marks_what_needs_root() {
             "netns": "work",
             "state": "activated",
             "persistent": false,
+            "keys_from": "vpn.data",
+            "mirror": true,
             "created": true,
             "tun": {"name": "tun0", "addresses": ["198.19.0.2/24"]},
             "routes": ["default via 198.19.0.1 dev tun0"],
@@ -154,6 +158,7 @@ fn text_has_a_line_per_field_and_names_each_leak() {
         "work ({UUID}): activated
   namespace   work
   persistent  no
+  keys        in vpn.data, and mirrored in user.data
   created     by nm-vpn-netns
   tun         tun0 198.19.0.2/24
   routes      default via 198.19.0.1 dev tun0
