@@ -13,14 +13,14 @@ use std::time::{Duration, Instant};
 
 use common::agent::{
     agent, dellink, is_root, isolate, leased_record, method_error, proxy, release, request,
-    run_netns_dir, sys_with_leases, sys_with_links, watch_peer, watching_agent, REQUEST_UUID,
+    run_netns_dir, sleep_in, sys_with_leases, sys_with_links, watch_peer, watching_agent,
+    REQUEST_UUID,
 };
 use common::bus::Bus;
 use common::{dict, ov, VarDict};
 use futures_util::StreamExt;
 use nm_vpn_netns::agent::fake::Call;
 use nm_vpn_netns::agent::lifecycle::{self, Exe, FileId};
-use nm_vpn_netns::agent::sys::Process;
 use nm_vpn_netns::agent::Agent;
 use nm_vpn_netns::contract::{
     Agent1Proxy, AgentError, DeleteReport, LinkLostStream, NetnsEntry, BUS_NAME, INTERFACE,
@@ -277,13 +277,7 @@ async fn list_and_delete_through_the_contracts_proxy() {
     }
     let bus = Bus::start("list-delete");
     let mut sys = sys_with_links();
-    let sleeper = Process {
-        pid: 4242,
-        comm: "sleep".to_owned(),
-    };
-    sys.world
-        .processes
-        .insert("/run/netns/kept".into(), vec![sleeper]);
+    sleep_in(&mut sys, "kept");
     let _agent = start(&bus, agent(sys), None).await;
     let client = bus.connect().await;
     let (p, agent1) = (

@@ -10,11 +10,10 @@ use std::time::{Duration, Instant};
 
 use common::agent::{
     agent, dellink, is_root, isolate, leased_record, proxy, release, request, run_netns_dir,
-    serve_p2p, sys_with_leases, sys_with_links, watch_peer, watching_agent,
+    serve_p2p, sleep_in, sys_with_leases, sys_with_links, watch_peer, watching_agent,
 };
 use common::ov;
 use futures_util::StreamExt;
-use nm_vpn_netns::agent::sys::Process;
 use nm_vpn_netns::contract::LINK_LOST;
 use zbus::MessageStream;
 use zbus::{OwnedVariant, Variant};
@@ -403,13 +402,7 @@ async fn release_with_report_names_the_stranded_processes() {
         return;
     }
     let mut sys = sys_with_links();
-    let sleeper = Process {
-        pid: 4242,
-        comm: "sleep".into(),
-    };
-    sys.world
-        .processes
-        .insert("/run/netns/work".into(), vec![sleeper]);
+    sleep_in(&mut sys, "work");
     let (_server, client) = serve_p2p(agent(sys)).await;
     let p = proxy(&client).await;
     let report = |ns: &'static str| {

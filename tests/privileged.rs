@@ -20,7 +20,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use common::{ay, dict, ov, v4, UUID};
-use nm_vpn_netns::agent::executor::{ExecError, Executor, IsolateArgs, Paths};
+use nm_vpn_netns::agent::executor::{ExecError, Executor, IsolateArgs, Paths, END_GRACE};
 use nm_vpn_netns::agent::linux::{link_watch, MountPointFd, NetnsFd, RealSys};
 use nm_vpn_netns::agent::policy::Policy;
 use nm_vpn_netns::agent::sys::{
@@ -1112,6 +1112,65 @@ fn a_deadline_that_passes_rolls_everything_back() {
         eprintln!("deadline {deadline:?}: {err}");
         assert_rolled_back(ns, &tun, &before);
     }
+}
+
+/// A kept namespace with a process inside that ignores SIGTERM: `Delete` refuses it, naming the
+/// process; forced, it ends it (SIGKILL after the grace) and deletes the namespace.
+#[test]
+#[ignore = "needs root in the sandbox of tests/privileged.sh"]
+fn a_forced_delete_ends_the_processes_inside() {
+    sandbox();
+    let (ns, tun) = ("pv-del", tun("pv-tun-d"));
+    let mut ex = executor();
+    let mut req = request(plan_for(ns, &tun.name, false, None), tun.ifindex());
+    req.persistent = true;
+    ex.isolate(&req).unwrap();
+    ex.release(&name(ns)).unwrap();
+    // An ignored signal stays ignored across exec (signal(7)).
+    let mut stubborn = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            ns,
+            "sh",
+            "-c",
+            "trap '' TERM; exec sleep 30",
+        ])
+        .spawn()
+        .unwrap();
+    let want = Process {
+        pid: stubborn.id(),
+        comm: "sleep".into(),
+    };
+    // `ip` enters the namespace, then execs sh, which execs sleep.
+    let comm = format!("/proc/{}/comm", want.pid);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while fs::read_to_string(&comm).unwrap_or_default() != "sleep\n" && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let refusal = ex.delete(&name(ns), false).unwrap_err();
+    assert!(
+        matches!(&refusal, ExecError::Busy { processes, .. } if *processes == [want.clone()]),
+        "expected a refusal naming {want:?}, got: {refusal}"
+    );
+    assert!(netns_list().contains(ns), "the refusal deleted {ns}");
+
+    let started = Instant::now();
+    let deleted = ex.delete(&name(ns), true).unwrap();
+    assert_eq!((deleted.ended, deleted.stranded), (vec![want], Vec::new()));
+    assert!(
+        started.elapsed() >= END_GRACE,
+        "SIGTERM alone ended it after {:?}",
+        started.elapsed()
+    );
+    let status = stubborn.wait().unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(9),
+        "{status}"
+    );
+    assert_gone(ns);
+    assert!(ex.records().next().is_none());
 }
 
 /// `/proc` is scanned for the processes a release would strand: one started with

@@ -23,12 +23,12 @@ mod leases;
 pub mod lifecycle;
 pub mod linkwatch;
 pub mod linux;
-mod netlink;
+pub(crate) mod netlink;
 pub mod policy;
 mod procs;
 pub mod record;
 mod request;
-mod rtmsg;
+pub(crate) mod rtmsg;
 mod safe_fs;
 pub mod service;
 pub mod sys;
@@ -47,6 +47,7 @@ Users do not start it. D-Bus starts it as root on the first request to io.github
 through its systemd unit or the bus's activation helper, and only root may call it. It holds a
 lease for each connection it isolated until the connection goes down or the plugin that asked
 leaves the bus; then it removes what it made, unless netns-persistent=yes keeps the namespace.
+nm-vpn-netns list shows the namespaces it keeps, and nm-vpn-netns delete removes one through it.
 It logs to syslog, or to standard error when syslog is unreachable.";
 
 /// The agent's command line.

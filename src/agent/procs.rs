@@ -270,6 +270,49 @@ mod tests {
         }
     }
 
+    /// A held process that ends on SIGTERM is gone within the grace; one that ignores it is
+    /// still running after it, until SIGKILL.
+    #[test]
+    fn only_processes_that_have_not_exited_are_still_running() {
+        let spawn = |script: &str| {
+            let child = std::process::Command::new("sh")
+                .args(["-c", script])
+                .spawn()
+                .unwrap();
+            let pid = Pid::from_raw(child.id() as i32).unwrap();
+            let fd = pidfd_open(pid, PidfdFlags::empty()).unwrap();
+            let p = Process {
+                pid: child.id(),
+                comm: "sh".into(),
+            };
+            (child, p, fd)
+        };
+        // The trap is set before the marker file, so the test signals only once it holds.
+        let marker = std::env::temp_dir().join(format!("procs-trap-{}", std::process::id()));
+        let stubborn = format!(
+            "trap '' TERM; : > {}; while :; do sleep 0.05; done",
+            marker.display()
+        );
+        let (mut a, pa, fa) = spawn("exec sleep 30");
+        let (mut b, pb, fb) = spawn(&stubborn);
+        while !marker.exists() {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        for (p, fd) in [(&pa, &fa), (&pb, &fb)] {
+            send(fd, p.pid, &p.comm, Signal::TERM);
+        }
+        let left = still_running(vec![(pa, fa), (pb.clone(), fb)], Duration::from_millis(500));
+        let left_pids: Vec<u32> = left.iter().map(|(p, _)| p.pid).collect();
+        assert_eq!(
+            left_pids,
+            [pb.pid],
+            "expected only the one that ignores SIGTERM"
+        );
+        send(&left[0].1, pb.pid, &pb.comm, Signal::KILL);
+        assert!(still_running(left, Duration::from_secs(5)).is_empty());
+        let _ = (a.wait(), b.wait(), std::fs::remove_file(&marker));
+    }
+
     #[test]
     fn a_stat_line_parses_whatever_the_name_holds() {
         let line = "1777 (open) vpn (x)) S 1 1771 1771 0 -1 4194560 1234 0 0 0";

@@ -236,13 +236,9 @@ pub fn address_add(index: u32, plan: &FamilySetup) -> (AddressMessage, String) {
     (msg, what)
 }
 
-/// Whether an address of a dump is stale: on link `index` but not the one `plan` has. Returns
-/// the address's text (`ADDRESS/PREFIX`) if it is.
-pub fn stale_address(
-    msg: &AddressMessage,
-    index: u32,
-    plan: Option<&FamilySetup>,
-) -> Option<String> {
+/// An address message's own address: `IFA_LOCAL`, which differs from `IFA_ADDRESS` on a
+/// point-to-point link (where that one is the peer's), or else `IFA_ADDRESS`.
+pub fn address_local(msg: &AddressMessage) -> Option<IpAddr> {
     let local = msg.attributes.iter().find_map(|a| match a {
         AddressAttribute::Local(a) => Some(*a),
         _ => None,
@@ -251,7 +247,17 @@ pub fn stale_address(
         AddressAttribute::Address(a) => Some(*a),
         _ => None,
     });
-    let local = local.or(address);
+    local.or(address)
+}
+
+/// Whether an address of a dump is stale: on link `index` but not the one `plan` has. Returns
+/// the address's text (`ADDRESS/PREFIX`) if it is.
+pub fn stale_address(
+    msg: &AddressMessage,
+    index: u32,
+    plan: Option<&FamilySetup>,
+) -> Option<String> {
+    let local = address_local(msg);
     let keep = plan.is_some_and(|p| local == Some(p.address) && msg.header.prefix_len == p.prefix);
     if msg.header.index != index || keep {
         return None;
@@ -264,7 +270,7 @@ pub fn stale_address(
 }
 
 /// A route's destination; `None` for a default route.
-fn route_dest(msg: &RouteMessage) -> Option<IpAddr> {
+pub fn route_dest(msg: &RouteMessage) -> Option<IpAddr> {
     msg.attributes.iter().find_map(|a| match a {
         RouteAttribute::Destination(RouteAddress::Inet(a)) => Some(IpAddr::from(*a)),
         RouteAttribute::Destination(RouteAddress::Inet6(a)) => Some(IpAddr::from(*a)),

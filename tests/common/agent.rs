@@ -11,7 +11,7 @@ use netlink_packet_route::link::LinkMessage;
 use netlink_packet_route::RouteNetlinkMessage;
 use nm_vpn_netns::agent::executor::{Executor, Paths, Record};
 use nm_vpn_netns::agent::fake::RecordingSys;
-use nm_vpn_netns::agent::sys::SysError;
+use nm_vpn_netns::agent::sys::{Process, SysError};
 use nm_vpn_netns::agent::Agent;
 use nm_vpn_netns::contract::{BUS_NAME, INTERFACE, OBJECT_PATH};
 use rtnetlink::packet_core::NetlinkMessage;
@@ -100,6 +100,17 @@ pub fn sys_with_links() -> RecordingSys {
     sys.add_link(9, "veth0", Some("veth"), None);
     sys.add_file("/etc/nsswitch.conf", "hosts: files dns\n");
     sys
+}
+
+/// `sleep` as process 4242 in the namespace mounted at `/run/netns/NS` of `sys`.
+pub fn sleep_in(sys: &mut RecordingSys, ns: &str) {
+    let sleeper = Process {
+        pid: 4242,
+        comm: "sleep".to_owned(),
+    };
+    sys.world
+        .processes
+        .insert(format!("/run/netns/{ns}").into(), vec![sleeper]);
 }
 
 /// The uuid of [`request`]'s connection.

@@ -51,6 +51,7 @@ RIG_NM_CAPBND=00000000200534e2
 #   nm.sh        NetworkManager, profiles and activation
 #   agent.sh     the agent, called over the sandbox's bus by tests/e2e/agent-client.py
 #   leak.sh      the leak monitor (tests/e2e/leak-monitor.py) run.sh wraps each isolated scenario in
+#   cli.sh       the nm-vpn-netns command's output: JSON paths, exit statuses
 RIG_LIB=$(cd "$(dirname "${BASH_SOURCE[0]}")/lib" && pwd)
 # shellcheck source=lib/common.sh
 source "$RIG_LIB/common.sh"
@@ -70,3 +71,5 @@ source "$RIG_LIB/nm.sh"
 source "$RIG_LIB/agent.sh"
 # shellcheck source=lib/leak.sh
 source "$RIG_LIB/leak.sh"
+# shellcheck source=lib/cli.sh
+source "$RIG_LIB/cli.sh"

@@ -130,18 +130,18 @@ fn program_pages_say_who_starts_them() {
 #[test]
 fn subcommands_are_picked_up() {
     let cli = Cli::command()
-        .subcommand(clap::Command::new("status").about("Show the isolated VPNs"))
+        .subcommand(clap::Command::new("sample").about("Show a sample"))
         .subcommand(clap::Command::new("secret").hide(true));
     let docs = docs(cli);
-    let status = doc(&docs, "man/nm-vpn-netns-status.8");
-    assert!(status.contains(&roff("Show the isolated VPNs")), "{status}");
-    assert!(status.contains(&roff("nm-vpn-netns status")), "{status}");
+    let sample = doc(&docs, "man/nm-vpn-netns-sample.8");
+    assert!(sample.contains(&roff("Show a sample")), "{sample}");
+    assert!(sample.contains(&roff("nm-vpn-netns sample")), "{sample}");
     let main = doc(&docs, "man/nm-vpn-netns.8");
     assert!(headings(main).contains(&"SUBCOMMANDS"), "{main}");
-    assert!(main.contains(&roff("nm-vpn-netns-status(8)")), "{main}");
+    assert!(main.contains(&roff("nm-vpn-netns-sample(8)")), "{main}");
     for shell in ["nm-vpn-netns.bash", "_nm-vpn-netns", "nm-vpn-netns.fish"] {
         let text = doc(&docs, &format!("completions/{shell}"));
-        assert!(text.contains("status"), "{shell}");
+        assert!(text.contains("sample"), "{shell}");
     }
     assert!(!paths(&docs)
         .iter()

@@ -2,14 +2,6 @@
 //! refusals that leave everything as it was.
 
 use super::*;
-use crate::agent::sys::Process;
-
-fn sleeper() -> Vec<Process> {
-    vec![Process {
-        pid: 4242,
-        comm: "sleep".to_owned(),
-    }]
-}
 
 /// An executor that kept `work` after a persistent isolation went down, and the world before the
 /// isolation (less the tun, which the kernel destroys with the namespace).

@@ -194,6 +194,14 @@ fn foreign(executor: &mut Executor<RecordingSys>) {
     executor.sys.add_file(RESOLV, "nameserver 192.0.2.53\n");
 }
 
+/// A process that runs in a namespace, as `ip netns pids` finds it.
+fn sleeper() -> Vec<crate::agent::sys::Process> {
+    vec![crate::agent::sys::Process {
+        pid: 4242,
+        comm: "sleep".to_owned(),
+    }]
+}
+
 fn record(executor: &Executor<RecordingSys>) -> Option<&Record> {
     executor.records.get(&work())
 }

@@ -1,14 +1,6 @@
 //! The processes a release would strand are found only where the release deletes the namespace.
 
 use super::*;
-use crate::agent::sys::Process;
-
-fn sleeper() -> Vec<Process> {
-    vec![Process {
-        pid: 4242,
-        comm: "sleep".to_owned(),
-    }]
-}
 
 #[test]
 fn processes_in_a_namespace_the_release_deletes_are_named() {
