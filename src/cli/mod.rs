@@ -6,6 +6,7 @@ pub mod doctor;
 pub mod enable;
 pub mod exec;
 pub mod list;
+pub mod profiles;
 pub mod status;
 
 use std::future::Future;

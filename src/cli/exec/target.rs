@@ -6,13 +6,14 @@ use std::path::Path;
 
 use zbus::proxy::CacheProperties;
 
-use crate::agent::policy::{system_uid, Policy, PolicyError, POLICY_PATH};
+use crate::agent::policy::{Policy, PolicyError, POLICY_PATH};
+use crate::cli::profiles;
 use crate::contract::{Agent1Proxy, AgentError, NetnsEntry};
 use crate::nmbus::{
     active_state, ActiveConnectionProxy, NetworkManagerProxy, SettingsConnectionProxy,
     SettingsProxy,
 };
-use crate::plan::settings::{self, permission_users, ConnectionInfo, NetnsName, NetnsSettings};
+use crate::plan::settings::{permission_users, NetnsName};
 
 /// Every way the target can be refused. Each message names the connection or the namespace.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -183,10 +184,11 @@ pub async fn isolated_vpns(bus: &zbus::Connection) -> Result<Vec<Vpn>, ReadError
             .await
             .map_err(ReadError::Bus)?;
         let conn = profile.get_settings().await.map_err(ReadError::Bus)?;
-        let Some((info, netns)) = isolation(&conn) else {
+        let Some((decided, info)) = profiles::isolation(&conn) else {
             continue;
         };
-        let Ok(netns) = agent_name(&policy, &info, &netns) else {
+        let Ok(netns) = profiles::agent_netns_name(&policy, &decided.settings, &info.permissions)
+        else {
             continue;
         };
         let nm_activated = activated.get(&info.uuid).copied().unwrap_or(false);
@@ -200,25 +202,6 @@ pub async fn isolated_vpns(bus: &zbus::Connection) -> Result<Vec<Vpn>, ReadError
         });
     }
     Ok(vpns)
-}
-
-/// The profile's validated settings, if it asks for isolation.
-fn isolation(conn: &settings::NmConnection) -> Option<(ConnectionInfo, NetnsSettings)> {
-    let info = ConnectionInfo::from_nm(conn).ok()?;
-    let netns = settings::parse(&settings::vpn_data_from_nm(conn).ok()?, &info).ok()?;
-    netns.isolate.then_some((info, netns))
-}
-
-/// The namespace the agent gives this profile, by the same policy it applies at `Isolate`.
-fn agent_name(
-    policy: &Policy,
-    info: &ConnectionInfo,
-    netns: &NetnsSettings,
-) -> Result<NetnsName, PolicyError> {
-    match policy.connection_user(&info.permissions)? {
-        None => Ok(netns.name.clone()),
-        Some(user) => policy.user_netns_name(&user, &netns.name, &netns.name_source, system_uid),
-    }
 }
 
 /// The uuid of every active VPN, and whether it is ACTIVATED.
