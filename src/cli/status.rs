@@ -194,7 +194,11 @@ fn observe(view: &View, host: &Host) -> Result<Seen<Kernel>, StatusError> {
     if !path.exists() {
         return Ok(Seen::Missing(format!("{} does not exist", path.display())));
     }
-    let inside = kernel::read_netns(&path).map_err(StatusError::Host)?;
+    // Deleted since the check above (a VPN going down): shown as gone, not as this run's failure.
+    let inside = match kernel::read_netns(&path) {
+        Ok(inside) => inside,
+        Err(e) => return Ok(Seen::Missing(crate::report::chain(&e))),
+    };
     let resolv = std::fs::read_to_string(Path::new("/etc/netns").join(netns).join("resolv.conf"))
         .unwrap_or_default();
     let dns = leak::nameservers(&resolv);

@@ -24,7 +24,7 @@ exec_as() {
     shift
     uid=$(rig_sb id -u "$user")
     rig_sb runuser -u "$user" -- env WAYLAND_DISPLAY=w-1 "XDG_RUNTIME_DIR=/run/user/$uid" LD_PRELOAD=x \
-        sudo nm-vpn-netns exec "$@"
+        DBUS_SYSTEM_BUS_ADDRESS=unix:path=/nonexistent sudo nm-vpn-netns exec "$@"
 }
 
 # The stand-ins live in the sandbox's own /run, a tmpfs of its PID 1 (sandbox-init.sh): checked
@@ -62,9 +62,11 @@ exec_setup() {
     rig_sb useradd --no-create-home -G "$EXEC_GROUP" --shell /bin/sh "$EXEC_USER"
     rig_sb useradd --no-create-home --shell /bin/sh "$EXEC_OTHER"
     # sudo keeps a few variables only (sudoers(5) env_reset); the session's are kept for exec, and
-    # LD_PRELOAD too, so that it is exec's own allow-list that keeps it out.
+    # LD_PRELOAD and a system bus address too (exec_as passes a dead one), so that it is exec's own
+    # allow-list that keeps LD_PRELOAD from the command, and its cleared environment that keeps
+    # the root part on the real bus: with the address, it would find no NetworkManager.
     printf '%s\n' \
-        'Defaults!/usr/bin/nm-vpn-netns env_keep += "WAYLAND_DISPLAY XDG_RUNTIME_DIR LD_PRELOAD"' \
+        'Defaults!/usr/bin/nm-vpn-netns env_keep += "WAYLAND_DISPLAY XDG_RUNTIME_DIR LD_PRELOAD DBUS_SYSTEM_BUS_ADDRESS"' \
         "$EXEC_USER, $EXEC_OTHER ALL=(root) NOPASSWD: /usr/bin/nm-vpn-netns" |
         rig_sb sh -c "umask 337 && cat >$EXEC_SUDOERS"
     rig_sb visudo -c -q -f "$EXEC_SUDOERS" || fail "visudo refuses $EXEC_SUDOERS"
@@ -102,7 +104,8 @@ t_cli_exec_sudo() {
     expect_match "XDG_RUNTIME_DIR did not pass" "^XDG_RUNTIME_DIR=/run/user/$uid\$" "$out"
     expect_no_match "LD_PRELOAD passed" '^LD_PRELOAD=' "$out"
     expect_no_match "SUDO_ variables passed" '^SUDO_' "$out"
-    pass_note "WAYLAND_DISPLAY and XDG_RUNTIME_DIR passed; LD_PRELOAD and SUDO_* did not"
+    expect_no_match "DBUS_SYSTEM_BUS_ADDRESS passed" '^DBUS_SYSTEM_BUS_ADDRESS=' "$out"
+    pass_note "WAYLAND_DISPLAY and XDG_RUNTIME_DIR passed; LD_PRELOAD, SUDO_* and the dead bus address did not, and the root part used the real bus"
     ino=$(rig_sb stat -L -c %i /run/netns/work)
     expect_match "the command is not in namespace work (net:[$ino])" "^ns net:\[$ino\]\$" "$out"
     expect_no_match "the sandbox's root namespace is the same as work's" "net:\[$ino\]" "$(rig_sb readlink /proc/self/ns/net)"

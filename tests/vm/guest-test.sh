@@ -286,6 +286,30 @@ s2b_hardened() {
 
 s3_passthrough() { t_passthrough; }
 
+# The command on a booted system: doctor on the package's installation, as root (which starts the
+# agent through the real dbus-daemon and systemd) and as a user; status and exec with an isolated VPN
+# up, exec's namespace checked against the negative control of the host's own.
+s2c_cli() {
+    local before inside host ns
+    expect_cmd_ok "doctor fails on the package's installation" nm-vpn-netns doctor
+    expect_no_match "doctor finds a problem on the package's installation" '^(FAIL|WARN) ' "$EXPECT_OUT"
+    expect_match "doctor did not start and ask the agent" '^ok    agent: answered' "$EXPECT_OUT"
+    expect_cmd_ok "doctor fails as a user" runuser -u nobody -- nm-vpn-netns doctor
+    pass_note "doctor: nothing broken, as root (the agent answered) and as a user"
+    before=$(rig_snapshot)
+    isolated_up vm-cli
+    expect_cmd_ok "status --json fails with vm-cli up" nm-vpn-netns status --json
+    expect_match "status --json does not show vm-cli's namespace" '"netns": "vm-cli"' "$EXPECT_OUT"
+    expect_match "status --json does not find vm-cli leak-free" '"leak_free": true' "$EXPECT_OUT"
+    ns=$(stat -L -c %i /run/netns/vm-cli)
+    host=$(stat -L -c %i /proc/self/ns/net)
+    inside=$(nm-vpn-netns exec vm-cli -- stat -L -c %i /proc/self/ns/net)
+    expect_ne "the host's namespace is vm-cli's (the control is void)" "$ns" "$host"
+    expect_eq "exec did not enter vm-cli's namespace" "$ns" "$inside"
+    pass_note "status shows vm-cli leak-free; exec runs in its namespace ($ns), not the host's ($host)"
+    down_releases vm-cli "after status and exec" "$before"
+}
+
 # An isolated VPN `name` up (nmcli) and checked; the profile is created first when it does not exist.
 isolated_up() {
     local name=$1 names
@@ -428,6 +452,7 @@ main() {
     run_step install s1_install || return
     run_step isolated s2_isolated
     run_step hardened s2b_hardened
+    run_step cli s2c_cli
     run_step passthrough s3_passthrough
     run_step upgrade s4_upgrade
     run_step agent-killed s5_agent_killed

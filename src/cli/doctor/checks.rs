@@ -317,7 +317,7 @@ fn resolvers(o: &Observed) -> Finding {
         crossing.insert(0, "nss-resolve (hosts: resolve)".to_owned());
     }
     if crossing.is_empty() {
-        let detail = "no nscd or systemd-resolved socket on the host".to_owned();
+        let detail = "no nscd, systemd-resolved or avahi-daemon socket on the host".to_owned();
         return finding(CHECK, Verdict::Ok, detail, None);
     }
     let detail = format!(

@@ -15,8 +15,8 @@ nm-vpn-netns-service is the plugin NetworkManager runs for OpenVPN and the stock
 there for it to start; that D-Bus can start the agent (run as root, doctor starts it and asks its
 version); that NetworkManager and NetworkManager-openvpn are versions nm-vpn-netns supports;
 whether openvpn's data-channel offload (DCO) module is loaded, which isolated VPNs cannot use;
-and whether nscd or systemd-resolved would answer lookups across namespaces, which
-nm-vpn-netns exec guards against.
+and whether nscd, systemd-resolved or avahi-daemon would answer lookups across namespaces,
+which nm-vpn-netns exec guards against.
 
 Each problem comes with the command that fixes it.
 

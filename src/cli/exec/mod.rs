@@ -33,12 +33,15 @@ isolated VPN is connected.
 
 Run as a user, exec asks polkit for root through pkexec(1) (the action io.github.NmVpnNetns.exec;
 by default an administrator's password, kept for a while). Run under sudo(8), it needs neither, and
-runs COMMAND as the user who called sudo (SUDO_UID). Run as root, it runs COMMAND as root.
+runs COMMAND as the user who called sudo (SUDO_UID). Run as root, it runs COMMAND as root; a root
+shell opened with sudo -s or sudo -i still carries SUDO_UID, so there exec runs COMMAND as the user
+who opened it (env -u SUDO_UID nm-vpn-netns exec ... runs it as root).
 
 Only these variables of the caller's environment reach COMMAND: DISPLAY, XAUTHORITY,
 WAYLAND_DISPLAY, XDG_RUNTIME_DIR, DBUS_SESSION_BUS_ADDRESS, PULSE_SERVER, LANG, LC_*, TERM and
 PATH; HOME, USER, LOGNAME and SHELL are the user's own. sudo removes most variables before exec
-sees them: keep the session's with env_keep in sudoers(5).
+sees them (keep the session's with env_keep in sudoers(5)), and sets PATH to its secure_path. exec
+itself, as root, keeps none of the caller's environment.
 
 WHO MAY EXEC WHERE: a user may exec into the namespace of a system connection (one without
 connection.permissions) and of a connection whose connection.permissions names them. Root may exec
@@ -55,7 +58,8 @@ itself (resolvectl) still gets the host's answer. COMMAND then runs with the use
 supplementary groups.
 
 EXIT STATUS: COMMAND's exit status. 125: exec itself failed (the target, the permission or the
-namespace); 126: COMMAND was found but could not be run; 127: COMMAND was not found. Through
+namespace); 126: COMMAND was found but could not be run; 127: COMMAND was not found; 2: a bad
+command line, before anything ran (COMMAND must follow --). Through
 pkexec, 126 and 127 also mean that authorization was refused or pkexec failed (pkexec(1)).";
 
 /// `exec`'s failures before the command runs; 126 and 127 as env(1) and the shells use them.
@@ -99,6 +103,8 @@ pub enum ExecError {
     User(#[source] enter::EnterError),
     #[error("cannot enter the namespace {0}")]
     Enter(String, #[source] enter::EnterError),
+    #[error("cannot drop root's privileges")]
+    Drop(#[source] enter::EnterError),
     #[error("cannot run {}", .0.to_string_lossy())]
     Command(OsString, #[source] io::Error),
 }
@@ -145,7 +151,20 @@ fn try_run(args: Args) -> Result<std::convert::Infallible, ExecError> {
         Caller::Root | Caller::Sudo(_) => Ok(session::session_env(std::env::vars_os())),
     }
     .map_err(ExecError::Session)?;
+    clear_environment();
     privileged(caller, &args, &env)
+}
+
+/// The privileged part keeps nothing of the caller's environment once the session's allow-listed
+/// part is captured: what sudo passed on (a `DBUS_SYSTEM_BUS_ADDRESS` pointing at a fake
+/// NetworkManager and agent, `TZ`, `RES_OPTIONS`, `HOSTALIASES`, …) would otherwise steer its own
+/// D-Bus calls and lookups as root. The process has one thread here, before any runtime starts,
+/// so changing the environment races with nothing.
+fn clear_environment() {
+    for (name, _) in std::env::vars_os() {
+        std::env::remove_var(name);
+    }
+    std::env::set_var("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
 }
 
 /// As root: the target checked, the namespace entered, and the command run as the caller.
@@ -168,7 +187,7 @@ fn privileged(
     let netns = vpn.netns.as_str();
     let entering = |e| ExecError::Enter(netns.to_owned(), e);
     enter::enter(netns).map_err(entering)?;
-    enter::become_user(&user).map_err(entering)?;
+    enter::become_user(&user).map_err(ExecError::Drop)?;
     if let Some(cwd) = &args.session_cwd {
         // As the user, so that a directory they may not enter stays closed; if it is, their own
         // home rather than root's, where pkexec left the process.

@@ -95,9 +95,11 @@ pub enum Route {
     Privileged(Caller),
 }
 
-/// Decides the [`Route`]: pkexec and sudo clear the caller's environment and then set their
-/// `*_UID` variable themselves (pkexec(1), sudo(8) "ENVIRONMENT"), so as root these name the
-/// user who asked. pkexec is asked first: it is the one that re-invocation uses.
+/// Decides the [`Route`]: pkexec and sudo set their `*_UID` variable themselves (pkexec(1),
+/// sudo(8) "ENVIRONMENT"), so as root these name the user who asked. `SUDO_UID` is asked first:
+/// sudo always sets it, while a sudoers rule that keeps the caller's environment (`!env_reset`,
+/// `SETENV`, `env_keep`) would let the caller pass a `PKEXEC_UID` of their choice, such as 0;
+/// pkexec starts from an empty environment, so under pkexec there is no `SUDO_UID`.
 pub fn route(euid: u32, var: impl Fn(&str) -> Option<OsString>) -> Result<Route, SessionError> {
     if euid != 0 {
         return Ok(Route::Pkexec);
@@ -115,9 +117,9 @@ pub fn route(euid: u32, var: impl Fn(&str) -> Option<OsString>) -> Result<Route,
             .transpose()
     };
     Ok(Route::Privileged(
-        match (uid("PKEXEC_UID")?, uid("SUDO_UID")?) {
-            (Some(uid), _) => Caller::Pkexec(uid),
-            (None, Some(uid)) => Caller::Sudo(uid),
+        match (uid("SUDO_UID")?, uid("PKEXEC_UID")?) {
+            (Some(uid), _) => Caller::Sudo(uid),
+            (None, Some(uid)) => Caller::Pkexec(uid),
             (None, None) => Caller::Root,
         },
     ))

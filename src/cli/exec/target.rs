@@ -4,11 +4,10 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use zbus::proxy::CacheProperties;
-
 use crate::agent::policy::{Policy, PolicyError, POLICY_PATH};
+use crate::cli::list::{self, ListError};
 use crate::cli::profiles;
-use crate::contract::{Agent1Proxy, AgentError, NetnsEntry};
+use crate::contract::NetnsEntry;
 use crate::nmbus::{
     active_state, ActiveConnectionProxy, NetworkManagerProxy, SettingsConnectionProxy,
     SettingsProxy,
@@ -157,7 +156,7 @@ pub enum ReadError {
     #[error("cannot read the agent's policy")]
     Policy(#[source] PolicyError),
     #[error("cannot list the agent's namespaces")]
-    Agent(#[source] AgentError),
+    Agent(#[source] ListError),
 }
 
 /// The isolated VPN profiles NM holds, each with its namespace and whether it is connected.
@@ -165,12 +164,7 @@ pub enum ReadError {
 pub async fn isolated_vpns(bus: &zbus::Connection) -> Result<Vec<Vpn>, ReadError> {
     let policy = Policy::load(Path::new(POLICY_PATH), 0).map_err(ReadError::Policy)?;
     let activated = activated_uuids(bus).await.map_err(ReadError::Bus)?;
-    let agent = Agent1Proxy::builder(bus)
-        .cache_properties(CacheProperties::No)
-        .build()
-        .await
-        .map_err(ReadError::Bus)?;
-    let held = agent.list().await.map_err(ReadError::Agent)?;
+    let held = list::entries(bus).await.map_err(ReadError::Agent)?;
     let nm_settings = SettingsProxy::new(bus).await.map_err(ReadError::Bus)?;
     let mut vpns = Vec::new();
     for path in nm_settings

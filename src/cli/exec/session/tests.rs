@@ -41,14 +41,15 @@ fn a_user_goes_through_pkexec() {
 }
 
 #[test]
-fn root_runs_as_whoever_pkexec_or_sudo_names() {
+fn root_runs_as_whoever_sudo_or_pkexec_names() {
     let cases: [(&[(&str, &str)], Caller); 4] = [
         (&[], Caller::Root),
         (&[("SUDO_UID", "1001")], Caller::Sudo(1001)),
         (&[("PKEXEC_UID", "1002")], Caller::Pkexec(1002)),
+        // A PKEXEC_UID that a sudoers rule let the caller pass never outranks sudo's own.
         (
-            &[("PKEXEC_UID", "1002"), ("SUDO_UID", "1001")],
-            Caller::Pkexec(1002),
+            &[("PKEXEC_UID", "0"), ("SUDO_UID", "1001")],
+            Caller::Sudo(1001),
         ),
     ];
     for (vars, expected) in cases {
