@@ -143,7 +143,7 @@ pub fn disable(conn: NmConnection) -> Result<NmConnection, SettingsError> {
 pub fn restore(conn: NmConnection) -> Result<Option<NmConnection>, SettingsError> {
     let mut vpn_data = settings::vpn_data_from_nm(&conn)?;
     let mirror = mirror_from_nm(&conn)?;
-    if mirror.is_empty() || vpn_data.keys().any(|k| is_netns_key(k)) {
+    if mirror.is_empty() || has_netns_key(&vpn_data) {
         return Ok(None);
     }
     vpn_data.extend(mirror);
@@ -153,7 +153,11 @@ pub fn restore(conn: NmConnection) -> Result<Option<NmConnection>, SettingsError
 /// Whether `conn` has a mirror or `netns-*` keys in `vpn.data`.
 pub fn has_keys(conn: &NmConnection) -> Result<bool, SettingsError> {
     let vpn_data = settings::vpn_data_from_nm(conn)?;
-    Ok(!mirror_from_nm(conn)?.is_empty() || vpn_data.keys().any(|k| is_netns_key(k)))
+    Ok(!mirror_from_nm(conn)?.is_empty() || has_netns_key(&vpn_data))
+}
+
+fn has_netns_key(data: &BTreeMap<String, String>) -> bool {
+    data.keys().any(|k| is_netns_key(k))
 }
 
 fn with_data(

@@ -7,6 +7,10 @@
 //! holds no secrets, and NM keeps a profile's secrets when an update carries none
 //! (nm-settings-connection.c, `update_auth_cb`), so no secret passes through here. A failure is
 //! logged and changes nothing else: the VPN stays up, and the mirror still isolates it next time.
+//!
+//! `GetSettings` then `Update2` is a read, an edit and a write, and NM has no version check on a
+//! profile: an editor's save that lands between the two is overwritten. The window is two calls
+//! right after activation; `enable` and `disable` have the same one.
 
 use std::time::Duration;
 
