@@ -46,8 +46,13 @@ enabled=false
 [logging]
 level=INFO
 CONF
+    # Opened for appending: every process of the sandbox shares this one open file, and a scenario
+    # that starts an agent of its own appends to the same file through another (t_secrets). Without
+    # O_APPEND the shared offset would lag behind those lines and the sandbox's later lines would
+    # overwrite them, below the end where the leak monitor reads.
+    : >"$RIG_W/sandbox.log"
     setsid ip netns exec "$RIG_NMNS" unshare --mount --propagation private --uts --pid --fork --mount-proc -- \
-        bash "$RIG_SRC/tests/e2e/sandbox-init.sh" "$RIG_W" "$RIG_SRC" </dev/null >"$RIG_W/sandbox.log" 2>&1 &
+        bash "$RIG_SRC/tests/e2e/sandbox-init.sh" "$RIG_W" "$RIG_SRC" </dev/null >>"$RIG_W/sandbox.log" 2>&1 &
     # setsid and `ip netns exec` exec, so $! is unshare, and its only child is the sandbox's PID 1.
     # Ending that PID ends every process in the sandbox.
     RIG_UNSHARE_PID=$!
