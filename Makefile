@@ -63,6 +63,7 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
 	bash tests/layout.sh
+	python3 tests/e2e/bench-stats.py --self-test
 
 unit:
 	$(CARGO) test --locked
