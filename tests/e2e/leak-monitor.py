@@ -14,7 +14,9 @@ A leak is, in the namespace it runs in (the sandbox's root namespace):
   vpn-address   any address, on any link, inside a VPN network (--vpn-net)
   vpn-route     any route to, via or from a VPN network
   tun-stayed    the tun still there after the agent's "isolated connection ...: tun T is ..." line
-                (the agent logs it once the tun is in the namespace, before it answers Isolate)
+                (the agent logs it once the tun is in the namespace, before it answers Isolate),
+                unless the monitor has seen as many tuns move out as it has read such lines: then
+                the tun of that name is a newer one, made after the move
   resolver      a VPN DNS server (--vpn-dns, or any address in a VPN network), or the VPN's
                 domain (--vpn-domain), in a resolver file (--resolver)
   netns-route   a route inside an isolated namespace, sampled when the isolation is reported, a
@@ -295,7 +297,14 @@ class Monitor:
             now = time.time()
             self.isolations.append((now, tun, link, ns))
             self.note("agent: isolated tun %s as %s in namespace %s" % (tun, link, ns))
+            # A line for a tun whose move the monitor has already seen says nothing of a tun of the
+            # same name in the root namespace now: that is the next connection's, made after the
+            # move (a quick reconnect, with the monitor a line behind on a loaded machine).
             left = [i for i, l in self.links.items() if l["name"] == tun]
+            if left and len(self.isolations) <= self.moved_out:
+                self.note("agent's line for a tun already seen moving out; %s is a newer one"
+                          % ", ".join(self.link_name(i) for i in left))
+                left = []
             if left:
                 self.leak("tun-stayed", "tun %s gone from the root namespace once the agent reported it isolated" % tun,
                           "%s still in the root namespace" % ", ".join(self.link_name(i) for i in left))
