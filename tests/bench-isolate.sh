@@ -27,4 +27,4 @@ if ((got != ${#labels[@]} * rounds)); then
 fi
 python3 tests/e2e/bench-stats.py --title "B1, the isolation step" \
     --diff ours-floor --diff baseline-floor --ratio baseline-floor/ours-floor \
-    --diff ours_less_move-floor_less_move <<<"$samples"
+    --diff ours_less_move-floor_less_move --ratio baseline-floor/ours_less_move-floor_less_move <<<"$samples"
