@@ -41,7 +41,7 @@ CARGO_FUZZ = $(CI_CACHE)/cargo-fuzz-$(CARGO_FUZZ_VERSION)/bin/cargo-fuzz
 DEB_VERSION ?=
 CARGO_PROFILE_FLAG = $(if $(filter release,$(PROFILE)),--release,--profile $(PROFILE))
 
-.PHONY: all build man deps demo check lint unit fuzz privileged release-lib e2e bench soak deb deb-check rpm rpm-check vm install uninstall no-package clean
+.PHONY: all build man deps demo check lint unit fuzz privileged bench-smoke release-lib e2e bench soak deb deb-check rpm rpm-check vm install uninstall no-package clean
 
 all: build
 
@@ -83,9 +83,14 @@ fuzz: $(CARGO_FUZZ)
 	        $$(ls -d fuzz/regressions/$$t 2>/dev/null) -- -max_total_time=$(FUZZ_SECONDS); \
 	done
 
-# Executor tests against the real kernel, in namespaces of their own (see the script).
+# Executor tests against the real kernel, in namespaces of their own (see the script). B1's
+# benchmark is among them; bench-smoke runs it, shortened.
 privileged:
-	bash tests/privileged.sh
+	bash tests/privileged.sh --skip b1::
+
+# The benchmarks, one round each, so that they cannot rot; they assert nothing about time.
+bench-smoke:
+	B1_ROUNDS=1 bash tests/bench-isolate.sh
 
 e2e: deb
 	bash tests/e2e/run.sh
@@ -94,10 +99,11 @@ e2e: deb
 release-lib: build
 	bash tests/layout.sh --release-lib
 
-check: deps lint unit fuzz privileged release-lib deb-check rpm-check e2e vm
+check: deps lint unit fuzz privileged bench-smoke release-lib deb-check rpm-check e2e vm
 
 # Figures for BENCHMARKS.md; not part of check, since timings prove nothing on a noisy machine.
 bench: deps build
+	PROFILE=$(PROFILE) bash tests/bench-isolate.sh
 	bash tests/e2e/run.sh b_activation b_agent_isolate
 
 # The e2e rig's up/down cycles, 50 instead of check's 20; not part of check, for its length.

@@ -5,6 +5,9 @@
 //! tmpfs on /run and a throwaway overlay on /etc. Run outside it (`cargo test -- --ignored`),
 //! each of them fails at once rather than touching the machine's own namespaces.
 
+// Not tests/b1.rs, which cargo would take for a test binary of its own.
+#[path = "privileged/b1.rs"]
+mod b1;
 mod common;
 
 use std::cell::RefCell;
@@ -1409,10 +1412,23 @@ fn a_reboot_keeps_a_users_entry_and_puts_back_the_admins_file() {
     assert!(!Path::new(&format!("/var/lib/nm-vpn-netns/{ns}")).exists());
 }
 
+/// Each call of [`Timed`] by name, with the time it took.
+type Times = Rc<RefCell<BTreeMap<&'static str, Vec<Duration>>>>;
+
 /// [`RealSys`] that times each call, for a breakdown of `isolate`.
 struct Timed {
     sys: RealSys,
-    times: Rc<RefCell<BTreeMap<&'static str, Vec<Duration>>>>,
+    times: Times,
+}
+
+/// An executor on [`Timed`], and the times of its calls.
+fn timed_executor() -> (Executor<Timed>, Times) {
+    let times = Times::default();
+    let sys = Timed {
+        sys: RealSys::new().unwrap(),
+        times: Rc::clone(&times),
+    };
+    (Executor::new(sys, Paths::default()).unwrap(), times)
 }
 
 impl Timed {
@@ -1555,12 +1571,7 @@ fn timings() {
     sandbox();
     const RUNS: usize = 20;
     let ns = "pv-timing";
-    let times = Rc::new(RefCell::new(BTreeMap::new()));
-    let sys = Timed {
-        sys: RealSys::new().unwrap(),
-        times: Rc::clone(&times),
-    };
-    let mut ex = Executor::new(sys, Paths::default()).unwrap();
+    let (mut ex, times) = timed_executor();
     let mut runs: BTreeMap<&str, Vec<Duration>> = BTreeMap::new();
     for run in 0..RUNS {
         let tun = tun(&format!("pv-tun-t{run}"));
