@@ -89,7 +89,7 @@ bench_activate() {
         echo "$path $(bench_ms 0 "$step")" >>"$agent_step"
     fi
     rig_down_nmcli "$name" >/dev/null
-    rig_wait_vpn_gone
+    expect_vpn_gone
     expect_snapshot "the sandbox is not as before after down ($path)" "$before" 10
 }
 
