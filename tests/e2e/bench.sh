@@ -9,7 +9,6 @@ bench_stats() {
         m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
         printf "  %s: median %.1f ms (min %.1f, max %.1f, n %d)\n", label, m, v[1], v[NR], NR }'
 }
-now_ms() { echo $(($(date +%s%N) / 1000)) | awk '{printf "%.1f", $1 / 1000}'; }
 
 # Memory status lines of the sandbox's processes named $1.
 proc_status() {
@@ -19,43 +18,11 @@ proc_status() {
     done
 }
 
-# `nmcli connection up` from call to return (NM reports activated) of profile $1, 10 times;
-# prints the median under label $2, and the shim's memory while the last one is up.
-bench_activation() {
-    local name=$1 label=$2 i t0 t1 samples=()
-    for i in $(seq 10); do
-        t0=$(now_ms)
-        expect_cmd_ok "activation of $name failed" rig_up_nmcli "$name"
-        t1=$(now_ms)
-        samples+=("$(awk -v a="$t0" -v b="$t1" 'BEGIN {print b - a}')")
-        ((i < 10)) || proc_status nm-vpn-netns-se | sed 's/^/  shim (nm-vpn-netns-service) /'
-        rig_down_nmcli "$name" >/dev/null
-        rig_wait_vpn_gone
-        rig_wait 10 snapshot_is "$before"
-    done
-    printf '%s\n' "${samples[@]}" | bench_stats "$label"
-}
-
-# The same profile with the stock plugin alone, through the shim, and isolated.
-b_activation() {
-    local before
-    rig_profile_keyfile bench-plain 4 ca
-    rig_profile_keyfile bench-iso 4 ca netns-isolate=yes netns-name=bench
-    before=$(rig_snapshot)
-    rig_sb make -s -C "$RIG_SRC_IN" uninstall >/dev/null
-    bench_activation bench-plain "nmcli connection up, stock plugin alone"
-    rig_install
-    bench_activation bench-plain "nmcli connection up, through the shim (no isolation)"
-    bench_activation bench-iso "nmcli connection up, isolated"
-    rig_profile_delete bench-plain
-    rig_profile_delete bench-iso
-}
-
 # The agent's Isolate over the system bus with a held tun: the agent's own measure of the
 # isolation step, and the round trip seen by the caller; then the agent's memory.
 b_agent_isolate() {
-    local i out agent=() trip=()
-    for i in $(seq 20); do
+    local out agent=() trip=()
+    for _ in $(seq 20); do
         agent_client --tun benchtun0 --id bench --uuid "$(new_uuid)" \
             --settings netns-isolate=yes,netns-name=bench --addr4 198.19.0.2/24 --dns4 "$RIG_TUN_SERVER_IP"
         out=$(agent_say "")
