@@ -81,6 +81,17 @@ pub trait SettingsConnection {
     fn filename(&self) -> zbus::Result<String>;
 }
 
+/// Writes `settings` as the whole profile, on disk, and leaves its active connection as it is
+/// (`TO_DISK | NO_REAPPLY`): how `enable`, `disable` and the shim's restore of the keys save.
+pub async fn save_to_disk(
+    profile: &SettingsConnectionProxy<'_>,
+    settings: &ConnectionSettings,
+) -> zbus::Result<()> {
+    let flags = update2::TO_DISK | update2::NO_REAPPLY;
+    profile.update2(settings, flags, &VarDict::new()).await?;
+    Ok(())
+}
+
 /// `org.freedesktop.NetworkManager.Connection.Active`, one object per active connection.
 #[zbus::proxy(
     interface = "org.freedesktop.NetworkManager.Connection.Active",

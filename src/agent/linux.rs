@@ -93,7 +93,7 @@ impl RealSys {
 }
 
 /// Runs `work` on a new thread that has joined `netns`, and returns its result.
-fn in_netns<T: Send>(
+pub(crate) fn in_netns<T: Send>(
     netns: &NetnsFd,
     work: impl FnOnce() -> Result<T, SysError> + Send,
 ) -> Result<T, SysError> {

@@ -7,9 +7,10 @@ use std::process::ExitCode;
 
 use zbus::Connection;
 
-use crate::nmbus::{update2, ConnectionSettings, SettingsConnectionProxy, SettingsProxy};
+use crate::cli::profiles;
+use crate::nmbus::{self, ConnectionSettings, SettingsConnectionProxy};
+use crate::plan::mirror;
 use crate::plan::settings::{self, ConnectionInfo, Key, NameSource, SettingsError, Timeout};
-use crate::plan::{mirror, VarDict};
 use crate::shim::{Leaf, SERVICE};
 
 const ENABLE_ABOUT: &str = "Isolate an OpenVPN connection in a network namespace of its own";
@@ -84,7 +85,7 @@ fn checked<T: std::str::FromStr>(s: &str) -> Result<String, T::Err> {
 
 #[derive(Debug, thiserror::Error)]
 pub enum EnableError {
-    #[error("cannot start")]
+    #[error("cannot start a runtime for D-Bus")]
     Runtime(#[source] std::io::Error),
     #[error("cannot connect to the system bus")]
     Bus(#[source] Leaf<zbus::Error>),
@@ -197,22 +198,8 @@ async fn find(
     bus: &Connection,
     wanted: &str,
 ) -> Result<(SettingsConnectionProxy<'static>, ConnectionSettings), EnableError> {
-    let settings = SettingsProxy::new(bus).await.map_err(call("Settings"))?;
     let mut named = Vec::new();
-    for path in settings
-        .list_connections()
-        .await
-        .map_err(call("ListConnections"))?
-    {
-        let profile = SettingsConnectionProxy::builder(bus)
-            .path(path)
-            .build()
-            .await
-            .map_err(call("Settings.Connection"))?;
-        // A profile deleted meanwhile is not the one asked for.
-        let Ok(current) = profile.get_settings().await else {
-            continue;
-        };
+    for (profile, current) in profiles::all(bus).await.map_err(call("ListConnections"))? {
         let info = ConnectionInfo::from_nm(&current).unwrap_or_default();
         if info.uuid == wanted {
             return Ok((profile, current));
@@ -257,17 +244,15 @@ async fn save(
     profile: &SettingsConnectionProxy<'_>,
     new: &ConnectionSettings,
 ) -> Result<(), EnableError> {
-    let flags = update2::TO_DISK | update2::NO_REAPPLY;
-    profile
-        .update2(new, flags, &VarDict::new())
+    nmbus::save_to_disk(profile, new)
         .await
-        .map_err(call("Update2"))?;
-    Ok(())
+        .map_err(call("Update2"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plan::VarDict;
     use clap::Parser;
 
     #[derive(Debug, Parser)]

@@ -10,6 +10,7 @@ use zbus::Connection;
 
 use crate::contract::{process_list, Agent1Proxy, AgentError, DeleteReport, NetnsEntry};
 use crate::nmbus::{SettingsConnectionProxy, SettingsProxy};
+use crate::plan::settings::ConnectionInfo;
 
 const LIST_ABOUT: &str = "List the namespaces nm-vpn-netns keeps: connected, persistent, left over";
 
@@ -127,7 +128,7 @@ pub fn state(entry: &NetnsEntry) -> &'static str {
     }
 }
 
-fn yes_no(b: bool) -> &'static str {
+pub(crate) fn yes_no(b: bool) -> &'static str {
     if b {
         "yes"
     } else {
@@ -301,11 +302,7 @@ async fn profile(settings: Option<&SettingsProxy<'_>>, uuid: &str, id: &str) -> 
             .build()
             .await?;
         let settings = conn.get_settings().await?;
-        let id = settings
-            .get("connection")
-            .and_then(|c| c.get("id"))
-            .and_then(|v| String::try_from(v.try_clone().ok()?).ok());
-        Ok::<_, zbus::Error>(id)
+        Ok::<_, zbus::Error>(ConnectionInfo::from_nm(&settings).ok().map(|info| info.id))
     };
     match now.await {
         Ok(Some(now)) if now == id => Profile::Present,

@@ -1,10 +1,74 @@
-//! What the subcommands read in a NetworkManager profile, decided as the plugin and the agent
-//! decide it: whether the profile asks for isolation (its keys in `vpn.data`, or their mirror in
-//! `user.data`), and the namespace the agent gives it under the administrator's policy.
+//! What the subcommands read of NetworkManager's profiles and active VPNs, and what they decide
+//! of a profile as the plugin and the agent decide it: whether it asks for isolation (its keys in
+//! `vpn.data`, or their mirror in `user.data`), and the namespace the agent gives it under the
+//! administrator's policy.
+
+use zbus::{Connection, OwnedObjectPath};
 
 use crate::agent::policy::{system_uid, Policy, PolicyError};
+use crate::nmbus::{
+    ActiveConnectionProxy, ConnectionSettings, NetworkManagerProxy, SettingsConnectionProxy,
+    SettingsProxy,
+};
 use crate::plan::mirror::{self, Decided};
 use crate::plan::settings::{ConnectionInfo, NetnsName, NetnsSettings, NmConnection};
+
+/// Every profile the caller may see, with its settings (no secrets). One deleted between the list
+/// and its read is not there.
+pub async fn all(
+    bus: &Connection,
+) -> zbus::Result<Vec<(SettingsConnectionProxy<'static>, ConnectionSettings)>> {
+    let mut found = Vec::new();
+    for path in SettingsProxy::new(bus).await?.list_connections().await? {
+        let profile = SettingsConnectionProxy::builder(bus)
+            .path(path)
+            .build()
+            .await?;
+        if let Ok(settings) = profile.get_settings().await {
+            found.push((profile, settings));
+        }
+    }
+    Ok(found)
+}
+
+/// An active VPN as NetworkManager lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActiveVpn {
+    pub uuid: String,
+    /// `NMActiveConnectionState`.
+    pub state: u32,
+    /// Its profile, a [`SettingsConnectionProxy`] path.
+    pub profile: OwnedObjectPath,
+}
+
+/// Every active VPN. One that goes away while it is read is not there.
+pub async fn active_vpns(bus: &Connection) -> zbus::Result<Vec<ActiveVpn>> {
+    let mut found = Vec::new();
+    for path in NetworkManagerProxy::new(bus)
+        .await?
+        .active_connections()
+        .await?
+    {
+        let active = ActiveConnectionProxy::builder(bus)
+            .path(path)
+            .build()
+            .await?;
+        let read = async {
+            if !active.vpn().await? {
+                return Ok(None);
+            }
+            Ok::<_, zbus::Error>(Some(ActiveVpn {
+                uuid: active.uuid().await?,
+                state: active.state().await?,
+                profile: active.connection().await?,
+            }))
+        };
+        if let Ok(Some(vpn)) = read.await {
+            found.push(vpn);
+        }
+    }
+    Ok(found)
+}
 
 /// The deciding keys of a profile that asks for isolation, with its identity; `None` for one
 /// that does not, or whose keys the plugin would refuse (such a VPN never comes up isolated).

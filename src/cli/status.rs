@@ -20,9 +20,11 @@ use self::kernel::{Addr, NetState, Route};
 use self::leak::Leak;
 use self::nm::Active;
 use super::list::{self, ListError};
-use crate::agent::sys::SysError;
+use crate::agent::linux::{self, RealSys};
+use crate::agent::sys::{Sys, SysError};
 use crate::contract::NetnsEntry;
 use crate::plan::mirror::Origin;
+use crate::plan::{NETNS_ETC_DIR, NETNS_RUN_DIR};
 
 const ABOUT: &str = "Show every isolated VPN, and check it for leaks";
 
@@ -185,21 +187,23 @@ struct Host {
     dns: Vec<IpAddr>,
 }
 
-/// Reads what root sees of `view`'s namespace, and checks it against the `host`.
-fn observe(view: &View, host: &Host) -> Result<Seen<Kernel>, StatusError> {
+/// Reads what root sees of `view`'s namespace, and checks it against the `host`. A namespace
+/// that is gone, or goes while it is read (a VPN going down), is shown as missing, with why.
+fn observe(view: &View, host: &Host, sys: &mut RealSys) -> Seen<Kernel> {
     let Some(netns) = &view.netns else {
-        return Ok(Seen::Missing("no namespace name".to_owned()));
+        return Seen::Missing("no namespace name".to_owned());
     };
-    let path = Path::new("/run/netns").join(netns);
-    if !path.exists() {
-        return Ok(Seen::Missing(format!("{} does not exist", path.display())));
-    }
-    // Deleted since the check above (a VPN going down): shown as gone, not as this run's failure.
-    let inside = match kernel::read_netns(&path) {
-        Ok(inside) => inside,
-        Err(e) => return Ok(Seen::Missing(crate::report::chain(&e))),
+    let path = Path::new(NETNS_RUN_DIR).join(netns);
+    let inside = sys.netns_open(&path).and_then(|fd| {
+        fd.map(|fd| linux::in_netns(&fd, kernel::read_own))
+            .transpose()
+    });
+    let inside = match inside {
+        Ok(Some(inside)) => inside,
+        Ok(None) => return Seen::Missing(format!("{} does not exist", path.display())),
+        Err(e) => return Seen::Missing(crate::report::chain(&e)),
     };
-    let resolv = std::fs::read_to_string(Path::new("/etc/netns").join(netns).join("resolv.conf"))
+    let resolv = std::fs::read_to_string(Path::new(NETNS_ETC_DIR).join(netns).join("resolv.conf"))
         .unwrap_or_default();
     let dns = leak::nameservers(&resolv);
     let tun = match &view.record {
@@ -216,7 +220,7 @@ fn observe(view: &View, host: &Host) -> Result<Seen<Kernel>, StatusError> {
         dns: &host.dns,
     };
     let leaks = leak::check(&vpn, &root);
-    Ok(Seen::Shown(Kernel {
+    Seen::Shown(Kernel {
         addresses: inside
             .addresses
             .iter()
@@ -228,7 +232,7 @@ fn observe(view: &View, host: &Host) -> Result<Seen<Kernel>, StatusError> {
         dns,
         search: leak::search_domains(&resolv),
         leaks,
-    }))
+    })
 }
 
 async fn gather(root: bool) -> Result<(Vec<Active>, Option<Vec<NetnsEntry>>), StatusError> {
@@ -255,8 +259,9 @@ pub fn run(args: Args) -> Result<ExitCode, StatusError> {
                 &std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
             ),
         };
+        let mut sys = RealSys::new().map_err(StatusError::Host)?;
         for view in &mut views {
-            view.kernel = observe(view, &host)?;
+            view.kernel = observe(view, &host, &mut sys);
         }
     }
     if args.json {

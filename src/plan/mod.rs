@@ -72,6 +72,13 @@ pub enum PlanError {
     },
 }
 
+/// Where iproute2 mounts named network namespaces (`NETNS_RUN_DIR` of ip/ip_common.h): the agent
+/// mounts its namespaces there so that `ip netns exec` finds them, and the command looks there.
+pub const NETNS_RUN_DIR: &str = "/run/netns";
+/// Where iproute2 keeps each namespace's own `/etc` files (`NETNS_ETC_DIR`), which `ip netns exec`
+/// and `nm-vpn-netns exec` bind over `/etc`.
+pub const NETNS_ETC_DIR: &str = "/etc/netns";
+
 // Caps on the server's lists. The agent turns each route into a netlink message on its one
 // executor thread and each domain into resolv.conf text, so a hostile server must not be able
 // to make either unbounded. Each cap is far above what a real VPN pushes.

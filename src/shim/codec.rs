@@ -173,8 +173,8 @@ pub fn isolated_nm_config(config: &VarDict) -> Result<VarDict, PlanError> {
 }
 
 /// Adds the line that names the VPN's namespace and the command that runs an app there to the
-/// banner NM shows (`VPN.BANNER` in `nmcli connection show`, the desktop's notification), below a banner the server
-/// sent.
+/// banner NM shows (`VPN.BANNER` in `nmcli connection show`, the desktop's notification), below
+/// a banner the server sent.
 pub fn add_netns_banner(reduced: &mut VarDict, netns: &str) {
     let line = format!(
         "This VPN is isolated in network namespace \"{netns}\": run apps there with: \

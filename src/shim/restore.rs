@@ -19,10 +19,10 @@ use zbus::proxy::CacheProperties;
 use zbus::Connection;
 
 use crate::nmbus::{
-    active_state, update2, ActiveConnectionProxy, NetworkManagerProxy, SettingsConnectionProxy,
+    self, active_state, ActiveConnectionProxy, NetworkManagerProxy, SettingsConnectionProxy,
     SettingsProxy,
 };
-use crate::plan::{mirror, VarDict};
+use crate::plan::mirror;
 use crate::report::chain;
 
 use super::error::{bus_call_within, Peer, ShimError};
@@ -58,12 +58,7 @@ async fn restore(conn: &Connection, uuid: &str) -> Result<bool, ShimError> {
     let Some(restored) = mirror::restore(current).map_err(ShimError::Profile)? else {
         return Ok(false);
     };
-    let flags = update2::TO_DISK | update2::NO_REAPPLY;
-    nm(
-        "Update2",
-        profile.update2(&restored, flags, &VarDict::new()),
-    )
-    .await?;
+    nm("Update2", nmbus::save_to_disk(&profile, &restored)).await?;
     Ok(true)
 }
 

@@ -7,8 +7,7 @@ use std::time::Duration;
 use log::info;
 
 use super::{ExecError, Executor, TeardownError};
-use crate::agent::record::Record;
-use crate::agent::sys::{Process, Sys, SysError};
+use crate::agent::sys::{Process, Sys};
 use crate::plan::settings::NetnsName;
 
 /// How long the processes in a namespace get to end after SIGTERM, and then after SIGKILL, when
@@ -70,26 +69,5 @@ impl<S: Sys> Executor<S> {
             ended: inside,
             stranded,
         })
-    }
-
-    /// The processes in the namespace that tearing `record` down deletes; none if it stays: one
-    /// the agent did not create, or one made anew under the name since.
-    fn doomed_processes(&mut self, record: &Record) -> Result<Vec<Process>, SysError> {
-        if !record.created_under_its_name() {
-            return Ok(Vec::new());
-        }
-        let path = self.paths.run_netns.join(record.netns.as_str());
-        let handle = match self.sys.netns_open(&path) {
-            Ok(Some(handle)) => handle,
-            // Gone, or a leftover file that the teardown removes: no namespace, no process.
-            Ok(None) | Err(SysError::NotNetns { .. }) => return Ok(Vec::new()),
-            Err(e) => return Err(e),
-        };
-        if let Some(id) = record.netns_id {
-            if self.sys.netns_id(&handle)? != id {
-                return Ok(Vec::new());
-            }
-        }
-        self.sys.netns_processes(&path)
     }
 }

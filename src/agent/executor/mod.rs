@@ -22,7 +22,7 @@ use crate::agent::policy::{Policy, POLICY_PATH};
 pub use crate::agent::record::{DnsFile, FileRecord, Record};
 use crate::agent::sys::{FileId, Link, NetnsId, NetnsSetup, Sys, SysError};
 use crate::plan::settings::NetnsName;
-use crate::plan::IsolationPlan;
+use crate::plan::{IsolationPlan, NETNS_ETC_DIR, NETNS_RUN_DIR};
 use crate::report::Chain;
 
 mod delete;
@@ -54,8 +54,8 @@ pub struct Paths {
 impl Default for Paths {
     fn default() -> Self {
         Paths {
-            run_netns: PathBuf::from("/run/netns"),
-            etc_netns: PathBuf::from("/etc/netns"),
+            run_netns: PathBuf::from(NETNS_RUN_DIR),
+            etc_netns: PathBuf::from(NETNS_ETC_DIR),
             state: PathBuf::from("/run/nm-vpn-netns"),
             durable: PathBuf::from("/var/lib/nm-vpn-netns"),
             policy: PathBuf::from(POLICY_PATH),

@@ -6,7 +6,8 @@
 use log::warn;
 
 use super::Executor;
-use crate::agent::sys::{pid_comm, Process, Sys};
+use crate::agent::record::Record;
+use crate::agent::sys::{pid_comm, Process, Sys, SysError};
 use crate::contract::stranded_message;
 use crate::plan::settings::NetnsName;
 use crate::report::Chain;
@@ -15,14 +16,13 @@ impl<S: Sys> Executor<S> {
     /// The processes in `netns` if its release will delete it; none if it stays (persistent,
     /// or not the agent's). Asked right before the release, on the same thread.
     pub fn stranded(&mut self, netns: &NetnsName) -> Vec<Process> {
-        let Some(record) = self.records.get(netns) else {
+        let Some(record) = self.records.get(netns).cloned() else {
             return Vec::new();
         };
-        if record.persistent || !record.created {
+        if record.persistent {
             return Vec::new();
         }
-        let path = self.paths.run_netns.join(netns.as_str());
-        let processes = match self.sys.netns_processes(&path) {
+        let processes = match self.doomed_processes(&record) {
             Ok(processes) => processes,
             Err(e) => {
                 warn!(
@@ -39,5 +39,27 @@ impl<S: Sys> Executor<S> {
             );
         }
         processes
+    }
+
+    /// The processes in the namespace that tearing `record` down deletes; none if it stays: one
+    /// the agent did not create, or one made anew under the name since. A release and a
+    /// `Delete` ask this alike, by the rule the teardown itself follows.
+    pub(super) fn doomed_processes(&mut self, record: &Record) -> Result<Vec<Process>, SysError> {
+        if !record.created_under_its_name() {
+            return Ok(Vec::new());
+        }
+        let path = self.paths.run_netns.join(record.netns.as_str());
+        let handle = match self.sys.netns_open(&path) {
+            Ok(Some(handle)) => handle,
+            // Gone, or a leftover file that the teardown removes: no namespace, no process.
+            Ok(None) | Err(SysError::NotNetns { .. }) => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        if let Some(id) = record.netns_id {
+            if self.sys.netns_id(&handle)? != id {
+                return Ok(Vec::new());
+            }
+        }
+        self.sys.netns_processes(&path)
     }
 }

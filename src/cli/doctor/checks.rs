@@ -73,8 +73,9 @@ pub struct Observed {
     pub dco_modules: Vec<String>,
     /// `hosts:` in /etc/nsswitch.conf names `resolve`.
     pub nss_resolve: bool,
-    /// The host resolvers' sockets that exist, each of which crosses namespaces.
-    pub resolver_sockets: Vec<PathBuf>,
+    /// The host resolvers' socket directories that exist, each of which crosses namespaces
+    /// ([`crate::cli::exec::mounts::RESOLVER_SOCKET_DIRS`]).
+    pub resolver_dirs: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -309,9 +310,9 @@ fn dco(o: &Observed) -> Finding {
 fn resolvers(o: &Observed) -> Finding {
     const CHECK: &str = "host resolvers";
     let mut crossing: Vec<String> = o
-        .resolver_sockets
+        .resolver_dirs
         .iter()
-        .map(|p| p.display().to_string())
+        .map(|p| format!("the sockets in {}", p.display()))
         .collect();
     if o.nss_resolve {
         crossing.insert(0, "nss-resolve (hosts: resolve)".to_owned());

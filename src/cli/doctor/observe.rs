@@ -7,6 +7,7 @@ use std::process::Command;
 use zbus::Connection;
 
 use super::checks::{AgentAnswer, Installer, Observed, Registration};
+use crate::cli::exec::mounts;
 use crate::{contract, keyfile, nmbus, shim};
 
 /// Where NetworkManager loads `.name` files from, in its order: lib before etc
@@ -24,14 +25,6 @@ const POLICY_DIRS: [&str; 2] = ["/usr/share/dbus-1/system.d", "/etc/dbus-1/syste
 /// Loaded modules that give openvpn 2.6 a data-channel offload device: the out-of-tree
 /// ovpn-dco-v2 and Linux 6.16's ovpn.
 const DCO_MODULES: [&str; 2] = ["ovpn_dco_v2", "ovpn"];
-
-/// The host resolvers' sockets that a process in another network namespace still reaches
-/// through the shared file system: nscd's (glibc asks it before reading `hosts:`) and
-/// systemd-resolved's varlink and D-Bus-less sockets.
-pub const RESOLVER_SOCKETS: [&str; 2] = [
-    "/run/nscd/socket",
-    "/run/systemd/resolve/io.systemd.Resolve",
-];
 
 pub async fn observe() -> Observed {
     let bus = Connection::system().await.map_err(|e| e.to_string());
@@ -54,11 +47,8 @@ pub async fn observe() -> Observed {
             .map(|m| (*m).to_owned())
             .collect(),
         nss_resolve: nss_resolve(),
-        resolver_sockets: RESOLVER_SOCKETS
-            .iter()
-            .map(PathBuf::from)
-            .filter(|p| p.exists())
-            .collect(),
+        // The directories `exec` hides; one it cannot read counts as none here, and fails `exec`.
+        resolver_dirs: mounts::resolver_dirs().unwrap_or_default(),
     }
 }
 

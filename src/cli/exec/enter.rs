@@ -15,9 +15,7 @@ use nix::sched::{setns, unshare, CloneFlags};
 use nix::unistd::{getgrouplist, getresgid, getresuid, setgid, setgroups, setuid, Uid, User};
 
 use super::mounts::{self, MountError};
-
-/// Where iproute2 mounts named network namespaces (`NETNS_RUN_DIR`).
-pub const NETNS_RUN_DIR: &str = "/run/netns";
+use crate::plan::NETNS_RUN_DIR;
 
 /// Every way entering the namespace or becoming the user can fail.
 #[derive(Debug, thiserror::Error)]

@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sys::statvfs::{statvfs, FsFlags};
 
+use crate::plan::NETNS_ETC_DIR;
+
 /// Directories of unix sockets through which a lookup made inside reaches a resolver on the
 /// host: a unix socket is not in any network namespace, so a daemon listening there answers
 /// with the host's DNS. Each one that exists gets an empty tmpfs over it.
@@ -32,9 +34,6 @@ pub const RESOLVER_SOCKET_DIRS: [&str; 6] = [
     "/run/avahi-daemon",
     "/var/run/avahi-daemon",
 ];
-
-/// Where iproute2 keeps a namespace's own configuration files (`NETNS_ETC_DIR`).
-pub const NETNS_ETC_DIR: &str = "/etc/netns";
 
 /// One entry of `/etc/netns/NAME`, and the file of `/etc` it stands for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,17 +119,23 @@ pub enum MountError {
     Bind(PathBuf, PathBuf, #[source] nix::Error),
 }
 
-/// Looks at what exists for namespace `netns`.
-pub fn gather(netns: &str) -> Result<Facts, MountError> {
-    let mut resolver_dirs: Vec<PathBuf> = Vec::new();
+/// The [`RESOLVER_SOCKET_DIRS`] that exist, with symlinks followed, each once.
+pub fn resolver_dirs() -> Result<Vec<PathBuf>, MountError> {
+    let mut found: Vec<PathBuf> = Vec::new();
     for dir in RESOLVER_SOCKET_DIRS {
         match fs::canonicalize(dir) {
-            Ok(dir) if dir.is_dir() && !resolver_dirs.contains(&dir) => resolver_dirs.push(dir),
+            Ok(dir) if dir.is_dir() && !found.contains(&dir) => found.push(dir),
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(MountError::Read(dir.into(), e)),
         }
     }
+    Ok(found)
+}
+
+/// Looks at what exists for namespace `netns`.
+pub fn gather(netns: &str) -> Result<Facts, MountError> {
+    let resolver_dirs = resolver_dirs()?;
     let dir = Path::new(NETNS_ETC_DIR).join(netns);
     let read = |e| MountError::Read(dir.clone(), e);
     let entries = match fs::read_dir(&dir) {

@@ -8,10 +8,7 @@ use crate::agent::policy::{Policy, PolicyError, POLICY_PATH};
 use crate::cli::list::{self, ListError};
 use crate::cli::profiles;
 use crate::contract::NetnsEntry;
-use crate::nmbus::{
-    active_state, ActiveConnectionProxy, NetworkManagerProxy, SettingsConnectionProxy,
-    SettingsProxy,
-};
+use crate::nmbus::active_state;
 use crate::plan::settings::{permission_users, NetnsName};
 
 /// Every way the target can be refused. Each message names the connection or the namespace.
@@ -165,19 +162,8 @@ pub async fn isolated_vpns(bus: &zbus::Connection) -> Result<Vec<Vpn>, ReadError
     let policy = Policy::load(Path::new(POLICY_PATH), 0).map_err(ReadError::Policy)?;
     let activated = activated_uuids(bus).await.map_err(ReadError::Bus)?;
     let held = list::entries(bus).await.map_err(ReadError::Agent)?;
-    let nm_settings = SettingsProxy::new(bus).await.map_err(ReadError::Bus)?;
     let mut vpns = Vec::new();
-    for path in nm_settings
-        .list_connections()
-        .await
-        .map_err(ReadError::Bus)?
-    {
-        let profile = SettingsConnectionProxy::builder(bus)
-            .path(path)
-            .build()
-            .await
-            .map_err(ReadError::Bus)?;
-        let conn = profile.get_settings().await.map_err(ReadError::Bus)?;
+    for (_, conn) in profiles::all(bus).await.map_err(ReadError::Bus)? {
         let Some((decided, info)) = profiles::isolation(&conn) else {
             continue;
         };
@@ -201,24 +187,8 @@ pub async fn isolated_vpns(bus: &zbus::Connection) -> Result<Vec<Vpn>, ReadError
 /// The uuid of every active VPN, and whether it is ACTIVATED.
 async fn activated_uuids(bus: &zbus::Connection) -> zbus::Result<HashMap<String, bool>> {
     let mut uuids = HashMap::new();
-    for path in NetworkManagerProxy::new(bus)
-        .await?
-        .active_connections()
-        .await?
-    {
-        let active = ActiveConnectionProxy::builder(bus)
-            .path(path)
-            .build()
-            .await?;
-        // An active connection can vanish between the list and this read; it is not connected.
-        let (Ok(true), Ok(uuid), Ok(state)) = (
-            active.vpn().await,
-            active.uuid().await,
-            active.state().await,
-        ) else {
-            continue;
-        };
-        *uuids.entry(uuid).or_default() |= state == active_state::ACTIVATED;
+    for active in profiles::active_vpns(bus).await? {
+        *uuids.entry(active.uuid).or_default() |= active.state == active_state::ACTIVATED;
     }
     Ok(uuids)
 }

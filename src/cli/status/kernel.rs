@@ -4,15 +4,12 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::fs::File;
 use std::net::IpAddr;
-use std::path::Path;
 
 use netlink_packet_route::address::AddressMessage;
 use netlink_packet_route::link::LinkMessage;
 use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteType};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
-use nix::sched::{self, CloneFlags};
 
 use crate::agent::netlink::Rtnl;
 use crate::agent::rtmsg::{address_local, link_from, route_dest};
@@ -89,7 +86,8 @@ impl NetState {
     }
 }
 
-/// The state of the calling thread's namespace.
+/// The state of the calling thread's namespace: this one, or another on a thread that
+/// [`crate::agent::linux::in_netns`] joined to it.
 pub fn read_own() -> Result<NetState, SysError> {
     let mut rtnl = Rtnl::open("this namespace")?;
     let dump = |rtnl: &mut Rtnl, what: &'static str, query| {
@@ -120,24 +118,6 @@ pub fn read_own() -> Result<NetState, SysError> {
         )?);
     }
     Ok(decode(links, addresses, routes))
-}
-
-/// The state of the namespace mounted at `path`, read on a thread of its own that joins it
-/// (setns(2) changes the calling thread only; it needs CAP_SYS_ADMIN).
-pub fn read_netns(path: &Path) -> Result<NetState, SysError> {
-    let netns = File::open(path).map_err(|e| SysError::os("open", path.display(), e))?;
-    std::thread::scope(|scope| {
-        std::thread::Builder::new()
-            .name("status-netns".to_owned())
-            .spawn_scoped(scope, || {
-                sched::setns(&netns, CloneFlags::CLONE_NEWNET)
-                    .map_err(|e| SysError::os("setns", path.display(), e))?;
-                read_own()
-            })
-            .map_err(|e| SysError::os("spawn a thread for namespace", path.display(), e))?
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-    })
 }
 
 /// The dumps' messages as plain values, links named.

@@ -9,9 +9,7 @@ use zbus::Connection;
 
 use crate::agent::policy::{Policy, POLICY_PATH};
 use crate::cli::profiles;
-use crate::nmbus::{
-    active_state, ActiveConnectionProxy, NetworkManagerProxy, SettingsConnectionProxy,
-};
+use crate::nmbus::{active_state, SettingsConnectionProxy};
 use crate::plan::mirror::{self, Origin};
 use crate::plan::settings::NetnsSettings;
 
@@ -47,22 +45,10 @@ pub fn state_word(state: u32) -> &'static str {
 /// Every active VPN whose profile asks for isolation. A profile this user may not read is left
 /// out, as `nmcli` leaves it out.
 pub async fn isolated_vpns(conn: &Connection) -> zbus::Result<Vec<Active>> {
-    let nm = NetworkManagerProxy::new(conn).await?;
     let mut found = Vec::new();
-    for path in nm.active_connections().await? {
-        let active = ActiveConnectionProxy::builder(conn)
-            .path(path)
-            .build()
-            .await?;
-        // Gone meanwhile, or not a VPN: nothing to show.
-        if !active.vpn().await.unwrap_or(false) {
-            continue;
-        }
-        let Ok(profile) = active.connection().await else {
-            continue;
-        };
+    for active in profiles::active_vpns(conn).await? {
         let profile = SettingsConnectionProxy::builder(conn)
-            .path(profile)
+            .path(active.profile)
             .build()
             .await?;
         let Ok(dict) = profile.get_settings().await else {
@@ -74,7 +60,7 @@ pub async fn isolated_vpns(conn: &Connection) -> zbus::Result<Vec<Active>> {
         found.push(Active {
             id: info.id.clone(),
             uuid: info.uuid.clone(),
-            state: active.state().await.unwrap_or(0),
+            state: active.state,
             persistent: decided.settings.persistent,
             keys_from: decided.origin,
             mirror: mirror::mirror_from_nm(&dict).is_ok_and(|m| !m.is_empty()),

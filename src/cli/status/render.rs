@@ -3,7 +3,7 @@
 use serde_json::{json, Value};
 
 use super::{leak_free, Kernel, Seen, View};
-use crate::cli::list::columns;
+use crate::cli::list::{columns, yes_no};
 use crate::plan::mirror::Origin;
 
 fn origin_word(origin: Origin) -> &'static str {
@@ -66,14 +66,6 @@ fn seen_text<T>(seen: &Seen<T>, shown: impl Fn(&T) -> String) -> String {
         Seen::Shown(t) => shown(t),
         Seen::NeedsRoot => NEEDS_ROOT.to_owned(),
         Seen::Missing(why) => format!("unknown: {why}"),
-    }
-}
-
-fn yes_no(b: bool) -> &'static str {
-    if b {
-        "yes"
-    } else {
-        "no"
     }
 }
 

@@ -22,7 +22,7 @@ fn good() -> Observed {
         nm_openvpn_version: Some("1.10.2-2".into()),
         dco_modules: vec![],
         nss_resolve: false,
-        resolver_sockets: vec![],
+        resolver_dirs: vec![],
     }
 }
 
@@ -162,12 +162,12 @@ fn dco_is_a_warning_and_resolvers_a_note() {
     );
 
     o.nss_resolve = true;
-    o.resolver_sockets = vec!["/run/nscd/socket".into()];
+    o.resolver_dirs = vec!["/run/nscd".into()];
     let f = the("host resolvers", &o);
     assert_eq!(f.verdict, Verdict::Info);
     assert!(
         f.detail
-            .starts_with("nss-resolve (hosts: resolve), /run/nscd/socket answer lookups"),
+            .starts_with("nss-resolve (hosts: resolve), the sockets in /run/nscd answer lookups"),
         "{}",
         f.detail
     );
