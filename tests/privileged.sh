@@ -5,7 +5,13 @@
 # tests do to namespaces, /run/netns, /var/lib or /etc/netns ends with the sandbox; the machine's
 # own namespaces and files are never touched.
 #
-# Usage, as root:  [PROFILE=release] bash tests/privileged.sh [TEST_NAME_FILTER] [libtest options]
+# PRIVILEGED_STATE_DIR=DIR puts the agent's durable records and /etc/netns on a disk instead:
+# DIR/records and DIR/etc-netns, which must exist, are bind-mounted inside the sandbox on
+# /var/lib/nm-vpn-netns (in the tmpfs) and /etc/netns (in the overlay). tmpfs ignores fsync, so
+# only a disk shows what the agent's synced writes cost (tests/bench-isolate.sh uses this).
+#
+# Usage, as root:  [PROFILE=release] [PRIVILEGED_STATE_DIR=DIR] bash tests/privileged.sh
+#                  [TEST_NAME_FILTER] [libtest options]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,19 +36,32 @@ bin=$(sed -n 's/.*Executable tests\/privileged.rs (\(.*\))$/\1/p' <<<"$build")
     exit 1
 }
 
+state_dir=${PRIVILEGED_STATE_DIR:-}
+if [[ -n $state_dir && ! (-d $state_dir/records && -d $state_dir/etc-netns) ]]; then
+    echo "privileged.sh: PRIVILEGED_STATE_DIR: expected directories records and etc-netns in $state_dir" >&2
+    exit 1
+fi
+
 # shellcheck disable=SC2016 # expanded by the inner shell
 NM_VPN_NETNS_PRIVILEGED_SANDBOX=1 exec unshare --net --mount --propagation private -- bash -c '
     set -euo pipefail
     bin=$1
-    shift
+    state_dir=$2
+    shift 2
     mount -t tmpfs -o mode=755 nm-vpn-netns-test-run /run
     mount -t tmpfs -o mode=755 nm-vpn-netns-test-var-lib /var/lib
     mkdir -p /run/.privileged-etc/upper /run/.privileged-etc/work
     mount -t overlay nm-vpn-netns-test-etc \
         -o lowerdir=/etc,upperdir=/run/.privileged-etc/upper,workdir=/run/.privileged-etc/work /etc
+    if [[ -n $state_dir ]]; then
+        # Made in the tmpfs and the overlay, so the machine'"'"'s own /var/lib and /etc get nothing.
+        mkdir -p /var/lib/nm-vpn-netns /etc/netns
+        mount --bind "$state_dir/records" /var/lib/nm-vpn-netns
+        mount --bind "$state_dir/etc-netns" /etc/netns
+    fi
     ip link set lo up
     # The capabilities of the agent'"'"'s unit (CAP_SYS_ADMIN CAP_NET_ADMIN CAP_KILL CAP_SYS_PTRACE), so a
     # step that needs more fails here.
     exec setpriv --bounding-set=-all,+sys_admin,+net_admin,+kill,+sys_ptrace --inh-caps=-all -- \
         "$bin" --ignored --test-threads=1 --show-output "$@"
-' privileged-sandbox "$bin" "$@"
+' privileged-sandbox "$bin" "$state_dir" "$@"
