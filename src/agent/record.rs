@@ -188,6 +188,25 @@ impl Record {
         self.files.iter_mut().find(|f| f.file == file)
     }
 
+    /// What is left of this record's meaning after a reboot, as the agent takes it up then
+    /// (`Executor::recover`): the namespace, its identity, its lease and link are gone with `/run`;
+    /// the connection, its options and what the agent did to `/etc/netns/NAME` remain. Two
+    /// records with the same remains are the same to a rebooted agent, so the durable copy is
+    /// rewritten, and synced, only when these change.
+    pub fn after_reboot(&self) -> Record {
+        Record {
+            owner: String::new(),
+            created: false,
+            netns_id: None,
+            netns_pending: false,
+            // tmpfs numbers its inodes anew after a reboot.
+            netns_file: None,
+            leased: false,
+            link: None,
+            ..self.clone()
+        }
+    }
+
     /// The agent created a namespace that got this record's name: with its identity on record,
     /// or from before identities were saved first (0.1.0), when the name is all there is. A
     /// creation cut short before the name existed owns nothing under it.

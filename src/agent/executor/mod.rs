@@ -133,6 +133,8 @@ pub struct Executor<S: Sys> {
     sys: S,
     paths: Paths,
     records: BTreeMap<NetnsName, Record>,
+    /// What a reboot leaves of each durable copy on disk ([`Record::after_reboot`]).
+    durable: BTreeMap<NetnsName, Record>,
 }
 
 impl<S: Sys> Executor<S> {

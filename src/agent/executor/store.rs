@@ -33,6 +33,10 @@ impl<S: Sys> Executor<S> {
             sys,
             paths,
             records,
+            durable: durable
+                .iter()
+                .map(|(netns, r)| (netns.clone(), r.after_reboot()))
+                .collect(),
         };
         for (netns, record) in durable {
             if !executor.records.contains_key(&netns) {
@@ -45,16 +49,7 @@ impl<S: Sys> Executor<S> {
     /// Takes up a durable record that outlived its namespace.
     fn recover(&mut self, record: Record) {
         let netns = record.netns.clone();
-        let record = Record {
-            owner: String::new(),
-            created: false,
-            netns_id: None,
-            // tmpfs numbers its inodes anew after a reboot.
-            netns_file: None,
-            leased: false,
-            link: None,
-            ..record
-        };
+        let record = record.after_reboot();
         if record.persistent {
             info!(
                 "namespace {netns} is gone since the reboot; keeping /etc/netns/{netns} for the \
@@ -72,17 +67,29 @@ impl<S: Sys> Executor<S> {
         }
     }
 
+    /// Writes `record` under `paths.state`, and under `paths.durable` if what a reboot leaves of
+    /// it ([`Record::after_reboot`]) changed since the durable copy was last written.
+    ///
+    /// Only a rebooted agent reads a durable copy without its twin in the state directory (see
+    /// [`Executor::new`]), and it reads no more than those remains; a power loss takes the
+    /// namespace with it. So a change of the lease, the link or the namespace's identity alone,
+    /// such as the record that ends an isolation, needs no synced write: the durable copy already
+    /// on disk says to a rebooted agent all that the new record would. Each synced write costs a
+    /// journal commit on a real disk, and an isolation makes up to three of them.
     pub(super) fn save(&mut self, record: &Record) -> Result<(), SysError> {
         let text = record.encode();
+        let netns = &record.netns;
+        let remains = record.after_reboot();
         // The durable copy first: it is the one a power loss must not take.
-        let dirs = [
-            (&self.paths.durable, Durability::Durable),
-            (&self.paths.state, Durability::Volatile),
-        ];
-        for (dir, durability) in dirs {
-            let path = dir.join(record.netns.as_str());
-            self.sys.file_replace(&path, &text, 0o600, durability)?;
+        if self.durable.get(netns) != Some(&remains) {
+            let path = self.paths.durable.join(netns.as_str());
+            self.sys
+                .file_replace(&path, &text, 0o600, Durability::Durable)?;
+            self.durable.insert(netns.clone(), remains);
         }
+        let path = self.paths.state.join(netns.as_str());
+        self.sys
+            .file_replace(&path, &text, 0o600, Durability::Volatile)?;
         info!(
             "recorded namespace {} (created {}, leased {})",
             record.netns, record.created, record.leased
@@ -110,6 +117,7 @@ impl<S: Sys> Executor<S> {
             self.sys.file_remove(&path, durability)?;
             info!("removed record {}", path.display());
         }
+        self.durable.remove(netns);
         self.records.remove(netns);
         Ok(())
     }

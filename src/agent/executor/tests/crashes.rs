@@ -2,6 +2,8 @@
 //! namespace's identity before its name, a deletion or a rewrite cut short, and which writes and
 //! removals are synced so that they survive one.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use super::*;
 
 /// The world a crash leaves just before the first call that `when` matches, in `run`.
@@ -269,6 +271,61 @@ fn a_rewrite_cut_short_is_still_the_agents() {
         .clear();
     ex.release(&work()).unwrap();
     assert_eq!(content(&ex, RESOLV).unwrap(), "");
+}
+
+/// A reboot: /run is empty again, the namespace gone, /var/lib and /etc kept.
+pub(super) fn reboot(mut world: World) -> World {
+    world.netns.clear();
+    world.netns_inodes.clear();
+    world.netns_files.clear();
+    world.links.clear();
+    world.files.retain(|path, _| !path.starts_with("/run"));
+    world
+        .dirs
+        .retain(|dir| !dir.starts_with("/run") || dir == Path::new("/run"));
+    world
+}
+
+/// A power loss at each step of an isolation, then a reboot: the durable record, rewritten only
+/// when what a reboot leaves of it changes (`Executor::save`), still says all that the rebooted
+/// agent must put back, and it does.
+#[test]
+fn a_reboot_after_a_crash_at_each_step_puts_everything_back() {
+    let mut ex = executor();
+    calls(&mut ex);
+    let before = reboot(world(&ex));
+    ex.isolate(&request()).unwrap();
+    let done = calls(&mut ex);
+    let steps = done.len();
+    // Between its mkdir and the record that says so, `/etc/netns/NAME` is not yet on record, and
+    // stays, empty, after a crash there (as it did before the durable copy was spared writes).
+    let mkdir = done
+        .iter()
+        .position(|c| *c == Call::DirCreate(p(DIR)))
+        .unwrap();
+    let recorded = mkdir
+        + done[mkdir..]
+            .iter()
+            .position(|c| *c == Call::FileReplace(p(DURABLE)))
+            .unwrap();
+    // The last step is none: the power goes once the isolation is done.
+    for step in 0..=steps {
+        let mut ex = executor();
+        let seen = AtomicUsize::new(0);
+        ex.sys
+            .crash_when(move |_| seen.fetch_add(1, Ordering::Relaxed) == step);
+        drop(ex.isolate(&request()));
+        let crashed = ex.sys.crashed.take().unwrap_or_else(|| world(&ex));
+        let ex = executor_with(RecordingSys::new(reboot(crashed)));
+        let mut after = reboot(world(&ex));
+        if !before.dirs.contains(&p("/etc/netns")) {
+            after.dirs.remove(&p("/etc/netns"));
+        }
+        if (mkdir + 1..=recorded).contains(&step) {
+            assert!(after.dirs.remove(&p(DIR)), "step {step}");
+        }
+        assert_eq!(after, before, "a crash at step {step} of {steps}");
+    }
 }
 
 /// What outlives a reboot is synced: the durable record and the DNS files; the record under

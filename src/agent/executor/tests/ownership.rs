@@ -1,6 +1,7 @@
 //! Who may use what: the namespace's identity, a user's names, entries and limit, what a reboot
 //! leaves, and files changed behind the agent's back. What a crash leaves is in `crashes`.
 
+use super::crashes::reboot;
 use super::*;
 
 /// Isolated and released with `netns-persistent`: the namespace and its files stay the agent's.
@@ -268,24 +269,10 @@ fn a_release_says_why_it_leaves_a_file() {
     }
 }
 
-/// A reboot: /run is empty again, the namespace gone, /var/lib and /etc kept.
-fn reboot(ex: &Executor<RecordingSys>) -> World {
-    let mut world = world(ex);
-    world.netns.clear();
-    world.netns_inodes.clear();
-    world.netns_files.clear();
-    world.links.clear();
-    world.files.retain(|path, _| !path.starts_with("/run"));
-    world
-        .dirs
-        .retain(|dir| !dir.starts_with("/run") || dir == Path::new("/run"));
-    world
-}
-
 #[test]
 fn a_users_persistent_entry_outlives_a_reboot() {
     let ex = kept(&alice(persistent_request()));
-    let mut sys = RecordingSys::new(reboot(&ex));
+    let mut sys = RecordingSys::new(reboot(world(&ex)));
     sys.add_link(7, "tun0", Some("tun"), None);
     let mut ex = executor_with(sys);
     assert!(ex.sys.world.dirs.contains(&p(DIR)));
@@ -328,7 +315,7 @@ fn a_reboot_puts_back_what_a_crash_left() {
     foreign(&mut ex);
     ex.isolate(&foreign_allowed()).unwrap();
     // The machine goes down with the VPN up: no release.
-    let world = reboot(&ex);
+    let world = reboot(world(&ex));
     assert_eq!(
         world.files[&p(RESOLV)].content,
         plan().resolv_conf.as_bytes()
