@@ -1525,6 +1525,9 @@ impl Sys for Timed {
     fn dir_create(&mut self, path: &Path, mode: u32) -> Result<bool, SysError> {
         self.time("dir_create", |s| s.dir_create(path, mode))
     }
+    fn dir_sync(&mut self, path: &Path) -> Result<(), SysError> {
+        self.time("dir_sync", |s| s.dir_sync(path))
+    }
     fn dir_remove(&mut self, path: &Path) -> Result<(), SysError> {
         self.time("dir_remove", |s| s.dir_remove(path))
     }

@@ -23,12 +23,12 @@ use nix::sys::statfs;
 use nix::unistd::{self, UnlinkatFlags};
 use rtnetlink::sys::{protocols::NETLINK_ROUTE, Socket};
 
-use crate::agent::netlink::{Configure, Rtnl};
+use crate::agent::netlink::{sysctl_path, Configure, Rtnl};
 use crate::agent::procs;
 use crate::agent::rtmsg;
 use crate::agent::safe_fs::{
     describe, existing, is_kind, open_parent, open_parent_if_any, open_regular, sync_dir,
-    write_atomic, NO_FOLLOW,
+    sync_dir_at, write_atomic, NO_FOLLOW,
 };
 use crate::agent::sys::{Durability, FileId, Link, NetnsId, NetnsSetup, Process, Sys, SysError};
 use crate::report::Chain;
@@ -472,6 +472,10 @@ impl Sys for RealSys {
         sync_dir(&dir, path)
     }
 
+    fn dir_sync(&mut self, path: &Path) -> Result<(), SysError> {
+        sync_dir_at(path)
+    }
+
     fn dir_exists(&mut self, path: &Path) -> Result<bool, SysError> {
         let Some((dir, name)) = open_parent_if_any(path)? else {
             return Ok(false);
@@ -520,7 +524,7 @@ impl Sys for RealSys {
 
     fn file_create(&mut self, path: &Path, content: &[u8], mode: u32) -> Result<(), SysError> {
         let noreplace = RenameFlags::RENAME_NOREPLACE;
-        write_atomic(path, content, mode, noreplace, Durability::Durable)
+        write_atomic(path, content, mode, noreplace, Durability::ContentOnly)
     }
 
     fn file_replace(
@@ -591,8 +595,4 @@ pub fn link_watch(path: &Path, link: &str) -> Result<Option<(OwnedFd, u32)>, Sys
             Err(e) => Err(SysError::os("link_index", &object, e)),
         }
     })
-}
-
-pub(crate) fn sysctl_path(key: &str) -> PathBuf {
-    Path::new("/proc/sys").join(key.replace('.', "/"))
 }

@@ -19,7 +19,6 @@ use rtnetlink::packet_core::{
 };
 use rtnetlink::sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 
-use crate::agent::linux::sysctl_path;
 use crate::agent::rtmsg::{self, FamilySetup};
 use crate::agent::sys::{Link, NetnsSetup, SysError};
 
@@ -112,6 +111,11 @@ impl Rtnl {
     pub fn link_set(&mut self, msg: LinkMessage) -> io::Result<()> {
         self.request(RouteNetlinkMessage::SetLink(msg), 0).map(drop)
     }
+}
+
+/// Where the sysctl `key` is, in the namespace of the process that opens it.
+pub(crate) fn sysctl_path(key: &str) -> std::path::PathBuf {
+    std::path::Path::new("/proc/sys").join(key.replace('.', "/"))
 }
 
 /// The work of [`crate::agent::sys::Sys::netns_setup`], on a thread inside the namespace.

@@ -96,6 +96,9 @@ pub enum Durability {
     Volatile,
     /// The file, then its directory, synced before and after the rename.
     Durable,
+    /// The file synced before the rename, so that its name never holds an empty or torn file;
+    /// its directory is left to one sync after several such files ([`Sys::dir_sync`]).
+    ContentOnly,
 }
 
 /// A network link as the kernel reports it.
@@ -238,6 +241,8 @@ pub trait Sys {
     /// that a power loss does not bring it back: the agent removes directories only under
     /// `/etc/netns`, which outlives a reboot.
     fn dir_remove(&mut self, path: &Path) -> Result<(), SysError>;
+    /// Syncs a directory, so that the names created in it survive a power loss.
+    fn dir_sync(&mut self, path: &Path) -> Result<(), SysError>;
     /// Whether a directory is at `path`, `false` if its parent is missing too; an error if
     /// something else is.
     fn dir_exists(&mut self, path: &Path) -> Result<bool, SysError>;
@@ -245,8 +250,9 @@ pub trait Sys {
     fn dir_list(&mut self, path: &Path) -> Result<Vec<String>, SysError>;
     /// A regular file's content; `None` if there is no file, nor a directory it could be in.
     fn file_read(&mut self, path: &Path) -> Result<Option<Vec<u8>>, SysError>;
-    /// Writes a new file atomically (temporary file and rename) and durably (the files the agent
-    /// creates are under `/etc/netns`, which outlives a reboot); fails if `path` exists.
+    /// Writes a new file atomically (temporary file, its content synced, and rename); fails if
+    /// `path` exists. Its name is durable only after a [`Sys::dir_sync`] of its directory, so
+    /// that the files the agent creates together under `/etc/netns/NAME` share one sync.
     fn file_create(&mut self, path: &Path, content: &[u8], mode: u32) -> Result<(), SysError>;
     /// Writes a file atomically (temporary file and rename), replacing any file at `path`;
     /// [`Durability::Durable`]: on disk before this returns.

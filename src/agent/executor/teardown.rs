@@ -284,7 +284,8 @@ impl<S: Sys> Executor<S> {
     fn restore(&mut self, path: &Path, content: &[u8]) -> Result<(), SysError> {
         match self.sys.file_rewrite(path, content) {
             Err(e) if e.raw_os_error() == Some(Errno::ENOENT as i32) => {
-                self.sys.file_create(path, content, 0o644)
+                self.sys.file_create(path, content, 0o644)?;
+                self.sys.dir_sync(path.parent().unwrap_or(Path::new("/")))
             }
             other => other,
         }

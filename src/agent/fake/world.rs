@@ -41,6 +41,7 @@ pub enum Call {
     SysctlRead(String),
     DirCreate(PathBuf),
     DirRemove(PathBuf),
+    DirSync(PathBuf),
     DirExists(PathBuf),
     DirList(PathBuf),
     FileRead(PathBuf),

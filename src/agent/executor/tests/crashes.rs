@@ -337,6 +337,14 @@ fn only_what_outlives_a_reboot_is_synced() {
     let durable = |path: &str| ex.sys.world.files[&p(path)].durable;
     assert!(durable(DURABLE) && durable(RESOLV) && durable(NSSWITCH));
     assert!(!durable(RECORD));
+    // The new DNS files' names, with one sync of their directory after both: until then, only
+    // the record that names them is durable.
+    let crashed = crash_at(
+        |c| matches!(c, Call::DirSync(_)),
+        |ex| drop(ex.isolate(&request())),
+    );
+    let durable = |path: &str| crashed.files[&p(path)].durable;
+    assert!(durable(DURABLE) && !durable(RESOLV) && !durable(NSSWITCH));
     // And so is every removal of a file or directory that outlives a reboot: a power loss must
     // not bring back a record of what the agent no longer holds, nor its `/etc/netns/NAME`.
     ex.release(&work()).unwrap();

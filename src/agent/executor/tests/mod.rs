@@ -246,6 +246,7 @@ fn happy_path_calls_in_order() {
             &setup_and_read_dns(false),
             &saved(),
             &write,
+            &[Call::DirSync(p(DIR))],
             &saved()[1..]
         ]
         .concat()
