@@ -208,8 +208,8 @@ impl Configure<'_> {
         format!("{what} dev {} in namespace {}", self.link, self.netns)
     }
 
-    /// Called before each message: the kernel answers each one quickly, so checking between
-    /// them bounds the whole step by the deadline plus one message.
+    /// Called before each deletion of a flush: the kernel answers each one quickly, so checking
+    /// between them bounds the whole step by the deadline plus one message.
     fn in_time(&self, op: &str, what: impl fmt::Display) -> Result<(), SysError> {
         self.setup.check_deadline(
             std::time::Instant::now(),
@@ -223,8 +223,8 @@ impl Configure<'_> {
         let Some(first) = steps.first() else {
             return Ok(());
         };
-        // The kernel answers a batch quickly: checking before each bounds the whole step by the
-        // deadline plus one batch.
+        // The kernel answers a batch quickly: checking before each (and before each deletion of
+        // a flush) bounds the whole step by the deadline plus one batch.
         let first = (first.op, first.object.clone());
         self.setup.check_deadline(
             std::time::Instant::now(),
