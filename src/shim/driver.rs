@@ -179,6 +179,9 @@ impl Driver {
         for action in actions {
             match action {
                 Action::Emit(signal) => self.emit(signal).await,
+                Action::Prepare(intent) => {
+                    self.agent = Some(agent_calls::prepare(self.conn.clone(), *intent));
+                }
                 Action::Isolate(call) => {
                     self.agent = Some(agent_calls::isolate(self.conn.clone(), *call));
                 }
@@ -218,14 +221,18 @@ impl Driver {
             } => {
                 let result = self.session.connect(intent);
                 let follow = match (&result, peer) {
-                    (Ok(()), Some(peer)) => self.follow(&peer).await,
+                    (Ok(_), Some(peer)) => self.follow(&peer).await,
                     _ => Ok(None),
+                };
+                let (result, actions) = match result {
+                    Ok(actions) => (Ok(()), actions),
+                    Err(e) => (Err(e), vec![]),
                 };
                 accepted.send(result).ok();
                 match follow {
                     Ok(changes) => {
                         self.nm = changes;
-                        vec![]
+                        actions
                     }
                     // It left before we could follow it.
                     Err(()) => self.session.stop(),
@@ -261,6 +268,7 @@ impl Driver {
     fn on_agent_answer(&mut self, answer: AgentAnswer) -> Vec<Action> {
         self.agent = None;
         match answer {
+            AgentAnswer::Prepared(result) => self.session.on_prepared(result),
             AgentAnswer::Isolated(result) => self.session.on_isolated(result),
             AgentAnswer::Reapplied(result) => self.session.on_reapplied(result),
         }
@@ -292,7 +300,7 @@ impl Driver {
         self.begin_teardown(failure).await;
         // 1. Stop the stock service: Disconnect, then wait for it to exit, or kill it.
         self.stop_stock(stock).await;
-        // 2. An Isolate still in flight may yet have leased a namespace.
+        // 2. A Prepare or Isolate still in flight may yet have leased a namespace.
         if let Some(call) = self.agent.take() {
             let answer = call.await;
             self.on_agent_answer(answer);
