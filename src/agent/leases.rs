@@ -43,7 +43,7 @@ pub struct Lease {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Preparation {
     pub id: u64,
-    /// `Prepare` created the namespace: undone, it is deleted even if persistent.
+    /// `Prepare` created the namespace: the `Isolate` that takes it over says so.
     pub created: bool,
 }
 

@@ -149,7 +149,7 @@ impl Agent {
                     .to_owned(),
             };
             info!("releasing namespace {ns} (connection {id:?}): {why}");
-            if let Err(e) = self.executor.release(ns.clone(), None).await {
+            if let Err(e) = self.executor.release(ns.clone(), false).await {
                 error!("releasing {ns} at start: {e}");
             }
         }
@@ -217,7 +217,11 @@ impl Agent {
             );
             lease.started.end(DEPARTED_GRACE).await;
             self.watches.stop_once_lost(&ns, DEPARTED_GRACE).await;
-            if let Err(e) = self.executor.release(ns.clone(), lease.prepared).await {
+            if let Err(e) = self
+                .executor
+                .release(ns.clone(), lease.prepared.is_some())
+                .await
+            {
                 error!("releasing after {owner} left: {e}");
             }
             self.leases.released(&ns).await;
@@ -420,7 +424,10 @@ impl Agent {
         let (owner, ns) = authorize_on(conn, hdr, method, netns).await?;
         let lease = self.leases.lock().await.start_release(&ns, &owner)?;
         self.watches.stop(&ns);
-        let result = self.executor.release(ns.clone(), lease.prepared).await;
+        let result = self
+            .executor
+            .release(ns.clone(), lease.prepared.is_some())
+            .await;
         self.leases.released(&ns).await;
         match &result {
             Ok(_) => info!("released namespace {ns} for {owner}"),

@@ -194,6 +194,35 @@ t_fault_agent_killed_in_release() {
     fault_end "$name"
 }
 
+# ---- a connect that fails after Prepare --------------------------------------------------------------
+
+# Expected: an isolated connect that fails after the agent's Prepare made its namespace leaves
+# nothing: no namespace, /etc/netns entry, record, mount or lease. The profile trusts the wrong CA,
+# so openvpn never finishes its handshake and NM gives up at vpn.timeout (10 s); the namespace is
+# there meanwhile. The next up, with the right CA, works.
+t_fault_connect_fails_after_prepare() {
+    local name=prep-fail rc=0 out up
+    FAULT_BEFORE=$(rig_snapshot)
+    rig_profile_keyfile "$name" 3 wrong-ca netns-isolate=yes "netns-name=$name" timeout=10
+    FAULT_NAME=$name
+    trap fault_exit EXIT
+    rig_up_nmcli "$name" >"$RIG_W/$name.up" 2>&1 &
+    up=$!
+    expect_within "no namespace $name while openvpn connects" 10 ns_mounted "$name"
+    expect_within "no record of $name while openvpn connects" 5 record_exists "$name"
+    pass_note "Prepare made namespace $name while openvpn was still connecting"
+    wait "$up" || rc=$?
+    out=$(cat "$RIG_W/$name.up")
+    ((rc != 0)) || expect_failed "a VPN with the wrong CA activated" "nmcli to fail" "$out"
+    pass_note "the activation failed: $(grep -o 'Error:.*' <<<"$out" | head -1)"
+    assert_fault_clean "$name" "$name" "$FAULT_BEFORE"
+    expect_eq "a record says leased after the failed connect" "" "$(leased_records)"
+    pass_note "no lease is left"
+    rig_profile_delete "$name"
+    fault_profile "$name" 3
+    assert_next_up "$name" "$name" "$FAULT_BEFORE"
+}
+
 # ---- kill -9 of a process of the VPN while connected ------------------------------------------------
 
 # COMM TAG N: kills the sandbox's process named COMM with SIGKILL while an isolated VPN (client N) is

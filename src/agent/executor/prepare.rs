@@ -2,7 +2,7 @@
 //! connects: the checks, the namespace created or opened, and the record of it, leased to the
 //! caller with no link. The `Isolate` that follows finds it as the agent's own namespace
 //! ([`super::ownership::check_lease`] lets the caller's prepared record through) and only moves
-//! and configures the tun. A prepared namespace that no isolation took is undone by
+//! and configures the tun. A preparation that no isolation took is undone by
 //! [`Executor::unprepare`].
 
 use std::path::Path;
@@ -79,8 +79,7 @@ impl IsolateArgs {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Prepared {
     pub netns: NetnsName,
-    /// This call created the namespace; [`Executor::unprepare`] deletes it again, even if the
-    /// connection keeps its namespace (`netns-persistent`), since no VPN ever ran in it.
+    /// This call created the namespace.
     pub created: bool,
     pub elapsed: Duration,
 }
@@ -159,16 +158,18 @@ impl<S: Sys> Executor<S> {
         Ok(record)
     }
 
-    /// Undoes a prepared namespace that no isolation took: deleted if `created` by its
-    /// `Prepare`, else released as any lease is (kept if persistent).
-    pub fn unprepare(&mut self, netns: &NetnsName, created: bool) -> Result<(), TeardownError> {
-        let prepared = self
+    /// Undoes a preparation of `netns` that no isolation took. A namespace the agent created and
+    /// never wrote DNS files for, as every isolation does, never held a VPN: it is deleted even if
+    /// the connection keeps its namespace (`netns-persistent`), as a failed isolation rolls back
+    /// the namespace it created. Any other is released as at `down` (a kept one stays kept).
+    pub fn unprepare(&mut self, netns: &NetnsName) -> Result<(), TeardownError> {
+        let unused = self
             .records
             .get(netns)
-            .filter(|r| r.leased && r.link.is_none())
+            .filter(|r| r.leased && r.link.is_none() && r.created && r.files.is_empty())
             .cloned();
-        match prepared {
-            Some(record) if created => {
+        match unused {
+            Some(record) => {
                 info!("deleting namespace {netns}: prepared, but no VPN was isolated in it");
                 let errors = self.tear_down(record);
                 log_leftovers(netns, &errors);

@@ -5,7 +5,6 @@ use tokio::sync::oneshot;
 use crate::agent::executor::{
     Deleted, ExecError, Executor, IsolateArgs, Isolated, PrepareArgs, Prepared, TeardownError,
 };
-use crate::agent::leases::Preparation;
 use crate::agent::record::Record;
 use crate::agent::sys::{Process, Sys};
 use crate::contract::AgentError;
@@ -26,10 +25,10 @@ pub(super) enum Job {
     ),
     Reapply(Box<IsolationPlan>, oneshot::Sender<Result<(), ExecError>>),
     /// Answered with the processes the release stranded in the namespace it deleted. A lease
-    /// still prepared is undone as [`Executor::unprepare`] says.
+    /// still prepared (`true`) is undone as [`Executor::unprepare`] says.
     Release(
         NetnsName,
-        Option<Preparation>,
+        bool,
         oneshot::Sender<Result<Vec<Process>, TeardownError>>,
     ),
     /// Answered with every record.
@@ -62,8 +61,8 @@ impl ExecutorHandle {
                         Job::Release(ns, prepared, reply) => {
                             let stranded = executor.stranded(&ns);
                             let released = match prepared {
-                                Some(p) => executor.unprepare(&ns, p.created),
-                                None => executor.release(&ns),
+                                true => executor.unprepare(&ns),
+                                false => executor.release(&ns),
                             };
                             drop(reply.send(released.map(|()| stranded)))
                         }
@@ -94,7 +93,7 @@ impl ExecutorHandle {
     pub(super) async fn release(
         &self,
         netns: NetnsName,
-        prepared: Option<Preparation>,
+        prepared: bool,
     ) -> Result<Vec<Process>, AgentError> {
         let (tx, rx) = oneshot::channel();
         self.send(Job::Release(netns, prepared, tx))?;

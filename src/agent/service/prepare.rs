@@ -115,7 +115,7 @@ async fn unprepare_at(
          undoing it",
         lease.owner
     );
-    if let Err(e) = executor.release(ns.clone(), Some(preparation)).await {
+    if let Err(e) = executor.release(ns.clone(), true).await {
         error!("undoing the preparation of {ns}: {e}");
     }
     leases.released(&ns).await;

@@ -63,7 +63,7 @@ fn an_undone_preparation_leaves_nothing() {
     for req in [request(), persistent_request()] {
         let before = world(&executor());
         let mut ex = prepared(&req);
-        ex.unprepare(&work(), true).unwrap();
+        ex.unprepare(&work()).unwrap();
         assert_nothing_left(&ex, &before, &format!("persistent: {}", req.persistent));
     }
 }
@@ -81,7 +81,7 @@ fn a_failed_isolation_leaves_the_preparation_to_undo() {
         "expected it prepared"
     );
     assert!(ex.sys.world.netns.contains_key(&p(NS)));
-    ex.unprepare(&work(), true).unwrap();
+    ex.unprepare(&work()).unwrap();
     ex.sys.add_link(7, "tun0", Some("tun"), None);
     assert_nothing_left(&ex, &before, "link missing");
     let steps = {
@@ -99,7 +99,7 @@ fn a_failed_isolation_leaves_the_preparation_to_undo() {
         let context = format!("failure at call {step}: {err}");
         assert_eq!(record(&ex2).cloned(), prepared_record, "{context}");
         assert!(ex2.sys.world.links[&7].netns.is_none(), "{context}");
-        ex2.unprepare(&work(), true).unwrap();
+        ex2.unprepare(&work()).unwrap();
         assert_nothing_left(&ex2, &before, &context);
     }
 }
@@ -114,7 +114,7 @@ fn a_kept_namespace_is_opened_and_kept() {
     let prep = ex.prepare(&persistent_request().prepare_args()).unwrap();
     assert!(!prep.created);
     assert!(record(&ex).is_some_and(|r| r.leased && r.link.is_none()));
-    ex.unprepare(&work(), prep.created).unwrap();
+    ex.unprepare(&work()).unwrap();
     assert_eq!(record(&ex), Some(&kept));
     assert!(ex.sys.world.netns.contains_key(&p(NS)));
     // Prepared again, it is isolated in and kept at release. openvpn made a new tun.
