@@ -140,9 +140,10 @@ ns_unmounted() { ! ns_mounted "$1"; }
 record_exists() { rig_sb test -e "/run/nm-vpn-netns/$1"; }
 ns_has_tun() { output_matches ' tun ' rig_sb ip -n "$1" -d link show; }
 
-# NS WHAT SYSCALL WHEN PATH STATE: the agent killed inside Isolate into namespace NS, once STATE (a
-# probe, given NS) holds while SYSCALL stalls. Expected: the activation fails, NM has the VPN down,
-# nothing is left, and the next up works.
+# NS WHAT SYSCALL WHEN PATH STATE: the agent killed inside the call that makes namespace NS (Prepare,
+# at Connect, since 0.4) or isolates the tun in it (Isolate), once STATE (a probe, given NS) holds
+# while SYSCALL stalls. Expected: the activation fails, NM has the VPN down, nothing is left, and the
+# next up works.
 agent_killed_in_isolate() {
     local name=$1 ns=$1 what=$2 rc=0 out up
     fault_begin "$name" 1 netns-timeout=30000
@@ -152,10 +153,10 @@ agent_killed_in_isolate() {
     up=$!
     expect_within "the agent never reached the point $what" 30 "$6" "$ns"
     agent_kill9
-    pass_note "killed the agent (pid $AGENT_PID) inside Isolate, $what"
+    pass_note "killed the agent (pid $AGENT_PID) inside Prepare or Isolate, $what"
     wait "$up" || rc=$?
     out=$(cat "$RIG_W/$name.up")
-    ((rc != 0)) || expect_failed "the activation succeeded with the agent killed inside Isolate" "nmcli to fail" "$out"
+    ((rc != 0)) || expect_failed "the activation succeeded with the agent killed inside its call" "nmcli to fail" "$out"
     pass_note "the activation failed: $(grep -o 'Error:.*' <<<"$out" | head -1)"
     fault_end "$name"
 }
