@@ -8,7 +8,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use log::info;
+use log::{error, info};
 
 use super::{
     check_deadline, new_record, ownership, ExecError, Executor, IsolateArgs, Record, TeardownError,
@@ -17,6 +17,7 @@ use crate::agent::policy::Policy;
 use crate::agent::sys::Sys;
 use crate::plan::settings::NetnsName;
 use crate::plan::IsolationPlan;
+use crate::report::Chain;
 
 /// What a request tells of the connection and its namespace, the tun aside: all of `Prepare`,
 /// and the part of [`IsolateArgs`] known at Connect.
@@ -122,10 +123,15 @@ impl<S: Sys> Executor<S> {
         };
         let created = existing.is_none();
         if let Err(e) = self.save(&record) {
-            if created {
-                // The namespace is on record already; the teardown deletes it by that record.
-                let errors = self.tear_down(self.records[netns].clone());
-                log_leftovers(netns, &errors);
+            // A namespace made here is on record already, as its creation saved it: the
+            // teardown deletes it by that record.
+            if let Some(made) = self.records.get(netns).filter(|_| created).cloned() {
+                for left in self.tear_down(made) {
+                    error!(
+                        "undoing the preparation of namespace {netns}: {}",
+                        Chain(&left)
+                    );
+                }
             }
             return Err(e.into());
         }
@@ -172,7 +178,6 @@ impl<S: Sys> Executor<S> {
             Some(record) => {
                 info!("deleting namespace {netns}: prepared, but no VPN was isolated in it");
                 let errors = self.tear_down(record);
-                log_leftovers(netns, &errors);
                 match errors.is_empty() {
                     true => Ok(()),
                     false => Err(TeardownError {
@@ -183,14 +188,5 @@ impl<S: Sys> Executor<S> {
             }
             _ => self.release(netns),
         }
-    }
-}
-
-fn log_leftovers(netns: &NetnsName, errors: &[crate::agent::sys::SysError]) {
-    for e in errors {
-        log::error!(
-            "undoing the preparation of namespace {netns}: {}",
-            crate::report::Chain(e)
-        );
     }
 }

@@ -139,3 +139,20 @@ fn a_prepared_namespace_is_held() {
     let err = ex.prepare(&request().prepare_args()).unwrap_err();
     assert!(matches!(err, ExecError::InUse { .. }), "{err:?}");
 }
+
+/// A preparation that fails at any step leaves nothing.
+#[test]
+fn a_failed_preparation_leaves_nothing() {
+    let steps = {
+        let mut probe = executor();
+        probe.prepare(&request().prepare_args()).unwrap();
+        calls(&mut probe).len()
+    };
+    for step in 0..steps {
+        let mut ex = executor();
+        let before = world(&ex);
+        ex.sys.fail_at(step);
+        let err = ex.prepare(&request().prepare_args()).unwrap_err();
+        assert_nothing_left(&ex, &before, &format!("failure at call {step}: {err}"));
+    }
+}
