@@ -2,7 +2,8 @@
 # End-to-end tests against the real NetworkManager, NetworkManager-openvpn and openvpn.
 #
 #   tests/e2e/run.sh [t_NAME|b_NAME ...]   (as root; default: every scenario in tests.sh;
-#                                           b_NAME are the benchmarks in bench.sh)
+#                                           b_NAME are the benchmarks in bench.sh
+#                                           and bench-load.sh)
 #
 # The outer part runs in the machine's own namespaces and only reads them: it snapshots the machine's
 # network state, re-runs itself under `unshare --net --mount`, and asserts the snapshot is unchanged.
@@ -63,6 +64,8 @@ for f in "$here"/tests-cli-*.sh; do
 done
 # shellcheck source=bench.sh
 source "$here/bench.sh"
+# shellcheck source=bench-load.sh
+source "$here/bench-load.sh"
 
 record() { echo "$1 $2" >>"$RIG_RESULTS"; }
 
