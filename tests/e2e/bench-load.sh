@@ -93,17 +93,23 @@ b_data_plane() {
 
 # NAME FIELD: FIELD of /proc/PID/status (VmHWM, VmRSS), in kB, of the sandbox's one process NAME.
 sb_mem_kb() {
-    local pids
+    local pids kb
     pids=$(sb_pids "$1")
     [[ -n $pids && $pids != *$'\n'* ]] || expect_failed "no single process to measure" "one process named $1" "$(sb_ps "$1")"
     # shellcheck disable=SC2016 # awk's fields
-    rig_sb awk -v f="$2:" '$1 == f {print $2}' "/proc/$pids/status"
+    kb=$(rig_sb awk -v f="$2:" '$1 == f {print $2}' "/proc/$pids/status")
+    [[ -n $kb ]] || expect_failed "no $2 of $1 (pid $pids)" "a line $2: in its status" "$(rig_sb cat "/proc/$pids/status" 2>&1)"
+    echo "$kb"
 }
 
 # NAME FIELD: the same in MiB.
 sb_mem_mib() {
     local kb
-    kb=$(sb_mem_kb "$@") && awk -v kb="$kb" 'BEGIN {printf "%.2f\n", kb / 1024}'
+    kb=$(sb_mem_kb "$@") || {
+        printf '%s\n' "$kb"
+        return 1
+    }
+    awk -v kb="$kb" 'BEGIN {printf "%.2f\n", kb / 1024}'
 }
 
 # The label of a process by its name (comm, cut to 15 characters).
