@@ -84,6 +84,8 @@ b_data_plane() {
     expect_cmd_ok "down of the VPN not isolated failed" rig_down_nmcli dp-plain
     expect_cmd_ok "down of the isolated VPN failed" rig_down_nmcli dp-iso
     expect_within "NM still reports dp-plain active" 30 nm_inactive dp-plain
+    # The tun of the VPN not isolated is in the root namespace until its openvpn exits.
+    expect_vpn_gone
     assert_fault_clean dp-iso dp "$before"
     bench_load_stats --title "B3, TCP throughput through the VPN (iperf3, ${B3_SECONDS:-5} s each)" \
         --unit Mbit/s --diff isolated-plain --ratio isolated/plain <"$samples"
