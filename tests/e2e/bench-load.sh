@@ -187,6 +187,7 @@ b_memory() {
         mem_path isolated mem-iso nm-vpn-netns-se nm-openvpn-serv nm-vpn-netns-ag
     done
     bench_load_stats --title "B4, peak RSS (VmHWM) during a connection" --unit MiB \
+        --key stock.nm_openvpn_service --key isolated.shim --key isolated.agent \
         --diff isolated.nm_openvpn_service-stock.nm_openvpn_service <"$MEM_SAMPLES"
 
     : >"$MEM_SOAK"
