@@ -496,11 +496,26 @@ agent_usage() {
 # The agent's fds, threads and leases are $1 (its RSS aside).
 agent_usage_is() { [[ $(agent_usage | cut -d' ' -f1-3) == "$1" ]]; }
 
+# NAME NS FROM TO: up/down cycles FROM to TO of the isolated VPN NAME in namespace NS. After an odd
+# cycle's down, the VPN's processes and namespace must be gone; after an even one, the next `up`
+# follows at once. Also the soak of the memory benchmark (bench-load.sh).
+fault_cycles() {
+    local name=$1 ns=$2 i
+    for ((i = $3; i <= $4; i++)); do
+        expect_cmd_ok "up $i of $4 failed" rig_up_nmcli "$name"
+        expect_cmd_ok "down $i of $4 failed" rig_down_nmcli "$name"
+        if ((i % 2)); then
+            expect_vpn_gone "cycle $i: a process of the VPN still runs after down"
+            expect_netns_gone "cycle $i: namespace $ns remains after down" "$ns" 10
+        fi
+    done
+}
+
 # E2E_CYCLES (default 20) up/down cycles of one isolated VPN; every other `up` follows its `down`
 # at once, with no wait for the VPN's processes to exit. Expected: each up works, and afterwards the
 # agent has as many fds, threads and leases as before, and nothing is left.
 t_fault_cycles() {
-    local name=cycle ns=cycle n=${E2E_CYCLES:-20} i base_pid base after t0=$SECONDS
+    local name=cycle ns=cycle n=${E2E_CYCLES:-20} base_pid base after t0=$SECONDS
     local fds0 threads0 leases0 rss0 fds1 threads1 leases1 rss1
     # The first cycle starts the agent: the baseline is taken after it.
     fault_begin_up "$name" 3
@@ -508,14 +523,7 @@ t_fault_cycles() {
     assert_fault_clean "$name" "$ns" "$FAULT_BEFORE"
     base_pid=$(agent_pid)
     base=$(agent_usage)
-    for ((i = 2; i <= n; i++)); do
-        expect_cmd_ok "up $i of $n failed" rig_up_nmcli "$name"
-        expect_cmd_ok "down $i of $n failed" rig_down_nmcli "$name"
-        if ((i % 2)); then
-            expect_vpn_gone "cycle $i: a process of the VPN still runs after down"
-            expect_netns_gone "cycle $i: namespace $ns remains after down" "$ns" 10
-        fi
-    done
+    fault_cycles "$name" "$ns" 2 "$n"
     pass_note "$n up/down cycles, $((n / 2)) of them with up at once after down, in $((SECONDS - t0)) s"
     assert_fault_clean "$name" "$ns" "$FAULT_BEFORE"
     expect_eq "the agent was restarted during the cycles" "$base_pid" "$(agent_pid)"
