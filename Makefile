@@ -88,9 +88,13 @@ fuzz: $(CARGO_FUZZ)
 privileged:
 	bash tests/privileged.sh --skip b1::
 
-# The benchmarks, one round each, so that they cannot rot; they assert nothing about time.
-bench-smoke:
+# The benchmarks, one round each, so that they cannot rot; they assert nothing about time, but each
+# asserts that it leaves nothing behind.
+BENCH_SMOKE = BENCH_ROUNDS=1 BENCH_COLD_ROUNDS=1 B3_ROUNDS=1 B3_SECONDS=1 B4_ROUNDS=1 B4_CYCLES=2 B5_ROUNDS=1
+BENCH_RIG = b_activation b_agent_isolate b_data_plane b_memory b_scale
+bench-smoke: build
 	B1_ROUNDS=1 bash tests/bench-isolate.sh
+	$(BENCH_SMOKE) bash tests/e2e/run.sh $(BENCH_RIG)
 
 e2e: deb
 	bash tests/e2e/run.sh
@@ -102,9 +106,15 @@ release-lib: build
 check: deps lint unit fuzz privileged bench-smoke release-lib deb-check rpm-check e2e vm
 
 # Figures for BENCHMARKS.md; not part of check, since timings prove nothing on a noisy machine.
+# Each benchmark prints its own tables, and adds its differences, ratios and key figures to
+# $(BENCH_SUMMARY); the run ends with them in one table.
+BENCH_SUMMARY = $(CURDIR)/target/bench-summary.md
 bench: deps build
-	PROFILE=$(PROFILE) bash tests/bench-isolate.sh
-	bash tests/e2e/run.sh b_activation b_agent_isolate
+	rm -f $(BENCH_SUMMARY)
+	BENCH_SUMMARY=$(BENCH_SUMMARY) PROFILE=$(PROFILE) bash tests/bench-isolate.sh
+	BENCH_SUMMARY=$(BENCH_SUMMARY) bash tests/e2e/run.sh $(BENCH_RIG)
+	@echo; echo "**make bench, $$(git describe --always --dirty), $$(nproc) cores, kernel $$(uname -r), $$(date -u +%F)**"; echo
+	@python3 tests/e2e/bench-stats.py --summary $(BENCH_SUMMARY)
 
 # The e2e rig's up/down cycles, 50 instead of check's 20; not part of check, for its length.
 soak: deps build

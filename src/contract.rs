@@ -14,6 +14,7 @@
 //! ```text
 //! // Bus name io.github.NmVpnNetns.Agent1, object /io/github/NmVpnNetns/Agent1
 //! interface io.github.NmVpnNetns.Agent1 {
+//!   Prepare(in a{sv} request, out a{sv} result);  // since 0.4
 //!   Isolate(in a{sv} request, out a{sv} result);
 //!   Reapply(in s netns, in a{sv} config, in a{sv} ip4, in a{sv} ip6);
 //!   Release(in s netns);
@@ -113,6 +114,37 @@ pub struct IsolateRequest {
     pub ip4_config: Option<VarDict>,
     /// The VPN plugin's `Ip6Config` dict, when `Config` announced one.
     pub ip6_config: Option<VarDict>,
+}
+
+/// `Prepare`'s argument: what `Isolate`'s request carries that is known at Connect, before the
+/// tun exists. The agent validates it as it validates `Isolate`'s. Since 0.4.
+#[derive(Debug, Default, Clone, PartialEq, SerializeDict, DeserializeDict, Type)]
+#[zbus(signature = "a{sv}", rename_all = "kebab-case")]
+pub struct PrepareRequest {
+    /// As in [`IsolateRequest`].
+    pub id: String,
+    pub uuid: String,
+    pub permissions: Option<Vec<String>>,
+    pub netns_settings: Option<HashMap<String, String>>,
+    pub never_default_v4: Option<bool>,
+    pub never_default_v6: Option<bool>,
+    pub tunnel_mtu: Option<u32>,
+    /// The profile's `vpn.timeout` in seconds, NetworkManager's bound on the whole connect;
+    /// absent or 0 means NetworkManager's default. Past it, a prepared namespace that no
+    /// `Isolate` took is released.
+    pub connect_timeout: Option<u32>,
+}
+
+/// `Prepare`'s answer. Since 0.4.
+#[derive(Debug, Default, Clone, PartialEq, Eq, SerializeDict, DeserializeDict, Type)]
+#[zbus(signature = "a{sv}", rename_all = "kebab-case")]
+pub struct PrepareReply {
+    /// The namespace, under `/run/netns`, that the caller now holds.
+    pub netns: String,
+    /// The agent created the namespace, rather than opening one that was there.
+    pub created: bool,
+    /// How long the agent's step took, in microseconds.
+    pub elapsed_us: u64,
 }
 
 /// `Isolate`'s answer.
@@ -291,9 +323,18 @@ impl<'de, T: Deserialize<'de>> DeserializeSeed<'de> for Tracked<'_, T> {
     default_path = "/io/github/NmVpnNetns/Agent1"
 )]
 pub trait Agent1 {
+    /// `Prepare(in a{sv} request, out a{sv} result)`: at Connect, while openvpn still connects,
+    /// takes the lease on the connection's namespace for the caller and creates or opens the
+    /// namespace, so that `Isolate` only moves and configures the tun. An optimisation: an
+    /// `Isolate` without it does the whole work. `Release` ends a prepared lease as any other; so
+    /// do the caller leaving the bus and the connect timeout passing without `Isolate`. An agent
+    /// older than 0.4 answers `UnknownMethod`. Since 0.4.
+    fn prepare(&self, request: &PrepareRequest) -> Result<PrepareReply, AgentError>;
+
     /// `Isolate(in a{sv} request, out a{sv} result)`: moves the tun into its namespace and
-    /// configures it there; answers once done, or fails having undone everything. The caller's
-    /// unique name holds the lease: if it leaves the bus, the agent releases as `Release` would.
+    /// configures it there; answers once done, or fails having undone everything (but what the
+    /// caller's `Prepare` made, which stays prepared). The caller's unique name holds the lease:
+    /// if it leaves the bus, the agent releases as `Release` would.
     fn isolate(&self, request: &IsolateRequest) -> Result<IsolateReply, AgentError>;
 
     /// `Reapply(in s netns, in a{sv} config, in a{sv} ip4, in a{sv} ip6)`: re-applies addresses,

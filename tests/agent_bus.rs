@@ -485,6 +485,38 @@ async fn a_caller_that_leaves_while_it_waits_gets_no_lease() {
     drop(waiting);
 }
 
+/// A caller that prepared a namespace and left the bus, as a plugin killed while openvpn still
+/// connected, leaves nothing: the agent releases its prepared lease as any other, and the
+/// namespace is free.
+#[tokio::test(flavor = "current_thread")]
+async fn a_prepared_namespace_goes_with_its_caller() {
+    if !is_root() {
+        return;
+    }
+    let bus = Bus::start("prepared-caller-leaves");
+    let _agent = start(&bus, agent(sys_with_links()), None).await;
+    let (leaver, watcher) = (bus.connect().await, bus.connect().await);
+    let mut req = request(7, "tun0", &keys("work"));
+    for key in ["ifindex", "config", "ip4-config"] {
+        req.remove(key);
+    }
+    let reply: VarDict = proxy(&leaver).await.call("Prepare", &(req,)).await.unwrap();
+    assert_eq!(reply["netns"], ov("work"));
+    let agent1 = Agent1Proxy::new(&watcher).await.unwrap();
+    assert_eq!(agent1.list().await.unwrap().len(), 1);
+    leaver.close().await.unwrap();
+    let none_left = || async { agent1.list().await.unwrap().is_empty() };
+    assert!(
+        eventually(none_left).await,
+        "the prepared namespace outlived its caller"
+    );
+    let next = proxy(&watcher).await;
+    isolate(&next, request(7, "tun0", &keys("work")))
+        .await
+        .expect("the namespace stayed leased to the caller that left");
+    release(&next, "work").await.unwrap();
+}
+
 /// `LinkLost` as the contract declares it: in the agent's introspection, sent to the lease holder
 /// alone, and taken by the contract proxy's stream only from the agent. A tun that left its
 /// namespace and a namespace that lost its name are both reported, each with its reason.

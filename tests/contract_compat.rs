@@ -154,6 +154,7 @@ fn intent() -> NetnsIntent {
         never_default_v6: true,
         tunnel_mtu: None,
         timeout: Duration::from_secs(2),
+        connect_timeout: None,
     }
 }
 

@@ -772,6 +772,39 @@ fn isolates_ipv4_in_a_new_namespace_and_deletes_it_on_release() {
     assert_gone(ns);
 }
 
+/// `Prepare` makes the namespace before the tun exists; the `Isolate` that follows only moves and
+/// configures it; and an undone preparation deletes the namespace it made.
+#[test]
+#[ignore = "needs root in the sandbox of tests/privileged.sh"]
+fn a_prepared_namespace_is_isolated_in_and_an_undone_one_deleted() {
+    sandbox();
+    let (ns, tun) = ("pv-prep", tun("pv-tun-p"));
+    let plan = plan_for(ns, &tun.name, false, None);
+    let req = request(plan.clone(), tun.ifindex());
+    let mut ex = executor();
+    let prepared = ex.prepare(&req.prepare_args()).unwrap();
+    assert!(prepared.created);
+    assert!(
+        netns_list().contains(ns),
+        "ip netns list does not show {ns}"
+    );
+    assert!(
+        ifindex(&tun.name, None).is_some(),
+        "the tun is still outside"
+    );
+    let isolation = ex.isolate(&req).unwrap();
+    assert!(!isolation.created, "Prepare created it");
+    assert_ipv4_config(ns, &tun.name);
+    assert_dns_files(ns, &plan);
+    ex.release(&name(ns)).unwrap();
+    assert_gone(ns);
+
+    ex.prepare(&req.prepare_args()).unwrap();
+    assert!(netns_list().contains(ns));
+    ex.unprepare(&name(ns)).unwrap();
+    assert_gone(ns);
+}
+
 #[test]
 #[ignore = "needs root in the sandbox of tests/privileged.sh"]
 fn isolates_ipv6_too() {

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,7 +18,7 @@ use common::nm::{NmState, SharedNm};
 use common::{dict, openvpn_config, openvpn_ip4, ov, VarDict, UUID};
 use futures_util::{FutureExt, StreamExt};
 use nm_vpn_netns::contract::{
-    AgentError, IsolateReply, ReleaseReport, BUS_NAME, INTERFACE, OBJECT_PATH,
+    AgentError, IsolateReply, PrepareReply, ReleaseReport, BUS_NAME, INTERFACE, OBJECT_PATH,
 };
 use zbus::{interface, Connection, MatchRule, Message, MessageStream, OwnedVariant, Variant};
 
@@ -82,6 +83,7 @@ fn config(tundev: &str) -> VarDict {
 
 #[derive(Debug, Clone, PartialEq)]
 enum AgentCall {
+    Prepare(VarDict),
     Isolate(VarDict),
     Reapply(String, VarDict, VarDict, VarDict),
     /// With whether the stock service had exited by then, and the shim's State then.
@@ -97,10 +99,12 @@ type Refusal = fn(String) -> AgentError;
 /// older than 0.2, which has no ReleaseWithReport.
 type Stranded = Arc<Mutex<Option<Vec<(u32, String)>>>>;
 
-/// The agent's interface, recording calls; `fail` makes Isolate fail.
+/// The agent's interface, recording calls; `fail` makes Isolate fail. It answers Prepare once
+/// `prepares` is set, and as an agent older than 0.4 until then.
 struct FakeAgent {
     calls: Arc<Mutex<Vec<AgentCall>>>,
     fail: Option<Refusal>,
+    prepares: Arc<AtomicBool>,
     stock_log: PathBuf,
     stranded: Stranded,
 }
@@ -108,6 +112,21 @@ struct FakeAgent {
 // The attribute takes no constant; `fake_agent_serves_the_contract` checks it is INTERFACE.
 #[interface(name = "io.github.NmVpnNetns.Agent1")]
 impl FakeAgent {
+    async fn prepare(&self, request: VarDict) -> zbus::fdo::Result<PrepareReply> {
+        if !self.prepares.load(Ordering::Relaxed) {
+            // As zbus answers for a method an interface lacks.
+            return Err(zbus::fdo::Error::UnknownMethod(
+                "Unknown method 'Prepare'".into(),
+            ));
+        }
+        self.calls.lock().unwrap().push(AgentCall::Prepare(request));
+        Ok(PrepareReply {
+            netns: "work".into(),
+            created: true,
+            elapsed_us: 9_000,
+        })
+    }
+
     async fn isolate(&self, request: VarDict) -> Result<IsolateReply, AgentError> {
         self.calls.lock().unwrap().push(AgentCall::Isolate(request));
         if let Some(fail) = self.fail {
@@ -203,6 +222,7 @@ struct Rig {
     signals: MessageStream,
     agent_calls: Arc<Mutex<Vec<AgentCall>>>,
     agent_stranded: Stranded,
+    agent_prepares: Arc<AtomicBool>,
     _agent: Connection,
     shim: Child,
     stock_log: PathBuf,
@@ -219,12 +239,14 @@ impl Rig {
         let shim_log = bus.dir.join("shim.log");
         let agent_calls = Arc::new(Mutex::new(Vec::new()));
         let agent_stranded = Arc::new(Mutex::new(None));
+        let agent_prepares = Arc::new(AtomicBool::new(false));
         let agent = zbus::connection::Builder::address(bus.address.as_str())
             .serve_at(
                 OBJECT_PATH,
                 FakeAgent {
                     calls: agent_calls.clone(),
                     fail,
+                    prepares: agent_prepares.clone(),
                     stock_log: stock_log.clone(),
                     stranded: agent_stranded.clone(),
                 },
@@ -262,6 +284,7 @@ impl Rig {
             signals,
             agent_calls,
             agent_stranded,
+            agent_prepares,
             _agent: agent,
             shim,
             stock_log,
@@ -722,6 +745,59 @@ async fn vanished_agent_is_started_again() {
         log.contains("no agent answered; starting a new one"),
         "{log}"
     );
+}
+
+/// With an agent that prepares, the shim asks it at Connect, before any Config, and then isolates
+/// as before.
+#[tokio::test]
+async fn the_namespace_is_prepared_at_connect() {
+    let mut rig = Rig::fake("prepare").await;
+    rig.agent_prepares.store(true, Ordering::Relaxed);
+    rig.connect_isolated().await;
+    rig.await_agent_calls(1).await;
+    let calls = rig.agent_calls();
+    let [AgentCall::Prepare(request)] = &calls[..] else {
+        panic!("{calls:?}")
+    };
+    assert_eq!(request["uuid"], ov(UUID));
+    assert!(request.contains_key("netns-settings"), "{request:?}");
+    assert!(!request.contains_key("ifindex"), "{request:?}");
+    rig.emit_configs("lo").await;
+    assert_eq!(rig.next_signal().await, Sig::State(STARTING));
+    assert!(matches!(rig.next_signal().await, Sig::Config(_)));
+    assert!(matches!(
+        &rig.agent_calls()[..],
+        [AgentCall::Prepare(_), AgentCall::Isolate(_)]
+    ));
+    rig.disconnect().await;
+    assert!(rig.exit_status().await.success());
+    assert!(
+        rig.shim_log()
+            .contains("prepared namespace work (created) for connection"),
+        "{}",
+        rig.shim_log()
+    );
+}
+
+/// A connect that fails before any Config, as when openvpn cannot reach its server, releases
+/// what Prepare made, once the stock service has exited.
+#[tokio::test]
+async fn a_failed_connect_releases_the_prepared_namespace() {
+    let mut rig = Rig::fake("prepare-failed").await;
+    rig.agent_prepares.store(true, Ordering::Relaxed);
+    rig.connect_isolated().await;
+    rig.await_agent_calls(1).await;
+    rig.emit("Failure", Variant::from((CONNECT_FAILED,))).await;
+    rig.assert_failed(CONNECT_FAILED).await;
+    let calls = rig.agent_calls();
+    assert!(
+        matches!(
+            &calls[..],
+            [AgentCall::Prepare(_), AgentCall::Release(ns, true, STOPPING)] if ns == "work"
+        ),
+        "{calls:?}"
+    );
+    assert!(rig.exit_status().await.success());
 }
 
 #[tokio::test]

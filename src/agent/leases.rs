@@ -6,15 +6,19 @@
 //! it is still stopping openvpn or its `Release` is still running. Such a request waits, until
 //! its `netns-timeout` deadline at most, for that lease to go. A request of another connection is
 //! refused at once: its namespace really is in use.
+//!
+//! A lease that `Prepare` took holds the namespace from Connect on with no tun in it yet; the same
+//! caller's `Isolate` takes it over ([`Leases::take`]).
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use log::info;
 use tokio::sync::{Mutex, MutexGuard, Notify};
 
-use crate::agent::executor::IsolateArgs;
+use crate::agent::executor::{IsolateArgs, PrepareArgs};
 use crate::agent::procs::Started;
 use crate::agent::record::Record;
 use crate::contract::AgentError;
@@ -31,6 +35,27 @@ pub struct Lease {
     pub never_default_v6: bool,
     pub tunnel_mtu: Option<u32>,
     pub started: Started,
+    /// Taken by `Prepare`, and no `Isolate` took it over yet.
+    pub prepared: Option<Preparation>,
+}
+
+/// One `Prepare`'s hold on a namespace, told apart from any later one of the same caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Preparation {
+    pub id: u64,
+    /// `Prepare` created the namespace: the `Isolate` that takes it over says so.
+    pub created: bool,
+}
+
+impl Preparation {
+    /// A preparation unlike any before it.
+    pub fn fresh() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        Preparation {
+            id: NEXT.fetch_add(1, Ordering::Relaxed),
+            created: false,
+        }
+    }
 }
 
 impl Lease {
@@ -66,6 +91,22 @@ impl From<&IsolateArgs> for Lease {
             never_default_v6: a.never_default_v6,
             tunnel_mtu: a.tunnel_mtu,
             started: Started::default(),
+            prepared: None,
+        }
+    }
+}
+
+impl Lease {
+    /// The lease of `a`'s `Prepare`.
+    pub fn prepared(a: &PrepareArgs, preparation: Preparation) -> Self {
+        Lease {
+            owner: a.owner.clone(),
+            uuid: a.connection_uuid.clone(),
+            never_default_v4: a.never_default_v4,
+            never_default_v6: a.never_default_v6,
+            tunnel_mtu: a.tunnel_mtu,
+            started: Started::default(),
+            prepared: Some(preparation),
         }
     }
 }
@@ -80,6 +121,9 @@ impl From<&Record> for Lease {
             tunnel_mtu: r.tunnel_mtu,
             // The processes are not recorded: an agent that restarted cannot end them.
             started: Started::default(),
+            // Leased with no link: prepared, or an isolation cut short, which its holder releases
+            // once it hears of the failure; either way its holder's `Isolate` may take it.
+            prepared: r.link.is_none().then(Preparation::fresh),
         }
     }
 }
@@ -102,6 +146,17 @@ impl LeaseTable {
             Some(lease) if lease.owner == owner => Ok(lease),
             other => Err(not_holder(ns, other.is_some())),
         }
+    }
+
+    /// Takes the lease on `ns` out of the table for a release to run if it is still the
+    /// `preparation` that no `Isolate` took over, as when the connect timeout passed.
+    pub fn start_unprepare(&mut self, ns: &NetnsName, preparation: Preparation) -> Option<Lease> {
+        let held = self.held.get(ns)?;
+        if held.prepared.map(|p| p.id) != Some(preparation.id) {
+            return None;
+        }
+        self.releasing.insert(ns.clone());
+        self.held.remove(ns)
     }
 
     /// Takes `owner`'s lease on `ns` out of the table for a release to run, or says why it has
@@ -136,6 +191,8 @@ pub struct Leases {
 /// What an `Isolate` meets in the table.
 enum Meets {
     Free,
+    /// The caller's own `Prepare` holds it: the isolation takes it over.
+    Prepared(Preparation),
     /// The connection's own previous lease, or a release still running: wait for it.
     Wait,
     InUse,
@@ -165,14 +222,47 @@ impl Leases {
         self.gone.notify_waiters();
     }
 
-    /// Grants `lease` on `ns`. A lease of the same connection held by another caller, or a
-    /// release still running, is waited for until `deadline`; any other lease refuses at once.
+    /// Sets what `preparation`'s `Prepare` made of the namespace, and keeps `preparation` as the
+    /// lease's, for a failed `Isolate` to give back ([`Leases::give_back`]).
+    pub async fn prepared(&self, ns: &NetnsName, preparation: Preparation) -> Option<()> {
+        let mut table = self.table.lock().await;
+        let held = table.held.get_mut(ns)?;
+        let p = held.prepared.as_mut().filter(|p| p.id == preparation.id)?;
+        *p = preparation;
+        Some(())
+    }
+
+    /// Gives `owner`'s lease on `ns` back to the `preparation` that an `Isolate` took over and
+    /// failed: what `Prepare` made stays, for the holder's `Release` or the connect timeout.
+    pub async fn give_back(&self, ns: &NetnsName, owner: &str, preparation: Preparation) {
+        let mut table = self.table.lock().await;
+        if let Some(held) = table.held.get_mut(ns).filter(|l| l.owner == owner) {
+            held.prepared = Some(preparation);
+            held.started = Started::default();
+        }
+    }
+
+    /// Drops `owner`'s lease on `ns` if it is still `preparation`'s, as after a failed
+    /// `Prepare`, and wakes those who wait.
+    pub async fn drop_prepared(&self, ns: &NetnsName, preparation: Preparation) {
+        let mut table = self.table.lock().await;
+        let held = table.held.get(ns).and_then(|l| l.prepared);
+        if held.is_some_and(|p| p.id == preparation.id) {
+            table.held.remove(ns);
+        }
+        drop(table);
+        self.gone.notify_waiters();
+    }
+
+    /// Grants `lease` on `ns`, and returns the caller's own preparation that it took over, if
+    /// any. A lease of the same connection held by another caller, or a release still running,
+    /// is waited for until `deadline`; any other lease refuses at once.
     pub async fn take(
         &self,
         ns: &NetnsName,
         lease: Lease,
         deadline: Instant,
-    ) -> Result<(), AgentError> {
+    ) -> Result<Option<Preparation>, AgentError> {
         let waited_since = Instant::now();
         loop {
             // Registered before the table is read, so that a release between the read and the
@@ -200,7 +290,11 @@ impl Leases {
                             );
                         }
                         table.held.insert(ns.clone(), lease);
-                        return Ok(());
+                        return Ok(None);
+                    }
+                    Meets::Prepared(preparation) => {
+                        table.held.insert(ns.clone(), lease);
+                        return Ok(Some(preparation));
                     }
                     Meets::InUse => {
                         return Err(AgentError::InUse(format!(
@@ -229,8 +323,13 @@ fn meets(table: &LeaseTable, ns: &NetnsName, lease: &Lease) -> Meets {
     }
     match table.held.get(ns) {
         None => Meets::Free,
-        // The same caller twice is no reconnect: its lease will not go while it waits.
+        // The same caller twice is no reconnect: its lease will not go while it waits. But its
+        // `Isolate` takes over what its `Prepare` holds.
         Some(held) if held.uuid == lease.uuid && held.owner != lease.owner => Meets::Wait,
+        Some(held) if held.uuid == lease.uuid && lease.prepared.is_none() => match held.prepared {
+            Some(preparation) => Meets::Prepared(preparation),
+            None => Meets::InUse,
+        },
         Some(_) => Meets::InUse,
     }
 }
@@ -317,6 +416,7 @@ mod tests {
             never_default_v6: false,
             tunnel_mtu: None,
             started: Started::default(),
+            prepared: None,
         };
         let mut table = LeaseTable::default();
         table.held.insert("work".parse().unwrap(), lease(":1.8"));

@@ -10,14 +10,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use log::{error, info, warn};
-use tokio::sync::{oneshot, Notify};
+use tokio::sync::Notify;
 use zbus::fdo::ConnectionCredentials;
 use zbus::message::Header;
 use zbus::names::UniqueName;
 use zbus::object_server::SignalEmitter;
 use zbus::{fdo, interface, Connection};
 
-use crate::agent::executor::{Deleted, ExecError, Executor, IsolateArgs, Isolated, TeardownError};
+use crate::agent::executor::{ExecError, Executor};
 use crate::agent::leases::{Lease, Leases};
 use crate::agent::lifecycle::{self, Exe, Fate};
 use crate::agent::linkwatch::{Lost, Opener, Watches};
@@ -26,12 +26,18 @@ use crate::agent::procs::Started;
 use crate::agent::record::Record;
 use crate::agent::request::{self, decode_request, plan_error, read_host_nsswitch};
 use crate::agent::sys::{pid_comm, Process, Sys};
-use crate::contract::{self, AgentError, DeleteReport, IsolateReply, NetnsEntry, ReleaseReport};
+use crate::contract::{
+    self, AgentError, DeleteReport, IsolateReply, NetnsEntry, PrepareReply, ReleaseReport,
+};
 use crate::plan::settings::{self, NetnsName};
-use crate::plan::{IsolationPlan, VarDict};
+use crate::plan::VarDict;
 use crate::report::chain;
 
 mod admin;
+mod jobs;
+mod prepare;
+
+use jobs::{executor_gone, ExecutorHandle, Job};
 
 /// When a lease's holder leaves the bus without releasing, as a killed plugin does: how long the
 /// processes it started get after SIGTERM ([`Started::end`]), and then after SIGKILL; and how long
@@ -69,87 +75,6 @@ impl From<ExecError> for AgentError {
             | ExecError::Leftover(_) => AgentError::Failed(msg),
         }
     }
-}
-
-/// Work for the executor thread. The executor calls `setns` on threads it spawns itself, so it
-/// must never run on a tokio worker; one thread owns it and serialises every change.
-enum Job {
-    Isolate(
-        Box<IsolateArgs>,
-        oneshot::Sender<Result<Isolated, ExecError>>,
-    ),
-    Reapply(Box<IsolationPlan>, oneshot::Sender<Result<(), ExecError>>),
-    /// Answered with the processes the release stranded in the namespace it deleted.
-    Release(
-        NetnsName,
-        oneshot::Sender<Result<Vec<Process>, TeardownError>>,
-    ),
-    /// Answered with every record.
-    List(oneshot::Sender<Vec<Record>>),
-    /// A namespace to delete, and whether to end the processes in it.
-    Delete(NetnsName, bool, oneshot::Sender<Result<Deleted, ExecError>>),
-}
-
-type IsolateReceiver = oneshot::Receiver<Result<Isolated, ExecError>>;
-
-#[derive(Clone)]
-struct ExecutorHandle(std::sync::mpsc::Sender<Job>);
-
-impl ExecutorHandle {
-    fn spawn<S: Sys + Send + 'static>(mut executor: Executor<S>) -> std::io::Result<Self> {
-        let (tx, rx) = std::sync::mpsc::channel::<Job>();
-        std::thread::Builder::new()
-            .name("executor".into())
-            .spawn(move || {
-                for job in rx {
-                    // A caller that gave up is no reason to stop; its lease is released apart.
-                    match job {
-                        Job::Isolate(req, reply) => drop(reply.send(executor.isolate(&req))),
-                        Job::Reapply(plan, reply) => {
-                            drop(reply.send(executor.reapply(&plan.netns, &plan)))
-                        }
-                        Job::Release(ns, reply) => {
-                            let stranded = executor.stranded(&ns);
-                            drop(reply.send(executor.release(&ns).map(|()| stranded)))
-                        }
-                        Job::List(reply) => drop(reply.send(executor.records().cloned().collect())),
-                        Job::Delete(ns, force, reply) => {
-                            drop(reply.send(executor.delete(&ns, force)))
-                        }
-                    }
-                }
-            })?;
-        Ok(ExecutorHandle(tx))
-    }
-
-    /// Queues the isolation of `req`; its outcome comes on the returned channel.
-    fn isolate(&self, req: IsolateArgs) -> Result<IsolateReceiver, AgentError> {
-        let (tx, rx) = oneshot::channel();
-        self.send(Job::Isolate(Box::new(req), tx))?;
-        Ok(rx)
-    }
-
-    async fn reapply(&self, plan: IsolationPlan) -> Result<(), AgentError> {
-        let (tx, rx) = oneshot::channel();
-        self.send(Job::Reapply(Box::new(plan), tx))?;
-        Ok(rx.await.map_err(|_| executor_gone())??)
-    }
-
-    async fn release(&self, netns: NetnsName) -> Result<Vec<Process>, AgentError> {
-        let (tx, rx) = oneshot::channel();
-        self.send(Job::Release(netns, tx))?;
-        rx.await
-            .map_err(|_| executor_gone())?
-            .map_err(|e| AgentError::Failed(chain(&e)))
-    }
-
-    fn send(&self, job: Job) -> Result<(), AgentError> {
-        self.0.send(job).map_err(|_| executor_gone())
-    }
-}
-
-fn executor_gone() -> AgentError {
-    AgentError::Failed("the agent's executor thread has stopped".into())
 }
 
 /// When to exit: after the last release, if the executable was replaced since the start.
@@ -224,7 +149,7 @@ impl Agent {
                     .to_owned(),
             };
             info!("releasing namespace {ns} (connection {id:?}): {why}");
-            if let Err(e) = self.executor.release(ns.clone()).await {
+            if let Err(e) = self.executor.release(ns.clone(), false).await {
                 error!("releasing {ns} at start: {e}");
             }
         }
@@ -292,7 +217,11 @@ impl Agent {
             );
             lease.started.end(DEPARTED_GRACE).await;
             self.watches.stop_once_lost(&ns, DEPARTED_GRACE).await;
-            if let Err(e) = self.executor.release(ns.clone()).await {
+            if let Err(e) = self
+                .executor
+                .release(ns.clone(), lease.prepared.is_some())
+                .await
+            {
                 error!("releasing after {owner} left: {e}");
             }
             self.leases.released(&ns).await;
@@ -370,6 +299,19 @@ pub fn validate_request(req: &VarDict) -> Result<(), AgentError> {
 
 #[interface(name = "io.github.NmVpnNetns.Agent1")]
 impl Agent {
+    async fn prepare(
+        &self,
+        request: VarDict,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<PrepareReply, AgentError> {
+        let result = self.prepare_checked(request, &hdr, conn).await;
+        if let Err(e) = &result {
+            error!("Prepare failed: {e}");
+        }
+        result
+    }
+
     async fn isolate(
         &self,
         request: VarDict,
@@ -480,9 +422,12 @@ impl Agent {
         method: &str,
     ) -> Result<Vec<Process>, AgentError> {
         let (owner, ns) = authorize_on(conn, hdr, method, netns).await?;
-        self.leases.lock().await.start_release(&ns, &owner)?;
+        let lease = self.leases.lock().await.start_release(&ns, &owner)?;
         self.watches.stop(&ns);
-        let result = self.executor.release(ns.clone()).await;
+        let result = self
+            .executor
+            .release(ns.clone(), lease.prepared.is_some())
+            .await;
         self.leases.released(&ns).await;
         match &result {
             Ok(_) => info!("released namespace {ns} for {owner}"),
@@ -504,15 +449,21 @@ impl Agent {
         let owner = caller.owner;
         // Read at each request, so that a change applies from the next connect on.
         let policy = Policy::load(&self.policy, 0).map_err(|e| AgentError::Failed(chain(&e)))?;
+        let uid_of = self.uid_of;
         let req =
-            request::decode_off_the_loop(request, owner, policy, self.uid_of, arrived).await?;
+            request::off_the_loop(move || decode_request(&request, owner, policy, uid_of, arrived))
+                .await?;
         let (ns, owner) = (req.plan.netns.clone(), req.owner.clone());
-        self.leases
+        let preparation = self
+            .leases
             .take(&ns, Lease::from(&req), req.deadline)
             .await?;
         let (id, tun) = (req.connection_id.clone(), req.plan.link.name.to_string());
         let isolated = async {
-            let reply = self.queue_isolation(conn, req).await?;
+            let (ns, owner) = (req.plan.netns.clone(), req.owner.clone());
+            let reply = self
+                .queue(conn, &ns, &owner, |executor| executor.isolate(req))
+                .await?;
             Ok::<_, AgentError>(reply.await.map_err(|_| executor_gone())??)
         };
         match isolated.await {
@@ -541,25 +492,29 @@ impl Agent {
                 Ok(IsolateReply {
                     netns: iso.netns.to_string(),
                     link: iso.link,
-                    created: iso.created,
+                    created: iso.created || preparation.is_some_and(|p| p.created),
                     elapsed_us: iso.elapsed.as_micros() as u64,
                 })
             }
             Err(e) => {
-                self.leases.drop_lease(&ns, &owner).await;
+                match preparation {
+                    Some(p) => self.leases.give_back(&ns, &owner, p).await,
+                    None => self.leases.drop_lease(&ns, &owner).await,
+                }
                 Err(e)
             }
         }
     }
 
-    /// Queues the isolation of `req`, whose caller was granted the lease on its namespace, if
-    /// that caller is still on the bus.
-    async fn queue_isolation(
+    /// Queues the work `send` hands the executor for `owner`, who was granted the lease on the
+    /// namespace `ns`, if `owner` is still on the bus.
+    async fn queue<T>(
         &self,
         conn: &Connection,
-        req: IsolateArgs,
-    ) -> Result<IsolateReceiver, AgentError> {
-        let (ns, owner) = (&req.plan.netns, &req.owner);
+        ns: &NetnsName,
+        owner: &str,
+        send: impl FnOnce(&ExecutorHandle) -> Result<T, AgentError>,
+    ) -> Result<T, AgentError> {
         // A caller that left the bus before it got the lease, as while it waited for its
         // connection's previous one, had no lease to release as it left: it gets none now.
         let present = lifecycle::on_the_bus(conn, owner).await.map_err(|e| {
@@ -576,7 +531,7 @@ impl Agent {
         // runs after this isolation on the executor, never before it.
         let leases = self.leases.lock().await;
         leases.lease_of(ns, owner)?;
-        self.executor.isolate(req)
+        send(&self.executor)
     }
 }
 

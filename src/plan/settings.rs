@@ -406,6 +406,11 @@ pub fn vpn_data_from_nm(conn: &NmConnection) -> Result<BTreeMap<String, String>,
     section(conn, "vpn").string_map("data")
 }
 
+/// `vpn.timeout` in seconds: NetworkManager's bound on the connect; absent or 0 for its default.
+pub fn vpn_timeout_from_nm(conn: &NmConnection) -> Result<Option<u32>, SettingsError> {
+    Ok(section(conn, "vpn").u32("timeout")?.filter(|&s| s > 0))
+}
+
 /// `vpn.data` as the stock plugin must see it: it refuses keys it does not know.
 pub fn strip_netns_keys(vpn_data: &BTreeMap<String, String>) -> BTreeMap<String, String> {
     vpn_data

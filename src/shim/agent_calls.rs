@@ -1,5 +1,5 @@
-//! The shim's calls to the privileged agent, through [`crate::contract::Agent1Proxy`]: Isolate and
-//! Reapply run beside the driver's loop and come back as an [`AgentAnswer`]; Release is awaited
+//! The shim's calls to the privileged agent, through [`crate::contract::Agent1Proxy`]: Prepare,
+//! Isolate and Reapply run beside the driver's loop and come back as an [`AgentAnswer`]; Release is awaited
 //! in teardown.
 
 use std::future::Future;
@@ -18,7 +18,7 @@ use crate::contract::{
 use crate::plan::VarDict;
 use crate::report::chain;
 
-use super::codec;
+use super::codec::{self, NetnsIntent};
 use super::error::{within, Leaf, Peer, ShimError};
 use super::session::{IsolateCall, ReapplyCall};
 use super::CALL_TIMEOUT;
@@ -30,6 +30,7 @@ const RESTART_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The agent's answer, for the session.
 pub(super) enum AgentAnswer {
+    Prepared(Result<String, ShimError>),
     Isolated(Result<String, ShimError>),
     Reapplied(Result<(), ShimError>),
 }
@@ -87,6 +88,11 @@ async fn bounded<T>(
         })
 }
 
+/// Has the agent prepare the connection's namespace while openvpn connects.
+pub(super) fn prepare(conn: Connection, intent: NetnsIntent) -> AgentCall {
+    Box::pin(prepared(conn, intent))
+}
+
 /// Has the agent move the tun named in the stock service's Config into its namespace.
 pub(super) fn isolate(conn: Connection, call: IsolateCall) -> AgentCall {
     Box::pin(isolated(conn, call))
@@ -102,6 +108,45 @@ pub(super) async fn answer(call: &mut Option<AgentCall>) -> AgentAnswer {
     match call {
         Some(call) => call.await,
         None => std::future::pending().await,
+    }
+}
+
+async fn prepared(conn: Connection, intent: NetnsIntent) -> AgentAnswer {
+    let result = async {
+        let request = codec::prepare_request(&intent);
+        let agent = agent(&conn).await?;
+        bounded(
+            "Prepare",
+            intent.timeout + AGENT_MARGIN,
+            agent.prepare(&request),
+        )
+        .await
+    }
+    .await;
+    let id = &intent.id;
+    match result {
+        Ok(reply) => {
+            info!(
+                "prepared namespace {} ({}) for connection {id:?} in {} µs",
+                reply.netns,
+                if reply.created { "created" } else { "reused" },
+                reply.elapsed_us
+            );
+            AgentAnswer::Prepared(Ok(reply.netns))
+        }
+        // Isolate does the whole work then, and reports what still fails.
+        Err(e) if is_unknown_method(&e) => {
+            info!("the agent predates Prepare; the namespace is made at Isolate");
+            AgentAnswer::Prepared(Err(e))
+        }
+        Err(e) => {
+            warn!(
+                "preparing connection {id:?} failed; Isolate will do the whole work: {}",
+                chain(&e)
+            );
+            restart_if_lost(&conn, &e).await;
+            AgentAnswer::Prepared(Err(e))
+        }
     }
 }
 

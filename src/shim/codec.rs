@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use zbus::{OwnedVariant, Variant};
 
-use crate::contract::IsolateRequest;
+use crate::contract::{IsolateRequest, PrepareRequest};
 use crate::plan::mirror::{self, Origin};
 use crate::plan::nm::{DictName, Reader, BANNER, CAN_PERSIST, GATEWAY, HAS_IP4, HAS_IP6};
 use crate::plan::settings::{self, ConnectionInfo, NmConnection};
@@ -31,6 +31,9 @@ pub struct NetnsIntent {
     pub tunnel_mtu: Option<u32>,
     /// `netns-timeout`, which the agent enforces.
     pub timeout: Duration,
+    /// `vpn.timeout` in seconds, if the profile sets it: the agent undoes a preparation that no
+    /// isolation took by then.
+    pub connect_timeout: Option<u32>,
 }
 
 /// A connection dict of Connect, ConnectInteractive or NeedSecrets after the shim checked it.
@@ -56,6 +59,10 @@ pub fn check(connection: NmConnection) -> Result<Checked, ShimError> {
         true => settings::tunnel_mtu(&data).map_err(ShimError::Config)?,
         false => None,
     };
+    let connect_timeout = match settings.isolate {
+        true => settings::vpn_timeout_from_nm(&connection).map_err(ShimError::Config)?,
+        false => None,
+    };
     let intent = settings.isolate.then(|| NetnsIntent {
         id: info.id,
         uuid: info.uuid,
@@ -66,6 +73,7 @@ pub fn check(connection: NmConnection) -> Result<Checked, ShimError> {
         never_default_v6: settings.never_default_v6,
         tunnel_mtu,
         timeout: settings.timeout,
+        connect_timeout,
     });
     Ok(Checked {
         connection: strip_data(connection, &data),
@@ -108,6 +116,20 @@ pub struct ConfigSet {
 }
 
 /// The agent's `Isolate` request.
+/// `Prepare`'s request: what Connect tells of the connection.
+pub fn prepare_request(intent: &NetnsIntent) -> PrepareRequest {
+    PrepareRequest {
+        id: intent.id.clone(),
+        uuid: intent.uuid.clone(),
+        permissions: Some(intent.permissions.clone()),
+        netns_settings: Some(intent.netns_settings.clone().into_iter().collect()),
+        never_default_v4: Some(intent.never_default_v4),
+        never_default_v6: Some(intent.never_default_v6),
+        tunnel_mtu: intent.tunnel_mtu,
+        connect_timeout: intent.connect_timeout,
+    }
+}
+
 pub fn isolate_request(intent: &NetnsIntent, ifindex: u32, set: &ConfigSet) -> IsolateRequest {
     IsolateRequest {
         id: intent.id.clone(),
@@ -271,6 +293,7 @@ mod tests {
                 never_default_v6: true,
                 tunnel_mtu: None,
                 timeout: Duration::from_millis(2500),
+                connect_timeout: None,
             })
         );
     }

@@ -3,7 +3,6 @@
 //! out the actions it returns, until it stops; then it tears down.
 
 use std::ops::ControlFlow;
-use std::path::Path;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
@@ -100,11 +99,14 @@ impl Driver {
         })
     }
 
-    /// Starts the stock service `program` as `name`, serves until the session stops, tears down
-    /// and lets go of the bus. Every way out, a failed start included, takes the one teardown.
-    pub async fn drive(mut self, program: &Path, name: &str) -> Result<(), ShimError> {
-        let mut stock = Stock::default();
-        let served = self.start_and_serve(&mut stock, program, name).await;
+    /// Waits for the stock service `process` to own `name`, serves until the session stops, tears
+    /// down and lets go of the bus. Every way out, a failed start included, takes the one teardown.
+    pub async fn drive(mut self, process: StockProcess, name: &str) -> Result<(), ShimError> {
+        let mut stock = Stock {
+            process,
+            owner: None,
+        };
+        let served = self.start_and_serve(&mut stock, name).await;
         let failure = served.as_ref().ok().copied().flatten();
         self.teardown(&mut stock, failure).await;
         self.close().await;
@@ -116,10 +118,9 @@ impl Driver {
     async fn start_and_serve(
         &mut self,
         stock: &mut Stock,
-        program: &Path,
         name: &str,
     ) -> Result<Option<u32>, ShimError> {
-        let process = stock.process.insert(StockProcess::spawn(program, name)?);
+        let process = &mut stock.process;
         let (owner, owner_changes) = stock::owned(&self.conn, process, name).await?;
         let owner = stock.owner.insert(owner);
         let watch = self.watch(owner, owner_changes).await?;
@@ -179,6 +180,9 @@ impl Driver {
         for action in actions {
             match action {
                 Action::Emit(signal) => self.emit(signal).await,
+                Action::Prepare(intent) => {
+                    self.agent = Some(agent_calls::prepare(self.conn.clone(), *intent));
+                }
                 Action::Isolate(call) => {
                     self.agent = Some(agent_calls::isolate(self.conn.clone(), *call));
                 }
@@ -218,14 +222,18 @@ impl Driver {
             } => {
                 let result = self.session.connect(intent);
                 let follow = match (&result, peer) {
-                    (Ok(()), Some(peer)) => self.follow(&peer).await,
+                    (Ok(_), Some(peer)) => self.follow(&peer).await,
                     _ => Ok(None),
+                };
+                let (result, actions) = match result {
+                    Ok(actions) => (Ok(()), actions),
+                    Err(e) => (Err(e), vec![]),
                 };
                 accepted.send(result).ok();
                 match follow {
                     Ok(changes) => {
                         self.nm = changes;
-                        vec![]
+                        actions
                     }
                     // It left before we could follow it.
                     Err(()) => self.session.stop(),
@@ -261,6 +269,7 @@ impl Driver {
     fn on_agent_answer(&mut self, answer: AgentAnswer) -> Vec<Action> {
         self.agent = None;
         match answer {
+            AgentAnswer::Prepared(result) => self.session.on_prepared(result),
             AgentAnswer::Isolated(result) => self.session.on_isolated(result),
             AgentAnswer::Reapplied(result) => self.session.on_reapplied(result),
         }
@@ -292,7 +301,7 @@ impl Driver {
         self.begin_teardown(failure).await;
         // 1. Stop the stock service: Disconnect, then wait for it to exit, or kill it.
         self.stop_stock(stock).await;
-        // 2. An Isolate still in flight may yet have leased a namespace.
+        // 2. A Prepare or Isolate still in flight may yet have leased a namespace.
         if let Some(call) = self.agent.take() {
             let answer = call.await;
             self.on_agent_answer(answer);
@@ -326,9 +335,6 @@ impl Driver {
     /// Asks the stock service to disconnect if it got as far as owning its name, waits for it to
     /// exit, and ends its process group: what it left running, or itself if it did not exit.
     async fn stop_stock(&self, stock: &mut Stock) {
-        let Some(process) = stock.process.as_mut() else {
-            return;
-        };
         let bound = match &stock.owner {
             Some(owner) => {
                 if let Err(e) = stock::call(&self.conn, owner, "Disconnect", &()).await {
@@ -339,7 +345,7 @@ impl Driver {
             }
             None => Duration::ZERO,
         };
-        let status = process.stop(bound, stock::GROUP_TERM_TIMEOUT).await;
+        let status = stock.process.stop(bound, stock::GROUP_TERM_TIMEOUT).await;
         info!("the stock service has exited ({status})");
     }
 

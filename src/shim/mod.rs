@@ -111,11 +111,24 @@ pub struct Options {
 pub async fn run(options: Options) -> Result<(), ShimError> {
     let stock_name = stock_bus_name(&options.bus_name)?;
     stock::refuse_self(&options.program)?;
-    let driver = driver::Driver::new(&options.bus_name).await?;
+    // The stock service starts before our own connection to the bus, so that its start-up (a GLib
+    // program that loads libnm, the longer of the two) runs while we connect: NM's first call waits
+    // for both (BENCHMARKS.md, B2).
+    let mut process = stock::StockProcess::spawn(&options.program, &stock_name)?;
     info!(
-        "owning {}; starting {} as {stock_name}",
-        options.bus_name,
-        options.program.display()
+        "started {} as {stock_name}; owning {}",
+        options.program.display(),
+        options.bus_name
     );
-    driver.drive(&options.program, &stock_name).await
+    let driver = match driver::Driver::new(&options.bus_name).await {
+        Ok(driver) => driver,
+        Err(e) => {
+            // Not on the bus as far as we know: no Disconnect, only the signals.
+            process
+                .stop(Duration::ZERO, stock::GROUP_TERM_TIMEOUT)
+                .await;
+            return Err(e);
+        }
+    };
+    driver.drive(process, &stock_name).await
 }

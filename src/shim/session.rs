@@ -2,9 +2,9 @@
 //! sees, which are held back, when the agent is asked, and when the plugin stops.
 //!
 //! ```text
-//!            Connect (isolated)                 all announced dicts in      Isolate ok
+//!            Connect (isolated): Prepare     all announced dicts in,     Isolate ok
 //!   Idle ─────────────────────────► Isolating ───────────────► (agent) ─────────────► Isolated
-//!     │  Connect (not isolated)                                                          │ config re-sent:
+//!     │  Connect (not isolated)           and Prepare answered                           │ config re-sent:
 //!     └───────────────────────► PassThrough                                              └─► Reapply
 //!   any phase ── Disconnect · NM or the stock service gone · its Failure or STOPPED ──► Stopping
 //!   Isolated ── the agent's LinkLost (the tun left, or the namespace lost its name) ──► Stopping, failed
@@ -53,6 +53,9 @@ pub enum Signal {
 pub enum Action {
     /// Emit this signal to NM.
     Emit(Signal),
+    /// Ask the agent to prepare the namespace while openvpn connects (ARCHITECTURE.md,
+    /// "Prepare"); the session waits for its answer before it asks for `Isolate`.
+    Prepare(Box<NetnsIntent>),
     /// Ask the agent to isolate the tun; the driver looks up its ifindex.
     Isolate(Box<IsolateCall>),
     /// Ask the agent to re-apply a config that openvpn re-sent.
@@ -94,6 +97,8 @@ enum Phase {
 #[derive(Debug)]
 struct Isolating {
     intent: NetnsIntent,
+    /// `None` while the agent prepares; then the namespace it prepared, if it did.
+    prepared: Option<Option<String>>,
     dicts: Dicts,
     /// The Config NM gets once the agent is done; `Some` while the agent works.
     reduced: Option<VarDict>,
@@ -209,20 +214,23 @@ impl Session {
     }
 
     /// Connect or ConnectInteractive, before it reaches the stock service. Like libnm's plugins,
-    /// a plugin connects once.
-    pub fn connect(&mut self, intent: Option<NetnsIntent>) -> Result<(), ShimError> {
+    /// a plugin connects once. An isolated connection's namespace is prepared meanwhile.
+    pub fn connect(&mut self, intent: Option<NetnsIntent>) -> Result<Vec<Action>, ShimError> {
         match self.phase {
             Phase::Idle => {
-                self.phase = match intent {
-                    None => Phase::PassThrough,
-                    Some(intent) => Phase::Isolating(Box::new(Isolating {
-                        intent,
-                        dicts: Dicts::default(),
-                        reduced: None,
-                        started: false,
-                    })),
+                let Some(intent) = intent else {
+                    self.phase = Phase::PassThrough;
+                    return Ok(vec![]);
                 };
-                Ok(())
+                let prepare = Action::Prepare(Box::new(intent.clone()));
+                self.phase = Phase::Isolating(Box::new(Isolating {
+                    intent,
+                    prepared: None,
+                    dicts: Dicts::default(),
+                    reduced: None,
+                    started: false,
+                }));
+                Ok(vec![prepare])
             }
             Phase::Stopping { .. } => Err(ShimError::WrongState("stopping")),
             _ => Err(ShimError::WrongState("connecting or connected")),
@@ -261,7 +269,8 @@ impl Session {
         let Phase::Isolating(i) = &mut self.phase else {
             return vec![];
         };
-        if i.reduced.is_some() {
+        // One agent call at a time; and `Isolate` finds what `Prepare` made.
+        if i.reduced.is_some() || i.prepared.is_none() {
             return vec![];
         }
         let Some(set) = i.dicts.take_complete() else {
@@ -280,6 +289,23 @@ impl Session {
                 error!("connection {:?}: {}", i.intent.id, chain(&e));
                 self.begin_stop(Some(e.failure()))
             }
+        }
+    }
+
+    /// The agent answered `Prepare` with this namespace, or failed (the driver logged why; the
+    /// isolation then does the whole work).
+    pub fn on_prepared(&mut self, result: Result<String, ShimError>) -> Vec<Action> {
+        match (&mut self.phase, result) {
+            (Phase::Isolating(i), result) => {
+                i.prepared = Some(result.ok());
+                self.isolate()
+            }
+            // It came in while stopping: the namespace is ours to release.
+            (Phase::Stopping { lease: None }, Ok(netns)) => {
+                self.phase = Phase::Stopping { lease: Some(netns) };
+                vec![]
+            }
+            _ => vec![],
         }
     }
 
@@ -307,7 +333,11 @@ impl Session {
                 self.phase = Phase::Isolated(Box::new(isolated));
                 actions
             }
-            (Phase::Isolating(_), Err(e)) => self.begin_stop(Some(e.failure())),
+            // What `Prepare` made is released.
+            (phase @ Phase::Isolating(_), Err(e)) => {
+                self.phase = phase;
+                self.begin_stop(Some(e.failure()))
+            }
             // It came in while stopping: whatever it made is ours to release.
             (Phase::Stopping { lease: None }, Ok(netns)) => {
                 self.phase = Phase::Stopping { lease: Some(netns) };
@@ -372,6 +402,7 @@ impl Session {
     fn begin_stop(&mut self, failure: Option<u32>) -> Vec<Action> {
         let lease = match &self.phase {
             Phase::Isolated(i) => Some(i.netns.clone()),
+            Phase::Isolating(i) => i.prepared.clone().flatten(),
             _ => None,
         };
         self.phase = Phase::Stopping { lease };
@@ -399,6 +430,7 @@ mod tests {
             never_default_v6: false,
             tunnel_mtu: None,
             timeout: Duration::from_secs(2),
+            connect_timeout: None,
         }
     }
 
@@ -443,9 +475,22 @@ mod tests {
         ])
     }
 
+    /// Connected, and the namespace prepared.
     fn isolating() -> Session {
         let mut s = Session::default();
+        assert_eq!(
+            s.connect(Some(intent())).unwrap(),
+            [Action::Prepare(Box::new(intent()))]
+        );
+        assert_eq!(s.on_prepared(Ok("work".into())), []);
+        s
+    }
+
+    /// Connected, and `Prepare` failed: the isolation does the whole work, as without `Prepare`.
+    fn unprepared() -> Session {
+        let mut s = Session::default();
         s.connect(Some(intent())).unwrap();
+        assert_eq!(s.on_prepared(Err(ShimError::WrongState("test"))), []);
         s
     }
 
@@ -563,7 +608,7 @@ mod tests {
 
     #[test]
     fn a_config_nm_cannot_take_fails_before_the_agent() {
-        let mut s = isolating();
+        let mut s = unprepared();
         let mut bad = config(false);
         bad.remove("gateway");
         bad.insert("has-ip4".into(), ov(false));
@@ -580,7 +625,7 @@ mod tests {
             (ShimError::NoTunDev, failure::BAD_IP_CONFIG),
             (ShimError::StockGone, failure::CONNECT_FAILED),
         ] {
-            let mut s = isolating();
+            let mut s = unprepared();
             s.on_signal(Signal::Config(config(false)));
             s.on_signal(Signal::Ip4Config(ip4()));
             assert_eq!(s.on_isolated(Err(error)), [Action::Stop(Some(reason))]);
@@ -649,14 +694,14 @@ mod tests {
 
     #[test]
     fn a_lease_granted_while_stopping_is_released() {
-        let mut s = isolating();
+        let mut s = unprepared();
         s.on_signal(Signal::Config(config(false)));
         s.on_signal(Signal::Ip4Config(ip4()));
         assert_eq!(s.stop(), [Action::Stop(None)]);
         assert_eq!(s.on_isolated(Ok("work".into())), []);
         assert_eq!(s.lease(), Some("work"));
 
-        let mut s = isolating();
+        let mut s = unprepared();
         s.stop();
         assert_eq!(s.on_isolated(Err(ShimError::NoTunDev)), []);
         assert_eq!(s.lease(), None);
@@ -695,6 +740,7 @@ mod tests {
             ..intent()
         };
         s.connect(Some(from_mirror.clone())).unwrap();
+        s.on_prepared(Ok("work".into()));
         assert_eq!(s.on_signal(Signal::Config(config(false))), []);
         assert!(matches!(
             &s.on_signal(Signal::Ip4Config(ip4()))[..],
@@ -707,5 +753,58 @@ mod tests {
                 Action::RestoreKeys(from_mirror.uuid),
             ]
         );
+    }
+
+    /// The complete Config of an isolated connection, as the stock service sends it.
+    fn configured(s: &mut Session) -> Vec<Action> {
+        assert_eq!(s.on_signal(Signal::Config(config(false))), []);
+        s.on_signal(Signal::Ip4Config(ip4()))
+    }
+
+    /// `Isolate` waits for `Prepare`'s answer, whatever it is, and goes on to do the whole
+    /// work if `Prepare` failed.
+    #[test]
+    fn isolate_waits_for_prepare() {
+        for prepared in [Ok("work".to_owned()), Err(ShimError::WrongState("test"))] {
+            let mut s = Session::default();
+            assert_eq!(
+                s.connect(Some(intent())).unwrap(),
+                [Action::Prepare(Box::new(intent()))]
+            );
+            assert_eq!(configured(&mut s), []);
+            assert!(matches!(&s.on_prepared(prepared)[..], [Action::Isolate(_)]));
+            assert_eq!(
+                s.on_isolated(Ok("work".into())),
+                [Action::Emit(Signal::Config(reduced()))]
+            );
+        }
+    }
+
+    /// A stop before the Config, or a failed `Isolate`, releases what `Prepare` made; a
+    /// `Prepare` that answers while stopping leaves its namespace to release.
+    #[test]
+    fn a_stop_releases_the_prepared_namespace() {
+        let mut s = isolating();
+        assert_eq!(s.stop(), [Action::Stop(None)]);
+        assert_eq!(s.lease(), Some("work"));
+
+        let mut s = isolating();
+        assert!(matches!(&configured(&mut s)[..], [Action::Isolate(_)]));
+        let failed = s.on_isolated(Err(ShimError::WrongState("test")));
+        assert!(matches!(&failed[..], [Action::Stop(Some(_))]), "{failed:?}");
+        assert_eq!(s.lease(), Some("work"));
+
+        let mut s = Session::default();
+        s.connect(Some(intent())).unwrap();
+        assert_eq!(s.stop(), [Action::Stop(None)]);
+        assert_eq!(s.lease(), None);
+        assert_eq!(s.on_prepared(Ok("work".into())), []);
+        assert_eq!(s.lease(), Some("work"));
+
+        let mut s = Session::default();
+        s.connect(Some(intent())).unwrap();
+        s.on_prepared(Err(ShimError::WrongState("test")));
+        assert_eq!(s.stop(), [Action::Stop(None)]);
+        assert_eq!(s.lease(), None);
     }
 }

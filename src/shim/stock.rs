@@ -80,11 +80,10 @@ pub(super) enum StockStatus {
     Gone,
 }
 
-/// What the driver has of the stock service, and so what teardown must stop: its process once
-/// spawned, and its unique name once it owns its bus name.
-#[derive(Default)]
+/// What the driver has of the stock service, and so what teardown must stop: its process, and its
+/// unique name once it owns its bus name.
 pub(super) struct Stock {
-    pub process: Option<StockProcess>,
+    pub process: StockProcess,
     pub owner: Option<String>,
 }
 

@@ -152,7 +152,7 @@ b_activation() {
     local stats=(python3 "$RIG_SRC/tests/e2e/bench-stats.py")
     echo
     "${stats[@]}" --title "B2, activation: nmcli connection up until the server answers through the VPN" \
-        --diff isolated-stock --diff shim-stock <"$samples"
+        --key isolated-cold --diff isolated-stock --diff shim-stock <"$samples"
     echo
     "${stats[@]}" --title "B2, nmcli connection up alone (until it returns, NM reports activated)" \
         --diff isolated-stock --diff shim-stock <"$activated"

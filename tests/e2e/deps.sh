@@ -14,6 +14,8 @@ PACKAGES=(
     sudo
     # cargo-fuzz builds libFuzzer with a C++ compiler.
     g++
+    # The data-plane benchmark's throughput through the VPN (bench-load.sh).
+    iperf3
 )
 
 missing=()

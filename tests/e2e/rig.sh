@@ -30,6 +30,9 @@ RIG_DNS_NAME=host.vpn.test
 # The server's openvpn. tests/vm, where the server is no longer hidden in a PID namespace of its own,
 # runs it under another name, so that the checks on the client's processes (by name) do not see it.
 RIG_SERVER_OPENVPN=openvpn
+# Client certificates client1..clientN, each with its own fixed tunnel address (rig_client_addr):
+# the scale benchmark (bench-load.sh) brings 8 isolated VPNs up at once.
+RIG_CLIENTS=8
 RIG_VPN_USER=alice
 RIG_VPN_PASSWORD=s3cret-rig
 RIG_IN=/run/rig/w

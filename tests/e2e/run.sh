@@ -65,6 +65,8 @@ done
 source "$here/bench.sh"
 # shellcheck source=bench-activation.sh
 source "$here/bench-activation.sh"
+# shellcheck source=bench-load.sh
+source "$here/bench-load.sh"
 
 record() { echo "$1 $2" >>"$RIG_RESULTS"; }
 

@@ -140,9 +140,10 @@ ns_unmounted() { ! ns_mounted "$1"; }
 record_exists() { rig_sb test -e "/run/nm-vpn-netns/$1"; }
 ns_has_tun() { output_matches ' tun ' rig_sb ip -n "$1" -d link show; }
 
-# NS WHAT SYSCALL WHEN PATH STATE: the agent killed inside Isolate into namespace NS, once STATE (a
-# probe, given NS) holds while SYSCALL stalls. Expected: the activation fails, NM has the VPN down,
-# nothing is left, and the next up works.
+# NS WHAT SYSCALL WHEN PATH STATE: the agent killed inside the call that makes namespace NS (Prepare,
+# at Connect, since 0.4) or isolates the tun in it (Isolate), once STATE (a probe, given NS) holds
+# while SYSCALL stalls. Expected: the activation fails, NM has the VPN down, nothing is left, and the
+# next up works.
 agent_killed_in_isolate() {
     local name=$1 ns=$1 what=$2 rc=0 out up
     fault_begin "$name" 1 netns-timeout=30000
@@ -152,10 +153,10 @@ agent_killed_in_isolate() {
     up=$!
     expect_within "the agent never reached the point $what" 30 "$6" "$ns"
     agent_kill9
-    pass_note "killed the agent (pid $AGENT_PID) inside Isolate, $what"
+    pass_note "killed the agent (pid $AGENT_PID) inside Prepare or Isolate, $what"
     wait "$up" || rc=$?
     out=$(cat "$RIG_W/$name.up")
-    ((rc != 0)) || expect_failed "the activation succeeded with the agent killed inside Isolate" "nmcli to fail" "$out"
+    ((rc != 0)) || expect_failed "the activation succeeded with the agent killed inside its call" "nmcli to fail" "$out"
     pass_note "the activation failed: $(grep -o 'Error:.*' <<<"$out" | head -1)"
     fault_end "$name"
 }
@@ -192,6 +193,35 @@ t_fault_agent_killed_in_release() {
     pass_note "killed the agent (pid $AGENT_PID) inside Release, after the namespace's unmount"
     wait "$down" || true
     fault_end "$name"
+}
+
+# ---- a connect that fails after Prepare --------------------------------------------------------------
+
+# Expected: an isolated connect that fails after the agent's Prepare made its namespace leaves
+# nothing: no namespace, /etc/netns entry, record, mount or lease. The profile trusts the wrong CA,
+# so openvpn never finishes its handshake and NM gives up at vpn.timeout (10 s); the namespace is
+# there meanwhile. The next up, with the right CA, works.
+t_fault_connect_fails_after_prepare() {
+    local name=prep-fail rc=0 out up
+    FAULT_BEFORE=$(rig_snapshot)
+    rig_profile_keyfile "$name" 3 wrong-ca netns-isolate=yes "netns-name=$name" timeout=10
+    FAULT_NAME=$name
+    trap fault_exit EXIT
+    rig_up_nmcli "$name" >"$RIG_W/$name.up" 2>&1 &
+    up=$!
+    expect_within "no namespace $name while openvpn connects" 10 ns_mounted "$name"
+    expect_within "no record of $name while openvpn connects" 5 record_exists "$name"
+    pass_note "Prepare made namespace $name while openvpn was still connecting"
+    wait "$up" || rc=$?
+    out=$(cat "$RIG_W/$name.up")
+    ((rc != 0)) || expect_failed "a VPN with the wrong CA activated" "nmcli to fail" "$out"
+    pass_note "the activation failed: $(grep -o 'Error:.*' <<<"$out" | head -1)"
+    assert_fault_clean "$name" "$name" "$FAULT_BEFORE"
+    expect_eq "a record says leased after the failed connect" "" "$(leased_records)"
+    pass_note "no lease is left"
+    rig_profile_delete "$name"
+    fault_profile "$name" 3
+    assert_next_up "$name" "$name" "$FAULT_BEFORE"
 }
 
 # ---- kill -9 of a process of the VPN while connected ------------------------------------------------
@@ -466,11 +496,26 @@ agent_usage() {
 # The agent's fds, threads and leases are $1 (its RSS aside).
 agent_usage_is() { [[ $(agent_usage | cut -d' ' -f1-3) == "$1" ]]; }
 
+# NAME NS FROM TO: up/down cycles FROM to TO of the isolated VPN NAME in namespace NS. After an odd
+# cycle's down, the VPN's processes and namespace must be gone; after an even one, the next `up`
+# follows at once. Also the soak of the memory benchmark (bench-load.sh).
+fault_cycles() {
+    local name=$1 ns=$2 i
+    for ((i = $3; i <= $4; i++)); do
+        expect_cmd_ok "up $i of $4 failed" rig_up_nmcli "$name"
+        expect_cmd_ok "down $i of $4 failed" rig_down_nmcli "$name"
+        if ((i % 2)); then
+            expect_vpn_gone "cycle $i: a process of the VPN still runs after down"
+            expect_netns_gone "cycle $i: namespace $ns remains after down" "$ns" 10
+        fi
+    done
+}
+
 # E2E_CYCLES (default 20) up/down cycles of one isolated VPN; every other `up` follows its `down`
 # at once, with no wait for the VPN's processes to exit. Expected: each up works, and afterwards the
 # agent has as many fds, threads and leases as before, and nothing is left.
 t_fault_cycles() {
-    local name=cycle ns=cycle n=${E2E_CYCLES:-20} i base_pid base after t0=$SECONDS
+    local name=cycle ns=cycle n=${E2E_CYCLES:-20} base_pid base after t0=$SECONDS
     local fds0 threads0 leases0 rss0 fds1 threads1 leases1 rss1
     # The first cycle starts the agent: the baseline is taken after it.
     fault_begin_up "$name" 3
@@ -478,14 +523,7 @@ t_fault_cycles() {
     assert_fault_clean "$name" "$ns" "$FAULT_BEFORE"
     base_pid=$(agent_pid)
     base=$(agent_usage)
-    for ((i = 2; i <= n; i++)); do
-        expect_cmd_ok "up $i of $n failed" rig_up_nmcli "$name"
-        expect_cmd_ok "down $i of $n failed" rig_down_nmcli "$name"
-        if ((i % 2)); then
-            expect_vpn_gone "cycle $i: a process of the VPN still runs after down"
-            expect_netns_gone "cycle $i: namespace $ns remains after down" "$ns" 10
-        fi
-    done
+    fault_cycles "$name" "$ns" 2 "$n"
     pass_note "$n up/down cycles, $((n / 2)) of them with up at once after down, in $((SECONDS - t0)) s"
     assert_fault_clean "$name" "$ns" "$FAULT_BEFORE"
     expect_eq "the agent was restarted during the cycles" "$base_pid" "$(agent_pid)"

@@ -29,12 +29,14 @@ mod delete;
 mod dns;
 mod error;
 mod ownership;
+mod prepare;
 mod store;
 mod stranded;
 mod teardown;
 
 pub use delete::{Deleted, END_GRACE};
 pub use error::{ExecError, TeardownError};
+pub use prepare::{PrepareArgs, Prepared};
 
 const PING_GROUP_RANGE: &str = "net.ipv4.ping_group_range";
 
@@ -155,9 +157,10 @@ impl<S: Sys> Executor<S> {
             "isolating connection {} ({}) in namespace {netns}: link {} (ifindex {})",
             req.connection_id, req.connection_uuid, req.plan.link.name, req.tun_ifindex
         );
+        let claim = req.prepare_args();
         let previous = self.previous_record(netns)?;
-        ownership::check_lease(netns, previous.as_ref(), req)?;
-        self.check_user_limit(req)?;
+        ownership::check_lease(netns, previous.as_ref(), &claim)?;
+        self.check_user_limit(&claim)?;
         let link = self.check_link(req)?;
         let path = self.paths.run_netns.join(netns.as_str());
         let existing = self.open_netns(&path)?;
@@ -165,7 +168,7 @@ impl<S: Sys> Executor<S> {
             .as_ref()
             .is_some_and(|(_, id)| ownership::is_ours(previous.as_ref(), *id));
         if existing.is_some() && !ours {
-            ownership::check_foreign(netns, req)?;
+            ownership::check_foreign(netns, &claim)?;
         }
         if req.user.is_some() {
             self.check_user_entries(netns, previous.as_ref())?;
@@ -185,8 +188,8 @@ impl<S: Sys> Executor<S> {
                 (handle, id, file, false)
             }
             None => {
-                check_deadline(&self.sys, req, start, "creating the namespace")?;
-                let (handle, id, file) = self.create_netns(req, &path, previous.as_ref())?;
+                check_deadline(&self.sys, &claim, start, "creating the namespace")?;
+                let (handle, id, file) = self.create_netns(&claim, &path, previous.as_ref())?;
                 (handle, id, Some(file), true)
             }
         };
@@ -205,7 +208,8 @@ impl<S: Sys> Executor<S> {
                 Vec::new()
             },
         };
-        match self.isolate_steps(req, &mut attempt, &link, ping_group_range.as_deref(), start) {
+        let steps = self.isolate_steps((req, &claim), &mut attempt, &link, ping_group_range, start);
+        match steps {
             Ok(isolation) => {
                 info!(
                     "isolated connection {} in namespace {netns} as link {} in {} µs",
@@ -233,13 +237,13 @@ impl<S: Sys> Executor<S> {
     /// the file or namespace the record identifies, never one it could mistake for another. Puts
     /// the record back as it was if that fails.
     /// Returns the namespace, its identity and that of the file it is mounted on.
-    fn create_netns(
+    pub(super) fn create_netns(
         &mut self,
-        req: &IsolateArgs,
+        req: &PrepareArgs,
         path: &Path,
         previous: Option<&Record>,
     ) -> Result<(S::Netns, NetnsId, FileId), ExecError> {
-        let netns = &req.plan.netns;
+        let netns = &req.netns;
         let (handle, id) = self.sys.netns_create(path)?;
         let (mount_point, file) = self.sys.netns_mount_point(&self.paths.run_netns)?;
         let mut intent = new_record(req, previous, true);
@@ -300,36 +304,36 @@ impl<S: Sys> Executor<S> {
 
     fn isolate_steps(
         &mut self,
-        req: &IsolateArgs,
+        (req, claim): (&IsolateArgs, &PrepareArgs),
         attempt: &mut Attempt<S::Netns>,
         link: &Link,
-        ping_group_range: Option<&str>,
+        ping_group_range: Option<String>,
         start: Instant,
     ) -> Result<Isolated, ExecError> {
         const SETUP: &str = "configuring the namespace";
-        let mut record = self.record_attempt(req, attempt)?;
-        check_deadline(&self.sys, req, start, "moving the link")?;
+        let mut record = self.record_attempt(claim, attempt)?;
+        check_deadline(&self.sys, claim, start, "moving the link")?;
         let inside = self.move_link(attempt, link)?;
-        check_deadline(&self.sys, req, start, SETUP)?;
+        check_deadline(&self.sys, claim, start, SETUP)?;
         let setup = NetnsSetup {
             link: &inside,
             mtu: req.plan.link.mtu,
             ipv4: req.plan.ipv4.as_ref(),
             ipv6: req.plan.ipv6.as_ref(),
-            ping_group_range,
+            ping_group_range: ping_group_range.as_deref(),
             reapply: false,
             deadline: Some(req.deadline),
         };
         self.sys
             .netns_setup(&attempt.netns, &setup)
             .map_err(|e| match e {
-                SysError::Deadline { .. } => timeout(req, start, self.sys.now(), SETUP),
+                SysError::Deadline { .. } => timeout(claim, start, self.sys.now(), SETUP),
                 e => e.into(),
             })?;
         log_setup(&attempt.name, &setup);
-        check_deadline(&self.sys, req, start, "writing the DNS files")?;
+        check_deadline(&self.sys, claim, start, "writing the DNS files")?;
         self.write_dns_files(&mut record, &req.plan, &mut attempt.undo)?;
-        check_deadline(&self.sys, req, start, "recording the isolation")?;
+        check_deadline(&self.sys, claim, start, "recording the isolation")?;
         record.link = Some(inside.clone());
         self.save(&record)?;
         Ok(Isolated {
@@ -344,7 +348,7 @@ impl<S: Sys> Executor<S> {
     /// agent must know it as its own, with its identity, even across a crash.
     fn record_attempt(
         &mut self,
-        req: &IsolateArgs,
+        req: &PrepareArgs,
         attempt: &Attempt<S::Netns>,
     ) -> Result<Record, ExecError> {
         let mut record = new_record(req, attempt.previous.as_ref(), attempt.ours);
@@ -433,9 +437,9 @@ impl<S: Sys> Executor<S> {
 
 /// The record of `req`'s isolation, carrying on what `previous` knew of the namespace's
 /// directory and files; `ours`: the agent created the namespace.
-fn new_record(req: &IsolateArgs, previous: Option<&Record>, ours: bool) -> Record {
+pub(super) fn new_record(req: &PrepareArgs, previous: Option<&Record>, ours: bool) -> Record {
     Record {
-        netns: req.plan.netns.clone(),
+        netns: req.netns.clone(),
         connection_uuid: req.connection_uuid.clone(),
         connection_id: req.connection_id.clone(),
         owner: req.owner.clone(),
@@ -456,9 +460,9 @@ fn new_record(req: &IsolateArgs, previous: Option<&Record>, ours: bool) -> Recor
     }
 }
 
-fn check_deadline<S: Sys>(
+pub(super) fn check_deadline<S: Sys>(
     sys: &S,
-    req: &IsolateArgs,
+    req: &PrepareArgs,
     start: Instant,
     step: &'static str,
 ) -> Result<(), ExecError> {
@@ -469,9 +473,9 @@ fn check_deadline<S: Sys>(
     Err(timeout(req, start, now, step))
 }
 
-fn timeout(req: &IsolateArgs, start: Instant, now: Instant, step: &'static str) -> ExecError {
+fn timeout(req: &PrepareArgs, start: Instant, now: Instant, step: &'static str) -> ExecError {
     ExecError::Timeout {
-        netns: req.plan.netns.clone(),
+        netns: req.netns.clone(),
         elapsed: now.saturating_duration_since(start),
         step,
     }

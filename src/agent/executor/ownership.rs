@@ -6,7 +6,7 @@
 
 use log::{info, warn};
 
-use super::{ExecError, Executor, IsolateArgs, TeardownError};
+use super::{ExecError, Executor, PrepareArgs, TeardownError};
 use crate::agent::record::{DnsFile, Record};
 use crate::agent::sys::{NetnsId, Sys};
 use crate::plan::settings::NetnsName;
@@ -36,7 +36,7 @@ impl<S: Sys> Executor<S> {
     }
 
     /// A user's connections may hold only `max_per_user` namespaces, leased or kept.
-    pub(super) fn check_user_limit(&self, req: &IsolateArgs) -> Result<(), ExecError> {
+    pub(super) fn check_user_limit(&self, req: &PrepareArgs) -> Result<(), ExecError> {
         let Some(user) = &req.user else {
             return Ok(());
         };
@@ -44,7 +44,7 @@ impl<S: Sys> Executor<S> {
             .records
             .values()
             .filter(|r| r.user.as_ref() == Some(user) && (r.leased || r.persistent))
-            .filter(|r| r.netns != req.plan.netns)
+            .filter(|r| r.netns != req.netns)
             .map(|r| &r.netns)
             .collect();
         let max = req.policy.max_per_user;
@@ -53,7 +53,7 @@ impl<S: Sys> Executor<S> {
         }
         warn!(
             "user {user:?} holds namespaces {held:?}; refusing namespace {}",
-            req.plan.netns
+            req.netns
         );
         Err(ExecError::UserLimit {
             user: user.clone(),
@@ -91,15 +91,19 @@ impl<S: Sys> Executor<S> {
     }
 }
 
-/// The lease and the connection that owns the name.
+/// The lease and the connection that owns the name. The caller's own `Prepare` leased it with no
+/// link yet: the namespace waits for this isolation.
 pub(super) fn check_lease(
     netns: &NetnsName,
     previous: Option<&Record>,
-    req: &IsolateArgs,
+    req: &PrepareArgs,
 ) -> Result<(), ExecError> {
     let Some(r) = previous else {
         return Ok(());
     };
+    if prepared_for(r, req) {
+        return Ok(());
+    }
     if r.leased {
         warn!(
             "namespace {netns} is leased by connection {:?} ({}); refusing {:?} ({})",
@@ -170,7 +174,7 @@ pub(super) fn is_ours(previous: Option<&Record>, id: NetnsId) -> bool {
 
 /// Only a system connection may use a namespace the agent did not create, and only one that the
 /// policy lists.
-pub(super) fn check_foreign(netns: &NetnsName, req: &IsolateArgs) -> Result<(), ExecError> {
+pub(super) fn check_foreign(netns: &NetnsName, req: &PrepareArgs) -> Result<(), ExecError> {
     match &req.user {
         Some(_) => Err(ExecError::ForeignNetns {
             netns: netns.clone(),
@@ -181,4 +185,15 @@ pub(super) fn check_foreign(netns: &NetnsName, req: &IsolateArgs) -> Result<(), 
             netns: netns.clone(),
         }),
     }
+}
+
+/// Whether `r` is what `req`'s caller prepared for this connection: leased to it, with no link,
+/// and its namespace's creation complete (a crash may cut it short, and then no `Prepare` ended).
+pub(super) fn prepared_for(r: &Record, req: &PrepareArgs) -> bool {
+    r.leased
+        && r.link.is_none()
+        && !r.netns_pending
+        && r.owner == req.owner
+        && r.connection_uuid == req.connection_uuid
+        && r.user == req.user
 }

@@ -17,7 +17,7 @@ rig_pki() {
     done
     rig_cert server rig-server ca "extendedKeyUsage=serverAuth"
     local i
-    for i in 1 2 3 4; do
+    for ((i = 1; i <= RIG_CLIENTS; i++)); do
         rig_cert "client$i" "rig-client$i" ca "extendedKeyUsage=clientAuth"
     done
     chmod 644 "$d"/*
@@ -68,7 +68,7 @@ EOF
     # t_fault_server_restart and t_fault_server_new_address).
     mkdir -p "$RIG_W/ccd"
     local i
-    for i in 1 2 3 4; do
+    for ((i = 1; i <= RIG_CLIENTS; i++)); do
         rig_client_addr "$i" >"$RIG_W/ccd/rig-client$i"
     done
     cat >"$RIG_W/server.conf" <<EOF

@@ -595,5 +595,6 @@ fn one_vpn_per_namespace() {
 mod crashes;
 mod delete;
 mod ownership;
+mod prepare;
 mod release;
 mod stranded;

@@ -162,7 +162,8 @@ fn a_tun_gone_during_rollback_is_nothing_to_move_back() {
     let mut req = request();
     req.persistent = true;
     ex.sys.add_netns(NS);
-    ex.save(&new_record(&req, None, true)).unwrap();
+    ex.save(&new_record(&req.prepare_args(), None, true))
+        .unwrap();
     // openvpn exited after the move: the kernel destroyed the tun, so it is not in there.
     let original = ex.sys.world.links.remove(&7).unwrap().link;
     let attempt = Attempt {

@@ -1,0 +1,192 @@
+//! `Prepare`: the part of an isolation that needs no tun, done at Connect while openvpn still
+//! connects: the checks, the namespace created or opened, and the record of it, leased to the
+//! caller with no link. The `Isolate` that follows finds it as the agent's own namespace
+//! ([`super::ownership::check_lease`] lets the caller's prepared record through) and only moves
+//! and configures the tun. A preparation that no isolation took is undone by
+//! [`Executor::unprepare`].
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use log::{error, info};
+
+use super::{
+    check_deadline, new_record, ownership, ExecError, Executor, IsolateArgs, Record, TeardownError,
+};
+use crate::agent::policy::Policy;
+use crate::agent::sys::Sys;
+use crate::plan::settings::NetnsName;
+use crate::plan::IsolationPlan;
+use crate::report::Chain;
+
+/// What a request tells of the connection and its namespace, the tun aside: all of `Prepare`,
+/// and the part of [`IsolateArgs`] known at Connect.
+#[derive(Debug, Clone)]
+pub struct PrepareArgs {
+    pub netns: NetnsName,
+    pub connection_uuid: String,
+    pub connection_id: String,
+    pub persistent: bool,
+    pub user: Option<String>,
+    pub policy: Policy,
+    pub owner: String,
+    pub never_default_v4: bool,
+    pub never_default_v6: bool,
+    pub tunnel_mtu: Option<u32>,
+    /// From `netns-timeout`: past it, the step is rolled back.
+    pub deadline: Instant,
+}
+
+impl PrepareArgs {
+    /// The isolation of the tun at `tun_ifindex` as `plan` says, for this connection.
+    pub fn into_isolate(self, plan: IsolationPlan, tun_ifindex: u32) -> IsolateArgs {
+        IsolateArgs {
+            plan,
+            connection_uuid: self.connection_uuid,
+            connection_id: self.connection_id,
+            persistent: self.persistent,
+            user: self.user,
+            policy: self.policy,
+            tun_ifindex,
+            owner: self.owner,
+            never_default_v4: self.never_default_v4,
+            never_default_v6: self.never_default_v6,
+            tunnel_mtu: self.tunnel_mtu,
+            deadline: self.deadline,
+        }
+    }
+}
+
+impl IsolateArgs {
+    /// The connection's part of the request, for the checks that `Prepare` shares.
+    pub fn prepare_args(&self) -> PrepareArgs {
+        PrepareArgs {
+            netns: self.plan.netns.clone(),
+            connection_uuid: self.connection_uuid.clone(),
+            connection_id: self.connection_id.clone(),
+            persistent: self.persistent,
+            user: self.user.clone(),
+            policy: self.policy.clone(),
+            owner: self.owner.clone(),
+            never_default_v4: self.never_default_v4,
+            never_default_v6: self.never_default_v6,
+            tunnel_mtu: self.tunnel_mtu,
+            deadline: self.deadline,
+        }
+    }
+}
+
+/// A prepared namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prepared {
+    pub netns: NetnsName,
+    /// This call created the namespace.
+    pub created: bool,
+    pub elapsed: Duration,
+}
+
+impl<S: Sys> Executor<S> {
+    /// Checks `req` as an isolation would, and creates or opens its namespace, on record as
+    /// leased to the caller with no link; or leaves nothing behind.
+    pub fn prepare(&mut self, req: &PrepareArgs) -> Result<Prepared, ExecError> {
+        let start = self.sys.now();
+        let netns = &req.netns;
+        info!(
+            "preparing namespace {netns} for connection {} ({})",
+            req.connection_id, req.connection_uuid
+        );
+        let previous = self.previous_record(netns)?;
+        ownership::check_lease(netns, previous.as_ref(), req)?;
+        self.check_user_limit(req)?;
+        let path = self.paths.run_netns.join(netns.as_str());
+        let existing = self.open_netns(&path)?;
+        let ours = existing
+            .as_ref()
+            .is_some_and(|(_, id)| ownership::is_ours(previous.as_ref(), *id));
+        if existing.is_some() && !ours {
+            ownership::check_foreign(netns, req)?;
+        }
+        if req.user.is_some() {
+            self.check_user_entries(netns, previous.as_ref())?;
+        }
+        let record = match existing {
+            Some((_, id)) => {
+                let mut record = new_record(req, previous.as_ref(), ours);
+                record.netns_id = Some(id);
+                record.netns_file = previous
+                    .as_ref()
+                    .filter(|_| ours)
+                    .and_then(|r| r.netns_file);
+                record
+            }
+            None => self.prepare_new(req, &path, previous.as_ref(), start)?,
+        };
+        let created = existing.is_none();
+        if let Err(e) = self.save(&record) {
+            // A namespace made here is on record already, as its creation saved it: the
+            // teardown deletes it by that record.
+            if let Some(made) = self.records.get(netns).filter(|_| created).cloned() {
+                for left in self.tear_down(made) {
+                    error!(
+                        "undoing the preparation of namespace {netns}: {}",
+                        Chain(&left)
+                    );
+                }
+            }
+            return Err(e.into());
+        }
+        let elapsed = self.sys.now().saturating_duration_since(start);
+        info!(
+            "prepared namespace {netns} ({}) in {} µs",
+            if created { "created" } else { "opened" },
+            elapsed.as_micros()
+        );
+        Ok(Prepared {
+            netns: netns.clone(),
+            created,
+            elapsed,
+        })
+    }
+
+    /// Creates the namespace, and returns its record as [`Executor::create_netns`] left it.
+    fn prepare_new(
+        &mut self,
+        req: &PrepareArgs,
+        path: &Path,
+        previous: Option<&Record>,
+        start: Instant,
+    ) -> Result<Record, ExecError> {
+        check_deadline(&self.sys, req, start, "creating the namespace")?;
+        let (_, id, file) = self.create_netns(req, path, previous)?;
+        let mut record = new_record(req, previous, true);
+        record.netns_id = Some(id);
+        record.netns_file = Some(file);
+        Ok(record)
+    }
+
+    /// Undoes a preparation of `netns` that no isolation took. A namespace the agent created and
+    /// never wrote DNS files for, as every isolation does, never held a VPN: it is deleted even if
+    /// the connection keeps its namespace (`netns-persistent`), as a failed isolation rolls back
+    /// the namespace it created. Any other is released as at `down` (a kept one stays kept).
+    pub fn unprepare(&mut self, netns: &NetnsName) -> Result<(), TeardownError> {
+        let unused = self
+            .records
+            .get(netns)
+            .filter(|r| r.leased && r.link.is_none() && r.created && r.files.is_empty())
+            .cloned();
+        match unused {
+            Some(record) => {
+                info!("deleting namespace {netns}: prepared, but no VPN was isolated in it");
+                let errors = self.tear_down(record);
+                match errors.is_empty() {
+                    true => Ok(()),
+                    false => Err(TeardownError {
+                        netns: netns.clone(),
+                        errors,
+                    }),
+                }
+            }
+            _ => self.release(netns),
+        }
+    }
+}
