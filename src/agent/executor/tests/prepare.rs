@@ -21,7 +21,8 @@ fn a_prepared_namespace_is_created_and_on_record_without_a_link() {
     let bind = [Call::NetnsBind(p(NS)), Call::NetnsBindMount(p(NS))];
     assert_eq!(
         calls(&mut ex),
-        [&create[..], &saved(), &bind, &saved()].concat()
+        // After the bind, only what a reboot drops changes: the record alone.
+        [&create[..], &saved(), &bind, &saved()[1..]].concat()
     );
     let r = record(&ex).unwrap();
     assert!(
