@@ -22,8 +22,7 @@ use rtnetlink::sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 use crate::agent::rtmsg::{self, FamilySetup};
 use crate::agent::sys::{Link, NetnsSetup, SysError};
 
-/// A minimal synchronous rtnetlink client: each request acknowledged, one at a time or a batch
-/// at once.
+/// A minimal synchronous rtnetlink client: one request at a time, each acknowledged.
 pub struct Rtnl {
     socket: Socket,
     seq: u32,
@@ -41,18 +40,6 @@ impl Rtnl {
         open().map_err(|e| SysError::os("netlink socket", object, e))
     }
 
-    /// Appends `msg` to `buf` as the next request, acknowledged.
-    fn push(&mut self, buf: &mut Vec<u8>, msg: RouteNetlinkMessage, flags: u16) {
-        self.seq += 1;
-        let mut packet = NetlinkMessage::from(msg);
-        packet.header.flags = NLM_F_REQUEST | NLM_F_ACK | flags;
-        packet.header.sequence_number = self.seq;
-        packet.finalize();
-        let start = buf.len();
-        buf.resize(start + packet.buffer_len(), 0);
-        packet.serialize(&mut buf[start..]);
-    }
-
     /// Sends one request and returns what the kernel answered before its ACK or, for a dump,
     /// before NLMSG_DONE.
     pub fn request(
@@ -60,15 +47,28 @@ impl Rtnl {
         msg: RouteNetlinkMessage,
         flags: u16,
     ) -> io::Result<Vec<RouteNetlinkMessage>> {
-        let mut buf = Vec::new();
-        self.push(&mut buf, msg, flags);
+        self.seq += 1;
+        let mut packet = NetlinkMessage::from(msg);
+        packet.header.flags = NLM_F_REQUEST | NLM_F_ACK | flags;
+        packet.header.sequence_number = self.seq;
+        packet.finalize();
+        let mut buf = vec![0; packet.buffer_len()];
+        packet.serialize(&mut buf);
         self.socket.send(&buf, 0)?;
 
         let dump = flags & NLM_F_DUMP == NLM_F_DUMP;
         let mut replies = Vec::new();
         loop {
             let (data, _) = self.socket.recv_from_full()?;
-            for reply in rtmsg::messages(&data)? {
+            let mut rest = data.as_slice();
+            while !rest.is_empty() {
+                let reply = NetlinkMessage::<RouteNetlinkMessage>::deserialize(rest)
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+                let len = (reply.header.length as usize).next_multiple_of(4);
+                if len == 0 {
+                    break;
+                }
+                rest = rest.get(len..).unwrap_or_default();
                 if reply.header.sequence_number != self.seq {
                     continue;
                 }
@@ -81,31 +81,6 @@ impl Rtnl {
                 }
             }
         }
-    }
-
-    /// Sends `requests` in one datagram, then collects their ACKs: each one's result, in order.
-    ///
-    /// The kernel handles the messages of a datagram one after the other, in the sender's
-    /// `sendmsg`: `netlink_rcv_skb` (net/netlink/af_netlink.c) calls `rtnetlink_rcv_msg`
-    /// (net/core/rtnetlink.c) on each in turn, and `netlink_ack` after each that asks for it or
-    /// fails. So each request sees the effect of those before it, as if each had been awaited;
-    /// one that fails does not stop those after it, which the caller's rollback undoes with the
-    /// rest. One round trip instead of one per request.
-    pub fn batch(
-        &mut self,
-        requests: Vec<(RouteNetlinkMessage, u16)>,
-    ) -> io::Result<Vec<io::Result<()>>> {
-        let mut acks = rtmsg::Acks::new(self.seq.wrapping_add(1), requests.len());
-        let mut buf = Vec::new();
-        for (msg, flags) in requests {
-            self.push(&mut buf, msg, flags);
-        }
-        self.socket.send(&buf, 0)?;
-        while !acks.complete() {
-            let (data, _) = self.socket.recv_from_full()?;
-            acks.read(&data)?;
-        }
-        Ok(acks.into_results())
     }
 
     /// Every link, address or route of one family, as `ip … show` lists them.
@@ -156,9 +131,10 @@ impl Configure<'_> {
     pub fn run(netns: &str, setup: &NetnsSetup<'_>) -> Result<(), SysError> {
         let inside = format!("in namespace {netns}");
         let mut nl = Rtnl::open(&inside)?;
-        let lo = nl
-            .link_index("lo")
+        nl.link_index("lo")
+            .and_then(|lo| nl.link_set(rtmsg::link_set(lo, Vec::new(), true)))
             .map_err(|e| SysError::os("link_set lo up", &inside, e))?;
+        debug!("set lo up in namespace {netns}");
         let index = nl
             .link_index(setup.link)
             .map_err(|e| SysError::os("link_get", format!("{} {inside}", setup.link), e))?;
@@ -169,32 +145,19 @@ impl Configure<'_> {
             index,
             setup,
         };
-        // Everything up to the first flush goes in one batch: the kernel applies a batch in
-        // order (`Rtnl::batch`), so the link is up with its address before the routes through
-        // it are added, as when each request was awaited.
-        let mut batch = vec![Step {
-            msg: RouteNetlinkMessage::SetLink(rtmsg::link_set(lo, Vec::new(), true)),
-            flags: 0,
-            op: "link_set lo up",
-            object: inside.clone(),
-            on_error: OnError::Fail,
-        }];
-        batch.extend(c.link_up(setup.mtu));
+        c.link_up(setup.mtu)?;
         let families = [
             (AddressFamily::Inet, setup.ipv4.map(FamilySetup::new)),
             (AddressFamily::Inet6, setup.ipv6.map(FamilySetup::new)),
         ];
         for (family, plan) in &families {
             if setup.reapply {
-                // A flush reads what is there: what was asked before it must be done.
-                c.send(std::mem::take(&mut batch))?;
                 c.flush(*family, plan.as_ref())?;
             }
             if let Some(plan) = plan {
-                batch.extend(c.apply(plan, setup.reapply));
+                c.apply(plan, setup.reapply)?;
             }
         }
-        c.send(batch)?;
         if let Some(range) = setup.ping_group_range {
             let key = "net.ipv4.ping_group_range";
             std::fs::write(sysctl_path(key), range)
@@ -208,8 +171,8 @@ impl Configure<'_> {
         format!("{what} dev {} in namespace {}", self.link, self.netns)
     }
 
-    /// Called before each deletion of a flush: the kernel answers each one quickly, so checking
-    /// between them bounds the whole step by the deadline plus one message.
+    /// Called before each message: the kernel answers each one quickly, so checking between
+    /// them bounds the whole step by the deadline plus one message.
     fn in_time(&self, op: &str, what: impl fmt::Display) -> Result<(), SysError> {
         self.setup.check_deadline(
             std::time::Instant::now(),
@@ -217,71 +180,24 @@ impl Configure<'_> {
         )
     }
 
-    /// Sends `steps` as one batch, and fails with the first of them that failed, named as if it
-    /// had been sent alone.
-    fn send(&mut self, steps: Vec<Step>) -> Result<(), SysError> {
-        let Some(first) = steps.first() else {
-            return Ok(());
-        };
-        // The kernel answers a batch quickly: checking before each (and before each deletion of
-        // a flush) bounds the whole step by the deadline plus one batch.
-        let first = (first.op, first.object.clone());
-        self.setup.check_deadline(
-            std::time::Instant::now(),
-            format_args!("{} {}", first.0, first.1),
-        )?;
-        let (requests, steps): (Vec<_>, Vec<_>) = steps
-            .into_iter()
-            .map(|s| ((s.msg, s.flags), (s.op, s.object, s.on_error)))
-            .unzip();
-        let results = self
-            .nl
-            .batch(requests)
-            .map_err(|e| SysError::os(first.0, &first.1, e))?;
-        for ((op, object, on_error), result) in steps.into_iter().zip(results) {
-            match (result, on_error) {
-                (Ok(()), _) => debug!("{op} {object}: done"),
-                // No IPv6 on this device (IPv6 disabled, or an MTU below 1280): nothing to make.
-                (Err(e), OnError::NoIpv6)
-                    if e.raw_os_error() == Some(Errno::EAFNOSUPPORT as i32) => {}
-                (Err(e), OnError::Route(family, dest, metric)) if rtmsg::already_exists(&e) => {
-                    let routes = self
-                        .route_dump(family)
-                        .map_err(|e| SysError::os("route_list", &object, e))?;
-                    if !rtmsg::route_on_link(&routes, family, dest, metric, self.index) {
-                        return Err(SysError::os(op, &object, e));
-                    }
-                    debug!("{op} {object}: already there");
-                }
-                (Err(e), _) => return Err(SysError::os(op, &object, e)),
-            }
-        }
-        Ok(())
-    }
-
-    fn link_up(&self, mtu: Option<u32>) -> [Step; 2] {
+    fn link_up(&mut self, mtu: Option<u32>) -> Result<(), SysError> {
+        self.in_time("link_set", "up")?;
         let gen_mode = rtmsg::link_set(self.index, vec![rtmsg::addrgenmode_none()], false);
+        match self.nl.link_set(gen_mode) {
+            Ok(()) => {}
+            // No IPv6 on this device (IPv6 disabled, or an MTU below 1280): nothing to make.
+            Err(e) if e.raw_os_error() == Some(Errno::EAFNOSUPPORT as i32) => {}
+            Err(e) => return Err(SysError::os("link_set", self.on("addrgenmode none"), e)),
+        }
         let attrs = mtu
             .map(netlink_packet_route::link::LinkAttribute::Mtu)
             .into_iter()
             .collect();
-        let up = rtmsg::link_set(self.index, attrs, true);
-        [
-            Step {
-                msg: RouteNetlinkMessage::SetLink(gen_mode),
-                flags: 0,
-                op: "link_set",
-                object: self.on("addrgenmode none"),
-                on_error: OnError::NoIpv6,
-            },
-            Step {
-                msg: RouteNetlinkMessage::SetLink(up),
-                flags: 0,
-                op: "link_set",
-                object: self.on(format!("mtu {mtu:?} up")),
-                on_error: OnError::Fail,
-            },
-        ]
+        self.nl
+            .link_set(rtmsg::link_set(self.index, attrs, true))
+            .map_err(|e| SysError::os("link_set", self.on(format!("mtu {mtu:?} up")), e))?;
+        debug!("set {} up with mtu {mtu:?}", self.on("link"));
+        Ok(())
     }
 
     /// Removes the link's addresses that the plan does not have, and the routes the agent added
@@ -349,53 +265,59 @@ impl Configure<'_> {
         self.nl.dump(RouteNetlinkMessage::GetRoute(query))
     }
 
-    /// The address, then the routes through it, of one family.
-    fn apply(&self, plan: &FamilySetup, reapply: bool) -> Vec<Step> {
-        let (msg, what) = rtmsg::address_add(self.index, plan);
-        let mut steps = vec![Step {
-            msg: RouteNetlinkMessage::NewAddress(msg),
-            flags: NLM_F_CREATE | NLM_F_REPLACE,
-            op: "addr_add",
-            object: self.on(&what),
-            on_error: OnError::Fail,
-        }];
+    fn apply(&mut self, plan: &FamilySetup, reapply: bool) -> Result<(), SysError> {
+        self.addr_add(plan)?;
         if reapply && plan.preserve_routes {
-            return steps;
+            return Ok(());
         }
-        let routes = plan
-            .routes
-            .iter()
-            .map(|&(dest, prefix, via, metric)| (Some((dest, prefix)), via, metric));
-        let default = plan.default_via.map(|via| (None, via, 0));
-        for (dest, via, metric) in routes.chain(default) {
-            let (msg, what) = rtmsg::route_add(self.index, plan, dest, via, metric);
-            steps.push(Step {
-                msg: RouteNetlinkMessage::NewRoute(msg),
-                flags: NLM_F_CREATE | NLM_F_EXCL,
-                op: "route_add",
-                object: self.on(&what),
-                on_error: OnError::Route(plan.family, dest, metric),
-            });
+        for &(dest, prefix, via, metric) in &plan.routes {
+            self.route_add(plan, Some((dest, prefix)), via, metric)?;
         }
-        steps
+        if let Some(via) = plan.default_via {
+            self.route_add(plan, None, via, 0)?;
+        }
+        Ok(())
     }
-}
 
-/// One request of a batch, and what its failure means.
-struct Step {
-    msg: RouteNetlinkMessage,
-    flags: u16,
-    op: &'static str,
-    /// What the request is about, in errors: `OP OBJECT`.
-    object: String,
-    on_error: OnError,
-}
+    fn addr_add(&mut self, plan: &FamilySetup) -> Result<(), SysError> {
+        let (msg, what) = rtmsg::address_add(self.index, plan);
+        self.in_time("addr_add", &what)?;
+        self.nl
+            .request(
+                RouteNetlinkMessage::NewAddress(msg),
+                NLM_F_CREATE | NLM_F_REPLACE,
+            )
+            .map_err(|e| SysError::os("addr_add", self.on(&what), e))?;
+        debug!("added address {}", self.on(&what));
+        Ok(())
+    }
 
-enum OnError {
-    Fail,
-    /// EAFNOSUPPORT means the device has no IPv6, and nothing to do.
-    NoIpv6,
-    /// EEXIST is no failure if the route with this family, destination and metric is on the
-    /// link: the kernel added it with the address (a peer's route), or an earlier apply did.
-    Route(AddressFamily, Option<(std::net::IpAddr, u8)>, u32),
+    fn route_add(
+        &mut self,
+        plan: &FamilySetup,
+        dest: Option<(std::net::IpAddr, u8)>,
+        via: Option<std::net::IpAddr>,
+        metric: u32,
+    ) -> Result<(), SysError> {
+        let (msg, what) = rtmsg::route_add(self.index, plan, dest, via, metric);
+        self.in_time("route_add", &what)?;
+        let added = self.nl.request(
+            RouteNetlinkMessage::NewRoute(msg),
+            NLM_F_CREATE | NLM_F_EXCL,
+        );
+        match added {
+            Ok(_) => debug!("added route {}", self.on(&what)),
+            Err(e) if rtmsg::already_exists(&e) => {
+                let routes = self
+                    .route_dump(plan.family)
+                    .map_err(|e| SysError::os("route_list", self.on(&what), e))?;
+                if !rtmsg::route_on_link(&routes, plan.family, dest, metric, self.index) {
+                    return Err(SysError::os("route_add", self.on(&what), e));
+                }
+                debug!("route {} already there", self.on(&what));
+            }
+            Err(e) => return Err(SysError::os("route_add", self.on(&what), e)),
+        }
+        Ok(())
+    }
 }

@@ -81,73 +81,6 @@ pub fn already_exists(e: &io::Error) -> bool {
     e.raw_os_error() == Some(Errno::EEXIST as i32)
 }
 
-/// The messages of one datagram read from a netlink socket, in order.
-pub fn messages(data: &[u8]) -> io::Result<Vec<NetlinkMessage<RouteNetlinkMessage>>> {
-    let mut rest = data;
-    let mut messages = Vec::new();
-    while !rest.is_empty() {
-        let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(rest)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-        let len = (msg.header.length as usize).next_multiple_of(4);
-        if len == 0 {
-            break;
-        }
-        rest = rest.get(len..).unwrap_or_default();
-        messages.push(msg);
-    }
-    Ok(messages)
-}
-
-/// The answers to requests sent at once, numbered `first`, `first + 1`, …: the kernel answers
-/// each with its own `NLMSG_ERROR`, code 0 for an ACK, carrying the request's sequence number
-/// (`netlink_ack`, net/netlink/af_netlink.c), so each answer is matched to its request by that
-/// number, whatever datagram it comes in.
-#[derive(Debug)]
-pub struct Acks {
-    first: u32,
-    results: Vec<Option<io::Result<()>>>,
-}
-
-impl Acks {
-    pub fn new(first: u32, count: usize) -> Self {
-        Acks {
-            first,
-            results: (0..count).map(|_| None).collect(),
-        }
-    }
-
-    /// Takes the answers in one datagram; a message of another number, such as the late answer
-    /// to an earlier request, is skipped.
-    pub fn read(&mut self, data: &[u8]) -> io::Result<()> {
-        for msg in messages(data)? {
-            let NetlinkPayload::Error(e) = msg.payload else {
-                continue;
-            };
-            let index = msg.header.sequence_number.wrapping_sub(self.first) as usize;
-            if let Some(slot) = self.results.get_mut(index) {
-                *slot = Some(match e.code {
-                    Some(_) => Err(e.to_io()),
-                    None => Ok(()),
-                });
-            }
-        }
-        Ok(())
-    }
-
-    /// Every request has its answer.
-    pub fn complete(&self) -> bool {
-        self.results.iter().all(Option::is_some)
-    }
-
-    /// The answers in the requests' order; a request not answered yet counts as cut short.
-    pub fn into_results(self) -> Vec<io::Result<()>> {
-        self.results
-            .into_iter()
-            .map(|r| r.unwrap_or_else(|| Err(io::ErrorKind::UnexpectedEof.into())))
-            .collect()
-    }
-}
-
 /// The [`Link`] in a `RTM_NEWLINK` reply; `None` for any other message.
 pub fn link_from(msg: RouteNetlinkMessage) -> Option<Link> {
     let RouteNetlinkMessage::NewLink(msg) = msg else {
@@ -448,56 +381,7 @@ pub fn route_on_link(
 
 #[cfg(test)]
 mod tests {
-    use rtnetlink::packet_core::ErrorMessage;
-
     use super::*;
-
-    /// The kernel's answer to request `seq`: an ACK, or the error `errno`.
-    fn answer(seq: u32, errno: Option<Errno>) -> Vec<u8> {
-        let mut e = ErrorMessage::default();
-        e.code = errno.and_then(|n| std::num::NonZeroI32::new(-(n as i32)));
-        e.header = vec![0; 16];
-        let payload = NetlinkPayload::<RouteNetlinkMessage>::Error(e);
-        let mut msg = NetlinkMessage::new(Default::default(), payload);
-        msg.header.sequence_number = seq;
-        msg.finalize();
-        let mut buf = vec![0; msg.buffer_len()];
-        msg.serialize(&mut buf);
-        buf
-    }
-
-    fn errnos(results: Vec<io::Result<()>>) -> Vec<Option<i32>> {
-        results
-            .into_iter()
-            .map(|r| r.err().map(|e| e.raw_os_error().unwrap_or(-1)))
-            .collect()
-    }
-
-    #[test]
-    fn acks_are_matched_to_their_requests_by_number() {
-        let mut acks = Acks::new(7, 3);
-        // An earlier request's late answer, then two answers in one datagram, out of order.
-        acks.read(&answer(6, Some(Errno::EIO))).unwrap();
-        acks.read(&[answer(9, None), answer(7, None)].concat())
-            .unwrap();
-        assert!(!acks.complete());
-        acks.read(&answer(8, Some(Errno::EEXIST))).unwrap();
-        assert!(acks.complete());
-        let eexist = Some(Errno::EEXIST as i32);
-        assert_eq!(errnos(acks.into_results()), [None, eexist, None]);
-    }
-
-    #[test]
-    fn a_request_without_its_answer_is_cut_short() {
-        let mut acks = Acks::new(u32::MAX, 2);
-        acks.read(&answer(u32::MAX, None)).unwrap();
-        assert!(!acks.complete());
-        let results = acks.into_results();
-        assert!(results[0].is_ok());
-        let err = results[1].as_ref().unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
-        assert!(Acks::new(1, 1).read(&[1, 2, 3]).is_err(), "a torn datagram");
-    }
     use crate::plan::DefaultRoute;
 
     /// The executor tests' IPv4 plan, with a route metric and a default route on the link.
