@@ -84,21 +84,17 @@ impl Lease {
 
 impl From<&IsolateArgs> for Lease {
     fn from(a: &IsolateArgs) -> Self {
-        Lease {
-            owner: a.owner.clone(),
-            uuid: a.connection_uuid.clone(),
-            never_default_v4: a.never_default_v4,
-            never_default_v6: a.never_default_v6,
-            tunnel_mtu: a.tunnel_mtu,
-            started: Started::default(),
-            prepared: None,
-        }
+        Lease::new(&a.prepare_args(), None)
     }
 }
 
 impl Lease {
     /// The lease of `a`'s `Prepare`.
     pub fn prepared(a: &PrepareArgs, preparation: Preparation) -> Self {
+        Lease::new(a, Some(preparation))
+    }
+
+    fn new(a: &PrepareArgs, prepared: Option<Preparation>) -> Self {
         Lease {
             owner: a.owner.clone(),
             uuid: a.connection_uuid.clone(),
@@ -106,7 +102,7 @@ impl Lease {
             never_default_v6: a.never_default_v6,
             tunnel_mtu: a.tunnel_mtu,
             started: Started::default(),
-            prepared: Some(preparation),
+            prepared,
         }
     }
 }

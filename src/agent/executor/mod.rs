@@ -140,6 +140,9 @@ pub struct Executor<S: Sys> {
     durable: BTreeMap<NetnsName, Record>,
 }
 
+/// A namespace found at its path: the handle and its identity.
+type Opened<N> = Option<(N, NetnsId)>;
+
 impl<S: Sys> Executor<S> {
     pub fn paths(&self) -> &Paths {
         &self.paths
@@ -158,21 +161,10 @@ impl<S: Sys> Executor<S> {
             req.connection_id, req.connection_uuid, req.plan.link.name, req.tun_ifindex
         );
         let claim = req.prepare_args();
-        let previous = self.previous_record(netns)?;
-        ownership::check_lease(netns, previous.as_ref(), &claim)?;
-        self.check_user_limit(&claim)?;
+        let previous = self.check_claim(&claim)?;
         let link = self.check_link(req)?;
         let path = self.paths.run_netns.join(netns.as_str());
-        let existing = self.open_netns(&path)?;
-        let ours = existing
-            .as_ref()
-            .is_some_and(|(_, id)| ownership::is_ours(previous.as_ref(), *id));
-        if existing.is_some() && !ours {
-            ownership::check_foreign(netns, &claim)?;
-        }
-        if req.user.is_some() {
-            self.check_user_entries(netns, previous.as_ref())?;
-        }
+        let (existing, ours) = self.open_claimed(&claim, &path, previous.as_ref())?;
         // A namespace someone else made keeps its own settings.
         let ping_group_range = if ours || existing.is_none() {
             Some(self.sys.sysctl_read(PING_GROUP_RANGE)?)
@@ -224,6 +216,36 @@ impl<S: Sys> Executor<S> {
     }
 
     /// The namespace at `path` and its identity, if there is one.
+    /// The checks of a claim on its namespace before anything of it is opened: no other lease
+    /// holds it and the user is within the limit. Returns the namespace's previous record.
+    fn check_claim(&mut self, claim: &PrepareArgs) -> Result<Option<Record>, ExecError> {
+        let previous = self.previous_record(&claim.netns)?;
+        ownership::check_lease(&claim.netns, previous.as_ref(), claim)?;
+        self.check_user_limit(claim)?;
+        Ok(previous)
+    }
+
+    /// Opens the claimed namespace at `path` if it exists, and says whether it is ours; one that
+    /// is not must be one the claim may use, and a user's must have no stray entries.
+    fn open_claimed(
+        &mut self,
+        claim: &PrepareArgs,
+        path: &Path,
+        previous: Option<&Record>,
+    ) -> Result<(Opened<S::Netns>, bool), ExecError> {
+        let existing = self.open_netns(path)?;
+        let ours = existing
+            .as_ref()
+            .is_some_and(|(_, id)| ownership::is_ours(previous, *id));
+        if existing.is_some() && !ours {
+            ownership::check_foreign(&claim.netns, claim)?;
+        }
+        if claim.user.is_some() {
+            self.check_user_entries(&claim.netns, previous)?;
+        }
+        Ok((existing, ours))
+    }
+
     fn open_netns(&mut self, path: &Path) -> Result<Option<(S::Netns, NetnsId)>, SysError> {
         let Some(handle) = self.sys.netns_open(path)? else {
             return Ok(None);

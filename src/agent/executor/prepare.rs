@@ -10,9 +10,7 @@ use std::time::{Duration, Instant};
 
 use log::{error, info};
 
-use super::{
-    check_deadline, new_record, ownership, ExecError, Executor, IsolateArgs, Record, TeardownError,
-};
+use super::{check_deadline, new_record, ExecError, Executor, IsolateArgs, Record, TeardownError};
 use crate::agent::policy::Policy;
 use crate::agent::sys::Sys;
 use crate::plan::settings::NetnsName;
@@ -95,20 +93,9 @@ impl<S: Sys> Executor<S> {
             "preparing namespace {netns} for connection {} ({})",
             req.connection_id, req.connection_uuid
         );
-        let previous = self.previous_record(netns)?;
-        ownership::check_lease(netns, previous.as_ref(), req)?;
-        self.check_user_limit(req)?;
+        let previous = self.check_claim(req)?;
         let path = self.paths.run_netns.join(netns.as_str());
-        let existing = self.open_netns(&path)?;
-        let ours = existing
-            .as_ref()
-            .is_some_and(|(_, id)| ownership::is_ours(previous.as_ref(), *id));
-        if existing.is_some() && !ours {
-            ownership::check_foreign(netns, req)?;
-        }
-        if req.user.is_some() {
-            self.check_user_entries(netns, previous.as_ref())?;
-        }
+        let (existing, ours) = self.open_claimed(req, &path, previous.as_ref())?;
         let record = match existing {
             Some((_, id)) => {
                 let mut record = new_record(req, previous.as_ref(), ours);
