@@ -112,6 +112,7 @@ BENCH_SUMMARY = $(CURDIR)/target/bench-summary.md
 bench: deps build
 	rm -f $(BENCH_SUMMARY)
 	BENCH_SUMMARY=$(BENCH_SUMMARY) PROFILE=$(PROFILE) bash tests/bench-isolate.sh
+	BENCH_SUMMARY=$(BENCH_SUMMARY) PROFILE=$(PROFILE) B1_STATE=tmpfs bash tests/bench-isolate.sh
 	BENCH_SUMMARY=$(BENCH_SUMMARY) bash tests/e2e/run.sh $(BENCH_RIG)
 	@echo; echo "**make bench, $$(git describe --always --dirty), $$(nproc) cores, kernel $$(uname -r), $$(date -u +%F)**"; echo
 	@python3 tests/e2e/bench-stats.py --summary $(BENCH_SUMMARY)

@@ -152,10 +152,10 @@ b_activation() {
     local stats=(python3 "$RIG_SRC/tests/e2e/bench-stats.py")
     echo
     "${stats[@]}" --title "B2, activation: nmcli connection up until the server answers through the VPN" \
-        --key isolated-cold --diff isolated-stock --diff shim-stock <"$samples"
+        --key isolated-cold --diff isolated-stock --diff shim-stock --diff isolated-shim <"$samples"
     echo
     "${stats[@]}" --title "B2, nmcli connection up alone (until it returns, NM reports activated)" \
-        --diff isolated-stock --diff shim-stock <"$activated"
+        --diff isolated-stock --diff shim-stock --diff isolated-shim <"$activated"
     echo
     "${stats[@]}" --title "B2, the isolation step inside those activations, as the agent logs it" <"$agent_step"
 }
