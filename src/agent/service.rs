@@ -37,7 +37,7 @@ mod admin;
 mod jobs;
 mod prepare;
 
-use jobs::{executor_gone, ExecutorHandle, Job};
+use jobs::{executor_gone, Answer, ExecutorHandle, Job};
 
 /// When a lease's holder leaves the bus without releasing, as a killed plugin does: how long the
 /// processes it started get after SIGTERM ([`Started::end`]), and then after SIGKILL; and how long
@@ -459,14 +459,10 @@ impl Agent {
             .take(&ns, Lease::from(&req), req.deadline)
             .await?;
         let (id, tun) = (req.connection_id.clone(), req.plan.link.name.to_string());
-        let isolated = async {
-            let (ns, owner) = (req.plan.netns.clone(), req.owner.clone());
-            let reply = self
-                .queue(conn, &ns, &owner, |executor| executor.isolate(req))
-                .await?;
-            Ok::<_, AgentError>(reply.await.map_err(|_| executor_gone())??)
-        };
-        match isolated.await {
+        let isolated = self
+            .queue(conn, &ns, &owner, |executor| executor.isolate(req))
+            .await;
+        match isolated {
             Ok(iso) => {
                 info!(
                     "isolated connection {id:?}: tun {tun} is {} in namespace {} ({}) in {} ms",
@@ -506,14 +502,14 @@ impl Agent {
         }
     }
 
-    /// Queues the work `send` hands the executor for `owner`, who was granted the lease on the
-    /// namespace `ns`, if `owner` is still on the bus.
+    /// Runs the work `send` hands the executor for `owner`, who was granted the lease on the
+    /// namespace `ns`, if `owner` is still on the bus; and returns the executor's answer.
     async fn queue<T>(
         &self,
         conn: &Connection,
         ns: &NetnsName,
         owner: &str,
-        send: impl FnOnce(&ExecutorHandle) -> Result<T, AgentError>,
+        send: impl FnOnce(&ExecutorHandle) -> Result<Answer<T>, AgentError>,
     ) -> Result<T, AgentError> {
         // A caller that left the bus before it got the lease, as while it waited for its
         // connection's previous one, had no lease to release as it left: it gets none now.
@@ -529,9 +525,12 @@ impl Agent {
         }
         // Queued under the lock: if the caller leaves from now on, the release of its lease
         // runs after this isolation on the executor, never before it.
-        let leases = self.leases.lock().await;
-        leases.lease_of(ns, owner)?;
-        send(&self.executor)
+        let answer = {
+            let leases = self.leases.lock().await;
+            leases.lease_of(ns, owner)?;
+            send(&self.executor)?
+        };
+        Ok(answer.await.map_err(|_| executor_gone())??)
     }
 }
 

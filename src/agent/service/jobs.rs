@@ -37,7 +37,8 @@ pub(super) enum Job {
     Delete(NetnsName, bool, oneshot::Sender<Result<Deleted, ExecError>>),
 }
 
-pub(super) type IsolateReceiver = oneshot::Receiver<Result<Isolated, ExecError>>;
+/// Where the executor's outcome of a queued job comes.
+pub(super) type Answer<T> = oneshot::Receiver<Result<T, ExecError>>;
 
 #[derive(Clone)]
 pub(super) struct ExecutorHandle(std::sync::mpsc::Sender<Job>);
@@ -60,9 +61,10 @@ impl ExecutorHandle {
                         }
                         Job::Release(ns, prepared, reply) => {
                             let stranded = executor.stranded(&ns);
-                            let released = match prepared {
-                                true => executor.unprepare(&ns),
-                                false => executor.release(&ns),
+                            let released = if prepared {
+                                executor.unprepare(&ns)
+                            } else {
+                                executor.release(&ns)
                             };
                             drop(reply.send(released.map(|()| stranded)))
                         }
@@ -76,8 +78,15 @@ impl ExecutorHandle {
         Ok(ExecutorHandle(tx))
     }
 
-    /// Queues the isolation of `req`; its outcome comes on the returned channel.
-    pub(super) fn isolate(&self, req: IsolateArgs) -> Result<IsolateReceiver, AgentError> {
+    /// Queues the preparation of `req`.
+    pub(super) fn prepare(&self, req: PrepareArgs) -> Result<Answer<Prepared>, AgentError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Job::Prepare(Box::new(req), tx))?;
+        Ok(rx)
+    }
+
+    /// Queues the isolation of `req`.
+    pub(super) fn isolate(&self, req: IsolateArgs) -> Result<Answer<Isolated>, AgentError> {
         let (tx, rx) = oneshot::channel();
         self.send(Job::Isolate(Box::new(req), tx))?;
         Ok(rx)

@@ -5,12 +5,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use log::{error, info};
-use tokio::sync::oneshot;
 use zbus::message::Header;
 use zbus::Connection;
 
-use super::{authorize, executor_gone, Agent, ExecutorHandle, Job};
-use crate::agent::executor::{ExecError, PrepareArgs, Prepared};
+use super::{authorize, Agent, ExecutorHandle};
 use crate::agent::leases::{Lease, Leases, Preparation};
 use crate::agent::policy::Policy;
 use crate::agent::request::{self, decode_prepare, Asker};
@@ -24,18 +22,7 @@ use crate::report::chain;
 /// `_get_vpn_timeout()` of NM's src/core/vpn/nm-vpn-connection.c says. NM fails the connect
 /// then and stops the plugin, which releases; the agent's own deadline only covers a plugin that
 /// neither isolates nor releases nor leaves the bus.
-type PrepareReceiver = oneshot::Receiver<Result<Prepared, ExecError>>;
-
 const NM_VPN_TIMEOUT: Duration = Duration::from_secs(60);
-
-impl ExecutorHandle {
-    /// Queues the preparation of `req`; its outcome comes on the returned channel.
-    fn prepare(&self, req: PrepareArgs) -> Result<PrepareReceiver, AgentError> {
-        let (tx, rx) = oneshot::channel();
-        self.send(Job::Prepare(Box::new(req), tx))?;
-        Ok(rx)
-    }
-}
 
 impl Agent {
     pub(super) async fn prepare_checked(
@@ -61,13 +48,10 @@ impl Agent {
         let preparation = Preparation::fresh();
         let lease = Lease::prepared(&req, preparation);
         self.leases.take(&ns, lease, req.deadline).await?;
-        let prepared = async {
-            let reply = self
-                .queue(conn, &ns, &owner, |executor| executor.prepare(req))
-                .await?;
-            Ok::<_, AgentError>(reply.await.map_err(|_| executor_gone())??)
-        };
-        let prepared = match prepared.await {
+        let prepared = self
+            .queue(conn, &ns, &owner, |executor| executor.prepare(req))
+            .await;
+        let prepared = match prepared {
             Ok(prepared) => prepared,
             Err(e) => {
                 self.leases.drop_prepared(&ns, preparation).await;
