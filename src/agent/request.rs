@@ -68,6 +68,19 @@ pub(super) struct Asker {
     pub arrived: Instant,
 }
 
+impl Asker {
+    /// A caller with no name under the default policy, arrived now: for checks of a request
+    /// alone.
+    pub fn anonymous() -> Self {
+        Asker {
+            owner: String::new(),
+            policy: Policy::default(),
+            uid_of: crate::agent::policy::system_uid,
+            arrived: Instant::now(),
+        }
+    }
+}
+
 /// The connection's claim on its namespace, validated: `settings::parse` accepted its keys and
 /// the policy named its namespace. The deadline counts from when the request arrived.
 fn decode_claim(req: ConnectionFields, asker: Asker) -> Result<PrepareArgs, AgentError> {
@@ -155,15 +168,9 @@ pub(super) fn decode_prepare(
 
 /// The `Isolate` request with every field decoded and validated: nothing in it is trusted until
 /// `settings::parse` and `plan::build` accepted it. A user connection's name is formed as
-/// `policy` says. The deadline counts from when the request `arrived`, so that the time spent
-/// in the queue of the blocking pool and in a slow user lookup counts against it.
-pub(super) fn decode_request(
-    req: &VarDict,
-    owner: String,
-    policy: Policy,
-    uid_of: UidOf,
-    arrived: Instant,
-) -> Result<IsolateArgs, AgentError> {
+/// the asker's policy says. The deadline counts from when the request arrived, so that the time
+/// spent in the queue of the blocking pool and in a slow user lookup counts against it.
+pub(super) fn decode_request(req: &VarDict, asker: Asker) -> Result<IsolateArgs, AgentError> {
     let invalid = |msg: String| AgentError::InvalidArgs(msg);
     let req: IsolateRequest = contract::from_dict(req).map_err(|e| invalid(e.to_string()))?;
     if req.ifindex == 0 {
@@ -179,12 +186,6 @@ pub(super) fn decode_request(
         never_default_v4: req.never_default_v4,
         never_default_v6: req.never_default_v6,
         tunnel_mtu: req.tunnel_mtu,
-    };
-    let asker = Asker {
-        owner,
-        policy,
-        uid_of,
-        arrived,
     };
     let claim = decode_claim(fields, asker)?;
     let host_nsswitch = read_host_nsswitch();

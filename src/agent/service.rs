@@ -24,7 +24,7 @@ use crate::agent::linkwatch::{Lost, Opener, Watches};
 use crate::agent::policy::{self, Policy, UidOf};
 use crate::agent::procs::Started;
 use crate::agent::record::Record;
-use crate::agent::request::{self, decode_request, plan_error, read_host_nsswitch};
+use crate::agent::request::{self, decode_request, plan_error, read_host_nsswitch, Asker};
 use crate::agent::sys::{pid_comm, Process, Sys};
 use crate::contract::{
     self, AgentError, DeleteReport, IsolateReply, NetnsEntry, PrepareReply, ReleaseReport,
@@ -287,14 +287,7 @@ async fn authorize(
 /// the fuzzers (`fuzz/`) and the test that replays what they found.
 #[doc(hidden)]
 pub fn validate_request(req: &VarDict) -> Result<(), AgentError> {
-    decode_request(
-        req,
-        String::new(),
-        Policy::default(),
-        policy::system_uid,
-        Instant::now(),
-    )
-    .map(drop)
+    decode_request(req, Asker::anonymous()).map(drop)
 }
 
 #[interface(name = "io.github.NmVpnNetns.Agent1")]
@@ -443,16 +436,8 @@ impl Agent {
         hdr: &Header<'_>,
         conn: &Connection,
     ) -> Result<IsolateReply, AgentError> {
-        // `netns-timeout` counts from here, before any check.
-        let arrived = Instant::now();
-        let caller = authorize(conn, hdr, "Isolate").await?;
-        let owner = caller.owner;
-        // Read at each request, so that a change applies from the next connect on.
-        let policy = Policy::load(&self.policy, 0).map_err(|e| AgentError::Failed(chain(&e)))?;
-        let uid_of = self.uid_of;
-        let req =
-            request::off_the_loop(move || decode_request(&request, owner, policy, uid_of, arrived))
-                .await?;
+        let (asker, pid) = self.asker(conn, hdr, "Isolate").await?;
+        let req = request::off_the_loop(move || decode_request(&request, asker)).await?;
         let (ns, owner) = (req.plan.netns.clone(), req.owner.clone());
         let preparation = self
             .leases
@@ -473,7 +458,7 @@ impl Agent {
                 );
                 let (netns, link) = (iso.netns.clone(), iso.link.clone());
                 // openvpn made the tun, so it runs by now, in the stock service's group.
-                let started = match caller.pid {
+                let started = match pid {
                     Some(pid) => Started::by(pid).await,
                     None => Started::default(),
                 };
@@ -500,6 +485,28 @@ impl Agent {
                 Err(e)
             }
         }
+    }
+
+    /// Who asks for `method`, once authorized, with the policy as it is now; and the caller's
+    /// PID, when the bus tells it.
+    async fn asker(
+        &self,
+        conn: &Connection,
+        hdr: &Header<'_>,
+        method: &str,
+    ) -> Result<(Asker, Option<u32>), AgentError> {
+        // `netns-timeout` counts from here, before any check.
+        let arrived = Instant::now();
+        let caller = authorize(conn, hdr, method).await?;
+        // Read at each request, so that a change applies from the next connect on.
+        let policy = Policy::load(&self.policy, 0).map_err(|e| AgentError::Failed(chain(&e)))?;
+        let asker = Asker {
+            owner: caller.owner,
+            policy,
+            uid_of: self.uid_of,
+            arrived,
+        };
+        Ok((asker, caller.pid))
     }
 
     /// Runs the work `send` hands the executor for `owner`, who was granted the lease on the
@@ -550,16 +557,12 @@ async fn authorize_on(
 
 #[cfg(test)]
 mod tests {
-    use std::time::Instant;
-
-    use zbus::object_server::Interface;
-
     use std::collections::HashMap;
 
+    use zbus::object_server::Interface;
     use zbus::OwnedVariant;
 
-    use super::{decode_request, Agent, Lease};
-    use crate::agent::policy::{self, Policy};
+    use super::{decode_request, Agent, Asker, Lease};
     use crate::contract::INTERFACE;
     use crate::plan::VarDict;
 
@@ -601,14 +604,7 @@ mod tests {
             if let Some(mtu) = tunnel_mtu {
                 r.insert("tunnel-mtu".into(), ov(mtu.into()));
             }
-            decode_request(
-                &r,
-                String::new(),
-                Policy::default(),
-                policy::system_uid,
-                Instant::now(),
-            )
-            .unwrap()
+            decode_request(&r, Asker::anonymous()).unwrap()
         };
         let args = request(Some(1400));
         let lease = Lease::from(&args);

@@ -8,14 +8,12 @@ use log::{error, info};
 use zbus::message::Header;
 use zbus::Connection;
 
-use super::{authorize, Agent, ExecutorHandle};
+use super::{Agent, ExecutorHandle};
 use crate::agent::leases::{Lease, Leases, Preparation};
-use crate::agent::policy::Policy;
-use crate::agent::request::{self, decode_prepare, Asker};
+use crate::agent::request::{self, decode_prepare};
 use crate::contract::{AgentError, PrepareReply};
 use crate::plan::settings::NetnsName;
 use crate::plan::VarDict;
-use crate::report::chain;
 
 /// NetworkManager's bound on a VPN's connect when the profile sets no `vpn.timeout` and no
 /// `vpn.timeout` default is configured: "a configured value or 60 seconds", as
@@ -31,15 +29,8 @@ impl Agent {
         hdr: &Header<'_>,
         conn: &Connection,
     ) -> Result<PrepareReply, AgentError> {
-        let arrived = Instant::now();
-        let caller = authorize(conn, hdr, "Prepare").await?;
-        let policy = Policy::load(&self.policy, 0).map_err(|e| AgentError::Failed(chain(&e)))?;
-        let asker = Asker {
-            owner: caller.owner,
-            policy,
-            uid_of: self.uid_of,
-            arrived,
-        };
+        let (asker, _) = self.asker(conn, hdr, "Prepare").await?;
+        let arrived = asker.arrived;
         let (req, connect_timeout) =
             request::off_the_loop(move || decode_prepare(&request, asker)).await?;
         let connect_deadline =
