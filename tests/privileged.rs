@@ -1558,9 +1558,6 @@ impl Sys for Timed {
     fn dir_create(&mut self, path: &Path, mode: u32) -> Result<bool, SysError> {
         self.time("dir_create", |s| s.dir_create(path, mode))
     }
-    fn dir_sync(&mut self, path: &Path) -> Result<(), SysError> {
-        self.time("dir_sync", |s| s.dir_sync(path))
-    }
     fn dir_remove(&mut self, path: &Path) -> Result<(), SysError> {
         self.time("dir_remove", |s| s.dir_remove(path))
     }
@@ -1573,8 +1570,16 @@ impl Sys for Timed {
     fn file_read(&mut self, path: &Path) -> Result<Option<Vec<u8>>, SysError> {
         self.time("file_read", |s| s.file_read(path))
     }
-    fn file_create(&mut self, path: &Path, content: &[u8], mode: u32) -> Result<(), SysError> {
-        self.time("file_create", |s| s.file_create(path, content, mode))
+    fn file_create(
+        &mut self,
+        path: &Path,
+        content: &[u8],
+        mode: u32,
+        durability: Durability,
+    ) -> Result<(), SysError> {
+        self.time("file_create", |s| {
+            s.file_create(path, content, mode, durability)
+        })
     }
     fn file_replace(
         &mut self,

@@ -473,25 +473,6 @@ impl Sys for RecordingSys {
         Ok(())
     }
 
-    fn dir_sync(&mut self, path: &Path) -> Result<(), SysError> {
-        self.call(Call::DirSync(path.to_owned()))?;
-        if !self.world.dirs.contains(path) {
-            return Err(Self::enoent("open", path));
-        }
-        self.world
-            .unsynced_removals
-            .retain(|removed| removed.parent() != Some(path));
-        for (_, file) in self
-            .world
-            .files
-            .iter_mut()
-            .filter(|(f, _)| f.parent() == Some(path))
-        {
-            file.durable = true;
-        }
-        Ok(())
-    }
-
     fn dir_exists(&mut self, path: &Path) -> Result<bool, SysError> {
         self.call(Call::DirExists(path.to_owned()))?;
         if !self.check_parent_if_any("stat", path)? {
@@ -529,14 +510,19 @@ impl Sys for RecordingSys {
         Ok(self.world.files.get(path).map(|f| f.content.clone()))
     }
 
-    fn file_create(&mut self, path: &Path, content: &[u8], _mode: u32) -> Result<(), SysError> {
+    fn file_create(
+        &mut self,
+        path: &Path,
+        content: &[u8],
+        _mode: u32,
+        durability: Durability,
+    ) -> Result<(), SysError> {
         self.call(Call::FileCreate(path.to_owned()))?;
         self.check_parent("create", path)?;
         if self.world.files.contains_key(path) {
             return Err(Self::errno("create", path.display(), Errno::EEXIST));
         }
-        // Not durable until its directory is synced (`dir_sync`).
-        self.write_new(path, content, Durability::ContentOnly);
+        self.write_new(path, content, durability);
         Ok(())
     }
 

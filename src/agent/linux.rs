@@ -28,7 +28,7 @@ use crate::agent::procs;
 use crate::agent::rtmsg;
 use crate::agent::safe_fs::{
     describe, existing, is_kind, open_parent, open_parent_if_any, open_regular, sync_dir,
-    sync_dir_at, write_atomic, NO_FOLLOW,
+    write_atomic, NO_FOLLOW,
 };
 use crate::agent::sys::{Durability, FileId, Link, NetnsId, NetnsSetup, Process, Sys, SysError};
 use crate::report::Chain;
@@ -472,10 +472,6 @@ impl Sys for RealSys {
         sync_dir(&dir, path)
     }
 
-    fn dir_sync(&mut self, path: &Path) -> Result<(), SysError> {
-        sync_dir_at(path)
-    }
-
     fn dir_exists(&mut self, path: &Path) -> Result<bool, SysError> {
         let Some((dir, name)) = open_parent_if_any(path)? else {
             return Ok(false);
@@ -522,9 +518,15 @@ impl Sys for RealSys {
         Ok(Some(content))
     }
 
-    fn file_create(&mut self, path: &Path, content: &[u8], mode: u32) -> Result<(), SysError> {
+    fn file_create(
+        &mut self,
+        path: &Path,
+        content: &[u8],
+        mode: u32,
+        durability: Durability,
+    ) -> Result<(), SysError> {
         let noreplace = RenameFlags::RENAME_NOREPLACE;
-        write_atomic(path, content, mode, noreplace, Durability::ContentOnly)
+        write_atomic(path, content, mode, noreplace, durability)
     }
 
     fn file_replace(

@@ -67,16 +67,16 @@ pub struct FileRecord {
 
 impl FileRecord {
     /// Whether `content`, what the file holds now, is what the agent left there: what it last
-    /// wrote, or part of a rewrite that was cut short.
+    /// wrote, part of a rewrite that was cut short, or, in a file it created, part of what it
+    /// wrote: it does not sync a file it creates, so a power loss may leave it so.
     pub(crate) fn holds_ours(&self, content: Option<&[u8]>) -> bool {
         let Some(content) = content else {
             return false;
         };
+        let prefix_of = |ours: Option<&[u8]>| ours.is_some_and(|ours| ours.starts_with(content));
         self.written.as_deref() == Some(content)
-            || self
-                .rewriting
-                .as_deref()
-                .is_some_and(|new| new.starts_with(content))
+            || prefix_of(self.rewriting.as_deref())
+            || (self.backup.is_none() && prefix_of(self.written.as_deref()))
     }
 }
 
@@ -205,6 +205,12 @@ impl Record {
             link: None,
             ..self.clone()
         }
+    }
+
+    /// Whether the agent did, or is about to do, anything under `/etc/netns/NAME`, which outlives
+    /// a reboot.
+    pub fn touches_etc_netns(&self) -> bool {
+        self.etc_dir_created || !self.files.is_empty()
     }
 
     /// The agent created a namespace that got this record's name: with its identity on record,
@@ -438,6 +444,31 @@ mod tests {
     /// The same record as the agent of release 0.1.0 wrote it: version 2, without the
     /// `never_default_*` fields.
     const V2_0_1_0_FIXTURE: &[u8] = include_bytes!("testdata/record-v2-0.1.0-work");
+
+    /// A power loss can empty or cut short only a file the agent created, which it does not sync;
+    /// a file it replaced was synced, so part of it there is someone's.
+    #[test]
+    fn a_prefix_of_what_the_agent_wrote_is_its_own_only_in_a_file_it_created() {
+        let created = FileRecord {
+            file: DnsFile::ResolvConf,
+            backup: None,
+            written: Some(b"nameserver 198.19.0.1\n".to_vec()),
+            rewriting: None,
+        };
+        let replaced = FileRecord {
+            backup: Some(b"nameserver 192.0.2.1\n".to_vec()),
+            ..created.clone()
+        };
+        for content in [&b""[..], b"nameserver 198", b"nameserver 198.19.0.1\n"] {
+            assert!(created.holds_ours(Some(content)), "{content:?}");
+        }
+        assert!(replaced.holds_ours(Some(b"nameserver 198.19.0.1\n")));
+        for content in [&b""[..], b"nameserver 198"] {
+            assert!(!replaced.holds_ours(Some(content)), "{content:?}");
+        }
+        assert!(!created.holds_ours(Some(b"nameserver 198.19.0.1\nsearch x\n")));
+        assert!(!created.holds_ours(None));
+    }
 
     fn work() -> NetnsName {
         "work".parse().unwrap()

@@ -145,8 +145,7 @@ pub(super) fn open_regular(
 
 /// Writes `content` to a temporary file beside `path` and renames it over `path`. Durably, the
 /// temporary file is synced before the rename, so that a power loss never leaves the name with an
-/// empty or torn file, and the directory after it, so that the new name itself survives; with
-/// [`Durability::ContentOnly`], the caller syncs the directory later.
+/// empty or torn file, and the directory after it, so that the new name itself survives.
 pub(super) fn write_atomic(
     path: &Path,
     content: &[u8],
@@ -181,7 +180,7 @@ pub(super) fn write_atomic(
             let mut file = File::from(fd);
             file.write_all(content)
                 .map_err(|e| SysError::os("write", tmp_path.display(), e))?;
-            if durability != Durability::Volatile {
+            if durability == Durability::Durable {
                 file.sync_all()
                     .map_err(|e| SysError::os("fsync", tmp_path.display(), e))?;
             }
@@ -202,17 +201,6 @@ pub(super) fn write_atomic(
         sync_dir(&dir, path)?;
     }
     Ok(())
-}
-
-/// Syncs the directory at `path`, so that the names made in it survive a power loss.
-pub(super) fn sync_dir_at(path: &Path) -> Result<(), SysError> {
-    let dir = fcntl::open(
-        path,
-        OFlag::O_RDONLY | OFlag::O_DIRECTORY | NO_FOLLOW,
-        Mode::empty(),
-    )
-    .map_err(|e| SysError::os("open", path.display(), e))?;
-    unistd::fsync(&dir).map_err(|e| SysError::os("fsync", path.display(), e))
 }
 
 /// Syncs `dir`, the directory of `path`, so that a name added to it or taken from it survives a

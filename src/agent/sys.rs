@@ -88,17 +88,16 @@ pub struct FileId {
     pub ino: u64,
 }
 
-/// Whether a written file must be on disk before the write returns: what outlives a reboot
-/// must not be lost or torn by a power loss, while a file under `/run` is gone at a reboot anyway.
+/// Whether a written file must be on disk before the write returns: what a power loss must not
+/// lose or tear, such as the durable record or a backup put back, is synced; a file under `/run`,
+/// gone at a reboot anyway, is not, nor is a file whose every torn state its record covers (a
+/// DNS file the agent creates, see `FileRecord::holds_ours`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Durability {
-    /// Under `/run`: no sync.
+    /// No sync.
     Volatile,
     /// The file, then its directory, synced before and after the rename.
     Durable,
-    /// The file synced before the rename, so that its name never holds an empty or torn file;
-    /// its directory is left to one sync after several such files ([`Sys::dir_sync`]).
-    ContentOnly,
 }
 
 /// A network link as the kernel reports it.
@@ -241,8 +240,6 @@ pub trait Sys {
     /// that a power loss does not bring it back: the agent removes directories only under
     /// `/etc/netns`, which outlives a reboot.
     fn dir_remove(&mut self, path: &Path) -> Result<(), SysError>;
-    /// Syncs a directory, so that the names created in it survive a power loss.
-    fn dir_sync(&mut self, path: &Path) -> Result<(), SysError>;
     /// Whether a directory is at `path`, `false` if its parent is missing too; an error if
     /// something else is.
     fn dir_exists(&mut self, path: &Path) -> Result<bool, SysError>;
@@ -250,10 +247,14 @@ pub trait Sys {
     fn dir_list(&mut self, path: &Path) -> Result<Vec<String>, SysError>;
     /// A regular file's content; `None` if there is no file, nor a directory it could be in.
     fn file_read(&mut self, path: &Path) -> Result<Option<Vec<u8>>, SysError>;
-    /// Writes a new file atomically (temporary file, its content synced, and rename); fails if
-    /// `path` exists. Its name is durable only after a [`Sys::dir_sync`] of its directory, so
-    /// that the files the agent creates together under `/etc/netns/NAME` share one sync.
-    fn file_create(&mut self, path: &Path, content: &[u8], mode: u32) -> Result<(), SysError>;
+    /// Writes a new file atomically (temporary file and rename); fails if `path` exists.
+    fn file_create(
+        &mut self,
+        path: &Path,
+        content: &[u8],
+        mode: u32,
+        durability: Durability,
+    ) -> Result<(), SysError>;
     /// Writes a file atomically (temporary file and rename), replacing any file at `path`;
     /// [`Durability::Durable`]: on disk before this returns.
     fn file_replace(

@@ -5,7 +5,7 @@ use log::info;
 
 use super::{ExecError, Executor, Undo};
 use crate::agent::record::{DnsFile, FileRecord, Record};
-use crate::agent::sys::Sys;
+use crate::agent::sys::{Durability, Sys};
 use crate::plan::IsolationPlan;
 
 impl<S: Sys> Executor<S> {
@@ -23,11 +23,10 @@ impl<S: Sys> Executor<S> {
             info!("created {}", self.paths.etc_netns.display());
         }
         let dir = self.paths.etc_netns.join(record.netns.as_str());
-        if self.sys.dir_create(&dir, 0o755)? {
-            info!("created {}", dir.display());
-            record.etc_dir_created = true;
-            undo.push(Undo::DirRemove(dir.clone()));
-        }
+        // On record before the mkdir, with the files below: a power loss between the two then
+        // leaves nothing that the record does not name.
+        let create_dir = !self.sys.dir_exists(&dir)?;
+        record.etc_dir_created |= create_dir;
         let mut old = Vec::new();
         for file in DnsFile::ALL {
             let content = self.sys.file_read(&dir.join(file.name()))?;
@@ -64,7 +63,15 @@ impl<S: Sys> Executor<S> {
         if self.records.get(&record.netns) != Some(record) {
             self.save(record)?;
         }
-        let mut created = false;
+        if create_dir {
+            if self.sys.dir_create(&dir, 0o755)? {
+                info!("created {}", dir.display());
+                undo.push(Undo::DirRemove(dir.clone()));
+            } else {
+                // Someone made it since the check: theirs. The caller's next save says so.
+                record.etc_dir_created = false;
+            }
+        }
         for (file, content) in old {
             let path = dir.join(file.name());
             let new = file.content(plan).as_bytes();
@@ -75,18 +82,16 @@ impl<S: Sys> Executor<S> {
                     undo.push(Undo::FileRestore(file, path, content));
                 }
                 None => {
-                    self.sys.file_create(&path, new, 0o644)?;
+                    // Not synced: the record already names it and what it holds, and a power
+                    // loss leaves the name absent, or holding a prefix of that, the empty file
+                    // included, which a release still takes for the agent's
+                    // (`FileRecord::holds_ours`). A sync here cost a journal commit per file.
+                    self.sys
+                        .file_create(&path, new, 0o644, Durability::Volatile)?;
                     info!("wrote {}", path.display());
                     undo.push(Undo::FileRemove(path));
-                    created = true;
                 }
             }
-        }
-        // One sync makes the new names durable together: each file's content already is, so
-        // a power loss before it leaves a name either absent or whole, which a release after the
-        // reboot tells apart from someone's file by its content.
-        if created {
-            self.sys.dir_sync(&dir)?;
         }
         // Done: the file holds all of it. The caller's next save records that.
         for f in &mut record.files {

@@ -74,14 +74,17 @@ impl<S: Sys> Executor<S> {
     /// [`Executor::new`]), and it reads no more than those remains; a power loss takes the
     /// namespace with it. So a change of the lease, the link or the namespace's identity alone,
     /// such as the record that ends an isolation, needs no synced write: the durable copy already
-    /// on disk says to a rebooted agent all that the new record would. Each synced write costs a
-    /// journal commit on a real disk, and an isolation makes up to three of them.
+    /// on disk says to a rebooted agent all that the new record would. Nor does a record of a
+    /// namespace that has nothing under `/etc/netns` yet, such as the one `Prepare` writes: a
+    /// rebooted agent would have nothing to put back. Each synced write costs two journal commits
+    /// on a real disk (the file and its directory), so a fresh isolation makes one.
     pub(super) fn save(&mut self, record: &Record) -> Result<(), SysError> {
         let text = record.encode();
         let netns = &record.netns;
         let remains = record.after_reboot();
+        let on_disk = self.durable.get(netns);
         // The durable copy first: it is the one a power loss must not take.
-        if self.durable.get(netns) != Some(&remains) {
+        if on_disk != Some(&remains) && (on_disk.is_some() || remains.touches_etc_netns()) {
             let path = self.paths.durable.join(netns.as_str());
             self.sys
                 .file_replace(&path, &text, 0o600, Durability::Durable)?;
@@ -108,10 +111,11 @@ impl<S: Sys> Executor<S> {
     /// Removes the record of `netns`; the durable copy's removal is synced, or a power loss could
     /// bring back a record of what the agent no longer holds.
     pub(super) fn forget(&mut self, netns: &NetnsName) -> Result<(), SysError> {
-        let dirs = [
-            (&self.paths.state, Durability::Volatile),
-            (&self.paths.durable, Durability::Durable),
-        ];
+        let mut dirs = vec![(&self.paths.state, Durability::Volatile)];
+        // Only one that was written, or found at start, can be there.
+        if self.durable.contains_key(netns) {
+            dirs.push((&self.paths.durable, Durability::Durable));
+        }
         for (dir, durability) in dirs {
             let path = dir.join(netns.as_str());
             self.sys.file_remove(&path, durability)?;

@@ -283,9 +283,10 @@ impl<S: Sys> Executor<S> {
     /// Puts back a file's old content, in place if it is still there.
     fn restore(&mut self, path: &Path, content: &[u8]) -> Result<(), SysError> {
         match self.sys.file_rewrite(path, content) {
+            // Someone's content, which nothing else keeps once the record is gone.
             Err(e) if e.raw_os_error() == Some(Errno::ENOENT as i32) => {
-                self.sys.file_create(path, content, 0o644)?;
-                self.sys.dir_sync(path.parent().unwrap_or(Path::new("/")))
+                self.sys
+                    .file_create(path, content, 0o644, Durability::Durable)
             }
             other => other,
         }

@@ -41,7 +41,6 @@ pub enum Call {
     SysctlRead(String),
     DirCreate(PathBuf),
     DirRemove(PathBuf),
-    DirSync(PathBuf),
     DirExists(PathBuf),
     DirList(PathBuf),
     FileRead(PathBuf),

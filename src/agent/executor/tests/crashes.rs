@@ -2,7 +2,10 @@
 //! namespace's identity before its name, a deletion or a rewrite cut short, and which writes and
 //! removals are synced so that they survive one.
 
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::agent::fake::FakeFile;
 
 use super::*;
 
@@ -286,65 +289,73 @@ pub(super) fn reboot(mut world: World) -> World {
     world
 }
 
-/// A power loss at each step of an isolation, then a reboot: the durable record, rewritten only
-/// when what a reboot leaves of it changes (`Executor::save`), still says all that the rebooted
-/// agent must put back, and it does.
+/// What a power loss leaves of the files that were not synced and outlive a reboot.
+#[derive(Debug, Clone, Copy)]
+enum PowerLoss {
+    /// Nothing lost: a clean reboot syncs every file.
+    None,
+    /// Each one's name, without its content.
+    Emptied,
+    /// Not even the name.
+    Dropped,
+}
+
+fn lose_power(mut world: World, loss: PowerLoss) -> World {
+    let unsynced = |path: &Path, file: &FakeFile| !file.durable && !path.starts_with("/run");
+    match loss {
+        PowerLoss::None => {}
+        PowerLoss::Emptied => world
+            .files
+            .iter_mut()
+            .filter(|(path, file)| unsynced(path, file))
+            .for_each(|(_, file)| file.content.clear()),
+        PowerLoss::Dropped => world.files.retain(|path, file| !unsynced(path, file)),
+    }
+    world
+}
+
+/// A power loss at each step of an isolation, then a reboot: the durable record, written only
+/// when what a reboot leaves of it changes (`Executor::save`) and before any of it is made, still
+/// says all that the rebooted agent must put back, and it does, whatever the power loss took of
+/// the DNS files it did not sync.
 #[test]
 fn a_reboot_after_a_crash_at_each_step_puts_everything_back() {
     let mut ex = executor();
     calls(&mut ex);
     let before = reboot(world(&ex));
     ex.isolate(&request()).unwrap();
-    let done = calls(&mut ex);
-    let steps = done.len();
-    // Between its mkdir and the record that says so, `/etc/netns/NAME` is not yet on record, and
-    // stays, empty, after a crash there (as it did before the durable copy was spared writes).
-    let mkdir = done
-        .iter()
-        .position(|c| *c == Call::DirCreate(p(DIR)))
-        .unwrap();
-    let recorded = mkdir
-        + done[mkdir..]
-            .iter()
-            .position(|c| *c == Call::FileReplace(p(DURABLE)))
-            .unwrap();
-    // The last step is none: the power goes once the isolation is done.
-    for step in 0..=steps {
-        let mut ex = executor();
-        let seen = AtomicUsize::new(0);
-        ex.sys
-            .crash_when(move |_| seen.fetch_add(1, Ordering::Relaxed) == step);
-        drop(ex.isolate(&request()));
-        let crashed = ex.sys.crashed.take().unwrap_or_else(|| world(&ex));
-        let ex = executor_with(RecordingSys::new(reboot(crashed)));
-        let mut after = reboot(world(&ex));
-        if !before.dirs.contains(&p("/etc/netns")) {
-            after.dirs.remove(&p("/etc/netns"));
+    let steps = calls(&mut ex).len();
+    for loss in [PowerLoss::None, PowerLoss::Emptied, PowerLoss::Dropped] {
+        // The last step is none: the power goes once the isolation is done.
+        for step in 0..=steps {
+            let mut ex = executor();
+            let seen = AtomicUsize::new(0);
+            ex.sys
+                .crash_when(move |_| seen.fetch_add(1, Ordering::Relaxed) == step);
+            drop(ex.isolate(&request()));
+            let crashed = ex.sys.crashed.take().unwrap_or_else(|| world(&ex));
+            let ex = executor_with(RecordingSys::new(reboot(lose_power(crashed, loss))));
+            let mut after = reboot(world(&ex));
+            if !before.dirs.contains(&p("/etc/netns")) {
+                after.dirs.remove(&p("/etc/netns"));
+            }
+            assert_eq!(
+                after, before,
+                "a crash at step {step} of {steps}, {loss:?} lost"
+            );
         }
-        if (mkdir + 1..=recorded).contains(&step) {
-            assert!(after.dirs.remove(&p(DIR)), "step {step}");
-        }
-        assert_eq!(after, before, "a crash at step {step} of {steps}");
     }
 }
 
-/// What outlives a reboot is synced: the durable record and the DNS files; the record under
-/// `/run` is not.
+/// What outlives a reboot and is not covered by the durable record is synced: the record
+/// itself, but not the DNS files it names, nor the record under `/run`.
 #[test]
 fn only_what_outlives_a_reboot_is_synced() {
     let mut ex = executor();
     ex.isolate(&request()).unwrap();
     let durable = |path: &str| ex.sys.world.files[&p(path)].durable;
-    assert!(durable(DURABLE) && durable(RESOLV) && durable(NSSWITCH));
-    assert!(!durable(RECORD));
-    // The new DNS files' names, with one sync of their directory after both: until then, only
-    // the record that names them is durable.
-    let crashed = crash_at(
-        |c| matches!(c, Call::DirSync(_)),
-        |ex| drop(ex.isolate(&request())),
-    );
-    let durable = |path: &str| crashed.files[&p(path)].durable;
-    assert!(durable(DURABLE) && !durable(RESOLV) && !durable(NSSWITCH));
+    assert!(durable(DURABLE));
+    assert!(!durable(RESOLV) && !durable(NSSWITCH) && !durable(RECORD));
     // And so is every removal of a file or directory that outlives a reboot: a power loss must
     // not bring back a record of what the agent no longer holds, nor its `/etc/netns/NAME`.
     ex.release(&work()).unwrap();
