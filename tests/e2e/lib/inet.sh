@@ -1,6 +1,7 @@
 # shellcheck shell=bash
 # The rig's "internet": its PKI, and in namespace rig-inet the OpenVPN server and the VPN's DNS
 # server (dnsmasq on the server's tunnel address). Both are children of the caller, which reaps them.
+# The openconnect server beside them is in openconnect.sh.
 
 rig_pki() {
     local d=$RIG_W/pki
@@ -34,6 +35,7 @@ rig_client_addr() {
 rig_inet_up() {
     ip netns add "$RIG_NMNS"
     rig_inet_serve "$RIG_NMNS"
+    rig_ocserv_serve
 }
 
 # The server side alone, with the client's end of the veth (uplink0) in namespace $1 (a name, or a
@@ -45,7 +47,8 @@ rig_inet_serve() {
     ip -n "$RIG_INET" addr add "$RIG_SERVER_IP/30" dev srv0
     ip -n "$RIG_INET" link set srv0 up
     # Negative control: tunnel addresses must be unreachable over the underlay, or a ping test
-    # would pass with no tunnel at all. `local` moves below the prohibit rule.
+    # would pass with no tunnel at all. `local` moves below the prohibit rule. 198.19.0.0/16 holds
+    # both servers' tunnels and what lies behind them (rig.sh).
     ip -n "$RIG_INET" rule add pref 100 lookup local
     ip -n "$RIG_INET" rule del pref 0 lookup local
     ip -n "$RIG_INET" rule add pref 10 iif srv0 to 198.19.0.0/16 prohibit
