@@ -108,10 +108,14 @@ EOF
     rig_wait 10 grep -q 'Initialization Sequence Completed' "$RIG_W/server.log" ||
         rig_die "the OpenVPN server did not start: $(tail -5 "$RIG_W/server.log")"
     rig_log "OpenVPN server up in $RIG_INET (pid $RIG_SERVER_PID)"
+    rig_inet_dns RIG_DNS_PID "$RIG_TUN_SERVER_IP" "$RIG_DNS_NAME" "$RIG_W/dnsmasq.log"
+}
+
+# VAR ADDRESS NAME LOG: a VPN's DNS server in rig-inet, dnsmasq on ADDRESS, which alone knows NAME
+# (as ADDRESS); like the servers, a child of ours, its PID in VAR.
+rig_inet_dns() {
     ip netns exec "$RIG_INET" dnsmasq --keep-in-foreground --conf-file=/dev/null --no-resolv --no-hosts --bind-interfaces \
-        --listen-address="$RIG_TUN_SERVER_IP" --address="/$RIG_DNS_NAME/$RIG_TUN_SERVER_IP" \
-        --pid-file= --log-facility="$RIG_W/dnsmasq.log" </dev/null &
-    RIG_DNS_PID=$!
-    rig_wait 10 output_matches "$RIG_TUN_SERVER_IP:53" rig_inet ss -Hlun ||
-        rig_die "dnsmasq did not start: $(cat "$RIG_W/dnsmasq.log")"
+        --listen-address="$2" --address="/$3/$2" --pid-file= --log-facility="$4" </dev/null &
+    printf -v "$1" %s "$!"
+    rig_wait 10 output_matches "$2:53" rig_inet ss -Hlun || rig_die "dnsmasq on $2 did not start: $(cat "$4")"
 }

@@ -65,12 +65,7 @@ EOF
     rig_wait 10 output_matches "$RIG_SERVER_IP:$RIG_OC_PORT" rig_inet ss -Hltn ||
         rig_die "ocserv did not start: $(tail -5 "$RIG_W/ocserv.log")"
     rig_log "ocserv up in $RIG_INET (pid $RIG_OC_PID)"
-    ip netns exec "$RIG_INET" dnsmasq --keep-in-foreground --conf-file=/dev/null --no-resolv --no-hosts --bind-interfaces \
-        --listen-address="$RIG_OC_DNS_IP" --address="/$RIG_OC_DNS_NAME/$RIG_OC_DNS_IP" \
-        --pid-file= --log-facility="$RIG_W/oc-dnsmasq.log" </dev/null &
-    RIG_OC_DNS_PID=$!
-    rig_wait 10 output_matches "$RIG_OC_DNS_IP:53" rig_inet ss -Hlun ||
-        rig_die "openconnect's dnsmasq did not start: $(cat "$RIG_W/oc-dnsmasq.log")"
+    rig_inet_dns RIG_OC_DNS_PID "$RIG_OC_DNS_IP" "$RIG_OC_DNS_NAME" "$RIG_W/oc-dnsmasq.log"
 }
 
 # The server certificate's pin as openconnect prints it (FINGERPRINT) and takes it (--servercert):
