@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Installs what the build and the end-to-end rig need, idempotently, from Debian's packages.
-# The real NetworkManager, NetworkManager-openvpn and openvpn are what the tests exercise.
+# The real NetworkManager, NetworkManager-openvpn and openvpn are what the tests exercise, and
+# NetworkManager-openconnect and openconnect against Debian's ocserv.
 set -euo pipefail
 
 PACKAGES=(
     network-manager network-manager-openvpn openvpn dbus iproute2 openssl util-linux procps
+    network-manager-openconnect openconnect ocserv
     iputils-ping python3-gi gir1.2-nm-1.0 dnsmasq-base make groff-base
     # Packaging: dpkg-shlibdeps for the .deb's library dependencies, lintian, rpmbuild and rpmlint.
     dpkg-dev lintian shellcheck rpm rpmlint
@@ -39,6 +41,16 @@ if ((${#missing[@]})); then
     apt-get update -q
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends --no-upgrade "${missing[@]}"
     [[ -z $created_policy ]] || rm -f /usr/sbin/policy-rc.d
+fi
+
+# ocserv's postinst enables ocserv.service (`deb-systemd-helper enable`); policy-rc.d kept it from
+# starting now, but the machine would serve a VPN on its own network at its next boot. The rig runs
+# its own ocserv inside rig-inet (lib/openconnect.sh); the machine's must never run. Disabled, and
+# masked so that the postinst of an upgrade cannot start or enable it again.
+if [[ $(systemctl is-enabled ocserv.service 2>/dev/null) != masked ]]; then
+    [[ $EUID -eq 0 ]] || { echo "deps: masking ocserv.service needs root" >&2; exit 1; }
+    systemctl disable --no-reload ocserv.service
+    systemctl mask --no-reload ocserv.service
 fi
 
 if ! command -v cargo >/dev/null; then

@@ -1,6 +1,6 @@
 # shellcheck shell=bash
 # The hermetic end-to-end rig: the real NetworkManager, NetworkManager-openvpn, openvpn and dbus-daemon
-# from Debian, entirely inside namespaces this script creates. Sourced by run.sh and demo.sh; it
+# from Debian, and NetworkManager-openconnect and openconnect against Debian's ocserv, entirely inside namespaces this script creates. Sourced by run.sh and demo.sh; it
 # holds the rig's settings and loads its helpers from lib/ (see ARCHITECTURE.md for the design).
 #
 # Shape (why each piece is there: the caller's namespaces keep every mistake off the machine;
@@ -10,7 +10,9 @@
 #   caller      unshare --net --mount: an empty netns and a private /run, so nothing can reach the
 #               machine's own namespace even by mistake
 #   rig-inet    netns with the OpenVPN server on srv0 (198.18.0.1/30), tunnel 198.19.0.0/24,
-#               fd00:198:19::/64; tunnel addresses are prohibited over the underlay (negative control)
+#               fd00:198:19::/64; ocserv on srv0 too (port 4443), pool 198.19.16.0/24, its DNS server
+#               and probe address 198.19.17.53 on lo, behind its split route 198.19.17.0/24;
+#               198.19.0.0/16 and fd00:198:19::/48 are prohibited over the underlay (negative control)
 #   rig-nm      netns + mount/uts/pid namespaces: the sandbox. Overlays on /etc, /usr, /var, a private
 #               /run with the system bus on its standard path, read-only /sys, and NetworkManager in a
 #               slave mount namespace under NetworkManager.service's capability bounding set.
@@ -27,6 +29,14 @@ RIG_TUN_SERVER_IP6=fd00:198:19::1
 RIG_DNS_DOMAIN=vpn.test
 # A name only the VPN's DNS server (dnsmasq on the server's tunnel address) knows.
 RIG_DNS_NAME=host.vpn.test
+# The openconnect server: ocserv's port on $RIG_SERVER_IP, its address pool (one /24), the split
+# route it pushes, and on an address in that route its DNS server, which alone knows RIG_OC_DNS_NAME.
+# All inside 198.19.0.0/16, which the underlay prohibits (lib/inet.sh).
+RIG_OC_PORT=4443
+RIG_OC_POOL=198.19.16.0
+RIG_OC_SPLIT=198.19.17.0
+RIG_OC_DNS_IP=198.19.17.53
+RIG_OC_DNS_NAME=oc.vpn.test
 # The server's openvpn. tests/vm, where the server is no longer hidden in a PID namespace of its own,
 # runs it under another name, so that the checks on the client's processes (by name) do not see it.
 RIG_SERVER_OPENVPN=openvpn
@@ -51,6 +61,7 @@ RIG_NM_CAPBND=00000000200534e2
 #   snapshot.sh  snapshots of the machine and of the sandbox's root namespace, and their diff
 #   sandbox.sh   making and tearing down the sandbox namespaces; rig_sb, rig_ns; traffic probes
 #   inet.sh      the PKI, the OpenVPN server and the VPN's DNS server in rig-inet
+#   openconnect.sh  ocserv and its DNS server in rig-inet; openconnect profiles with a fresh cookie
 #   nm.sh        NetworkManager, profiles and activation
 #   agent.sh     the agent, called over the sandbox's bus by tests/e2e/agent-client.py
 #   leak.sh      the leak monitor (tests/e2e/leak-monitor.py) run.sh wraps each isolated scenario in
@@ -68,6 +79,8 @@ source "$RIG_LIB/snapshot.sh"
 source "$RIG_LIB/sandbox.sh"
 # shellcheck source=lib/inet.sh
 source "$RIG_LIB/inet.sh"
+# shellcheck source=lib/openconnect.sh
+source "$RIG_LIB/openconnect.sh"
 # shellcheck source=lib/nm.sh
 source "$RIG_LIB/nm.sh"
 # shellcheck source=lib/agent.sh

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# End-to-end tests against the real NetworkManager, NetworkManager-openvpn and openvpn.
+# End-to-end tests against the real NetworkManager, NetworkManager-openvpn and openvpn, and
+# NetworkManager-openconnect against ocserv.
 #
 #   tests/e2e/run.sh [t_NAME|b_NAME ...]   (as root; default: every scenario in tests.sh;
 #                                           b_NAME are the benchmarks in bench*.sh)
@@ -56,6 +57,8 @@ source "$here/tests-faults.sh"
 source "$here/tests-package.sh"
 # shellcheck source=tests-security.sh
 source "$here/tests-security.sh"
+# shellcheck source=tests-openconnect.sh
+source "$here/tests-openconnect.sh"
 # The command's scenarios, one file per subcommand or two.
 for f in "$here"/tests-cli-*.sh; do
     # shellcheck source=/dev/null

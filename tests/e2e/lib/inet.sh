@@ -1,6 +1,7 @@
 # shellcheck shell=bash
 # The rig's "internet": its PKI, and in namespace rig-inet the OpenVPN server and the VPN's DNS
 # server (dnsmasq on the server's tunnel address). Both are children of the caller, which reaps them.
+# The openconnect server beside them is in openconnect.sh.
 
 rig_pki() {
     local d=$RIG_W/pki
@@ -34,6 +35,7 @@ rig_client_addr() {
 rig_inet_up() {
     ip netns add "$RIG_NMNS"
     rig_inet_serve "$RIG_NMNS"
+    rig_ocserv_serve
 }
 
 # The server side alone, with the client's end of the veth (uplink0) in namespace $1 (a name, or a
@@ -45,7 +47,8 @@ rig_inet_serve() {
     ip -n "$RIG_INET" addr add "$RIG_SERVER_IP/30" dev srv0
     ip -n "$RIG_INET" link set srv0 up
     # Negative control: tunnel addresses must be unreachable over the underlay, or a ping test
-    # would pass with no tunnel at all. `local` moves below the prohibit rule.
+    # would pass with no tunnel at all. `local` moves below the prohibit rule. 198.19.0.0/16 holds
+    # both servers' tunnels and what lies behind them (rig.sh).
     ip -n "$RIG_INET" rule add pref 100 lookup local
     ip -n "$RIG_INET" rule del pref 0 lookup local
     ip -n "$RIG_INET" rule add pref 10 iif srv0 to 198.19.0.0/16 prohibit
@@ -105,10 +108,14 @@ EOF
     rig_wait 10 grep -q 'Initialization Sequence Completed' "$RIG_W/server.log" ||
         rig_die "the OpenVPN server did not start: $(tail -5 "$RIG_W/server.log")"
     rig_log "OpenVPN server up in $RIG_INET (pid $RIG_SERVER_PID)"
+    rig_inet_dns RIG_DNS_PID "$RIG_TUN_SERVER_IP" "$RIG_DNS_NAME" "$RIG_W/dnsmasq.log"
+}
+
+# VAR ADDRESS NAME LOG: a VPN's DNS server in rig-inet, dnsmasq on ADDRESS, which alone knows NAME
+# (as ADDRESS); like the servers, a child of ours, its PID in VAR.
+rig_inet_dns() {
     ip netns exec "$RIG_INET" dnsmasq --keep-in-foreground --conf-file=/dev/null --no-resolv --no-hosts --bind-interfaces \
-        --listen-address="$RIG_TUN_SERVER_IP" --address="/$RIG_DNS_NAME/$RIG_TUN_SERVER_IP" \
-        --pid-file= --log-facility="$RIG_W/dnsmasq.log" </dev/null &
-    RIG_DNS_PID=$!
-    rig_wait 10 output_matches "$RIG_TUN_SERVER_IP:53" rig_inet ss -Hlun ||
-        rig_die "dnsmasq did not start: $(cat "$RIG_W/dnsmasq.log")"
+        --listen-address="$2" --address="/$3/$2" --pid-file= --log-facility="$4" </dev/null &
+    printf -v "$1" %s "$!"
+    rig_wait 10 output_matches "$2:53" rig_inet ss -Hlun || rig_die "dnsmasq on $2 did not start: $(cat "$4")"
 }

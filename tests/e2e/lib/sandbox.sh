@@ -118,11 +118,11 @@ rig_down() {
     [[ -z ${RIG_UNSHARE_PID:-} ]] || kill -9 "$RIG_UNSHARE_PID" 2>/dev/null
     RIG_UNSHARE_PID=
     local pid
-    for pid in ${RIG_SERVER_PID:-} ${RIG_DNS_PID:-}; do
+    for pid in ${RIG_SERVER_PID:-} ${RIG_DNS_PID:-} ${RIG_OC_PID:-} ${RIG_OC_DNS_PID:-}; do
         kill "$pid" 2>/dev/null
         wait "$pid" 2>/dev/null
     done
-    RIG_SERVER_PID= RIG_DNS_PID=
+    RIG_SERVER_PID= RIG_DNS_PID= RIG_OC_PID= RIG_OC_DNS_PID=
     ip netns del "$RIG_INET" 2>/dev/null
     ip netns del "$RIG_NMNS" 2>/dev/null
     RIG_SB_PID=
@@ -131,7 +131,8 @@ rig_down() {
 # Prints the tail of every log the rig keeps, so that a red run explains itself.
 rig_dump_logs() {
     local f
-    for f in "$RIG_W/nm.log" "$RIG_W/server.log" "$RIG_W/sandbox.log" "$RIG_W/dnsmasq.log"; do
+    for f in "$RIG_W/nm.log" "$RIG_W/server.log" "$RIG_W/sandbox.log" "$RIG_W/dnsmasq.log" \
+        "$RIG_W/ocserv.log" "$RIG_W/oc-auth.log" "$RIG_W/oc-dnsmasq.log"; do
         [[ -s $f ]] || continue
         echo "----- last 60 lines of $f"
         tail -n 60 "$f"
@@ -171,8 +172,9 @@ expect_sb_file_line() {
 # ---- traffic --------------------------------------------------------------------------------------
 
 # The probe every "traffic goes through the VPN" check uses, so the negative control is the same
-# probe: one ping to the server's tunnel address, run under the command prefix "$@".
-probe_ping() { "$@" ping -c1 -W1 -q "$RIG_TUN_SERVER_IP"; }
+# probe: one ping to the server's tunnel address, run under the command prefix "$@". A scenario of
+# another VPN sets a `local RIG_PROBE_IP` to an address only that VPN reaches.
+probe_ping() { "$@" ping -c1 -W1 -q "${RIG_PROBE_IP:-$RIG_TUN_SERVER_IP}"; }
 
 # WHAT SECS PREFIX...: the probe answers within SECS seconds under PREFIX (rig_sb, rig_ns NS).
 expect_ping() {
