@@ -1,11 +1,12 @@
 # shellcheck shell=bash
 # End-to-end scenarios of NetworkManager-openconnect against the rig's ocserv (lib/openconnect.sh).
-# The installed nm-vpn-netns takes over only openvpn's registration, so these profiles run the
-# stock nm-openconnect-service.
+# A profile without netns-isolate runs as through the stock nm-openconnect-service; one with it is
+# isolated, as an OpenVPN profile is (tests-isolated.sh).
 
 # The tuns of openconnect VPNs in the sandbox's root namespace (NM-openconnect names them vpnN), and
 # the routes to the pool and the split network.
-oc_links() { rig_sb ip -o link show | awk -F': ' '$2 ~ /^vpn[0-9]+$/ {print $2}'; }
+# With a namespace $1, the tuns in that namespace.
+oc_links() { rig_sb ip ${1:+-n "$1"} -o link show | awk -F': ' '$2 ~ /^vpn[0-9]+$/ {print $2}'; }
 oc_routes() { rig_sb ip route show table all | grep -E '198\.19\.1[67]\.' || true; }
 
 # WHAT TUN: after down, the tun TUN is gone, or it is what the stock NM-openconnect 1.2.8 leaves:
@@ -94,3 +95,256 @@ t_openconnect_stock() {
 E2E_TESTS+=(t_openconnect_stock)
 # A stock VPN configures the root namespace: no leak monitor (lib/leak.sh).
 E2E_UNISOLATED+=(t_openconnect_stock)
+
+# ---- isolated -------------------------------------------------------------------------------------
+
+# NS TUN: the ifindex of tun TUN in namespace NS (the root namespace when NS is empty).
+oc_ifindex() { rig_sb ip ${1:+-n "$1"} -o link show dev "$2" | cut -d: -f1; }
+
+# NAME NS [KEY=VALUE...]: the isolated openconnect profile NAME in namespace NS, with a fresh cookie.
+oc_isolated_profile() {
+    rig_oc_profile "$1" netns-isolate=yes "netns-name=$2" "${@:3}"
+}
+
+# NAME NS: what a user checks once the isolated openconnect VPN NAME is up in namespace NS. The tun's
+# name goes to OC_TUN.
+assert_oc_isolated() {
+    local name=$1 ns=$2 RIG_PROBE_IP=$RIG_OC_DNS_IP
+    expect_activated "NM does not report $name activated" "$name"
+    expect_proc_running "the plugin shim is not what NM ran" nm-vpn-netns-se
+    expect_proc_running "the shim did not run the stock openconnect plugin" nm-openconnect-
+    expect_netns "namespace $ns is not visible in the sandbox's main mount namespace" "$ns"
+    OC_TUN=$(oc_links "$ns")
+    expect_match "no single vpnN tun in $ns" '^vpn[0-9]+$' "$OC_TUN"
+    expect_eq "a vpnN tun is in the root namespace" "" "$(oc_links)"
+    expect_match "the tun in $ns lacks an address of the pool" 'inet 198\.19\.16\.' \
+        "$(rig_sb ip -n "$ns" -4 addr show dev "$OC_TUN" 2>&1)"
+    pass_note "NM reports $name activated; $OC_TUN is in $ns with $(rig_sb ip -n "$ns" -4 -o addr show dev "$OC_TUN" | awk '{print $4}'), no vpnN in the root namespace"
+    expect_ping "no ping to $RIG_OC_DNS_IP from $ns" 10 rig_ns "$ns"
+    expect_no_ping "$RIG_OC_DNS_IP answers from the root namespace" rig_sb
+    pass_note "$RIG_OC_DNS_IP answers from $ns and not from the root namespace"
+    assert_root_clean
+    expect_no_match "the openconnect VPN's DNS is in the root resolv.conf" "$RIG_OC_DNS_IP" "$(rig_sb cat /etc/resolv.conf)"
+    pass_note "the root namespace has no tun, no VPN route or address, no VPN DNS"
+    expect_sb_file_line "resolv.conf of $ns lacks the pushed DNS" "nameserver $RIG_OC_DNS_IP" "/etc/netns/$ns/resolv.conf"
+    expect_sb_file_line "resolv.conf of $ns lacks the pushed domain" "search $RIG_DNS_DOMAIN" "/etc/netns/$ns/resolv.conf"
+    expect_match "$RIG_OC_DNS_NAME does not resolve in $ns" "^$RIG_OC_DNS_IP " \
+        "$(rig_ns "$ns" getent hosts "$RIG_OC_DNS_NAME" 2>&1)"
+    expect_cmd_fails "$RIG_OC_DNS_NAME resolves in the root namespace" rig_sb getent hosts "$RIG_OC_DNS_NAME"
+    pass_note "DNS in $ns: the pushed server and domain; $RIG_OC_DNS_NAME resolves there only"
+}
+
+# NAME NS: the split include. ocserv pushes one route and NM-openconnect's helper sends never-default
+# with it (nm-openconnect-service-openconnect-helper.c: a split include sets NEVER_DEFAULT), so the
+# namespace has no default route and reaches only the split network and the pool: the rig's
+# internet address, which answers from the root namespace (the control), does not answer from NS,
+# though ocserv's side would answer it through the tunnel as it answers the split network.
+assert_oc_split() {
+    local name=$1 ns=$2 RIG_PROBE_IP=$RIG_SERVER_IP routes
+    routes=$(rig_sb ip -n "$ns" route show)
+    expect_no_match "$ns has a default route despite the split include" '^default' "$routes"
+    expect_match "$ns has no route to the split network" "^$RIG_OC_SPLIT/24 " "$routes"
+    expect_ping "$RIG_SERVER_IP does not answer from the root namespace (control)" 5 rig_sb
+    expect_no_ping "$RIG_SERVER_IP, outside the split routes, answers from $ns" rig_ns "$ns"
+    pass_note "split include: $ns routes only $(grep -oE '^[0-9./]+' <<<"$routes" | paste -sd' '); $RIG_SERVER_IP answers from the root namespace, not from $ns"
+}
+
+# NAME NS: NM's banner for the VPN holds ocserv's banner and, last, our line naming the namespace
+# (cli_banner: tests-cli-enable.sh).
+assert_oc_banner() {
+    local name=$1 ns=$2 banner
+    banner=$(cli_banner "$name")
+    expect_contains "VPN.BANNER lacks the server's banner" "$RIG_OC_BANNER" "$banner"
+    expect_eq "VPN.BANNER does not end with the namespace line" \
+        "This VPN is isolated in network namespace \"$ns\": run apps there with: nm-vpn-netns exec $ns -- COMMAND" \
+        "$(tail -n1 <<<"$banner")"
+    pass_note "VPN.BANNER: ${banner//$'\n'/ | }"
+}
+
+# NS BEFORE: after down, nothing of the isolated openconnect VPN in NS is left: no process, namespace,
+# /etc/netns entry, record or tun, and the root namespace is as in snapshot BEFORE.
+assert_oc_gone() {
+    local ns=$1 before=$2
+    expect_procs_gone "a process of the openconnect VPN remains after down" 15 "${OC_PROCS[@]}" nm-vpn-netns-se
+    expect_netns_gone "namespace $ns remains after down" "$ns" 10
+    expect_sb_absent "/etc/netns/$ns remains after down" "/etc/netns/$ns" 10
+    expect_sb_absent "the record of $ns remains after down" "/run/nm-vpn-netns/$ns" 10
+    expect_within "a vpnN tun is in the root namespace after down" 10 oc_no_root_tun
+    expect_snapshot "the root namespace differs from before activation" "$before" 10
+    pass_note "after down: no process, namespace, /etc/netns/$ns, record or tun; the root namespace is as before"
+}
+oc_no_root_tun() { [[ -z $(oc_links) ]]; }
+
+# NAME NS BEFORE: the negative controls outside the VPN's life: the root namespace reaches neither
+# the VPN's side nor its name, and namespace NS does not exist.
+assert_oc_outside() {
+    local RIG_PROBE_IP=$RIG_OC_DNS_IP
+    expect_no_ping "$RIG_OC_DNS_IP answers from the root namespace ($1, negative control)" rig_sb
+    expect_cmd_fails "$RIG_OC_DNS_NAME resolves in the root namespace ($1, negative control)" \
+        rig_sb getent hosts "$RIG_OC_DNS_NAME"
+    expect_cmd_fails "namespace $2 exists ($1, negative control)" rig_ns "$2" true
+}
+
+# Acceptance of isolated openconnect: a profile with netns-isolate=yes up through nmcli, then
+# through libnm as GNOME's switch does; each time the namespace reaches the server's side and
+# resolves the name only its DNS knows, the root namespace has nothing of it, and down releases all.
+t_openconnect_isolated() {
+    local name=oc-work ns=oc-work before how
+    before=$(rig_snapshot)
+    for how in nmcli libnm; do
+        assert_oc_outside "before up through $how" "$ns"
+        oc_isolated_profile "$name" "$ns"
+        if [[ $how == nmcli ]]; then
+            expect_cmd_ok "nmcli connection up failed" rig_up_nmcli "$name"
+        else
+            expect_cmd_ok "libnm's activation failed" rig_up_libnm "$name"
+        fi
+        pass_note "up through $how"
+        assert_oc_isolated "$name" "$ns"
+        assert_oc_split "$name" "$ns"
+        assert_oc_banner "$name" "$ns"
+        if [[ $how == nmcli ]]; then
+            expect_cmd_ok "nmcli connection down failed" rig_down_nmcli "$name"
+        else
+            expect_cmd_ok "libnm's deactivation failed" rig_down_libnm "$name"
+        fi
+        assert_oc_gone "$ns" "$before"
+        assert_oc_outside "after down through $how" "$ns"
+    done
+    rig_profile_delete "$name"
+}
+
+# NAME NS: the VPN NAME up, in namespace NS or, when NS is empty, as stock in the root namespace; a
+# probe prefix for it goes to OC_IN.
+oc_up() {
+    local name=$1 ns=$2
+    OC_IN=(rig_sb)
+    [[ -z $ns ]] || OC_IN=(rig_ns "$ns")
+    expect_cmd_ok "nmcli connection up $name failed" rig_up_nmcli "$name"
+    expect_activated "NM does not report $name activated" "$name"
+    OC_TUN=$(oc_links "$ns")
+    expect_match "no single vpnN tun for $name" '^vpn[0-9]+$' "$OC_TUN"
+    RIG_PROBE_IP=$RIG_OC_DNS_IP expect_ping "no ping to $RIG_OC_DNS_IP through $name" 10 "${OC_IN[@]}"
+}
+
+# The ids of the sessions that ocserv's log $1 starts, in order.
+oc_sessions() { grep -oE "initiating session for user '$RIG_VPN_USER' \(session: [^)]+\)" <<<"$1" | sed 's/.*session: //; s/)$//' || true; }
+
+# The lines of the rig's log $1 after line $2 (a count from `wc -l`).
+log_since() { tail -n +"$(($2 + 1))" "$RIG_W/$1"; }
+
+# NAME NS: the underlay cut for longer than dead-peer detection, then restored. ocserv pushes dpd 5:
+# openconnect declares the peer dead after ~10 s of silence (openconnect mainloop.c:keepalive_action)
+# and reconnects with its cookie (ssl.c:ssl_reconnect); ocserv tears the old worker down after 3*dpd at
+# its next periodic check, every 30 s (ocserv worker-vpn.c:periodic_check). The cut lasts 50 s: past
+# both, and well under the cookie's life (cookie-timeout 300). Under a silent drop openconnect's
+# connect waits out the kernel's SYN retransmits, so the reconnect comes at the next SYN after the
+# restore; 120 s bounds that.
+oc_reconnect() {
+    local name=$1 ns=$2 tun ifindex pid oclines session nmlines log RIG_PROBE_IP=$RIG_OC_DNS_IP
+    oc_up "$name" "$ns"
+    tun=$OC_TUN
+    ifindex=$(oc_ifindex "$ns" "$tun")
+    pid=$(sb_pid openconnect)
+    oclines=$(wc -l <"$RIG_W/ocserv.log")
+    session=$(oc_sessions "$(cat "$RIG_W/ocserv.log")" | tail -1)
+    nmlines=$(wc -l <"$RIG_W/nm.log")
+    trap rig_underlay_restore EXIT
+    rig_underlay_cut
+    expect_no_ping "the tunnel answers with the underlay cut" "${OC_IN[@]}"
+    # The fault's length, not a timed check.
+    sleep 50
+    expect_no_ping "the tunnel answers after 50 s of the underlay cut" "${OC_IN[@]}"
+    expect_activated "NM does not report $name activated with the underlay cut" "$name"
+    pass_note "underlay cut for 50 s: no answer through the tunnel; NM still reports $name activated"
+    rig_underlay_restore
+    trap - EXIT
+    expect_ping "traffic did not come back within 120 s of the restore" 120 "${OC_IN[@]}"
+    # The session is the cookie's (ocserv sec-mod-db.c): a reconnect on the same cookie starts the same
+    # session again, with no new login.
+    log=$(log_since ocserv.log "$oclines")
+    expect_line "ocserv did not start session $session again after the cut" "$session" "$(oc_sessions "$log")"
+    expect_no_match "the client logged in anew instead of presenting its cookie" 'authenticate user' "$log"
+    grep -E 'closing session|initiating session|disconnected' <<<"$log" | sed 's/^/    ocserv: /'
+    expect_eq "another openconnect runs after the reconnect" "$pid" "$(sb_pid openconnect)"
+    expect_eq "the tun changed" "$tun" "$(oc_links "$ns")"
+    expect_eq "the tun's ifindex changed" "$ifindex" "$(oc_ifindex "$ns" "$tun")"
+    expect_activated "NM does not report $name activated after the reconnect" "$name"
+    pass_note "traffic is back; ocserv took the session back; the same openconnect (pid $pid) on the same $tun (ifindex $ifindex)"
+    log=$(log_since nm.log "$nmlines")
+    expect_no_match "NM's VPN state changed during the cut" 'vpn\[.*(state changed|failed|disconnected)' "$log"
+    pass_note "NM logged no state change of the VPN"
+}
+# Acceptance: a forced reconnect while ocserv keeps running (oc_reconnect), for an isolated
+# profile: the tun stays in the namespace with its ifindex, and the leak monitor sees nothing.
+t_openconnect_reconnect() {
+    local name=oc-redial ns=oc-redial before
+    before=$(rig_snapshot)
+    oc_isolated_profile "$name" "$ns"
+    oc_reconnect "$name" "$ns"
+    assert_oc_isolated "$name" "$ns"
+    expect_cmd_ok "nmcli connection down failed" rig_down_nmcli "$name"
+    assert_oc_gone "$ns" "$before"
+    rig_profile_delete "$name"
+}
+
+# Acceptance: ocserv restarted under an isolated VPN. The new ocserv knows no session (the cookies
+# lived in the old one's sec-mod), so openconnect's reconnect is refused and it exits
+# (openconnect cstp.c: "Cookie is no longer valid, ending session"), or the server's goodbye ends it
+# at once; NM-openconnect reports the failure, the VPN goes down, and nothing of it is left.
+t_openconnect_server_restart() {
+    local name=oc-srv ns=oc-srv before nmlines
+    before=$(rig_snapshot)
+    oc_isolated_profile "$name" "$ns"
+    oc_up "$name" "$ns"
+    assert_oc_isolated "$name" "$ns"
+    nmlines=$(wc -l <"$RIG_W/nm.log")
+    rig_ocserv_restart
+    pass_note "ocserv restarted (pid $(rig_oc_pid) now)"
+    # openconnect retries for up to reconnect_timeout (300 s) only while the server does not answer;
+    # the new one answers at once.
+    expect_within "NM still reports $name active 60 s after ocserv's restart" 60 nm_inactive "$name"
+    expect_match "NM's log does not say the VPN failed" "vpn\[.*\"$name\"\].*(fail|disconnect|stopped)" \
+        "$(log_since nm.log "$nmlines")"
+    grep -E "vpn\[.*\"$name\"\]" <(log_since nm.log "$nmlines") | head -3 | sed 's/^/    NM: /'
+    assert_oc_gone "$ns" "$before"
+    assert_oc_outside "after the failure" "$ns"
+    rig_profile_delete "$name"
+}
+
+# ROUND NAME NS: one up/down of the persistent profile NAME: exactly one tun (and it the VPN's) in
+# NS while it is up, none after down, and the namespace stays.
+oc_persistent_round() {
+    local round=$1 name=$2 ns=$3 tuns
+    oc_isolated_profile "$name" "$ns" netns-persistent=yes
+    oc_up "$name" "$ns"
+    tuns=$(rig_sb ip -n "$ns" -d -o link show | grep -c ' tun ') || true
+    expect_eq "not exactly one tun in $ns while up (round $round)" 1 "$tuns"
+    assert_root_clean
+    pass_note "round $round: one tun in $ns ($OC_TUN, ifindex $(oc_ifindex "$ns" "$OC_TUN")), none in the root namespace"
+    expect_cmd_ok "nmcli connection down failed (round $round)" rig_down_nmcli "$name"
+    expect_procs_gone "a process of the openconnect VPN remains after down" 15 "${OC_PROCS[@]}" nm-vpn-netns-se
+    expect_netns "the persistent namespace $ns went away on down (round $round)" "$ns"
+    expect_within "a tun is left in $ns after down (round $round)" 10 ns_no_tun "$ns"
+    expect_within "a vpnN tun is in the root namespace after down (round $round)" 10 oc_no_root_tun
+    expect_no_match "a route of the VPN is left in $ns after down (round $round)" '198\.19\.' \
+        "$(rig_sb ip -n "$ns" route show table all)"
+    assert_root_clean
+    pass_note "round $round: after down $ns stays, with no tun and no route of the VPN"
+}
+ns_no_tun() { ! output_matches ' tun ' rig_sb ip -n "$1" -d link show; }
+
+# Acceptance: a persistent profile, twice up and down: one tun inside while up, none after down;
+# the namespace outlives down.
+t_openconnect_persistent() {
+    local name=oc-keep ns=oc-keep before
+    before=$(rig_snapshot)
+    oc_persistent_round 1 "$name" "$ns"
+    oc_persistent_round 2 "$name" "$ns"
+    rig_profile_delete "$name"
+    rig_sb ip netns del "$ns"
+    rig_sb rm -rf "/etc/netns/$ns"
+    expect_snapshot "the root namespace differs from before, but for the kept namespace" "$before" 10
+}
+
+E2E_TESTS+=(t_openconnect_isolated t_openconnect_reconnect t_openconnect_server_restart t_openconnect_persistent)

@@ -3,6 +3,9 @@
 # DNS server behind its split route, and openconnect profiles whose cookie the rig fetches as a
 # user's auth dialog does. Both servers are children of the caller, which reaps them (rig_down).
 
+# The banner ocserv sends at connect; NM shows it as the VPN's banner.
+RIG_OC_BANNER="Welcome to the rig's ocserv"
+
 # Users and their crypt(3) hashes for ocserv's plain auth: "user:group:hash", `*` for no group.
 # `ocpasswd` would ask for the password on a terminal.
 rig_ocserv_passwd() {
@@ -23,6 +26,7 @@ rig_ocserv_serve() {
     # predictable-ips: the same user gets the same address each time. `route` is a split include,
     # so NetworkManager-openconnect's helper sends never-default and this one route.
     cat >"$RIG_W/ocserv.conf" <<EOF
+banner = "$RIG_OC_BANNER"
 auth = "plain[passwd=$RIG_W/ocpasswd]"
 listen-host = $RIG_SERVER_IP
 tcp-port = $RIG_OC_PORT
@@ -58,14 +62,54 @@ tls-priorities = "NORMAL:%SERVER_PRECEDENCE:%COMPAT:-VERS-SSL3.0:-VERS-TLS1.0:-V
 cisco-client-compat = true
 dtls-legacy = true
 EOF
+    rig_ocserv_start
+    rig_inet_dns RIG_OC_DNS_PID "$RIG_OC_DNS_IP" "$RIG_OC_DNS_NAME" "$RIG_W/oc-dnsmasq.log"
+}
+
+# Starts ocserv with the rig's config; its PID goes to RIG_OC_PID and to ocserv.pid, where the rig
+# finds it (rig_oc_pid) when a scenario, which runs in a subshell, started it again.
+rig_ocserv_start() {
     # In the foreground as a child of ours, like the OpenVPN server: `ip netns exec` execs it, so
     # $! is ocserv's main process, and its workers end with it (ocserv main.c, kill_on_parent_kill).
-    ip netns exec "$RIG_INET" ocserv -f -c "$RIG_W/ocserv.conf" </dev/null >>"$RIG_W/ocserv.log" 2>&1 &
+    # Debug level 2 logs each session's start and end with its session id (sec-mod "initiating
+    # session", "temporarily closing session"), which t_openconnect_reconnect follows.
+    ip netns exec "$RIG_INET" ocserv -f -d 2 -c "$RIG_W/ocserv.conf" </dev/null >>"$RIG_W/ocserv.log" 2>&1 &
     RIG_OC_PID=$!
+    echo "$RIG_OC_PID" >"$RIG_W/ocserv.pid"
     rig_wait 10 output_matches "$RIG_SERVER_IP:$RIG_OC_PORT" rig_inet ss -Hltn ||
         rig_die "ocserv did not start: $(tail -5 "$RIG_W/ocserv.log")"
     rig_log "ocserv up in $RIG_INET (pid $RIG_OC_PID)"
-    rig_inet_dns RIG_OC_DNS_PID "$RIG_OC_DNS_IP" "$RIG_OC_DNS_NAME" "$RIG_W/oc-dnsmasq.log"
+}
+
+# ocserv restarted as an admin or a crash and its supervisor would: ended by the PID the rig
+# recorded, then started again with the same config. The new one has no memory of the old sessions
+# (their cookies live in the old sec-mod).
+rig_ocserv_restart() {
+    local pid
+    pid=$(rig_oc_pid)
+    kill "$pid"
+    rig_wait 10 pid_gone "$pid" || rig_die "ocserv (pid $pid) did not exit"
+    rig_ocserv_start
+}
+
+# The PID of the running ocserv.
+rig_oc_pid() { cat "$RIG_W/ocserv.pid" 2>/dev/null || echo "${RIG_OC_PID:-}"; }
+
+# The underlay between the sandbox and rig-inet cut, as a dead line between a client and its
+# server is: every packet silently lost, both ways, with no error to either side. Into rig-inet, a
+# routing rule before all others blackholes what comes in on srv0; out of it, a permanent neighbour
+# entry sends the client's packets to a MAC address that uplink0 drops as not its own (a blackhole
+# route out would fail the server's send at once, and ocserv's worker would end on the error instead
+# of on dead-peer detection). The client's link stays up, so NetworkManager sees nothing: a link down
+# would take the VPN's base connection with it.
+rig_underlay_cut() {
+    ip -n "$RIG_INET" rule add pref 1 iif srv0 blackhole
+    ip -n "$RIG_INET" neigh replace "$RIG_CLIENT_IP" lladdr 02:00:00:00:de:ad dev srv0 nud permanent
+}
+rig_underlay_restore() {
+    ip -n "$RIG_INET" rule del pref 1 iif srv0 blackhole 2>/dev/null
+    ip -n "$RIG_INET" neigh del "$RIG_CLIENT_IP" dev srv0 2>/dev/null
+    true
 }
 
 # The server certificate's pin as openconnect prints it (FINGERPRINT) and takes it (--servercert):

@@ -118,7 +118,7 @@ rig_down() {
     [[ -z ${RIG_UNSHARE_PID:-} ]] || kill -9 "$RIG_UNSHARE_PID" 2>/dev/null
     RIG_UNSHARE_PID=
     local pid
-    for pid in ${RIG_SERVER_PID:-} ${RIG_DNS_PID:-} ${RIG_OC_PID:-} ${RIG_OC_DNS_PID:-}; do
+    for pid in ${RIG_SERVER_PID:-} ${RIG_DNS_PID:-} $(rig_oc_pid) ${RIG_OC_DNS_PID:-}; do
         kill "$pid" 2>/dev/null
         wait "$pid" 2>/dev/null
     done
