@@ -70,13 +70,13 @@ impl StockWatch {
 }
 
 impl Driver {
-    /// Owns `bus_name` with the plugin's interface on it. NM fails a plugin that has not owned
-    /// its name 5 s after the spawn, so this comes before anything else.
-    pub async fn new(bus_name: &str) -> Result<Driver, ShimError> {
+    /// Owns `bus_name` with the plugin's interface for the VPN `service` on it. NM fails a plugin
+    /// that has not owned its name 5 s after the spawn, so this comes before anything else.
+    pub async fn new(bus_name: &str, service: &str) -> Result<Driver, ShimError> {
         let (commands, command_rx) = mpsc::unbounded_channel();
         let (stock_status, stock) = watch::channel(StockStatus::Starting);
         let state = Arc::new(AtomicU32::new(state::INIT));
-        let plugin = Plugin::new(commands, stock, state.clone());
+        let plugin = Plugin::new(commands, stock, state.clone(), service);
         let conn = zbus::connection::Builder::system()
             .serve_at(PLUGIN_PATH, plugin)
             .name(bus_name)

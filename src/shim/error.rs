@@ -21,7 +21,6 @@ use crate::report::chain;
 
 use super::keyfile::KeyFileError;
 use super::session::failure;
-use super::SERVICE;
 
 // NM_VPN_PLUGIN_ERROR names (NetworkManager's nm-errors.h), which NM logs with the message.
 pub(super) const BAD_ARGUMENTS: &str = "org.freedesktop.NetworkManager.VPN.Error.BadArguments";
@@ -92,8 +91,10 @@ pub enum ShimError {
     NoProgram { path: PathBuf },
     #[error("{0} is the shim itself, not the stock service")]
     StockIsShim(PathBuf),
-    #[error("bus name {0:?} is neither {SERVICE} nor below it")]
+    #[error("bus name {0:?} is not a D-Bus well-known name")]
     BusName(String),
+    #[error("{service} was not taken over by nm-vpn-netns: no {} has its service=", looked_in.display())]
+    NotTakenOver { service: String, looked_in: PathBuf },
     #[error("cannot start the stock service {program}")]
     Spawn {
         program: PathBuf,
@@ -264,7 +265,7 @@ impl DBusError for Reply {
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
-    use crate::plan::settings::NmConnection;
+    use crate::plan::settings::{NmConnection, OPENVPN_SERVICE};
     use crate::shim::codec;
 
     /// A D-Bus error reply as zbus hands it to a caller.
@@ -296,7 +297,7 @@ pub(super) mod tests {
 
     #[test]
     fn our_errors_use_nm_names() {
-        let e = codec::check(NmConnection::new()).unwrap_err();
+        let e = codec::check(NmConnection::new(), OPENVPN_SERVICE).unwrap_err();
         let reply = Reply::from(e);
         assert_eq!(reply.name(), BAD_ARGUMENTS);
         assert_eq!(

@@ -37,6 +37,8 @@ pub(super) struct Plugin {
     commands: mpsc::UnboundedSender<Command>,
     stock: watch::Receiver<StockStatus>,
     state: Arc<AtomicU32>,
+    /// The VPN service it stands in for, which decides what some keys of `vpn.data` mean.
+    service: String,
 }
 
 impl Plugin {
@@ -44,11 +46,13 @@ impl Plugin {
         commands: mpsc::UnboundedSender<Command>,
         stock: watch::Receiver<StockStatus>,
         state: Arc<AtomicU32>,
+        service: &str,
     ) -> Self {
         Plugin {
             commands,
             stock,
             state,
+            service: service.to_owned(),
         }
     }
 
@@ -74,7 +78,7 @@ impl Plugin {
         connection: NmConnection,
         hdr: &Header<'_>,
     ) -> Result<NmConnection, ShimError> {
-        let checked = checked(connection)?;
+        let checked = checked(connection, &self.service)?;
         let (accepted, answer) = oneshot::channel();
         let command = Command::Connect {
             peer: hdr.sender().map(|s| s.to_string()),
@@ -116,8 +120,8 @@ pub(super) async fn emit(iface: &InterfaceRef<Plugin>, state: &AtomicU32, signal
 }
 
 /// [`codec::check`], logging a refusal.
-fn checked(connection: NmConnection) -> Result<codec::Checked, ShimError> {
-    codec::check(connection).inspect_err(|e| warn!("{}", chain(e)))
+fn checked(connection: NmConnection, service: &str) -> Result<codec::Checked, ShimError> {
+    codec::check(connection, service).inspect_err(|e| warn!("{}", chain(e)))
 }
 
 #[interface(name = "org.freedesktop.NetworkManager.VPN.Plugin")]
@@ -152,7 +156,7 @@ impl Plugin {
         settings: NmConnection,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<String, Reply> {
-        let checked = checked(settings)?;
+        let checked = checked(settings, &self.service)?;
         let reply = stock::call(
             conn,
             &self.stock().await?,
