@@ -239,6 +239,11 @@ impl Driver {
                     Err(()) => self.session.stop(),
                 }
             }
+            Command::ConnectDeclined => {
+                info!("the stock service has no ConnectInteractive; NetworkManager falls back to Connect");
+                self.session.on_connect_declined();
+                vec![]
+            }
             Command::Disconnect { stopped } => {
                 self.disconnects.push(stopped);
                 self.session.stop()
@@ -358,6 +363,7 @@ impl Driver {
                 Command::Connect { accepted, .. } => {
                     accepted.send(Err(ShimError::WrongState("stopped"))).ok();
                 }
+                Command::ConnectDeclined => {}
                 Command::Disconnect { stopped } => self.disconnects.push(stopped),
             }
         }

@@ -27,6 +27,8 @@ pub(super) const BAD_ARGUMENTS: &str = "org.freedesktop.NetworkManager.VPN.Error
 pub(super) const WRONG_STATE: &str = "org.freedesktop.NetworkManager.VPN.Error.WrongState";
 pub(super) const LAUNCH_FAILED: &str = "org.freedesktop.NetworkManager.VPN.Error.LaunchFailed";
 pub(super) const FAILED: &str = "org.freedesktop.NetworkManager.VPN.Error.Failed";
+const INTERACTIVE_NOT_SUPPORTED: &str =
+    "org.freedesktop.NetworkManager.VPN.Error.InteractiveNotSupported";
 pub(super) const NO_REPLY: &str = "org.freedesktop.DBus.Error.NoReply";
 
 /// Whom the shim calls.
@@ -132,6 +134,8 @@ pub enum ShimError {
     NotActivated { uuid: String, timeout: Duration },
     #[error("the plugin connects once and is {0} already")]
     WrongState(&'static str),
+    #[error("NetworkManager's Connect differs from the ConnectInteractive it falls back from")]
+    ConnectChanged,
     #[error("D-Bus")]
     Bus(#[source] Leaf<zbus::Error>),
 }
@@ -154,6 +158,19 @@ impl ShimError {
                 ..
             } => failure::BAD_IP_CONFIG,
             _ => failure::CONNECT_FAILED,
+        }
+    }
+
+    /// Whether it is the stock service's `InteractiveNotSupported` answer to ConnectInteractive,
+    /// after which NM calls Connect ([`super::session::Session::on_connect_declined`]).
+    pub fn declines_interactive(&self) -> bool {
+        match self {
+            ShimError::Call {
+                peer: Peer::Stock,
+                error: Leaf(error),
+                ..
+            } => remote(error).is_some_and(|(name, _)| name.as_str() == INTERACTIVE_NOT_SUPPORTED),
+            _ => false,
         }
     }
 
@@ -293,6 +310,26 @@ pub(super) mod tests {
             reply.description(),
             Some("property “x” invalid or not supported")
         );
+    }
+
+    /// libnm's answer for a plugin without ConnectInteractive reaches NM as it is, for NM to
+    /// fall back to Connect; only the stock service's answer counts as that.
+    #[test]
+    fn interactive_not_supported_is_recognised() {
+        let call = |peer, name| ShimError::Call {
+            peer,
+            method: "ConnectInteractive",
+            error: Leaf(bus_error(
+                name,
+                "Plugin does not implement ConnectInteractive()",
+            )),
+        };
+        let declined = call(Peer::Stock, INTERACTIVE_NOT_SUPPORTED);
+        assert!(declined.declines_interactive());
+        assert_eq!(Reply::from(declined).name(), INTERACTIVE_NOT_SUPPORTED);
+        assert!(!call(Peer::Agent, INTERACTIVE_NOT_SUPPORTED).declines_interactive());
+        assert!(!call(Peer::Stock, BAD_ARGUMENTS).declines_interactive());
+        assert!(!ShimError::StockGone.declines_interactive());
     }
 
     #[test]

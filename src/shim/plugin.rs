@@ -27,6 +27,8 @@ pub(super) enum Command {
         intent: Option<NetnsIntent>,
         accepted: oneshot::Sender<Result<(), ShimError>>,
     },
+    /// The stock service declined ConnectInteractive; NM falls back to Connect.
+    ConnectDeclined,
     Disconnect {
         stopped: oneshot::Sender<()>,
     },
@@ -146,7 +148,12 @@ impl Plugin {
     ) -> Result<(), Reply> {
         let connection = self.begin_connect(connection, &hdr).await?;
         let body = (connection, details);
-        stock::call(conn, &self.stock().await?, "ConnectInteractive", &body).await?;
+        let called = stock::call(conn, &self.stock().await?, "ConnectInteractive", &body).await;
+        if called.as_ref().is_err_and(ShimError::declines_interactive) {
+            // Before NM has the answer, so before its Connect: the driver takes them in order.
+            self.commands.send(Command::ConnectDeclined).ok();
+        }
+        called?;
         Ok(())
     }
 
