@@ -27,8 +27,9 @@ use super::session::{state, Action, Session, Signal};
 use super::stock::{self, Stock, StockProcess, StockStatus};
 use super::{PLUGIN_INTERFACE, PLUGIN_PATH};
 
-/// How long the stock service gets to exit after Disconnect. It sends openvpn SIGTERM, and SIGKILL
-/// 2 s later; this leaves room for a loaded machine.
+/// How long the stock service gets to exit after Disconnect. nm-openvpn sends openvpn SIGTERM, and
+/// nm-openconnect openconnect SIGINT, each SIGKILL 2 s later; this leaves room for a loaded
+/// machine.
 const STOCK_EXIT_TIMEOUT: Duration = Duration::from_secs(16);
 /// How long after the stock service's exit the bus gets to report its name lost.
 const EXIT_GRACE: Duration = Duration::from_secs(1);
@@ -299,7 +300,7 @@ impl Driver {
     }
 
     /// The one teardown, in the order of ARCHITECTURE.md, "Teardown order": the stock service
-    /// stops first (openvpn exits with it and the kernel destroys the tun), then an Isolate still
+    /// stops first (its VPN client exits with it; openvpn's tun goes with openvpn), then an Isolate still
     /// in flight finishes, then the lease is released, and only then does NM hear the failure
     /// and STOPPED; so NM sees STOPPED only once the namespace is free.
     async fn teardown(&mut self, stock: &mut Stock, failure: Option<u32>) {

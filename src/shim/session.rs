@@ -56,12 +56,12 @@ pub enum Signal {
 pub enum Action {
     /// Emit this signal to NM.
     Emit(Signal),
-    /// Ask the agent to prepare the namespace while openvpn connects (ARCHITECTURE.md,
+    /// Ask the agent to prepare the namespace while the VPN client connects (ARCHITECTURE.md,
     /// "Prepare"); the session waits for its answer before it asks for `Isolate`.
     Prepare(Box<NetnsIntent>),
     /// Ask the agent to isolate the tun; the driver looks up its ifindex.
     Isolate(Box<IsolateCall>),
-    /// Ask the agent to re-apply a config that openvpn re-sent.
+    /// Ask the agent to re-apply a config that the stock service re-sent.
     Reapply(Box<ReapplyCall>),
     /// Put the mirrored `netns-*` keys back into `vpn.data` of the profile with this uuid, now
     /// that NM has the Config that activates the VPN; the driver does it beside its loop.
@@ -115,7 +115,7 @@ struct Isolating {
 #[derive(Debug)]
 struct Isolated {
     netns: String,
-    /// A config that openvpn re-sent after a restart.
+    /// A config that the stock service re-sent: openvpn's after a restart.
     dicts: Dicts,
     reapplying: bool,
 }
@@ -138,7 +138,7 @@ impl Dicts {
     fn collect(&mut self, signal: Signal) -> Option<Signal> {
         let (v6, d) = match signal {
             Signal::Config(d) => {
-                // A new Config starts a new set: openvpn re-ran its up script.
+                // A new Config starts a new set: the VPN client re-ran its script.
                 *self = Dicts {
                     config: Some(d),
                     ..Dicts::default()
@@ -290,7 +290,8 @@ impl Session {
                 Some(other) => vec![Action::Emit(other)],
             },
             // openvpn kept root and re-ran its up script: the namespace takes the new config,
-            // and NM never hears of the tun.
+            // and NM never hears of the tun. (nm-openconnect's helper sends its config once per
+            // openconnect process: only at "connect", never at a reconnect.)
             (Phase::Isolated(i), None) => match i.dicts.collect(signal) {
                 None => i.reapply(),
                 Some(other) => vec![Action::Emit(other)],
@@ -398,15 +399,17 @@ impl Session {
     }
 
     /// The agent reports that the tun `link` can no longer serve the namespace `netns`: it left it
-    /// (openvpn closed it, as when it reopens it after the server pushed another address), or the
-    /// namespace lost its name. Either way NM must hear it. Ignored unless it is our namespace.
+    /// (its VPN client closed it, as openvpn does to reopen it after the server pushed another
+    /// address), or the namespace lost its name. Either way NM must hear it. Ignored unless it is
+    /// our namespace.
     pub fn on_link_lost(&mut self, netns: &str, link: &str, loss: &LinkLoss) -> Vec<Action> {
         match &self.phase {
             Phase::Isolated(i) if i.netns == netns => {
                 match loss {
                     LinkLoss::Removed => error!(
-                        "tunnel {link} left namespace {netns} (openvpn reopened it, e.g. after \
-                         the server changed the pushed address); stopping the VPN"
+                        "tunnel {link} left namespace {netns} (its VPN client closed it, as openvpn \
+                         does to reopen it after the server changed the pushed address); stopping \
+                         the VPN"
                     ),
                     LinkLoss::NetnsDeleted => error!(
                         "namespace {netns} was deleted or unmounted from outside while the VPN \
