@@ -500,27 +500,49 @@ fn fake_agent_serves_the_contract() {
     assert_eq!(FakeAgent::name().as_str(), INTERFACE);
 }
 
-/// `--inner-program` is the old name of `--stock-program`; an error ends the shim with its whole
-/// chain on one line.
-#[test]
-fn old_program_flag_is_accepted() {
+/// How the shim ends before it is on the bus, with `args`: its exit status and its stderr, which
+/// NM puts in its log.
+fn shim_refusal(args: &[&str]) -> (Option<i32>, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_nm-vpn-netns-service"))
-        .args([
-            "--bus-name",
-            "org.example.vpn",
-            "--inner-program",
-            "/bin/false",
-        ])
+        .args(args)
         .env("NM_VPN_LOG_SYSLOG", "0")
         .env_remove("RUST_LOG")
         .output()
         .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `--inner-program` is the old name of `--stock-program`; an error ends the shim with its whole
+/// chain on one line.
+#[test]
+fn old_program_flag_is_accepted() {
+    let args = [
+        "--bus-name",
+        "org.example..vpn",
+        "--inner-program",
+        "/bin/false",
+    ];
+    let (status, stderr) = shim_refusal(&args);
+    assert_eq!(status, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("Error: bus name \"org.example..vpn\" is not a D-Bus well-known name"),
+        "{stderr}"
+    );
+}
+
+/// The shim stands in only for a service whose registration install moved aside; for another it
+/// says which service and what it looked for.
+#[test]
+fn a_service_not_taken_over_is_refused() {
+    let (status, stderr) = shim_refusal(&["--bus-name", "org.example.vpn.Connection_1"]);
+    assert_eq!(status, Some(1), "{stderr}");
     assert!(
         stderr.contains(
-            "Error: bus name \"org.example.vpn\" is neither org.freedesktop.NetworkManager.openvpn \
-             nor below it"
+            "Error: org.example.vpn was not taken over by nm-vpn-netns: no \
+             /usr/lib/NetworkManager/VPN/*.name.distrib has its service="
         ),
         "{stderr}"
     );
@@ -865,6 +887,82 @@ async fn stock_errors_reach_nm_verbatim() {
     rig.disconnect().await;
     assert_eq!(rig.stock_calls()[1..], ["Disconnect", "exit"]);
     assert!(rig.exit_status().await.success());
+}
+
+/// nm-openconnect-service has no ConnectInteractive: libnm answers InteractiveNotSupported, and NM
+/// falls back to Connect with the same connection (nm-vpn-connection.c, `connect_interactive_cb`).
+/// NM gets that answer as it is, and its Connect works as a first one would: passed through, or
+/// isolated in the namespace that Prepare made at ConnectInteractive. The stock service never
+/// inherits NM_DBUS_SERVICE_OPENCONNECT, whose value its helper would send the VPN's config to.
+#[tokio::test]
+async fn connect_after_interactive_not_supported() {
+    for isolate in ["no", "yes"] {
+        let test = format!("not-interactive-{isolate}");
+        let env = [("NM_DBUS_SERVICE_OPENCONNECT", SHIM)];
+        let mut rig = Rig::start(&test, &fake_stock(), None, &env).await;
+        rig.agent_prepares.store(true, Ordering::Relaxed);
+        let data = [
+            ("gateway", "vpn.example.com"),
+            ("fake-not-interactive", "yes"),
+            ("netns-isolate", isolate),
+        ];
+        let e = rig
+            .connect_interactive(connection(&data, vec![]))
+            .await
+            .unwrap_err();
+        let zbus::Error::MethodError(name, message, _) = e else {
+            panic!("{isolate}: {e:?}")
+        };
+        assert_eq!(
+            name.as_str(),
+            "org.freedesktop.NetworkManager.VPN.Error.InteractiveNotSupported"
+        );
+        assert_eq!(
+            message.as_deref(),
+            Some("Plugin does not implement ConnectInteractive()")
+        );
+        rig.call("Connect", connection(&data, vec![]))
+            .await
+            .unwrap();
+        assert_eq!(rig.next_signal().await, Sig::State(STARTING));
+        rig.emit_configs("lo").await;
+        match rig.next_signal().await {
+            Sig::Config(c) if isolate == "yes" => assert!(!c.contains_key("tundev"), "{c:?}"),
+            other => assert_eq!(other, Sig::Config(config("lo"))),
+        }
+        if isolate == "no" {
+            assert_eq!(rig.next_signal().await, Sig::Ip4(openvpn_ip4("lo")));
+        }
+        rig.disconnect().await;
+        assert_eq!(
+            rig.signals_until_stopped().await,
+            [Sig::State(STOPPING), Sig::State(STOPPED)]
+        );
+        let sent = "fake-not-interactive=yes\tgateway=vpn.example.com";
+        assert_eq!(
+            rig.stock_calls(),
+            [
+                format!("ConnectInteractive\t{sent}"),
+                format!("Connect\t{sent}"),
+                "Disconnect".into(),
+                "exit".into()
+            ],
+            "{isolate}"
+        );
+        let calls = rig.agent_calls();
+        match isolate {
+            "yes" => assert!(
+                matches!(
+                    &calls[..],
+                    [AgentCall::Prepare(_), AgentCall::Isolate(_), AgentCall::Release(ns, true, STOPPING)]
+                    if ns == "work"
+                ),
+                "{calls:?}"
+            ),
+            _ => assert_eq!(calls, []),
+        }
+        assert!(rig.exit_status().await.success());
+    }
 }
 
 #[tokio::test]
