@@ -1,5 +1,6 @@
 #!/usr/bin/python3
-"""A stand-in for the stock nm-openvpn service, for the shim's tests (tests/shim_bus.rs).
+"""A stand-in for a stock VPN service (nm-openvpn's, nm-openconnect's), for the shim's tests
+(tests/shim_bus.rs).
 
 The shim starts it as it starts the stock service: `fake_stock.py --bus-name NAME`, on the bus of
 DBUS_SYSTEM_BUS_ADDRESS. Like a libnm plugin it exports org.freedesktop.NetworkManager.VPN.Plugin
@@ -10,7 +11,10 @@ Every call is appended to the file FAKE_STOCK_LOG as one line: the method's name
 calls that carry a connection, its vpn.data as tab-separated key=value pairs in key order. The
 line "exit" ends a clean exit.
 A vpn.data key "fake-reject" makes Connect fail with the error org.example.Fake.Error.Rejected and
-that key's value as its message.
+that key's value as its message. A vpn.data key "fake-not-interactive" makes ConnectInteractive
+fail with org.freedesktop.NetworkManager.VPN.Error.InteractiveNotSupported and change nothing, as
+libnm answers for a plugin without connect_interactive (nm-openconnect-service).
+If NM_DBUS_SERVICE_OPENCONNECT is in its environment, the first line is "env" and its value.
 
 Tests drive it through io.github.NmVpnNetns.Test.FakeStock on the same object:
   Emit(s member, v args)   emit the plugin signal `member` with `args` (a tuple) from this process
@@ -35,6 +39,7 @@ PATH = "/org/freedesktop/NetworkManager/VPN/Plugin"
 PLUGIN = "org.freedesktop.NetworkManager.VPN.Plugin"
 CONTROL = "io.github.NmVpnNetns.Test.FakeStock"
 STARTING, STOPPING, STOPPED = 3, 5, 6
+INTERACTIVE_NOT_SUPPORTED = "org.freedesktop.NetworkManager.VPN.Error.InteractiveNotSupported"
 
 XML = f"""
 <node>
@@ -75,6 +80,9 @@ def main():
     if len(sys.argv) != 3 or sys.argv[1] != "--bus-name":
         sys.exit(f"usage: {sys.argv[0]} --bus-name NAME")
     name = sys.argv[2]
+    inherited = os.environ.get("NM_DBUS_SERVICE_OPENCONNECT")
+    if inherited is not None:
+        log("env", inherited)
     loop = GLib.MainLoop()
     conn = Gio.bus_get_sync(Gio.BusType.SYSTEM, None)
     children = []
@@ -106,6 +114,11 @@ def main():
         if method in ("Connect", "ConnectInteractive", "NeedSecrets", "NewSecrets"):
             data = vpn_data(params)
         log(method, *(f"{k}={v}" for k, v in sorted(data.items())))
+        if method == "ConnectInteractive" and "fake-not-interactive" in data:
+            invocation.return_dbus_error(
+                INTERACTIVE_NOT_SUPPORTED, "Plugin does not implement ConnectInteractive()"
+            )
+            return
         if method in ("Connect", "ConnectInteractive"):
             reject = data.get("fake-reject")
             if reject is not None:

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use common::{openvpn_config, openvpn_ip4, openvpn_ip6, openvpn_net30, VarDict, UUID};
 use nm_vpn_netns::agent::service::validate_request;
-use nm_vpn_netns::plan::settings::NmConnection;
+use nm_vpn_netns::plan::settings::{NmConnection, OPENVPN_SERVICE};
 use nm_vpn_netns::plan::{owned, var_dict};
 use nm_vpn_netns::shim::codec::{self, ConfigSet};
 use serde::de::DeserializeOwned;
@@ -172,7 +172,7 @@ fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
             body::<_, (Sorted, Sorted, Sorted)>(&dicts),
         ));
         for profile in PROFILES {
-            let intent = codec::check(nm_connection(profile))
+            let intent = codec::check(nm_connection(profile), OPENVPN_SERVICE)
                 .unwrap()
                 .intent
                 .expect("every seed profile is isolated");

@@ -1,7 +1,7 @@
 //! The shim's binary on a private bus daemon, between this test (standing in for NetworkManager),
 //! a fake stock service (`fake_stock.py`, which the shim starts as it would start the real one)
-//! and a fake agent served here. Every test has a bus of its own. The last test runs the real
-//! nm-openvpn-service where it is installed.
+//! and a fake agent served here. Every test has a bus of its own. Two tests run the real
+//! nm-openvpn-service and nm-openconnect-service where they are installed.
 
 mod common;
 
@@ -32,6 +32,7 @@ const STOCK: &str = "org.freedesktop.NetworkManager.openvpn.netns.Connection_7";
 const FAKE_STOCK_CONTROL: &str = "io.github.NmVpnNetns.Test.FakeStock";
 const BAD_ARGUMENTS: &str = "org.freedesktop.NetworkManager.VPN.Error.BadArguments";
 const STOCK_SERVICE: &str = "/usr/lib/NetworkManager/nm-openvpn-service";
+const OPENCONNECT_SERVICE: &str = "/usr/lib/NetworkManager/nm-openconnect-service";
 /// Generous: a loaded CI machine starts python and two processes per test.
 const TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -500,27 +501,49 @@ fn fake_agent_serves_the_contract() {
     assert_eq!(FakeAgent::name().as_str(), INTERFACE);
 }
 
-/// `--inner-program` is the old name of `--stock-program`; an error ends the shim with its whole
-/// chain on one line.
-#[test]
-fn old_program_flag_is_accepted() {
+/// How the shim ends before it is on the bus, with `args`: its exit status and its stderr, which
+/// NM puts in its log.
+fn shim_refusal(args: &[&str]) -> (Option<i32>, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_nm-vpn-netns-service"))
-        .args([
-            "--bus-name",
-            "org.example.vpn",
-            "--inner-program",
-            "/bin/false",
-        ])
+        .args(args)
         .env("NM_VPN_LOG_SYSLOG", "0")
         .env_remove("RUST_LOG")
         .output()
         .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `--inner-program` is the old name of `--stock-program`; an error ends the shim with its whole
+/// chain on one line.
+#[test]
+fn old_program_flag_is_accepted() {
+    let args = [
+        "--bus-name",
+        "org.example..vpn",
+        "--inner-program",
+        "/bin/false",
+    ];
+    let (status, stderr) = shim_refusal(&args);
+    assert_eq!(status, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("Error: bus name \"org.example..vpn\" is not a D-Bus well-known name"),
+        "{stderr}"
+    );
+}
+
+/// The shim stands in only for a service whose registration install moved aside; for another it
+/// says which service and what it looked for.
+#[test]
+fn a_service_not_taken_over_is_refused() {
+    let (status, stderr) = shim_refusal(&["--bus-name", "org.example.vpn.Connection_1"]);
+    assert_eq!(status, Some(1), "{stderr}");
     assert!(
         stderr.contains(
-            "Error: bus name \"org.example.vpn\" is neither org.freedesktop.NetworkManager.openvpn \
-             nor below it"
+            "Error: org.example.vpn was not taken over by nm-vpn-netns: no \
+             /usr/lib/NetworkManager/VPN/*.name.distrib has its service="
         ),
         "{stderr}"
     );
@@ -867,6 +890,82 @@ async fn stock_errors_reach_nm_verbatim() {
     assert!(rig.exit_status().await.success());
 }
 
+/// nm-openconnect-service has no ConnectInteractive: libnm answers InteractiveNotSupported, and NM
+/// falls back to Connect with the same connection (nm-vpn-connection.c, `connect_interactive_cb`).
+/// NM gets that answer as it is, and its Connect works as a first one would: passed through, or
+/// isolated in the namespace that Prepare made at ConnectInteractive. The stock service never
+/// inherits NM_DBUS_SERVICE_OPENCONNECT, whose value its helper would send the VPN's config to.
+#[tokio::test]
+async fn connect_after_interactive_not_supported() {
+    for isolate in ["no", "yes"] {
+        let test = format!("not-interactive-{isolate}");
+        let env = [("NM_DBUS_SERVICE_OPENCONNECT", SHIM)];
+        let mut rig = Rig::start(&test, &fake_stock(), None, &env).await;
+        rig.agent_prepares.store(true, Ordering::Relaxed);
+        let data = [
+            ("gateway", "vpn.example.com"),
+            ("fake-not-interactive", "yes"),
+            ("netns-isolate", isolate),
+        ];
+        let e = rig
+            .connect_interactive(connection(&data, vec![]))
+            .await
+            .unwrap_err();
+        let zbus::Error::MethodError(name, message, _) = e else {
+            panic!("{isolate}: {e:?}")
+        };
+        assert_eq!(
+            name.as_str(),
+            "org.freedesktop.NetworkManager.VPN.Error.InteractiveNotSupported"
+        );
+        assert_eq!(
+            message.as_deref(),
+            Some("Plugin does not implement ConnectInteractive()")
+        );
+        rig.call("Connect", connection(&data, vec![]))
+            .await
+            .unwrap();
+        assert_eq!(rig.next_signal().await, Sig::State(STARTING));
+        rig.emit_configs("lo").await;
+        match rig.next_signal().await {
+            Sig::Config(c) if isolate == "yes" => assert!(!c.contains_key("tundev"), "{c:?}"),
+            other => assert_eq!(other, Sig::Config(config("lo"))),
+        }
+        if isolate == "no" {
+            assert_eq!(rig.next_signal().await, Sig::Ip4(openvpn_ip4("lo")));
+        }
+        rig.disconnect().await;
+        assert_eq!(
+            rig.signals_until_stopped().await,
+            [Sig::State(STOPPING), Sig::State(STOPPED)]
+        );
+        let sent = "fake-not-interactive=yes\tgateway=vpn.example.com";
+        assert_eq!(
+            rig.stock_calls(),
+            [
+                format!("ConnectInteractive\t{sent}"),
+                format!("Connect\t{sent}"),
+                "Disconnect".into(),
+                "exit".into()
+            ],
+            "{isolate}"
+        );
+        let calls = rig.agent_calls();
+        match isolate {
+            "yes" => assert!(
+                matches!(
+                    &calls[..],
+                    [AgentCall::Prepare(_), AgentCall::Isolate(_), AgentCall::Release(ns, true, STOPPING)]
+                    if ns == "work"
+                ),
+                "{calls:?}"
+            ),
+            _ => assert_eq!(calls, []),
+        }
+        assert!(rig.exit_status().await.success());
+    }
+}
+
 #[tokio::test]
 async fn stock_failure_is_reported_after_the_stop() {
     let mut rig = Rig::fake("stock-failure").await;
@@ -1112,6 +1211,61 @@ async fn real_stock_service_sees_no_netns_keys() {
     let pid = nix::unistd::Pid::from_raw(pid.try_into().unwrap());
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
     assert_eq!(rig.next_signal().await, Sig::State(STOPPED));
+    assert!(rig.exit_status().await.success());
+}
+
+/// The real nm-openconnect-service has no ConnectInteractive: its answer reaches NM as libnm sent
+/// it, and the Connect that NM falls back to reaches it, which here refuses it for want of the
+/// gateway secret before it would make a tun (`nm_openconnect_start_openconnect_binary`).
+#[tokio::test]
+async fn real_openconnect_service_takes_the_fallback_connect() {
+    if !Path::new(OPENCONNECT_SERVICE).exists() {
+        eprintln!("skipped: {OPENCONNECT_SERVICE} is not installed");
+        return;
+    }
+    let mut rig = Rig::start(
+        "real-openconnect",
+        Path::new(OPENCONNECT_SERVICE),
+        None,
+        &[],
+    )
+    .await;
+    let data = [("gateway", "192.0.2.1"), ("netns-isolate", "no")];
+    let e = rig
+        .connect_interactive(connection(&data, vec![]))
+        .await
+        .unwrap_err();
+    let zbus::Error::MethodError(name, message, _) = e else {
+        panic!("{e:?}")
+    };
+    assert_eq!(
+        name.as_str(),
+        "org.freedesktop.NetworkManager.VPN.Error.InteractiveNotSupported"
+    );
+    assert_eq!(
+        message.as_deref(),
+        Some("Plugin does not implement ConnectInteractive()")
+    );
+    // It quits once the failed Connect has stopped it, and often loses its reply then, as
+    // nm-openvpn does without the shim too: the bus answers NoReply for it. Either way the
+    // Connect reached it; the shim's own refusal would be WrongState.
+    let e = rig
+        .call("Connect", connection(&data, vec![]))
+        .await
+        .unwrap_err();
+    let reached = match &e {
+        zbus::Error::MethodError(name, message, _) => {
+            name.as_str() == "org.freedesktop.NetworkManager.VPN.Error.LaunchFailed"
+                && message.as_deref() == Some("No VPN gateway specified.")
+        }
+        zbus::Error::FDO(e) => matches!(**e, zbus::fdo::Error::NoReply(_)),
+        _ => false,
+    };
+    assert!(reached, "{e:?}");
+    assert_eq!(
+        rig.signals_until_stopped().await.last(),
+        Some(&Sig::State(STOPPED))
+    );
     assert!(rig.exit_status().await.success());
 }
 

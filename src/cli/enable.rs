@@ -10,8 +10,10 @@ use zbus::Connection;
 use crate::cli::profiles;
 use crate::nmbus::{self, ConnectionSettings, SettingsConnectionProxy};
 use crate::plan::mirror;
-use crate::plan::settings::{self, ConnectionInfo, Key, NameSource, SettingsError, Timeout};
-use crate::shim::{Leaf, SERVICE};
+use crate::plan::settings::{
+    self, ConnectionInfo, Key, NameSource, SettingsError, Timeout, OPENVPN_SERVICE,
+};
+use crate::shim::Leaf;
 
 const ENABLE_ABOUT: &str = "Isolate an OpenVPN connection in a network namespace of its own";
 
@@ -101,7 +103,7 @@ pub enum EnableError {
     Ambiguous { id: String, count: usize },
     #[error(
         "connection {id:?} is not an OpenVPN connection ({found}); nm-vpn-netns isolates only \
-         connections of vpn.service-type {SERVICE}"
+         connections of vpn.service-type {OPENVPN_SERVICE}"
     )]
     NotOpenVpn { id: String, found: String },
     #[error("connection {id:?} cannot be isolated")]
@@ -225,7 +227,7 @@ fn openvpn_only(current: &ConnectionSettings, id: &str) -> Result<(), EnableErro
         .ok()
         .flatten();
     match service_type {
-        Some(SERVICE) => Ok(()),
+        Some(OPENVPN_SERVICE) => Ok(()),
         Some(other) => Err(EnableError::NotOpenVpn {
             id: id.to_owned(),
             found: format!("vpn.service-type {other}"),
@@ -323,7 +325,7 @@ mod tests {
                 VarDict::from([("service-type".to_owned(), crate::plan::owned(service))]),
             )])
         };
-        assert!(openvpn_only(&vpn(SERVICE), "work").is_ok());
+        assert!(openvpn_only(&vpn(OPENVPN_SERVICE), "work").is_ok());
         let e = openvpn_only(&vpn("org.freedesktop.NetworkManager.wireguard"), "wg")
             .unwrap_err()
             .to_string();

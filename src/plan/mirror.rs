@@ -1,8 +1,8 @@
 //! The mirror of the `netns-*` keys in the connection's `user` setting, which `nm-vpn-netns
 //! enable` writes beside `vpn.data`, and the profile edits of `enable`, `disable` and the shim.
 //!
-//! Why a mirror: GNOME's connection editor rebuilds `vpn.data` from the fields nm-openvpn's editor
-//! knows when it saves a profile, which drops our keys, but it leaves the profile's other settings,
+//! Why a mirror: GNOME's connection editor rebuilds `vpn.data` from the fields the plugin's editor
+//! (nm-openvpn's, nm-openconnect's) knows when it saves a profile, which drops our keys, but it leaves the profile's other settings,
 //! `user` among them, as they were. The shim reads the mirror when `vpn.data` has no `netns-*` key
 //! at all, and once the VPN is up it puts the keys back into `vpn.data`.
 //!

@@ -1,5 +1,6 @@
 //! The isolation planner: NetworkManager's `Config`/`Ip4Config`/`Ip6Config` dicts, as the stock
-//! nm-openvpn helper sends them, plus the validated settings -> an [`IsolationPlan`].
+//! plugin's helper (nm-openvpn's, nm-openconnect's) sends them, plus the validated settings -> an
+//! [`IsolationPlan`].
 //!
 //! Pure: nothing here touches the system. The agent runs it on the raw inputs of every request, so
 //! each value is checked here, once, and every error names the dict, the key and the value.
@@ -230,8 +231,8 @@ pub fn build(input: &PlanInput<'_>) -> Result<IsolationPlan, PlanError> {
     let has_ip4 = config.bool(HAS_IP4)?.unwrap_or(false);
     let has_ip6 = config.bool(HAS_IP6)?.unwrap_or(false);
 
-    // nm-openvpn's helper gives up without a device, so a Config without one never comes from
-    // it; there is nothing to move into the namespace either way.
+    // nm-openvpn's and nm-openconnect's helpers give up without a device, so a Config without one
+    // never comes from them; there is nothing to move into the namespace either way.
     let tundev = config.str(TUNDEV)?.ok_or_else(|| {
         config.missing(
             TUNDEV,
@@ -275,6 +276,8 @@ pub fn build(input: &PlanInput<'_>) -> Result<IsolationPlan, PlanError> {
 
     // openvpn runs with --ifconfig-noexec, so the agent alone sets the tun's MTU, and nm-openvpn's
     // helper reports 1500 in Config even when openvpn runs with --tun-mtu from tunnel-mtu.
+    // openconnect sets the MTU on the tun itself, and nm-openconnect's helper reports it in
+    // Config's `mtu`; `tunnel_mtu` is nm-openvpn's key and so absent then.
     let config_mtu = config.u32(MTU)?;
     let mtu = input.tunnel_mtu.or(config_mtu);
     if let Some(mtu) = mtu {
@@ -335,7 +338,7 @@ fn family<A: Family>(
     let (routes, preserve_routes) = routes::<A>(r, ext_gateway)?;
 
     // A server-pushed `never-default` is honoured as NM honours it (nm-openvpn never sends one;
-    // other plugins do for split tunnels). Dropping a default route inside the namespace cannot
+    // nm-openconnect's helper does with every split-include route the server pushes). Dropping a default route inside the namespace cannot
     // leak: there is no other path out, so traffic the VPN does not route fails closed.
     let pushed_never_default = r.bool(NEVER_DEFAULT)?.unwrap_or(false);
     let default_route =
@@ -359,8 +362,9 @@ fn family<A: Family>(
 
 /// The tun's address and prefix in this family.
 fn address<A: Family>(r: &NmReader<'_>) -> Result<(A, u8), PlanError> {
-    // NM would configure routes on a family with no address; nm-openvpn never sends that, and an
-    // address-less tun in the namespace would only hide the mistake.
+    // NM would configure routes on a family with no address; nm-openvpn and nm-openconnect never
+    // send that (they announce a family only with its address), and an address-less tun in the
+    // namespace would only hide the mistake.
     let address = A::read(r, ADDRESS)?
         .ok_or_else(|| r.missing(ADDRESS, "the VPN announced this family without an address"))?;
     // Without `prefix`, use NM's own default so the namespace gets the address NM would set.

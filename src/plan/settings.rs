@@ -411,7 +411,8 @@ pub fn vpn_timeout_from_nm(conn: &NmConnection) -> Result<Option<u32>, SettingsE
     Ok(section(conn, "vpn").u32("timeout")?.filter(|&s| s > 0))
 }
 
-/// `vpn.data` as the stock plugin must see it: it refuses keys it does not know.
+/// `vpn.data` as the stock plugin must see it: nm-openvpn refuses keys it does not know, and
+/// nm-openconnect, which only warns of them, has no business with ours either.
 pub fn strip_netns_keys(vpn_data: &BTreeMap<String, String>) -> BTreeMap<String, String> {
     vpn_data
         .iter()
@@ -436,13 +437,24 @@ pub struct NetnsSettings {
     pub connection_uuid: String,
 }
 
+/// NetworkManager-openvpn's service: `service=` of its `.name` file.
+pub const OPENVPN_SERVICE: &str = "org.freedesktop.NetworkManager.openvpn";
+
 /// NetworkManager-openvpn's key for openvpn's `--tun-mtu`.
 pub const TUNNEL_MTU: &str = "tunnel-mtu";
 
-/// `tunnel-mtu` of `vpn_data`: `None` when unset or empty, as nm-openvpn takes it, which also
-/// refuses a value that is not an integer. Its range depends on the tun's address families, which
-/// only the plan knows.
-pub fn tunnel_mtu(vpn_data: &BTreeMap<String, String>) -> Result<Option<u32>, SettingsError> {
+/// `tunnel-mtu` of `vpn_data` for a connection of the VPN `service`: `None` when unset or empty,
+/// as nm-openvpn takes it, which also refuses a value that is not an integer. Its range depends on
+/// the tun's address families, which only the plan knows. The key is nm-openvpn's alone, so for
+/// any other service it means nothing: nm-openconnect's MTU key is `mtu`, which openconnect sets on
+/// the tun itself (`--mtu`).
+pub fn tunnel_mtu(
+    service: &str,
+    vpn_data: &BTreeMap<String, String>,
+) -> Result<Option<u32>, SettingsError> {
+    if service != OPENVPN_SERVICE {
+        return Ok(None);
+    }
     match vpn_data.get(TUNNEL_MTU).map(String::as_str) {
         None | Some("") => Ok(None),
         Some(s) => s

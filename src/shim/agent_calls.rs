@@ -88,7 +88,7 @@ async fn bounded<T>(
         })
 }
 
-/// Has the agent prepare the connection's namespace while openvpn connects.
+/// Has the agent prepare the connection's namespace while the VPN client connects.
 pub(super) fn prepare(conn: Connection, intent: NetnsIntent) -> AgentCall {
     Box::pin(prepared(conn, intent))
 }
@@ -98,7 +98,7 @@ pub(super) fn isolate(conn: Connection, call: IsolateCall) -> AgentCall {
     Box::pin(isolated(conn, call))
 }
 
-/// Has the agent re-apply a config that openvpn re-sent.
+/// Has the agent re-apply a config that the stock service re-sent.
 pub(super) fn reapply(conn: Connection, call: ReapplyCall) -> AgentCall {
     Box::pin(reapplied(conn, call))
 }

@@ -27,7 +27,8 @@ pub struct NetnsIntent {
     pub from_mirror: bool,
     pub never_default_v4: bool,
     pub never_default_v6: bool,
-    /// `tunnel-mtu`: the agent sets it on the tun, as openvpn does not (`--ifconfig-noexec`).
+    /// nm-openvpn's `tunnel-mtu`: the agent sets it on the tun, as openvpn does not
+    /// (`--ifconfig-noexec`). Always `None` for another service ([`settings::tunnel_mtu`]).
     pub tunnel_mtu: Option<u32>,
     /// `netns-timeout`, which the agent enforces.
     pub timeout: Duration,
@@ -45,18 +46,20 @@ pub struct Checked {
     pub intent: Option<NetnsIntent>,
 }
 
-/// Validates every `netns-*` key, even with isolation off, so that a typo refuses the connection
-/// instead of being ignored, and strips them for the stock service, which refuses unknown keys.
-/// The keys come from `vpn.data`, or from the mirror in `user.data` when `vpn.data` has none
-/// ([`mirror::decide`]); the mirror stays in the connection, as the stock service ignores `user`.
-pub fn check(connection: NmConnection) -> Result<Checked, ShimError> {
+/// Validates every `netns-*` key of a connection of the VPN `service`, even with isolation off, so
+/// that a typo refuses the connection instead of being ignored, and strips them for the stock
+/// service: nm-openvpn refuses unknown keys, nm-openconnect logs them and goes on
+/// (`validate_one_property`). The keys come from `vpn.data`, or from the mirror in `user.data`
+/// when `vpn.data` has none ([`mirror::decide`]); the mirror stays in the connection, as the stock
+/// service ignores `user`.
+pub fn check(connection: NmConnection, service: &str) -> Result<Checked, ShimError> {
     let info = ConnectionInfo::from_nm(&connection).map_err(ShimError::Config)?;
     let data = settings::vpn_data_from_nm(&connection).map_err(ShimError::Config)?;
     let decided = mirror::decide(&connection, &info).map_err(ShimError::Config)?;
     let settings = decided.settings;
     // Without isolation, the key is the stock service's alone.
     let tunnel_mtu = match settings.isolate {
-        true => settings::tunnel_mtu(&data).map_err(ShimError::Config)?,
+        true => settings::tunnel_mtu(service, &data).map_err(ShimError::Config)?,
         false => None,
     };
     let connect_timeout = match settings.isolate {
@@ -222,6 +225,7 @@ mod tests {
     const UUID: &str = "8d3e2c1a-5b4f-4e6d-9a7b-0c1d2e3f4a5b";
 
     use crate::plan::nm::{MTU, TUNDEV};
+    use crate::plan::settings::OPENVPN_SERVICE;
     use crate::plan::tests::{ay, config, invalid, v4, wrong_type};
     use crate::plan::{owned as ov, var_dict as dict};
 
@@ -266,7 +270,7 @@ mod tests {
             ("netns-isolate", "yes"),
             ("netns-timeout", "2500"),
         ]);
-        let checked = check(c).unwrap();
+        let checked = check(c, OPENVPN_SERVICE).unwrap();
         assert_eq!(
             vpn_data(&checked.connection).keys().collect::<Vec<_>>(),
             ["remote"]
@@ -300,7 +304,11 @@ mod tests {
 
     #[test]
     fn keys_are_stripped_without_isolation() {
-        let checked = check(connection(&[("remote", "x"), ("netns-isolate", "no")])).unwrap();
+        let checked = check(
+            connection(&[("remote", "x"), ("netns-isolate", "no")]),
+            OPENVPN_SERVICE,
+        )
+        .unwrap();
         assert_eq!(checked.intent, None);
         assert_eq!(
             vpn_data(&checked.connection).keys().collect::<Vec<_>>(),
@@ -314,16 +322,16 @@ mod tests {
     fn dicts_without_our_keys_stay_as_sent() {
         let c = connection(&[("remote", "x")]);
         let before = format!("{c:?}");
-        let checked = check(c).unwrap();
+        let checked = check(c, OPENVPN_SERVICE).unwrap();
         assert_eq!(format!("{:?}", checked.connection), before);
     }
 
     #[test]
     fn bad_keys_refuse_even_without_isolation() {
-        let e = check(connection(&[
-            ("netns-isolate", "no"),
-            ("netns-timeout", "0"),
-        ]))
+        let e = check(
+            connection(&[("netns-isolate", "no"), ("netns-timeout", "0")]),
+            OPENVPN_SERVICE,
+        )
         .unwrap_err();
         assert!(matches!(
             e,
@@ -347,16 +355,19 @@ mod tests {
             "ipv4".into(),
             HashMap::from([("dns".to_owned(), ov(vec![0x0100_0a0au32]))]),
         );
-        let text = crate::report::chain(&check(c).unwrap_err());
+        let text = crate::report::chain(&check(c, OPENVPN_SERVICE).unwrap_err());
         assert!(text.contains("ipv4.dns is set"), "{text}");
     }
 
     #[test]
     fn request_has_the_idl_fields() {
-        let intent = check(connection(&[("netns-isolate", "yes"), ("remote", "x")]))
-            .unwrap()
-            .intent
-            .unwrap();
+        let intent = check(
+            connection(&[("netns-isolate", "yes"), ("remote", "x")]),
+            OPENVPN_SERVICE,
+        )
+        .unwrap()
+        .intent
+        .unwrap();
         let config = dict(vec![("tundev", ov("tun0")), ("has-ip4", ov(true))]);
         let ip4 = dict(vec![("address", ov(0x0200_13c6u32))]);
         let set = ConfigSet {
@@ -387,11 +398,11 @@ mod tests {
     }
 
     /// The agent sets the tun's MTU (openvpn runs with --ifconfig-noexec), so it needs the
-    /// profile's `tunnel-mtu`, which also stays in the stock service's `vpn.data`.
+    /// profile's `tunnel-mtu`, which also stays in nm-openvpn's `vpn.data`.
     #[test]
     fn tunnel_mtu_is_read_and_sent() {
         let c = connection(&[("netns-isolate", "yes"), ("tunnel-mtu", "1400")]);
-        let checked = check(c).unwrap();
+        let checked = check(c, OPENVPN_SERVICE).unwrap();
         assert!(vpn_data(&checked.connection).contains_key("tunnel-mtu"));
         let intent = checked.intent.unwrap();
         assert_eq!(intent.tunnel_mtu, Some(1400));
@@ -401,13 +412,17 @@ mod tests {
             ip6: None,
         };
         assert_eq!(isolate_request(&intent, 7, &set).tunnel_mtu, Some(1400));
-        let unset = check(connection(&[("netns-isolate", "yes"), ("tunnel-mtu", "")])).unwrap();
+        let unset = check(
+            connection(&[("netns-isolate", "yes"), ("tunnel-mtu", "")]),
+            OPENVPN_SERVICE,
+        )
+        .unwrap();
         assert_eq!(unset.intent.unwrap().tunnel_mtu, None);
         let text = crate::report::chain(
-            &check(connection(&[
-                ("netns-isolate", "yes"),
-                ("tunnel-mtu", "big"),
-            ]))
+            &check(
+                connection(&[("netns-isolate", "yes"), ("tunnel-mtu", "big")]),
+                OPENVPN_SERVICE,
+            )
             .unwrap_err(),
         );
         assert!(
@@ -415,11 +430,19 @@ mod tests {
             "{text}"
         );
         // Without isolation the key is nm-openvpn's to judge.
-        let passed = check(connection(&[
-            ("netns-isolate", "no"),
-            ("tunnel-mtu", "big"),
-        ]));
+        let passed = check(
+            connection(&[("netns-isolate", "no"), ("tunnel-mtu", "big")]),
+            OPENVPN_SERVICE,
+        );
         assert!(passed.is_ok());
+        // Nor is it ours for another plugin: nm-openconnect has no such key.
+        let openconnect = "org.freedesktop.NetworkManager.openconnect";
+        let other = check(
+            connection(&[("netns-isolate", "yes"), ("tunnel-mtu", "big")]),
+            openconnect,
+        )
+        .unwrap();
+        assert_eq!(other.intent.unwrap().tunnel_mtu, None);
     }
 
     #[test]

@@ -27,8 +27,9 @@ use super::session::{state, Action, Session, Signal};
 use super::stock::{self, Stock, StockProcess, StockStatus};
 use super::{PLUGIN_INTERFACE, PLUGIN_PATH};
 
-/// How long the stock service gets to exit after Disconnect. It sends openvpn SIGTERM, and SIGKILL
-/// 2 s later; this leaves room for a loaded machine.
+/// How long the stock service gets to exit after Disconnect. nm-openvpn sends openvpn SIGTERM, and
+/// nm-openconnect openconnect SIGINT, each SIGKILL 2 s later; this leaves room for a loaded
+/// machine.
 const STOCK_EXIT_TIMEOUT: Duration = Duration::from_secs(16);
 /// How long after the stock service's exit the bus gets to report its name lost.
 const EXIT_GRACE: Duration = Duration::from_secs(1);
@@ -70,13 +71,13 @@ impl StockWatch {
 }
 
 impl Driver {
-    /// Owns `bus_name` with the plugin's interface on it. NM fails a plugin that has not owned
-    /// its name 5 s after the spawn, so this comes before anything else.
-    pub async fn new(bus_name: &str) -> Result<Driver, ShimError> {
+    /// Owns `bus_name` with the plugin's interface for the VPN `service` on it. NM fails a plugin
+    /// that has not owned its name 5 s after the spawn, so this comes before anything else.
+    pub async fn new(bus_name: &str, service: &str) -> Result<Driver, ShimError> {
         let (commands, command_rx) = mpsc::unbounded_channel();
         let (stock_status, stock) = watch::channel(StockStatus::Starting);
         let state = Arc::new(AtomicU32::new(state::INIT));
-        let plugin = Plugin::new(commands, stock, state.clone());
+        let plugin = Plugin::new(commands, stock, state.clone(), service);
         let conn = zbus::connection::Builder::system()
             .serve_at(PLUGIN_PATH, plugin)
             .name(bus_name)
@@ -239,6 +240,11 @@ impl Driver {
                     Err(()) => self.session.stop(),
                 }
             }
+            Command::ConnectDeclined => {
+                info!("the stock service has no ConnectInteractive; NetworkManager falls back to Connect");
+                self.session.on_connect_declined();
+                vec![]
+            }
             Command::Disconnect { stopped } => {
                 self.disconnects.push(stopped);
                 self.session.stop()
@@ -294,7 +300,7 @@ impl Driver {
     }
 
     /// The one teardown, in the order of ARCHITECTURE.md, "Teardown order": the stock service
-    /// stops first (openvpn exits with it and the kernel destroys the tun), then an Isolate still
+    /// stops first (its VPN client exits with it; openvpn's tun goes with openvpn), then an Isolate still
     /// in flight finishes, then the lease is released, and only then does NM hear the failure
     /// and STOPPED; so NM sees STOPPED only once the namespace is free.
     async fn teardown(&mut self, stock: &mut Stock, failure: Option<u32>) {
@@ -358,6 +364,7 @@ impl Driver {
                 Command::Connect { accepted, .. } => {
                     accepted.send(Err(ShimError::WrongState("stopped"))).ok();
                 }
+                Command::ConnectDeclined => {}
                 Command::Disconnect { stopped } => self.disconnects.push(stopped),
             }
         }

@@ -21,13 +21,14 @@ use crate::report::chain;
 
 use super::keyfile::KeyFileError;
 use super::session::failure;
-use super::SERVICE;
 
 // NM_VPN_PLUGIN_ERROR names (NetworkManager's nm-errors.h), which NM logs with the message.
 pub(super) const BAD_ARGUMENTS: &str = "org.freedesktop.NetworkManager.VPN.Error.BadArguments";
 pub(super) const WRONG_STATE: &str = "org.freedesktop.NetworkManager.VPN.Error.WrongState";
 pub(super) const LAUNCH_FAILED: &str = "org.freedesktop.NetworkManager.VPN.Error.LaunchFailed";
 pub(super) const FAILED: &str = "org.freedesktop.NetworkManager.VPN.Error.Failed";
+const INTERACTIVE_NOT_SUPPORTED: &str =
+    "org.freedesktop.NetworkManager.VPN.Error.InteractiveNotSupported";
 pub(super) const NO_REPLY: &str = "org.freedesktop.DBus.Error.NoReply";
 
 /// Whom the shim calls.
@@ -92,8 +93,10 @@ pub enum ShimError {
     NoProgram { path: PathBuf },
     #[error("{0} is the shim itself, not the stock service")]
     StockIsShim(PathBuf),
-    #[error("bus name {0:?} is neither {SERVICE} nor below it")]
+    #[error("bus name {0:?} is not a D-Bus well-known name")]
     BusName(String),
+    #[error("{service} was not taken over by nm-vpn-netns: no {} has its service=", looked_in.display())]
+    NotTakenOver { service: String, looked_in: PathBuf },
     #[error("cannot start the stock service {program}")]
     Spawn {
         program: PathBuf,
@@ -131,6 +134,8 @@ pub enum ShimError {
     NotActivated { uuid: String, timeout: Duration },
     #[error("the plugin connects once and is {0} already")]
     WrongState(&'static str),
+    #[error("NetworkManager's Connect differs from the ConnectInteractive it falls back from")]
+    ConnectChanged,
     #[error("D-Bus")]
     Bus(#[source] Leaf<zbus::Error>),
 }
@@ -153,6 +158,19 @@ impl ShimError {
                 ..
             } => failure::BAD_IP_CONFIG,
             _ => failure::CONNECT_FAILED,
+        }
+    }
+
+    /// Whether it is the stock service's `InteractiveNotSupported` answer to ConnectInteractive,
+    /// after which NM calls Connect ([`super::session::Session::on_connect_declined`]).
+    pub fn declines_interactive(&self) -> bool {
+        match self {
+            ShimError::Call {
+                peer: Peer::Stock,
+                error: Leaf(error),
+                ..
+            } => remote(error).is_some_and(|(name, _)| name.as_str() == INTERACTIVE_NOT_SUPPORTED),
+            _ => false,
         }
     }
 
@@ -264,7 +282,7 @@ impl DBusError for Reply {
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
-    use crate::plan::settings::NmConnection;
+    use crate::plan::settings::{NmConnection, OPENVPN_SERVICE};
     use crate::shim::codec;
 
     /// A D-Bus error reply as zbus hands it to a caller.
@@ -294,9 +312,29 @@ pub(super) mod tests {
         );
     }
 
+    /// libnm's answer for a plugin without ConnectInteractive reaches NM as it is, for NM to
+    /// fall back to Connect; only the stock service's answer counts as that.
+    #[test]
+    fn interactive_not_supported_is_recognised() {
+        let call = |peer, name| ShimError::Call {
+            peer,
+            method: "ConnectInteractive",
+            error: Leaf(bus_error(
+                name,
+                "Plugin does not implement ConnectInteractive()",
+            )),
+        };
+        let declined = call(Peer::Stock, INTERACTIVE_NOT_SUPPORTED);
+        assert!(declined.declines_interactive());
+        assert_eq!(Reply::from(declined).name(), INTERACTIVE_NOT_SUPPORTED);
+        assert!(!call(Peer::Agent, INTERACTIVE_NOT_SUPPORTED).declines_interactive());
+        assert!(!call(Peer::Stock, BAD_ARGUMENTS).declines_interactive());
+        assert!(!ShimError::StockGone.declines_interactive());
+    }
+
     #[test]
     fn our_errors_use_nm_names() {
-        let e = codec::check(NmConnection::new()).unwrap_err();
+        let e = codec::check(NmConnection::new(), OPENVPN_SERVICE).unwrap_err();
         let reply = Reply::from(e);
         assert_eq!(reply.name(), BAD_ARGUMENTS);
         assert_eq!(

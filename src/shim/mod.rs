@@ -1,8 +1,10 @@
-//! The VPN plugin shim, `nm-vpn-netns-service`, in front of the stock nm-openvpn service.
+//! The VPN plugin shim, `nm-vpn-netns-service`, in front of a stock VPN service: nm-openvpn's or
+//! nm-openconnect's.
 //!
-//! NetworkManager spawns it as `program --bus-name org.freedesktop.NetworkManager.openvpn.Connection_N`
-//! and talks `org.freedesktop.NetworkManager.VPN.Plugin` to that name. The shim starts the stock
-//! service under `…openvpn.netns.Connection_N`, forwards NM's calls to it with the `netns-*` keys
+//! NetworkManager spawns it as `program --bus-name <service>.Connection_N`, e.g.
+//! `org.freedesktop.NetworkManager.openvpn.Connection_N`, and talks
+//! `org.freedesktop.NetworkManager.VPN.Plugin` to that name. The shim starts the stock service of
+//! that service ([`registration`]) under `<service>.netns.Connection_N`, forwards NM's calls to it with the `netns-*` keys
 //! of `vpn.data` removed, and re-emits its signals: NM only takes them from the owner of the name
 //! it spawned. For an isolated connection it holds the stock service's Config back, has the agent
 //! move the tun into its namespace, and only then tells NM a reduced Config, which reaches
@@ -14,7 +16,9 @@
 //! - [`driver`]: the one task that feeds the session what happens on the bus, carries out its
 //!   actions, and tears down;
 //! - [`plugin`]: the VPN.Plugin interface NM calls, and its signals;
-//! - [`stock`]: the stock service (its program, bus name, process, calls and signals);
+//! - [`registration`]: which stock service: the service from the bus name, its program from the
+//!   registration that install moved aside;
+//! - [`stock`]: the stock service's process, calls and signals;
 //! - [`agent_calls`]: the calls to the privileged agent;
 //! - [`restore`]: the profile's `netns-*` keys put back into `vpn.data` from their mirror;
 //! - [`error`]: [`ShimError`], and the D-Bus error [`Reply`] NM gets;
@@ -26,6 +30,7 @@ mod driver;
 mod error;
 pub use crate::keyfile;
 mod plugin;
+pub mod registration;
 mod restore;
 pub mod session;
 mod stock;
@@ -37,14 +42,14 @@ use clap::Parser;
 use log::info;
 
 pub use error::{Leaf, Peer, Reply, ShimError};
-pub use stock::{stock_bus_name, stock_program};
+pub use registration::{service_of, stock_bus_name, stock_program};
 
-/// NetworkManager-openvpn's service, and the name a plugin owns when NM passes no `--bus-name`.
-pub const SERVICE: &str = "org.freedesktop.NetworkManager.openvpn";
-/// The stock `.name` file, where install diverts it before writing ours.
-pub const STOCK_NAME_FILE: &str = "/usr/lib/NetworkManager/VPN/nm-openvpn-service.name.distrib";
-/// The stock service when nothing was diverted (Debian's path).
-pub const STOCK_PROGRAM: &str = "/usr/lib/NetworkManager/nm-openvpn-service";
+/// Where the stock registrations (`.name` files) are, and where install moves aside each one it
+/// takes over.
+pub const VPN_DIR: &str = "/usr/lib/NetworkManager/VPN";
+/// How a registration moved aside is named: `nm-<plugin>-service.name` becomes
+/// `nm-<plugin>-service.name.distrib` (packaging/takeover.sh, `nm_vpn_netns_diverted`).
+pub const DIVERTED_SUFFIX: &str = ".name.distrib";
 
 const PLUGIN_PATH: &str = "/org/freedesktop/NetworkManager/VPN/Plugin";
 const PLUGIN_INTERFACE: &str = "org.freedesktop.NetworkManager.VPN.Plugin";
@@ -53,13 +58,16 @@ const PLUGIN_INTERFACE: &str = "org.freedesktop.NetworkManager.VPN.Plugin";
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 const LONG_ABOUT: &str = "\
-nm-vpn-netns-service is the VPN plugin that NetworkManager runs for OpenVPN connections once
-nm-vpn-netns is installed: the installed nm-openvpn-service.name names it in program=. It starts
-the stock nm-openvpn-service under a bus name of its own and forwards NetworkManager's calls to
-it with the netns-* keys of vpn.data removed. For a connection with netns-isolate=yes it holds
+nm-vpn-netns-service is the VPN plugin that NetworkManager runs for the connections of each stock
+VPN plugin that installing nm-vpn-netns took over: the installed registration of that plugin
+(nm-openvpn-service.name) names it in program=. It takes the VPN service from --bus-name, starts
+that service's stock plugin (program= of its registration that installing moved aside, e.g.
+nm-openvpn-service.name.distrib) under a bus name of its own, and forwards NetworkManager's calls
+to it with the netns-* keys of vpn.data removed. For a connection with netns-isolate=yes it holds
 the stock service's configuration back until nm-vpn-netns-agent(8) has moved the tunnel into the
 namespace, and then tells NetworkManager a configuration without addresses, routes or DNS
-servers. Other connections pass through unchanged.
+servers. Other connections pass through unchanged. A service whose registration was not moved
+aside is refused.
 
 Users do not start it. NetworkManager starts one for each VPN connection, with --bus-name, and
 logs what it reports (journalctl -u NetworkManager).";
@@ -69,16 +77,19 @@ logs what it reports (journalctl -u NetworkManager).";
 #[command(
     name = "nm-vpn-netns-service",
     version,
-    about = "NetworkManager VPN plugin that isolates OpenVPN connections in network namespaces",
+    about = "NetworkManager VPN plugin that isolates OpenVPN and OpenConnect connections in \
+             network namespaces",
     long_about = LONG_ABOUT
 )]
 pub struct Args {
     /// The D-Bus name to own: NetworkManager passes the VPN service's name with
-    /// .Connection_N appended.
-    #[arg(long, default_value = SERVICE)]
+    /// .Connection_N appended. It always does, as the registrations say
+    /// supports-multiple-connections=true.
+    #[arg(long)]
     pub bus_name: String,
-    /// The stock nm-openvpn-service to run. By default, program= of the stock .name file that
-    /// installing moved aside, or else Debian's path. --inner-program is its old name.
+    /// The stock service to run. By default, program= of the registration of the service of
+    /// --bus-name that installing moved aside (/usr/lib/NetworkManager/VPN/*.name.distrib).
+    /// --inner-program is its old name.
     #[arg(long, alias = "inner-program")]
     pub stock_program: Option<PathBuf>,
 }
@@ -88,7 +99,7 @@ impl Args {
     pub fn options(self) -> Result<Options, ShimError> {
         let program = match self.stock_program {
             Some(program) => program,
-            None => stock_program(Path::new(STOCK_NAME_FILE))?,
+            None => stock_program(Path::new(VPN_DIR), service_of(&self.bus_name))?,
         };
         Ok(Options {
             bus_name: self.bus_name,
@@ -120,7 +131,8 @@ pub async fn run(options: Options) -> Result<(), ShimError> {
         options.program.display(),
         options.bus_name
     );
-    let driver = match driver::Driver::new(&options.bus_name).await {
+    let service = service_of(&options.bus_name);
+    let driver = match driver::Driver::new(&options.bus_name, service).await {
         Ok(driver) => driver,
         Err(e) => {
             // Not on the bus as far as we know: no Disconnect, only the signals.

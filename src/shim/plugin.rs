@@ -27,6 +27,8 @@ pub(super) enum Command {
         intent: Option<NetnsIntent>,
         accepted: oneshot::Sender<Result<(), ShimError>>,
     },
+    /// The stock service declined ConnectInteractive; NM falls back to Connect.
+    ConnectDeclined,
     Disconnect {
         stopped: oneshot::Sender<()>,
     },
@@ -37,6 +39,8 @@ pub(super) struct Plugin {
     commands: mpsc::UnboundedSender<Command>,
     stock: watch::Receiver<StockStatus>,
     state: Arc<AtomicU32>,
+    /// The VPN service it stands in for, which decides what some keys of `vpn.data` mean.
+    service: String,
 }
 
 impl Plugin {
@@ -44,11 +48,13 @@ impl Plugin {
         commands: mpsc::UnboundedSender<Command>,
         stock: watch::Receiver<StockStatus>,
         state: Arc<AtomicU32>,
+        service: &str,
     ) -> Self {
         Plugin {
             commands,
             stock,
             state,
+            service: service.to_owned(),
         }
     }
 
@@ -74,7 +80,7 @@ impl Plugin {
         connection: NmConnection,
         hdr: &Header<'_>,
     ) -> Result<NmConnection, ShimError> {
-        let checked = checked(connection)?;
+        let checked = checked(connection, &self.service)?;
         let (accepted, answer) = oneshot::channel();
         let command = Command::Connect {
             peer: hdr.sender().map(|s| s.to_string()),
@@ -116,8 +122,8 @@ pub(super) async fn emit(iface: &InterfaceRef<Plugin>, state: &AtomicU32, signal
 }
 
 /// [`codec::check`], logging a refusal.
-fn checked(connection: NmConnection) -> Result<codec::Checked, ShimError> {
-    codec::check(connection).inspect_err(|e| warn!("{}", chain(e)))
+fn checked(connection: NmConnection, service: &str) -> Result<codec::Checked, ShimError> {
+    codec::check(connection, service).inspect_err(|e| warn!("{}", chain(e)))
 }
 
 #[interface(name = "org.freedesktop.NetworkManager.VPN.Plugin")]
@@ -142,7 +148,12 @@ impl Plugin {
     ) -> Result<(), Reply> {
         let connection = self.begin_connect(connection, &hdr).await?;
         let body = (connection, details);
-        stock::call(conn, &self.stock().await?, "ConnectInteractive", &body).await?;
+        let called = stock::call(conn, &self.stock().await?, "ConnectInteractive", &body).await;
+        if called.as_ref().is_err_and(ShimError::declines_interactive) {
+            // Before NM has the answer, so before its Connect: the driver takes them in order.
+            self.commands.send(Command::ConnectDeclined).ok();
+        }
+        called?;
         Ok(())
     }
 
@@ -152,7 +163,7 @@ impl Plugin {
         settings: NmConnection,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<String, Reply> {
-        let checked = checked(settings)?;
+        let checked = checked(settings, &self.service)?;
         let reply = stock::call(
             conn,
             &self.stock().await?,

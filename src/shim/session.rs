@@ -8,6 +8,9 @@
 //!     └───────────────────────► PassThrough                                              └─► Reapply
 //!   any phase ── Disconnect · NM or the stock service gone · its Failure or STOPPED ──► Stopping
 //!   Isolated ── the agent's LinkLost (the tun left, or the namespace lost its name) ──► Stopping, failed
+//!
+//!   the stock service declines ConnectInteractive (InteractiveNotSupported), NM falls back to Connect:
+//!   PassThrough ──► Idle          Isolating ──► Declined ── Connect, the same connection ──► Isolating
 //! ```
 
 use std::mem;
@@ -53,12 +56,12 @@ pub enum Signal {
 pub enum Action {
     /// Emit this signal to NM.
     Emit(Signal),
-    /// Ask the agent to prepare the namespace while openvpn connects (ARCHITECTURE.md,
+    /// Ask the agent to prepare the namespace while the VPN client connects (ARCHITECTURE.md,
     /// "Prepare"); the session waits for its answer before it asks for `Isolate`.
     Prepare(Box<NetnsIntent>),
     /// Ask the agent to isolate the tun; the driver looks up its ifindex.
     Isolate(Box<IsolateCall>),
-    /// Ask the agent to re-apply a config that openvpn re-sent.
+    /// Ask the agent to re-apply a config that the stock service re-sent.
     Reapply(Box<ReapplyCall>),
     /// Put the mirrored `netns-*` keys back into `vpn.data` of the profile with this uuid, now
     /// that NM has the Config that activates the VPN; the driver does it beside its loop.
@@ -90,6 +93,9 @@ enum Phase {
     Isolating(Box<Isolating>),
     /// Isolated and reported to NM.
     Isolated(Box<Isolated>),
+    /// Isolated, but the stock service declined ConnectInteractive: what `Prepare` made, or is
+    /// making, waits for the Connect that NM sends instead.
+    Declined(Box<Isolating>),
     /// Tearing down; the stock service's signals are dropped. `lease` is what to release.
     Stopping { lease: Option<String> },
 }
@@ -109,7 +115,7 @@ struct Isolating {
 #[derive(Debug)]
 struct Isolated {
     netns: String,
-    /// A config that openvpn re-sent after a restart.
+    /// A config that the stock service re-sent: openvpn's after a restart.
     dicts: Dicts,
     reapplying: bool,
 }
@@ -132,7 +138,7 @@ impl Dicts {
     fn collect(&mut self, signal: Signal) -> Option<Signal> {
         let (v6, d) = match signal {
             Signal::Config(d) => {
-                // A new Config starts a new set: openvpn re-ran its up script.
+                // A new Config starts a new set: the VPN client re-ran its script.
                 *self = Dicts {
                     config: Some(d),
                     ..Dicts::default()
@@ -216,12 +222,12 @@ impl Session {
     /// Connect or ConnectInteractive, before it reaches the stock service. Like libnm's plugins,
     /// a plugin connects once. An isolated connection's namespace is prepared meanwhile.
     pub fn connect(&mut self, intent: Option<NetnsIntent>) -> Result<Vec<Action>, ShimError> {
-        match self.phase {
-            Phase::Idle => {
-                let Some(intent) = intent else {
-                    self.phase = Phase::PassThrough;
-                    return Ok(vec![]);
-                };
+        match (mem::replace(&mut self.phase, Phase::Idle), intent) {
+            (Phase::Idle, None) => {
+                self.phase = Phase::PassThrough;
+                Ok(vec![])
+            }
+            (Phase::Idle, Some(intent)) => {
                 let prepare = Action::Prepare(Box::new(intent.clone()));
                 self.phase = Phase::Isolating(Box::new(Isolating {
                     intent,
@@ -232,9 +238,36 @@ impl Session {
                 }));
                 Ok(vec![prepare])
             }
-            Phase::Stopping { .. } => Err(ShimError::WrongState("stopping")),
-            _ => Err(ShimError::WrongState("connecting or connected")),
+            // The Connect NM falls back to: it carries the connection of the ConnectInteractive.
+            (Phase::Declined(i), Some(intent)) if intent == i.intent => {
+                self.phase = Phase::Isolating(i);
+                Ok(vec![])
+            }
+            (phase, _) => {
+                let e = match phase {
+                    Phase::Declined(_) => ShimError::ConnectChanged,
+                    Phase::Stopping { .. } => ShimError::WrongState("stopping"),
+                    _ => ShimError::WrongState("connecting or connected"),
+                };
+                self.phase = phase;
+                Err(e)
+            }
         }
+    }
+
+    /// The stock service answered ConnectInteractive with `InteractiveNotSupported`, as libnm does
+    /// for a plugin without `connect_interactive`, nm-openconnect's (NM's
+    /// src/libnm-client-impl/nm-vpn-service-plugin.c, `_connect_generic`): it did not start, and NM
+    /// falls back to Connect at once with the same connection (src/core/vpn/nm-vpn-connection.c,
+    /// `connect_interactive_cb`). So that Connect finds the session as a first one would, but
+    /// for the namespace prepared for the connection, which it takes over. If it never comes,
+    /// the stop that follows releases that namespace as any other.
+    pub fn on_connect_declined(&mut self) {
+        self.phase = match mem::replace(&mut self.phase, Phase::Idle) {
+            Phase::PassThrough => Phase::Idle,
+            Phase::Isolating(i) => Phase::Declined(i),
+            other => other,
+        };
     }
 
     /// A signal from the stock service.
@@ -248,7 +281,7 @@ impl Session {
             (Phase::Stopping { .. }, _) => vec![],
             (_, Some(failure)) => self.begin_stop(failure),
             (Phase::Idle | Phase::PassThrough, None) => vec![Action::Emit(signal)],
-            (Phase::Isolating(i), None) => match i.dicts.collect(signal) {
+            (Phase::Isolating(i) | Phase::Declined(i), None) => match i.dicts.collect(signal) {
                 None => self.isolate(),
                 Some(Signal::StateChanged(state::STARTED)) => {
                     i.started = true;
@@ -257,7 +290,8 @@ impl Session {
                 Some(other) => vec![Action::Emit(other)],
             },
             // openvpn kept root and re-ran its up script: the namespace takes the new config,
-            // and NM never hears of the tun.
+            // and NM never hears of the tun. (nm-openconnect's helper sends its config once per
+            // openconnect process: only at "connect", never at a reconnect.)
             (Phase::Isolated(i), None) => match i.dicts.collect(signal) {
                 None => i.reapply(),
                 Some(other) => vec![Action::Emit(other)],
@@ -296,7 +330,7 @@ impl Session {
     /// isolation then does the whole work).
     pub fn on_prepared(&mut self, result: Result<String, ShimError>) -> Vec<Action> {
         match (&mut self.phase, result) {
-            (Phase::Isolating(i), result) => {
+            (Phase::Isolating(i) | Phase::Declined(i), result) => {
                 i.prepared = Some(result.ok());
                 self.isolate()
             }
@@ -365,15 +399,17 @@ impl Session {
     }
 
     /// The agent reports that the tun `link` can no longer serve the namespace `netns`: it left it
-    /// (openvpn closed it, as when it reopens it after the server pushed another address), or the
-    /// namespace lost its name. Either way NM must hear it. Ignored unless it is our namespace.
+    /// (its VPN client closed it, as openvpn does to reopen it after the server pushed another
+    /// address), or the namespace lost its name. Either way NM must hear it. Ignored unless it is
+    /// our namespace.
     pub fn on_link_lost(&mut self, netns: &str, link: &str, loss: &LinkLoss) -> Vec<Action> {
         match &self.phase {
             Phase::Isolated(i) if i.netns == netns => {
                 match loss {
                     LinkLoss::Removed => error!(
-                        "tunnel {link} left namespace {netns} (openvpn reopened it, e.g. after \
-                         the server changed the pushed address); stopping the VPN"
+                        "tunnel {link} left namespace {netns} (its VPN client closed it, as openvpn \
+                         does to reopen it after the server changed the pushed address); stopping \
+                         the VPN"
                     ),
                     LinkLoss::NetnsDeleted => error!(
                         "namespace {netns} was deleted or unmounted from outside while the VPN \
@@ -402,7 +438,7 @@ impl Session {
     fn begin_stop(&mut self, failure: Option<u32>) -> Vec<Action> {
         let lease = match &self.phase {
             Phase::Isolated(i) => Some(i.netns.clone()),
-            Phase::Isolating(i) => i.prepared.clone().flatten(),
+            Phase::Isolating(i) | Phase::Declined(i) => i.prepared.clone().flatten(),
             _ => None,
         };
         self.phase = Phase::Stopping { lease };
@@ -806,5 +842,100 @@ mod tests {
         s.on_prepared(Err(ShimError::WrongState("test")));
         assert_eq!(s.stop(), [Action::Stop(None)]);
         assert_eq!(s.lease(), None);
+    }
+
+    /// nm-openconnect has no ConnectInteractive: NM's Connect after its `InteractiveNotSupported`
+    /// works as a first one would, pass-through or isolated. An isolated one takes over what
+    /// `Prepare` made or is making, whenever it answers.
+    #[test]
+    fn connect_after_a_declined_connect_interactive() {
+        let mut s = Session::default();
+        s.connect(None).unwrap();
+        s.on_connect_declined();
+        assert!(matches!(s.phase, Phase::Idle));
+        assert_eq!(s.connect(None).unwrap(), []);
+        assert!(matches!(s.phase, Phase::PassThrough));
+
+        let answered_before = |s: &mut Session| {
+            assert_eq!(s.on_prepared(Ok("work".into())), []);
+            assert_eq!(s.connect(Some(intent())).unwrap(), []);
+            configured(s)
+        };
+        let answered_between = |s: &mut Session| {
+            s.on_connect_declined();
+            answered_before(s)
+        };
+        let answered_after = |s: &mut Session| {
+            s.on_connect_declined();
+            assert_eq!(s.connect(Some(intent())).unwrap(), []);
+            assert_eq!(configured(s), []);
+            s.on_prepared(Ok("work".into()))
+        };
+        for (case, answered) in [
+            (
+                "between",
+                &answered_between as &dyn Fn(&mut Session) -> Vec<Action>,
+            ),
+            ("after", &answered_after),
+        ] {
+            let mut s = Session::default();
+            s.connect(Some(intent())).unwrap();
+            assert!(
+                matches!(&answered(&mut s)[..], [Action::Isolate(_)]),
+                "{case}"
+            );
+            assert_eq!(
+                s.on_isolated(Ok("work".into())),
+                [Action::Emit(Signal::Config(reduced()))],
+                "{case}"
+            );
+        }
+        let mut s = Session::default();
+        s.connect(Some(intent())).unwrap();
+        s.on_connect_declined();
+        assert!(matches!(&answered_before(&mut s)[..], [Action::Isolate(_)]));
+
+        // NM sends the same connection; another one finds the session as it was.
+        let mut s = isolating();
+        s.on_connect_declined();
+        assert!(matches!(s.connect(None), Err(ShimError::ConnectChanged)));
+        let other = NetnsIntent {
+            id: "other".into(),
+            ..intent()
+        };
+        assert!(matches!(
+            s.connect(Some(other)),
+            Err(ShimError::ConnectChanged)
+        ));
+        assert_eq!(s.connect(Some(intent())).unwrap(), []);
+        assert!(matches!(
+            s.connect(Some(intent())),
+            Err(ShimError::WrongState("connecting or connected"))
+        ));
+    }
+
+    /// A Connect that never comes after a declined ConnectInteractive: the stop that follows (NM's
+    /// Disconnect or its leaving, or the stock service's own stop) releases the namespace,
+    /// prepared already or answered while stopping.
+    #[test]
+    fn a_stop_after_a_declined_connect_interactive_releases_the_namespace() {
+        let mut s = isolating();
+        s.on_connect_declined();
+        assert_eq!(
+            s.on_signal(Signal::StateChanged(state::STOPPED)),
+            [Action::Stop(None)]
+        );
+        assert_eq!(s.lease(), Some("work"));
+
+        let mut s = Session::default();
+        s.connect(Some(intent())).unwrap();
+        s.on_connect_declined();
+        assert_eq!(s.stop(), [Action::Stop(None)]);
+        assert_eq!(s.lease(), None);
+        assert_eq!(s.on_prepared(Ok("work".into())), []);
+        assert_eq!(s.lease(), Some("work"));
+        // Declined after the stop: nothing to roll back.
+        s.on_connect_declined();
+        assert_eq!(s.lease(), Some("work"));
     }
 }

@@ -1,9 +1,9 @@
-//! The stock nm-openvpn service behind the shim: which program it is, the bus name it gets, its
-//! process, and the calls and signals that pass between it and the shim.
+//! The stock service behind the shim (nm-openvpn-service or nm-openconnect-service): its process,
+//! and the calls and signals that pass between it and the shim.
 
 use std::io;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
@@ -19,47 +19,11 @@ use zbus::zvariant::DynamicType;
 use zbus::{Connection, Message};
 
 use super::error::{bus_call_within, Peer, ShimError};
-use super::keyfile;
 use super::session::Signal;
-use super::{CALL_TIMEOUT, PLUGIN_INTERFACE, PLUGIN_PATH, SERVICE, STOCK_PROGRAM};
+use super::{CALL_TIMEOUT, PLUGIN_INTERFACE, PLUGIN_PATH};
 
 /// NM allows a plugin as long to own its name; the stock service gets the same.
 const STOCK_START_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// The stock service's program: `program=` of the stock `.name` file that install diverted, or
-/// Debian's path when nothing was diverted.
-pub fn stock_program(name_file: &Path) -> Result<PathBuf, ShimError> {
-    let text = match std::fs::read_to_string(name_file) {
-        Ok(text) => text,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(PathBuf::from(STOCK_PROGRAM)),
-        Err(error) => {
-            return Err(ShimError::NameFile {
-                path: name_file.to_owned(),
-                error,
-            })
-        }
-    };
-    keyfile::get_string(&text, "VPN Connection", "program")
-        .map_err(|error| ShimError::KeyFile {
-            path: name_file.to_owned(),
-            error,
-        })?
-        .filter(|program| !program.is_empty())
-        .map(PathBuf::from)
-        .ok_or_else(|| ShimError::NoProgram {
-            path: name_file.to_owned(),
-        })
-}
-
-/// The stock service's name for ours: `<service>.Connection_N` -> `<service>.netns.Connection_N`.
-/// The stock D-Bus policy lets root own anything below the service name.
-pub fn stock_bus_name(ours: &str) -> Result<String, ShimError> {
-    match ours.strip_prefix(SERVICE) {
-        Some("") => Ok(format!("{SERVICE}.netns")),
-        Some(rest) if rest.starts_with('.') => Ok(format!("{SERVICE}.netns{rest}")),
-        _ => Err(ShimError::BusName(ours.to_owned())),
-    }
-}
 
 /// Refuses to run the shim itself as the stock service, which would recurse until the machine
 /// gives out.
@@ -171,14 +135,16 @@ pub(super) fn decode(msg: &Message) -> Option<Signal> {
 /// After the stock service has exited, or failed to within its bound, what is left of its process
 /// group gets SIGTERM, and SIGKILL after this. nm-openvpn-service itself gives openvpn 2 s after
 /// SIGTERM and 3 s in all (`pids_pending_send_sigterm`), so a stock service that gets SIGTERM
-/// has ended openvpn by then.
+/// has ended openvpn by then. nm-openconnect-service sends openconnect SIGINT when it is stopped
+/// (`real_disconnect`), on which openconnect logs out and exits.
 pub(super) const GROUP_TERM_TIMEOUT: Duration = Duration::from_secs(4);
 /// How often the group is looked at while it ends.
 const GROUP_POLL: Duration = Duration::from_millis(50);
 
-/// The stock service's process, the leader of a process group of its own, which openvpn joins:
-/// nm-openvpn-service starts it with `g_spawn_async` and no `setsid`. So the group is everything
-/// the shim must end, even once the stock service itself has died and left openvpn behind.
+/// The stock service's process, the leader of a process group of its own, which its VPN client
+/// joins: nm-openvpn-service starts openvpn, and nm-openconnect-service openconnect, with
+/// `g_spawn_async` and no `setsid`. So the group is everything the shim must end, even once the
+/// stock service itself has died and left its client behind.
 ///
 /// The leader is reaped only once its group has ended: until then its PID, which is the group's
 /// id, cannot be reused, so no signal to the group can hit a stranger.
@@ -200,6 +166,11 @@ impl StockProcess {
         command
             .arg("--bus-name")
             .arg(bus_name)
+            // nm-openconnect-service sets it to its own bus name only if it is unset (`main`:
+            // `setenv("NM_DBUS_SERVICE_OPENCONNECT", bus_name, 0)`), and its helper sends the
+            // VPN's config to that name: inherited, it would reach the shim instead. nm-openvpn
+            // passes its bus name to its helper as an argument, so it needs nothing of the kind.
+            .env_remove("NM_DBUS_SERVICE_OPENCONNECT")
             .stdin(Stdio::null())
             .process_group(0);
         // SAFETY: the closure runs in the child between fork and exec, and makes only system calls,
@@ -207,7 +178,7 @@ impl StockProcess {
         unsafe {
             command.pre_exec(move || {
                 // A shim killed with SIGKILL has no teardown: the kernel then sends the stock
-                // service SIGTERM, on which it ends openvpn and exits, as when NM stops it. The
+                // service SIGTERM, on which it ends its VPN client and exits, as when NM stops it. The
                 // signal comes when the thread that forked ends; that is the runtime's thread, which
                 // lives as long as the shim.
                 set_pdeathsig(UnixSignal::SIGTERM).map_err(io::Error::from)?;
@@ -250,7 +221,7 @@ impl StockProcess {
         self.status.clone().unwrap_or_default()
     }
 
-    /// Waits `bound` for it to exit; then ends what is left of its process group, openvpn
+    /// Waits `bound` for it to exit; then ends what is left of its process group, its VPN client
     /// included: SIGTERM, and SIGKILL after `term_bound`. Reaps it, and tells how it ended.
     pub async fn stop(&mut self, bound: Duration, term_bound: Duration) -> String {
         if tokio::time::timeout(bound, self.exited()).await.is_err() {
@@ -342,70 +313,16 @@ fn pid(child: &Child) -> Pid {
 #[cfg(test)]
 mod tests {
     use std::os::unix::fs::PermissionsExt;
+    use std::path::PathBuf;
     use std::time::Instant;
 
     use super::*;
-    use crate::report::chain;
-
-    #[test]
-    fn stock_names() {
-        assert_eq!(
-            stock_bus_name("org.freedesktop.NetworkManager.openvpn.Connection_3").unwrap(),
-            "org.freedesktop.NetworkManager.openvpn.netns.Connection_3"
-        );
-        assert_eq!(
-            stock_bus_name(SERVICE).unwrap(),
-            "org.freedesktop.NetworkManager.openvpn.netns"
-        );
-        for bad in [
-            "org.freedesktop.NetworkManager.openvpnx.Connection_3",
-            "org.example.vpn",
-            "",
-        ] {
-            assert!(
-                matches!(stock_bus_name(bad), Err(ShimError::BusName(_))),
-                "{bad}"
-            );
-        }
-    }
 
     fn temp_dir(name: &str) -> PathBuf {
         let dir =
             std::env::temp_dir().join(format!("nm-vpn-netns-shim-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         dir
-    }
-
-    #[test]
-    fn stock_program_from_the_diverted_file() {
-        let dir = temp_dir("name-file");
-        let file = dir.join("nm-openvpn-service.name.distrib");
-        assert_eq!(stock_program(&file).unwrap(), PathBuf::from(STOCK_PROGRAM));
-        std::fs::write(
-            &file,
-            "[VPN Connection]\nservice=org.freedesktop.NetworkManager.openvpn\n\
-             program=/opt/nm openvpn/service;v2\n",
-        )
-        .unwrap();
-        assert_eq!(
-            stock_program(&file).unwrap(),
-            PathBuf::from("/opt/nm openvpn/service;v2")
-        );
-        std::fs::write(&file, "[VPN Connection]\nname=openvpn\n").unwrap();
-        assert!(matches!(
-            stock_program(&file),
-            Err(ShimError::NoProgram { .. })
-        ));
-        std::fs::write(&file, "program=/x\n").unwrap();
-        let e = chain(&stock_program(&file).unwrap_err());
-        assert_eq!(
-            e,
-            format!(
-                "{}: line 1: a key comes before the first group",
-                file.display()
-            )
-        );
-        std::fs::remove_dir_all(dir).unwrap();
     }
 
     fn script(name: &str, body: &str) -> PathBuf {

@@ -97,13 +97,10 @@ const SERVICE: Extras = Extras {
              replaces it with a copy whose `program=` names this plugin.",
         ),
         (
-            shim::STOCK_NAME_FILE,
-            "The stock registration, moved aside; its `program=` is the stock service that this \
-             plugin runs.",
-        ),
-        (
-            shim::STOCK_PROGRAM,
-            "The stock service, when no registration was moved aside.",
+            "/usr/lib/NetworkManager/VPN/*.name.distrib",
+            "The stock registrations, moved aside. The one whose `service=` is the service of \
+             `--bus-name` names in `program=` the stock service that this plugin runs; a service \
+             without one is refused.",
         ),
     ],
     examples: &[],

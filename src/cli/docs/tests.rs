@@ -121,7 +121,8 @@ fn program_pages_say_who_starts_them() {
     assert!(agent.contains(&roff(crate::contract::BUS_NAME)));
     assert!(agent.contains(&roff("--address")));
     let service = doc(&docs, "man/nm-vpn-netns-service.8");
-    assert!(service.contains(&roff(crate::shim::STOCK_NAME_FILE)));
+    let diverted = format!("{}/*{}", crate::shim::VPN_DIR, crate::shim::DIVERTED_SUFFIX);
+    assert!(service.contains(&roff(&diverted)));
     assert!(service.contains(&roff("--stock-program")));
 }
 

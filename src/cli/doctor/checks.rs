@@ -123,7 +123,10 @@ fn registration(o: &Observed) -> Finding {
     const CHECK: &str = "registration";
     let fix = Some(o.installer.reinstall().to_owned());
     let Some(active) = o.registrations.first() else {
-        let detail = format!("no .name file registers {}", crate::shim::SERVICE);
+        let detail = format!(
+            "no .name file registers {}",
+            crate::plan::settings::OPENVPN_SERVICE
+        );
         return finding(CHECK, Verdict::Fail, detail, fix);
     };
     let (file, program) = (active.file.display(), active.program.display());

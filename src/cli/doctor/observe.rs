@@ -8,6 +8,7 @@ use zbus::Connection;
 
 use super::checks::{AgentAnswer, Installer, Observed, Registration};
 use crate::cli::exec::mounts;
+use crate::plan::settings::OPENVPN_SERVICE;
 use crate::{contract, keyfile, nmbus, shim};
 
 /// Where NetworkManager loads `.name` files from, in its order: lib before etc
@@ -104,7 +105,7 @@ fn registrations(dirs: &[&str]) -> Vec<Registration> {
                     .ok()
                     .flatten()
             };
-            (key("service")? == shim::SERVICE).then(|| {
+            (key("service")? == OPENVPN_SERVICE).then(|| {
                 let program = PathBuf::from(key("program").unwrap_or_default());
                 Registration {
                     program_present: program.is_file(),
@@ -117,9 +118,9 @@ fn registrations(dirs: &[&str]) -> Vec<Registration> {
     found
 }
 
-/// The stock service as the shim finds it.
+/// The stock OpenVPN service as the shim finds it.
 fn stock_program() -> Result<(PathBuf, bool), String> {
-    shim::stock_program(Path::new(shim::STOCK_NAME_FILE))
+    shim::stock_program(Path::new(shim::VPN_DIR), OPENVPN_SERVICE)
         .map(|program| {
             let present = executable(&program);
             (program, present)
