@@ -1,7 +1,7 @@
 //! The shim's binary on a private bus daemon, between this test (standing in for NetworkManager),
 //! a fake stock service (`fake_stock.py`, which the shim starts as it would start the real one)
-//! and a fake agent served here. Every test has a bus of its own. The last test runs the real
-//! nm-openvpn-service where it is installed.
+//! and a fake agent served here. Every test has a bus of its own. Two tests run the real
+//! nm-openvpn-service and nm-openconnect-service where they are installed.
 
 mod common;
 
@@ -32,6 +32,7 @@ const STOCK: &str = "org.freedesktop.NetworkManager.openvpn.netns.Connection_7";
 const FAKE_STOCK_CONTROL: &str = "io.github.NmVpnNetns.Test.FakeStock";
 const BAD_ARGUMENTS: &str = "org.freedesktop.NetworkManager.VPN.Error.BadArguments";
 const STOCK_SERVICE: &str = "/usr/lib/NetworkManager/nm-openvpn-service";
+const OPENCONNECT_SERVICE: &str = "/usr/lib/NetworkManager/nm-openconnect-service";
 /// Generous: a loaded CI machine starts python and two processes per test.
 const TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -1210,6 +1211,61 @@ async fn real_stock_service_sees_no_netns_keys() {
     let pid = nix::unistd::Pid::from_raw(pid.try_into().unwrap());
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
     assert_eq!(rig.next_signal().await, Sig::State(STOPPED));
+    assert!(rig.exit_status().await.success());
+}
+
+/// The real nm-openconnect-service has no ConnectInteractive: its answer reaches NM as libnm sent
+/// it, and the Connect that NM falls back to reaches it, which here refuses it for want of the
+/// gateway secret before it would make a tun (`nm_openconnect_start_openconnect_binary`).
+#[tokio::test]
+async fn real_openconnect_service_takes_the_fallback_connect() {
+    if !Path::new(OPENCONNECT_SERVICE).exists() {
+        eprintln!("skipped: {OPENCONNECT_SERVICE} is not installed");
+        return;
+    }
+    let mut rig = Rig::start(
+        "real-openconnect",
+        Path::new(OPENCONNECT_SERVICE),
+        None,
+        &[],
+    )
+    .await;
+    let data = [("gateway", "192.0.2.1"), ("netns-isolate", "no")];
+    let e = rig
+        .connect_interactive(connection(&data, vec![]))
+        .await
+        .unwrap_err();
+    let zbus::Error::MethodError(name, message, _) = e else {
+        panic!("{e:?}")
+    };
+    assert_eq!(
+        name.as_str(),
+        "org.freedesktop.NetworkManager.VPN.Error.InteractiveNotSupported"
+    );
+    assert_eq!(
+        message.as_deref(),
+        Some("Plugin does not implement ConnectInteractive()")
+    );
+    // It quits once the failed Connect has stopped it, and often loses its reply then, as
+    // nm-openvpn does without the shim too: the bus answers NoReply for it. Either way the
+    // Connect reached it; the shim's own refusal would be WrongState.
+    let e = rig
+        .call("Connect", connection(&data, vec![]))
+        .await
+        .unwrap_err();
+    let reached = match &e {
+        zbus::Error::MethodError(name, message, _) => {
+            name.as_str() == "org.freedesktop.NetworkManager.VPN.Error.LaunchFailed"
+                && message.as_deref() == Some("No VPN gateway specified.")
+        }
+        zbus::Error::FDO(e) => matches!(**e, zbus::fdo::Error::NoReply(_)),
+        _ => false,
+    };
+    assert!(reached, "{e:?}");
+    assert_eq!(
+        rig.signals_until_stopped().await.last(),
+        Some(&Sig::State(STOPPED))
+    );
     assert!(rig.exit_status().await.success());
 }
 

@@ -1,4 +1,4 @@
-//! `nm-vpn-netns enable` and `disable`: the `netns-*` keys of an OpenVPN profile, written into
+//! `nm-vpn-netns enable` and `disable`: the `netns-*` keys of a VPN profile, written into
 //! `vpn.data` and mirrored into its `user` setting ([`crate::plan::mirror`]), through
 //! NetworkManager's `Settings.Connection.Update2`.
 
@@ -9,17 +9,16 @@ use zbus::Connection;
 
 use crate::cli::profiles;
 use crate::nmbus::{self, ConnectionSettings, SettingsConnectionProxy};
-use crate::plan::mirror;
-use crate::plan::settings::{
-    self, ConnectionInfo, Key, NameSource, SettingsError, Timeout, OPENVPN_SERVICE,
-};
+use crate::plan::settings::{self, ConnectionInfo, Key, NameSource, SettingsError, Timeout};
+use crate::plan::{mirror, plugin};
 use crate::shim::Leaf;
 
-const ENABLE_ABOUT: &str = "Isolate an OpenVPN connection in a network namespace of its own";
+const ENABLE_ABOUT: &str =
+    "Isolate an OpenVPN or OpenConnect connection in a network namespace of its own";
 
 const ENABLE_LONG_ABOUT: &str = "\
-Isolate an OpenVPN connection of NetworkManager in a network namespace of its own, from its next
-connect on. CONNECTION is the connection's id (connection.id) or its uuid.
+Isolate an OpenVPN or OpenConnect connection of NetworkManager in a network namespace of its own,
+from its next connect on. CONNECTION is the connection's id (connection.id) or its uuid.
 
 enable writes netns-isolate=yes, and the keys its options give, into the connection's vpn.data
 (see nm-vpn-netns(5)), in place of any netns-* keys it had. It also keeps a copy of them in the
@@ -34,8 +33,9 @@ polkit whether the caller may modify it; a VPN that is up stays as it is until i
 Its secrets stay as they were. Connections of other VPN types, and isolated profiles with static
 ipv4/ipv6 addresses, routes or DNS servers, are refused.
 
-EXIT STATUS: 0 when the profile was saved; 1 when the connection is not found, not an OpenVPN
-connection, cannot be isolated, or NetworkManager refused the change; 2 for a bad command line.";
+EXIT STATUS: 0 when the profile was saved; 1 when the connection is not found, not an OpenVPN or
+OpenConnect connection, cannot be isolated, or NetworkManager refused the change; 2 for a bad
+command line.";
 
 const DISABLE_ABOUT: &str = "Stop isolating a connection: remove its netns-* keys and their copy";
 
@@ -102,10 +102,11 @@ pub enum EnableError {
     #[error("{count} connections have the id {id:?}; give the uuid of one")]
     Ambiguous { id: String, count: usize },
     #[error(
-        "connection {id:?} is not an OpenVPN connection ({found}); nm-vpn-netns isolates only \
-         connections of vpn.service-type {OPENVPN_SERVICE}"
+        "connection {id:?} is not an OpenVPN or OpenConnect connection ({found}); nm-vpn-netns \
+         isolates only connections of vpn.service-type {}",
+        plugin::services()
     )]
-    NotOpenVpn { id: String, found: String },
+    NotIsolatable { id: String, found: String },
     #[error("connection {id:?} cannot be isolated")]
     Settings {
         id: String,
@@ -140,7 +141,7 @@ async fn enable(args: EnableArgs) -> Result<ExitCode, EnableError> {
     let bus = system_bus().await?;
     let (profile, current) = find(&bus, &args.connection).await?;
     let info = ConnectionInfo::from_nm(&current).map_err(settings_error(&args.connection))?;
-    openvpn_only(&current, &info.id)?;
+    isolatable_vpn(&current, &info.id)?;
     let keys = keys(&args);
     let netns = settings::parse(&keys, &info).map_err(settings_error(&args.connection))?;
     let enabled = mirror::enable(current, &keys).map_err(settings_error(&args.connection))?;
@@ -220,23 +221,21 @@ async fn find(
     }
 }
 
-/// Refuses anything but an OpenVPN profile: the shim serves only nm-openvpn's connections.
-fn openvpn_only(current: &ConnectionSettings, id: &str) -> Result<(), EnableError> {
+/// Refuses a profile of any plugin but those the shim serves ([`plugin::PLUGINS`]).
+fn isolatable_vpn(current: &ConnectionSettings, id: &str) -> Result<(), EnableError> {
     let service_type = settings::section(current, "vpn")
         .str("service-type")
         .ok()
         .flatten();
-    match service_type {
-        Some(OPENVPN_SERVICE) => Ok(()),
-        Some(other) => Err(EnableError::NotOpenVpn {
-            id: id.to_owned(),
-            found: format!("vpn.service-type {other}"),
-        }),
-        None => Err(EnableError::NotOpenVpn {
-            id: id.to_owned(),
-            found: "not a VPN".to_owned(),
-        }),
-    }
+    let found = match service_type {
+        Some(service) if plugin::by_service(service).is_some() => return Ok(()),
+        Some(other) => format!("vpn.service-type {other}"),
+        None => "not a VPN".to_owned(),
+    };
+    Err(EnableError::NotIsolatable {
+        id: id.to_owned(),
+        found,
+    })
 }
 
 /// Saves `new` to disk and leaves the active connection alone. `new` comes from `GetSettings`,
@@ -318,25 +317,31 @@ mod tests {
     }
 
     #[test]
-    fn only_openvpn_profiles() {
+    fn only_profiles_of_the_plugins_the_shim_serves() {
         let vpn = |service: &str| {
             ConnectionSettings::from([(
                 "vpn".to_owned(),
                 VarDict::from([("service-type".to_owned(), crate::plan::owned(service))]),
             )])
         };
-        assert!(openvpn_only(&vpn(OPENVPN_SERVICE), "work").is_ok());
-        let e = openvpn_only(&vpn("org.freedesktop.NetworkManager.wireguard"), "wg")
+        for p in plugin::PLUGINS {
+            assert!(
+                isolatable_vpn(&vpn(p.service), "work").is_ok(),
+                "{}",
+                p.name
+            );
+        }
+        let e = isolatable_vpn(&vpn("org.freedesktop.NetworkManager.wireguard"), "wg")
             .unwrap_err()
             .to_string();
-        assert!(
-            e.starts_with(
-                "connection \"wg\" is not an OpenVPN connection (vpn.service-type \
-                 org.freedesktop.NetworkManager.wireguard)"
-            ),
-            "{e}"
+        assert_eq!(
+            e,
+            "connection \"wg\" is not an OpenVPN or OpenConnect connection (vpn.service-type \
+             org.freedesktop.NetworkManager.wireguard); nm-vpn-netns isolates only connections of \
+             vpn.service-type org.freedesktop.NetworkManager.openvpn or \
+             org.freedesktop.NetworkManager.openconnect"
         );
-        let e = openvpn_only(&ConnectionSettings::new(), "eth").unwrap_err();
+        let e = isolatable_vpn(&ConnectionSettings::new(), "eth").unwrap_err();
         assert!(e.to_string().contains("(not a VPN)"), "{e}");
     }
 }

@@ -18,7 +18,8 @@ use clap::{value_parser, Arg, CommandFactory, FromArgMatches, Parser, Subcommand
 const ABOUT: &str = "Inspect and use VPNs that NetworkManager isolated in network namespaces";
 
 const LONG_ABOUT: &str = "\
-nm-vpn-netns puts an OpenVPN connection of NetworkManager into a network namespace of its own.
+nm-vpn-netns puts an OpenVPN or OpenConnect connection of NetworkManager into a network namespace
+of its own.
 Add netns-isolate=yes to the connection's vpn.data (see nm-vpn-netns(5)) and bring it up as
 usual, with nmcli or the VPN switch of the desktop. The VPN's tunnel, addresses, routes and DNS
 servers then live in the namespace, which is named after the connection by default. Programs
@@ -26,8 +27,8 @@ started there, with ip netns exec NAME COMMAND, go through the VPN; nothing else
 does. If the tunnel drops, programs in the namespace have no way out: the VPN fails closed.
 
 This command is the user's side of nm-vpn-netns. Two programs that users never start do the
-work: nm-vpn-netns-service(8), the plugin NetworkManager runs in place of the stock OpenVPN
-plugin, and nm-vpn-netns-agent(8), the privileged helper that D-Bus starts for it.";
+work: nm-vpn-netns-service(8), the plugin NetworkManager runs in place of the stock OpenVPN and
+OpenConnect plugins, and nm-vpn-netns-agent(8), the privileged helper that D-Bus starts for it.";
 
 /// The documented interface: the man page and the completions are rendered from this alone.
 #[derive(Debug, Parser)]

@@ -9,6 +9,7 @@
 //! - [`settings`]: the `netns-*` keys of `vpn.data` and what they need from the connection;
 //! - [`mirror`]: their copy in the connection's `user` setting, and the edits that write it;
 //! - [`nm`]: NetworkManager's dicts and the one typed [`nm::Reader`] for all of them;
+//! - [`plugin`]: the VPN plugins whose connections are isolated, and what sets them apart;
 //! - [`family`]: how IPv4 and IPv6 values are encoded in NM's dicts;
 //! - [`dns`]: the namespace's `resolv.conf` and `nsswitch.conf`.
 
@@ -21,6 +22,7 @@ pub mod dns;
 pub mod family;
 pub mod mirror;
 pub mod nm;
+pub mod plugin;
 pub mod settings;
 
 pub use nm::{owned, var_dict, DictName, VarDict};

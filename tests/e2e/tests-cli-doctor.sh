@@ -30,7 +30,9 @@ t_cli_doctor() {
     expect_match "doctor did not start and ask the agent" '^ok    agent: answered, contract version 1$' "$out"
     expect_match "doctor did not find our registration" \
         '^ok    registration: /usr/lib/NetworkManager/VPN/nm-openvpn-service.name runs /usr/lib/NetworkManager/nm-vpn-netns-service$' "$out"
-    pass_note "a good installation: exit 0, every check ok, the agent answered"
+    expect_match "doctor did not find our registration for openconnect" \
+        '^ok    registration: /usr/lib/NetworkManager/VPN/nm-openconnect-service.name runs /usr/lib/NetworkManager/nm-vpn-netns-service$' "$out"
+    pass_note "a good installation: exit 0, every check ok, both registrations taken over, the agent answered"
 
     doctor_breaks_without "without our .name" \
         /usr/lib/NetworkManager/VPN/nm-openvpn-service.name registration

@@ -101,7 +101,7 @@ t_cli_enable_refusals() {
     pass_note "refused: $EXPECT_OUT"
     rig_profile_delete static
     expect_cmd_fails "enable accepted the ethernet profile uplink" rig_sb nm-vpn-netns enable uplink
-    expect_contains "enable did not say uplink is no OpenVPN connection" 'is not an OpenVPN connection' "$EXPECT_OUT"
+    expect_contains "enable did not say uplink is neither an OpenVPN nor an OpenConnect connection" 'is not an OpenVPN or OpenConnect connection' "$EXPECT_OUT"
     pass_note "refused: $EXPECT_OUT"
     expect_cmd_fails "enable found a connection that does not exist" rig_sb nm-vpn-netns enable no-such-vpn
     expect_contains "enable did not say no connection has that name" 'no connection has the id or uuid' "$EXPECT_OUT"

@@ -47,7 +47,8 @@ pub(super) fn page(date: &str) -> (String, String) {
     roff.control("TH", [TITLE, SECTION, date, SOURCE, MANUAL]);
     roff.control("SH", ["NAME"]);
     roff.text([roman(format!(
-        "{TITLE} - the {KEY_PREFIX}* keys of a NetworkManager OpenVPN connection's vpn.data"
+        "{TITLE} - the {KEY_PREFIX}* keys of a NetworkManager OpenVPN or OpenConnect \
+         connection's vpn.data"
     ))]);
     roff.control("SH", ["SYNOPSIS"]);
     roff.text([
@@ -88,9 +89,12 @@ fn description(roff: &mut Roff) {
     roff.text(spans(&format!(
         "A NetworkManager VPN connection keeps the options of its plugin in vpn.data, as \
          key=value pairs. With nm-vpn-netns installed, the keys that start with `{KEY_PREFIX}` \
-         choose whether an OpenVPN connection is isolated in a network namespace of its own, and \
-         how. The plugin, nm-vpn-netns-service(8), removes them before the stock OpenVPN plugin \
-         sees the connection."
+         choose whether an OpenVPN or OpenConnect connection is isolated in a network namespace \
+         of its own, and how. The plugin, nm-vpn-netns-service(8), removes them before the stock \
+         plugin sees the connection. The stock OpenVPN plugin refuses a connection with keys it \
+         does not know, so without nm-vpn-netns such a connection fails; the stock OpenConnect \
+         plugin ignores them, so without nm-vpn-netns's registration (see nm-vpn-netns doctor) \
+         it connects unisolated."
     )));
     roff.control("PP", []);
     roff.text(spans(&format!(

@@ -97,6 +97,10 @@ const SERVICE: Extras = Extras {
              replaces it with a copy whose `program=` names this plugin.",
         ),
         (
+            "/usr/lib/NetworkManager/VPN/nm-openconnect-service.name",
+            "The same for the OpenConnect plugin.",
+        ),
+        (
             "/usr/lib/NetworkManager/VPN/*.name.distrib",
             "The stock registrations, moved aside. The one whose `service=` is the service of \
              `--bus-name` names in `program=` the stock service that this plugin runs; a service \

@@ -6,16 +6,17 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use crate::contract;
+use crate::plan::plugin::Plugin;
 
 /// The shim's file name, whatever the prefix it was installed under: how a `.name` file is told
 /// to be ours (packaging/takeover.sh tells it by the same `program=`).
 pub const SHIM: &str = "nm-vpn-netns-service";
 
-/// The oldest releases tested (README, "Tested on"); older ones are not known to work.
+/// The oldest release tested (README, "Tested on"); older ones are not known to work. The
+/// plugins' are in [`Plugin::min_version`].
 pub const MIN_NM: &str = "1.42";
-pub const MIN_NM_OPENVPN: &str = "1.10";
 
-/// One `.name` file that registers NM-openvpn's service, in the order NetworkManager loads them.
+/// One `.name` file that registers a plugin's service, in the order NetworkManager loads them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Registration {
     pub file: PathBuf,
@@ -52,14 +53,31 @@ pub enum AgentAnswer {
     Failed(String),
 }
 
+/// What `doctor` saw of one of the VPN plugins nm-vpn-netns isolates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginSeen {
+    pub plugin: &'static Plugin,
+    /// Every registration of its service, in NetworkManager's order: the first one is used.
+    pub registrations: Vec<Registration>,
+    /// The stock service the shim starts for it, and whether it is an executable file.
+    pub stock_program: Result<(PathBuf, bool), String>,
+    /// Its package's version, if a package database knows it.
+    pub version: Option<String>,
+}
+
+impl PluginSeen {
+    /// Nothing of it is on the system: nothing to take over, and nothing to check.
+    fn absent(&self) -> bool {
+        self.registrations.is_empty() && self.stock_program.is_err() && self.version.is_none()
+    }
+}
+
 /// Everything `doctor` looks at, gathered before any verdict.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Observed {
     pub installer: Installer,
-    /// Every registration of the service, in NetworkManager's order: the first one is used.
-    pub registrations: Vec<Registration>,
-    /// The stock service the shim starts, and whether it is an executable file.
-    pub stock_program: Result<(PathBuf, bool), String>,
+    /// Each plugin of [`crate::plan::plugin::PLUGINS`], in its order.
+    pub plugins: Vec<PluginSeen>,
     /// The agent's D-Bus activation file, and whether the program in its `Exec=` exists.
     pub activation_file: Option<(PathBuf, bool)>,
     /// The agent's D-Bus policy file.
@@ -67,8 +85,6 @@ pub struct Observed {
     pub agent: AgentAnswer,
     /// NetworkManager's `Version` property, or why it could not be read.
     pub nm_version: Result<String, String>,
-    /// network-manager-openvpn's version from the package database, if one knows it.
-    pub nm_openvpn_version: Option<String>,
     /// Loaded kernel modules that give openvpn a data-channel offload device.
     pub dco_modules: Vec<String>,
     /// `hosts:` in /etc/nsswitch.conf names `resolve`.
@@ -112,27 +128,57 @@ fn finding(check: &'static str, verdict: Verdict, detail: String, fix: Option<St
 
 /// Every finding, in the order a user would fix them.
 pub fn evaluate(o: &Observed) -> Vec<Finding> {
-    let mut findings = vec![registration(o), stock(o), activation(o), agent(o)];
-    findings.extend(nm_versions(o));
+    let present: Vec<&PluginSeen> = o.plugins.iter().filter(|p| !p.absent()).collect();
+    let mut findings = Vec::new();
+    if present.is_empty() {
+        findings.push(no_plugin(o));
+    }
+    for seen in &o.plugins {
+        findings.push(registration(o, seen));
+    }
+    findings.extend(present.iter().map(|seen| stock(o, seen)));
+    findings.extend([activation(o), agent(o), nm_version(o)]);
+    findings.extend(present.iter().map(|seen| plugin_version(seen)));
     findings.push(dco(o));
     findings.push(resolvers(o));
     findings
 }
 
-fn registration(o: &Observed) -> Finding {
+fn no_plugin(o: &Observed) -> Finding {
+    let names: Vec<&str> = o.plugins.iter().map(|p| p.plugin.rpm).collect();
+    let debs: Vec<&str> = o.plugins.iter().map(|p| p.plugin.deb).collect();
+    let detail = format!(
+        "neither {} is installed: nm-vpn-netns has no VPN to isolate",
+        names.join(" nor ")
+    );
+    let fix = format!("apt install {}", debs.join(" or apt install "));
+    finding("stock plugin", Verdict::Fail, detail, Some(fix))
+}
+
+/// Whether NetworkManager runs the shim for `seen`'s service: the registration it loads first.
+fn registration(o: &Observed, seen: &PluginSeen) -> Finding {
     const CHECK: &str = "registration";
     let fix = Some(o.installer.reinstall().to_owned());
-    let Some(active) = o.registrations.first() else {
-        let detail = format!(
-            "no .name file registers {}",
-            crate::plan::settings::OPENVPN_SERVICE
-        );
+    let plugin = seen.plugin;
+    let Some(active) = seen.registrations.first() else {
+        let detail = format!("no .name file registers {}", plugin.service);
+        if seen.absent() {
+            let detail = format!("{detail}: {} is not installed", plugin.rpm);
+            return finding(CHECK, Verdict::Info, detail, None);
+        }
         return finding(CHECK, Verdict::Fail, detail, fix);
     };
     let (file, program) = (active.file.display(), active.program.display());
     if active.program.file_name() != Some(SHIM.as_ref()) {
+        let outcome = if plugin.refuses_unknown_keys {
+            "fails to connect"
+        } else {
+            "connects without isolation"
+        };
         let detail = format!(
-            "NetworkManager runs the stock plugin: {file} names {program}, so no connection is isolated"
+            "NetworkManager runs the stock plugin: {file} names {program}, so an {} profile with \
+             netns-isolate=yes {outcome}",
+            plugin.name
         );
         return finding(CHECK, Verdict::Fail, detail, fix);
     }
@@ -140,7 +186,7 @@ fn registration(o: &Observed) -> Finding {
         let detail = format!("{file} names {program}, which is missing");
         return finding(CHECK, Verdict::Fail, detail, fix);
     }
-    if let Some(other) = o.registrations.get(1) {
+    if let Some(other) = seen.registrations.get(1) {
         let detail = format!(
             "{file} is used; {} registers the same service and is ignored",
             other.file.display()
@@ -152,20 +198,22 @@ fn registration(o: &Observed) -> Finding {
     finding(CHECK, Verdict::Ok, detail, None)
 }
 
-fn stock(o: &Observed) -> Finding {
+fn stock(o: &Observed, seen: &PluginSeen) -> Finding {
     const CHECK: &str = "stock plugin";
-    match &o.stock_program {
+    let plugin = seen.plugin;
+    match &seen.stock_program {
         Ok((program, true)) => {
             let detail = format!("{} is installed", program.display());
             finding(CHECK, Verdict::Ok, detail, None)
         }
         Ok((program, false)) => {
             let detail = format!(
-                "{} is missing: no OpenVPN connection can start",
-                program.display()
+                "{} is missing: no {} connection can start",
+                program.display(),
+                plugin.name
             );
-            let fix = "apt install network-manager-openvpn (dnf install NetworkManager-openvpn)";
-            finding(CHECK, Verdict::Fail, detail, Some(fix.to_owned()))
+            let fix = format!("apt install {} (dnf install {})", plugin.deb, plugin.rpm);
+            finding(CHECK, Verdict::Fail, detail, Some(fix))
         }
         Err(why) => {
             let fix = Some(o.installer.reinstall().to_owned());
@@ -238,8 +286,8 @@ fn agent(o: &Observed) -> Finding {
     }
 }
 
-fn nm_versions(o: &Observed) -> [Finding; 2] {
-    let nm = match &o.nm_version {
+fn nm_version(o: &Observed) -> Finding {
+    match &o.nm_version {
         Ok(v) => version("NetworkManager", v, MIN_NM, "apt install network-manager"),
         Err(why) => finding(
             "NetworkManager",
@@ -247,22 +295,23 @@ fn nm_versions(o: &Observed) -> [Finding; 2] {
             format!("not running on the system bus: {why}"),
             Some("systemctl start NetworkManager".to_owned()),
         ),
-    };
-    let openvpn = match &o.nm_openvpn_version {
-        Some(v) => version(
-            "NetworkManager-openvpn",
-            v,
-            MIN_NM_OPENVPN,
-            "apt install network-manager-openvpn",
-        ),
+    }
+}
+
+fn plugin_version(seen: &PluginSeen) -> Finding {
+    let plugin = seen.plugin;
+    match &seen.version {
+        Some(v) => {
+            let fix = format!("apt install {}", plugin.deb);
+            version(plugin.rpm, v, plugin.min_version, &fix)
+        }
         None => finding(
-            "NetworkManager-openvpn",
+            plugin.rpm,
             Verdict::Info,
             "version unknown: no package database knows it".to_owned(),
             None,
         ),
-    };
-    [nm, openvpn]
+    }
 }
 
 fn version(check: &'static str, found: &str, min: &str, fix: &str) -> Finding {

@@ -11,9 +11,11 @@ use checks::{Finding, Verdict};
 
 const LONG_ABOUT: &str = "\
 Checks that isolation can work on this system, and says how to fix what is broken: that
-nm-vpn-netns-service is the plugin NetworkManager runs for OpenVPN and the stock plugin is still
-there for it to start; that D-Bus can start the agent (run as root, doctor starts it and asks its
-version); that NetworkManager and NetworkManager-openvpn are versions nm-vpn-netns supports;
+nm-vpn-netns-service is the plugin NetworkManager runs for OpenVPN and for OpenConnect, one line
+for each that is installed, and that the stock plugin is still there for it to start (without
+it, an isolated OpenVPN profile fails to connect, and an isolated OpenConnect profile connects
+without isolation); that D-Bus can start the agent (run as root, doctor starts it and asks its
+version); that NetworkManager and the plugins are versions nm-vpn-netns supports;
 whether openvpn's data-channel offload (DCO) module is loaded, which isolated VPNs cannot use;
 and whether nscd, systemd-resolved or avahi-daemon would answer lookups across namespaces,
 which nm-vpn-netns exec guards against.

@@ -6,9 +6,9 @@ use std::process::Command;
 
 use zbus::Connection;
 
-use super::checks::{AgentAnswer, Installer, Observed, Registration};
+use super::checks::{AgentAnswer, Installer, Observed, PluginSeen, Registration};
 use crate::cli::exec::mounts;
-use crate::plan::settings::OPENVPN_SERVICE;
+use crate::plan::plugin::{Plugin, PLUGINS};
 use crate::{contract, keyfile, nmbus, shim};
 
 /// Where NetworkManager loads `.name` files from, in its order: lib before etc
@@ -35,13 +35,11 @@ pub async fn observe() -> Observed {
     };
     Observed {
         installer: installer(),
-        registrations: registrations(&VPN_DIRS),
-        stock_program: stock_program(),
+        plugins: PLUGINS.into_iter().map(plugin_seen).collect(),
         activation_file: activation_file(),
         bus_policy: first_existing(&POLICY_DIRS, &format!("{}.conf", contract::BUS_NAME)),
         agent,
         nm_version,
-        nm_openvpn_version: package_version("network-manager-openvpn", "NetworkManager-openvpn"),
         dco_modules: DCO_MODULES
             .iter()
             .filter(|m| Path::new("/sys/module").join(m).exists())
@@ -85,9 +83,18 @@ fn succeeds(command: &mut Command) -> bool {
     output(command).is_some()
 }
 
-/// Every `.name` file that registers NM-openvpn's service, in NetworkManager's order (within a
-/// directory, by file name).
-fn registrations(dirs: &[&str]) -> Vec<Registration> {
+fn plugin_seen(plugin: &'static Plugin) -> PluginSeen {
+    PluginSeen {
+        plugin,
+        registrations: registrations(&VPN_DIRS, plugin.service),
+        stock_program: stock_program(plugin.service),
+        version: package_version(plugin.deb, plugin.rpm),
+    }
+}
+
+/// Every `.name` file that registers `service`, in NetworkManager's order (within a directory, by
+/// file name).
+fn registrations(dirs: &[&str], service: &str) -> Vec<Registration> {
     let mut found = Vec::new();
     for dir in dirs {
         let Ok(entries) = std::fs::read_dir(dir) else {
@@ -105,7 +112,7 @@ fn registrations(dirs: &[&str]) -> Vec<Registration> {
                     .ok()
                     .flatten()
             };
-            (key("service")? == OPENVPN_SERVICE).then(|| {
+            (key("service")? == service).then(|| {
                 let program = PathBuf::from(key("program").unwrap_or_default());
                 Registration {
                     program_present: program.is_file(),
@@ -119,8 +126,8 @@ fn registrations(dirs: &[&str]) -> Vec<Registration> {
 }
 
 /// The stock OpenVPN service as the shim finds it.
-fn stock_program() -> Result<(PathBuf, bool), String> {
-    shim::stock_program(Path::new(shim::VPN_DIR), OPENVPN_SERVICE)
+fn stock_program(service: &str) -> Result<(PathBuf, bool), String> {
+    shim::stock_program(Path::new(shim::VPN_DIR), service)
         .map(|program| {
             let present = executable(&program);
             (program, present)

@@ -1,17 +1,47 @@
 use std::path::PathBuf;
 
 use super::*;
+use crate::plan::plugin::{OPENCONNECT, OPENVPN};
 
-/// A good installation from source.
-fn good() -> Observed {
-    Observed {
-        installer: Installer::Source,
+/// A plugin taken over by an installation of nm-vpn-netns.
+fn taken_over(plugin: &'static Plugin, version: &str) -> PluginSeen {
+    PluginSeen {
+        plugin,
         registrations: vec![Registration {
-            file: "/usr/lib/NetworkManager/VPN/nm-openvpn-service.name".into(),
+            file: format!(
+                "/usr/lib/NetworkManager/VPN/nm-{}-service.name",
+                plugin.name
+            )
+            .into(),
             program: "/usr/lib/NetworkManager/nm-vpn-netns-service".into(),
             program_present: true,
         }],
-        stock_program: Ok(("/usr/lib/NetworkManager/nm-openvpn-service".into(), true)),
+        stock_program: Ok((
+            format!("/usr/lib/NetworkManager/nm-{}-service", plugin.name).into(),
+            true,
+        )),
+        version: Some(version.into()),
+    }
+}
+
+/// A plugin that is not installed.
+fn absent(plugin: &'static Plugin) -> PluginSeen {
+    PluginSeen {
+        plugin,
+        registrations: vec![],
+        stock_program: Err("not taken over".into()),
+        version: None,
+    }
+}
+
+/// A good installation from source, with both plugins.
+fn good() -> Observed {
+    Observed {
+        installer: Installer::Source,
+        plugins: vec![
+            taken_over(&OPENVPN, "1.10.2-2"),
+            taken_over(&OPENCONNECT, "1.2.8-3+deb12u1"),
+        ],
         activation_file: Some((
             "/usr/share/dbus-1/system-services/io.github.NmVpnNetns.Agent1.service".into(),
             true,
@@ -19,18 +49,23 @@ fn good() -> Observed {
         bus_policy: Some("/usr/share/dbus-1/system.d/io.github.NmVpnNetns.Agent1.conf".into()),
         agent: AgentAnswer::Version(contract::VERSION),
         nm_version: Ok("1.42.4".into()),
-        nm_openvpn_version: Some("1.10.2-2".into()),
         dco_modules: vec![],
         nss_resolve: false,
         resolver_dirs: vec![],
     }
 }
 
-fn the(check: &str, o: &Observed) -> Finding {
+/// The finding of `check`, the `nth` of them (one per plugin for some).
+fn nth(check: &str, nth: usize, o: &Observed) -> Finding {
     evaluate(o)
         .into_iter()
-        .find(|f| f.check == check)
-        .unwrap_or_else(|| panic!("no finding for {check}"))
+        .filter(|f| f.check == check)
+        .nth(nth)
+        .unwrap_or_else(|| panic!("no finding {nth} for {check}"))
+}
+
+fn the(check: &str, o: &Observed) -> Finding {
+    nth(check, 0, o)
 }
 
 #[test]
@@ -41,23 +76,82 @@ fn a_good_installation_has_no_problem() {
         .filter(|f| f.verdict != Verdict::Ok)
         .collect();
     assert!(problems.is_empty(), "expected none, got {problems:#?}");
-    assert_eq!(findings.len(), 8, "{findings:#?}");
+    assert_eq!(findings.len(), 11, "{findings:#?}");
+    // Which registrations are taken over, one line each.
+    assert_eq!(
+        nth("registration", 1, &good()).detail,
+        "/usr/lib/NetworkManager/VPN/nm-openconnect-service.name runs \
+         /usr/lib/NetworkManager/nm-vpn-netns-service"
+    );
+}
+
+#[test]
+fn a_plugin_that_is_not_installed_is_a_note_and_no_plugin_at_all_fails() {
+    let mut o = good();
+    o.plugins[1] = absent(&OPENCONNECT);
+    let findings = evaluate(&o);
+    let f = nth("registration", 1, &o);
+    assert_eq!(
+        (f.verdict, f.detail.as_str()),
+        (
+            Verdict::Info,
+            "no .name file registers org.freedesktop.NetworkManager.openconnect: \
+             NetworkManager-openconnect is not installed"
+        )
+    );
+    assert_eq!(findings.len(), 9, "{findings:#?}");
+    assert!(findings.iter().all(|f| f.verdict != Verdict::Fail));
+
+    o.plugins[0] = absent(&OPENVPN);
+    let f = the("stock plugin", &o);
+    assert_eq!(
+        (f.verdict, f.detail.as_str(), f.fix.as_deref()),
+        (
+            Verdict::Fail,
+            "neither NetworkManager-openvpn nor NetworkManager-openconnect is installed: \
+             nm-vpn-netns has no VPN to isolate",
+            Some("apt install network-manager-openvpn or apt install network-manager-openconnect")
+        )
+    );
+}
+
+/// nm-openconnect ignores `netns-isolate`: its stock registration in place of ours is a profile
+/// connected without isolation, which doctor must name.
+#[test]
+fn openconnect_not_taken_over_fails_as_connecting_unisolated() {
+    let mut o = good();
+    o.plugins[1].registrations[0].program = "/usr/lib/NetworkManager/nm-openconnect-service".into();
+    let f = nth("registration", 1, &o);
+    assert_eq!(
+        (f.verdict, f.detail.as_str()),
+        (
+            Verdict::Fail,
+            "NetworkManager runs the stock plugin: \
+             /usr/lib/NetworkManager/VPN/nm-openconnect-service.name names \
+             /usr/lib/NetworkManager/nm-openconnect-service, so an openconnect profile with \
+             netns-isolate=yes connects without isolation"
+        )
+    );
 }
 
 #[test]
 fn the_stock_registration_in_place_of_ours_fails_with_the_reinstall() {
     let mut o = good();
     o.installer = Installer::Deb;
-    o.registrations[0].program = "/usr/lib/NetworkManager/nm-openvpn-service".into();
+    o.plugins[0].registrations[0].program = "/usr/lib/NetworkManager/nm-openvpn-service".into();
     let f = the("registration", &o);
     assert_eq!(f.verdict, Verdict::Fail);
-    assert!(f.detail.contains("runs the stock plugin"), "{}", f.detail);
+    assert!(
+        f.detail.contains("runs the stock plugin") && f.detail.ends_with("fails to connect"),
+        "{}",
+        f.detail
+    );
     assert_eq!(
         f.fix.as_deref(),
         Some("apt install --reinstall nm-vpn-netns")
     );
 
-    o.registrations.clear();
+    o.plugins[0].registrations.clear();
     let f = the("registration", &o);
     assert_eq!(
         (f.verdict, f.detail.as_str()),
@@ -71,9 +165,9 @@ fn the_stock_registration_in_place_of_ours_fails_with_the_reinstall() {
 #[test]
 fn a_second_registration_is_a_warning_that_names_it() {
     let mut o = good();
-    let mut etc = o.registrations[0].clone();
+    let mut etc = o.plugins[0].registrations[0].clone();
     etc.file = "/etc/NetworkManager/VPN/nm-openvpn-service.name".into();
-    o.registrations.push(etc);
+    o.plugins[0].registrations.push(etc);
     let f = the("registration", &o);
     assert_eq!(f.verdict, Verdict::Warn);
     assert_eq!(
