@@ -1528,8 +1528,8 @@ impl Sys for Timed {
     fn link_get(&mut self, ifindex: u32) -> Result<Option<Link>, SysError> {
         self.time("link_get", |s| s.link_get(ifindex))
     }
-    fn link_names(&mut self, netns: &NetnsFd) -> Result<Vec<String>, SysError> {
-        self.time("link_names", |s| s.link_names(netns))
+    fn link_list(&mut self, netns: &NetnsFd) -> Result<Vec<Link>, SysError> {
+        self.time("link_list", |s| s.link_list(netns))
     }
     fn link_set_netns(
         &mut self,
@@ -1549,7 +1549,10 @@ impl Sys for Timed {
             s.link_set_netns_back(netns, link, original)
         })
     }
-    fn netns_setup(&mut self, netns: &NetnsFd, setup: &NetnsSetup<'_>) -> Result<(), SysError> {
+    fn link_delete(&mut self, netns: &NetnsFd, ifindex: u32) -> Result<(), SysError> {
+        self.time("link_delete", |s| s.link_delete(netns, ifindex))
+    }
+    fn netns_setup(&mut self, netns: &NetnsFd, setup: &NetnsSetup<'_>) -> Result<u32, SysError> {
         self.time("netns_setup", |s| s.netns_setup(netns, setup))
     }
     fn sysctl_read(&mut self, key: &str) -> Result<String, SysError> {
