@@ -70,10 +70,13 @@ nm_vpn_netns_undivert() {
 # make install's takeover of one plugin. The .deb diverts a stock file that is not there yet, and
 # its trigger generates ours when the file lands; make install has no trigger, so a diversion of an
 # absent file would send a later install of that plugin to the diverted path, with nothing at the
-# stock one, and NetworkManager would not see the plugin at all. It is left alone instead, and named.
+# stock one, and NetworkManager would not see the plugin at all. A plugin that is not installed is
+# left alone instead, and named; what an earlier make install left for it (ours, its diversion) goes.
 nm_vpn_netns_take_over() {
-    if [ ! -e "$(nm_vpn_netns_stock "$1")" ] && [ ! -e "$(nm_vpn_netns_diverted "$1")" ]; then
-        echo "nm-vpn-netns: $(nm_vpn_netns_stock "$1") is missing (is network-manager-$1 installed?);" \
+    stock=$(nm_vpn_netns_stock "$1")
+    if [ ! -e "$(nm_vpn_netns_diverted "$1")" ] && { [ ! -e "$stock" ] || nm_vpn_netns_is_ours "$stock"; }; then
+        nm_vpn_netns_undivert "$1"
+        echo "nm-vpn-netns: $stock is missing (is network-manager-$1 installed?);" \
             "not taking over $1; run make install again after installing it" >&2
         return 0
     fi
