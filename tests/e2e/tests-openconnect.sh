@@ -1,7 +1,7 @@
 # shellcheck shell=bash
 # End-to-end scenarios of NetworkManager-openconnect against the rig's ocserv (lib/openconnect.sh).
-# A profile without netns-isolate runs as through the stock nm-openconnect-service; one with it is
-# isolated, as an OpenVPN profile is (tests-isolated.sh).
+# A profile without netns-isolate runs through our shim exactly as through the stock
+# nm-openconnect-service; one with it is isolated, as an OpenVPN profile is (tests-isolated.sh).
 
 # The tuns of openconnect VPNs in the sandbox's root namespace (NM-openconnect names them vpnN), and
 # the routes to the pool and the split network.
@@ -24,19 +24,25 @@ expect_tun_left() {
     expect_no_match "$what" '^ *inet ' "$link"
 }
 
-# One activation of the stock profile NAME with a fresh cookie, up to down. The tun's name goes to
-# OC_TUN; the first round ($2 = 1) also prints what NM and the kernel show of the VPN.
+# One activation of the stock profile NAME with a fresh cookie, up to down, ROUND ($2) of them, VIA
+# ($3) our shim (the registration taken over) or the stock plugin alone (the stock registration). The
+# tun's name goes to OC_TUN; the first round also prints what NM and the kernel show of the VPN.
 oc_stock_round() {
-    local name=$1 round=$2 dns
+    local name=$1 round=$2 via=$3 dns
     rig_oc_profile "$name"
     expect_eq "openconnect saw another server certificate" "$(rig_oc_pin)" "$OC_FINGERPRINT"
     expect_cmd_ok "nmcli connection up failed (round $round)" rig_up_nmcli "$name"
     expect_activated "NM does not report $name activated (round $round)" "$name"
-    expect_proc_running "NM did not run the stock openconnect plugin" nm-openconnect-
+    expect_proc_running "the stock openconnect plugin does not run" nm-openconnect-
+    if [[ $via == shim ]]; then
+        expect_proc_running "NM did not run our shim" nm-vpn-netns-se
+    else
+        expect_eq "our shim runs with the stock registration" "" "$(sb_ps nm-vpn-netns-se)"
+    fi
     OC_TUN=$(oc_links)
     expect_match "no single vpnN tun in the root namespace" '^vpn[0-9]+$' "$OC_TUN"
     if ((round == 1)); then
-        pass_note "a cookie from openconnect --authenticate for $OC_CONNECT_URL; NM reports $name activated through the stock nm-openconnect-service"
+        pass_note "a cookie from openconnect --authenticate for $OC_CONNECT_URL; NM reports $name activated through the $via"
         rig_sb ip -d link show "$OC_TUN" | sed 's/^/    ip -d link: /'
         rig_sb nmcli -g IP4.ADDRESS,IP4.ROUTE,IP4.DNS,IP4.DOMAIN connection show "$name" | sed 's/^/    nmcli: /'
     fi
@@ -47,40 +53,77 @@ oc_stock_round() {
     expect_ping "no ping to $RIG_OC_DNS_IP through the VPN (round $round)" 10 rig_sb
     expect_match "$RIG_OC_DNS_NAME does not resolve through the VPN's DNS (round $round)" "^$RIG_OC_DNS_IP " \
         "$(rig_sb getent hosts "$RIG_OC_DNS_NAME" 2>&1)"
-    pass_note "round $round: $OC_TUN is up; $RIG_OC_DNS_IP answers and $RIG_OC_DNS_NAME resolves through the tunnel"
+    pass_note "round $round ($via): $OC_TUN is up; $RIG_OC_DNS_IP answers and $RIG_OC_DNS_NAME resolves through the tunnel"
 
     expect_cmd_ok "nmcli connection down failed (round $round)" rig_down_nmcli "$name"
-    expect_procs_gone "a process of the openconnect VPN remains after down" 15 "${OC_PROCS[@]}"
+    expect_procs_gone "a process of the openconnect VPN remains after down" 15 "${OC_PROCS[@]}" nm-vpn-netns-se
     expect_eq "a route of the VPN remains after down" "" "$(oc_routes)"
     expect_no_ping "$RIG_OC_DNS_IP still answers after down" rig_sb
     expect_cmd_fails "$RIG_OC_DNS_NAME still resolves after down" rig_sb getent hosts "$RIG_OC_DNS_NAME"
     expect_no_match "the VPN's DNS is in resolv.conf after down" "$RIG_OC_DNS_IP" "$(rig_sb cat /etc/resolv.conf)"
     expect_tun_left "after down, $OC_TUN is neither gone nor the stock's idle persistent tun" "$OC_TUN"
-    pass_note "round $round: after down no process, route, address or DNS of the VPN remains"
+    pass_note "round $round ($via): after down no process, route, address or DNS of the VPN remains"
 }
 
-# A stock openconnect profile through the real NetworkManager, twice, each time with a fresh cookie
-# as the auth dialog gets one: up, traffic and the VPN-only name through the tunnel, down, and
-# nothing of it left but the stock's idle tun; the same probes fail before up and after down.
+# FUNCTION: runs FUNCTION of packaging/takeover.sh for openconnect in the sandbox, with make
+# install's local diversion. What it did is checked afterwards; what went wrong goes to stderr.
+oc_takeover() {
+    # shellcheck disable=SC2016 # expanded by the sandbox's shell
+    rig_sb env NM_VPN_NETNS_DIVERT_OWNER=--local sh -ec '. "$0/packaging/takeover.sh"; "$@"' \
+        "$RIG_SRC_IN" "$1" openconnect >/dev/null
+}
+
+# The reference for "as stock": the registration handed back to the stock file, as make uninstall
+# does, and taken over again when the scenario ends, however it ends (an EXIT trap of its
+# subshell), so that the scenarios after it find the installation as make install left it.
+oc_stock_registration() {
+    rig_nm_reregister "$(rig_stock_name openconnect)" oc_takeover nm_vpn_netns_undivert
+    trap oc_stock_registration_end EXIT
+    expect_cmd_ok "NetworkManager's view of openconnect is not the stock registration" rig_sb /usr/bin/python3 \
+        "$RIG_SRC_IN/tests/e2e/vpn-registration.py" org.freedesktop.NetworkManager.openconnect \
+        /usr/lib/NetworkManager/nm-openconnect-service "$RIG_IN/stock-openconnect.name"
+    pass_note "for this scenario, the stock registration of openconnect: $EXPECT_OUT"
+}
+oc_stock_registration_end() {
+    trap - EXIT
+    rig_nm_reregister "$(rig_stock_name openconnect)" oc_takeover nm_vpn_netns_take_over
+    expect_taken_over "openconnect taken over again" openconnect
+}
+
+# The stock VPN's idle tun, if stock NM-openconnect left one (expect_tun_left), deleted by the rig.
+oc_stock_tun_del() {
+    [[ -n $(oc_links) ]] || return 0
+    pass_note "stock NM-openconnect left $OC_TUN behind, idle and persistent; the rig deletes it"
+    rig_sb ip link del "$OC_TUN"
+}
+
+# A profile without netns-isolate through the real NetworkManager, each time with a fresh cookie as
+# the auth dialog gets one: up, traffic and the VPN-only name through the tunnel, down, and nothing
+# of it left but the stock's idle tun; the same probes fail before up and after down. Twice through
+# our shim, as make install left the registration, then once with the stock registration: the same
+# checks hold both ways.
 t_openconnect_stock() {
     # shellcheck disable=SC2034 # the probe's target for this scenario (lib/sandbox.sh: probe_ping)
-    local RIG_PROBE_IP=$RIG_OC_DNS_IP before first rc hits
+    local RIG_PROBE_IP=$RIG_OC_DNS_IP before rc hits
+    expect_taken_over "make install did not take over openconnect" openconnect
     before=$(rig_snapshot)
     expect_no_ping "$RIG_OC_DNS_IP answers before the VPN is up (negative control)" rig_sb
     expect_cmd_fails "$RIG_OC_DNS_NAME resolves before the VPN is up (negative control)" \
         rig_sb getent hosts "$RIG_OC_DNS_NAME"
     pass_note "before up: $RIG_OC_DNS_IP is unreachable and $RIG_OC_DNS_NAME does not resolve"
 
-    oc_stock_round oc-stock 1
-    first=$OC_TUN
+    oc_stock_round oc-stock 1 shim
     # A cookie serves one session: openconnect logged out at down, so this round needs a new one.
-    oc_stock_round oc-stock 2
-    if [[ -n $(oc_links) ]]; then
-        pass_note "stock NM-openconnect left $OC_TUN behind, idle and persistent (the second round used $OC_TUN, the first $first); the rig deletes it"
-        rig_sb ip link del "$OC_TUN"
-    fi
+    oc_stock_round oc-stock 2 shim
+    oc_stock_tun_del
     expect_snapshot "the sandbox's root namespace differs from before activation" "$before" 10
     pass_note "after down: the sandbox's root namespace is as before"
+
+    oc_stock_registration
+    oc_stock_round oc-stock 3 stock
+    oc_stock_tun_del
+    expect_snapshot "the sandbox's root namespace differs from before activation (stock)" "$before" 10
+    pass_note "with the stock registration too: the same checks hold, and the root namespace is as before"
 
     # The cookie is a credential: no log or output of the rig may hold it. The pattern goes through
     # a file, so that it is on no command line either; grep's exit 1 alone means it read every file
@@ -90,6 +133,8 @@ t_openconnect_stock() {
     ((rc == 1)) || expect_failed "the cookie is in a file of the rig" "no file with it (grep exits 1; it exited $rc)" "$hits"
     pass_note "the cookie is in no log or output of the rig"
     rig_profile_delete oc-stock
+    oc_stock_registration_end
+    pass_note "openconnect's registration is taken over again"
 }
 
 E2E_TESTS+=(t_openconnect_stock)
