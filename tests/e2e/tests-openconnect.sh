@@ -360,6 +360,7 @@ oc_reconnect() {
     expect_eq "NM's VPN state changed during the cut or the reconnect" "" "$(oc_vpn_states)"
     pass_note "NM signalled no VPN state change from the cut to after the reconnect"
 }
+
 # Acceptance: a forced reconnect while ocserv keeps running (oc_reconnect), for an isolated
 # profile: the tun stays in the namespace with its ifindex, and the leak monitor sees nothing.
 t_openconnect_reconnect() {
