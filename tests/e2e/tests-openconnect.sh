@@ -173,6 +173,7 @@ assert_oc_isolated() {
     pass_note "the root namespace has no tun, no VPN route or address, no VPN DNS"
     expect_sb_file_line "resolv.conf of $ns lacks the pushed DNS" "nameserver $RIG_OC_DNS_IP" "/etc/netns/$ns/resolv.conf"
     expect_sb_file_line "resolv.conf of $ns lacks the pushed domain" "search $RIG_DNS_DOMAIN" "/etc/netns/$ns/resolv.conf"
+    expect_sb_file_line "nsswitch.conf of $ns does not say hosts: files dns" 'hosts: files dns' "/etc/netns/$ns/nsswitch.conf"
     expect_match "$RIG_OC_DNS_NAME does not resolve in $ns" "^$RIG_OC_DNS_IP " \
         "$(rig_ns "$ns" getent hosts "$RIG_OC_DNS_NAME" 2>&1)"
     expect_cmd_fails "$RIG_OC_DNS_NAME resolves in the root namespace" rig_sb getent hosts "$RIG_OC_DNS_NAME"
@@ -180,7 +181,8 @@ assert_oc_isolated() {
 }
 
 # NAME NS: the split include. ocserv pushes one route and NM-openconnect's helper sends never-default
-# with it (nm-openconnect-service-openconnect-helper.c: a split include sets NEVER_DEFAULT), so the
+# with it (NM-openconnect 1.2.8 src/nm-openconnect-service-openconnect-helper.c:main sets it whenever
+# a CISCO_SPLIT_INC route exists), so the
 # namespace has no default route and reaches only the split network and the pool: the rig's
 # internet address, which answers from the root namespace (the control), does not answer from NS,
 # though ocserv's side would answer it through the tunnel as it answers the split network.
@@ -317,8 +319,11 @@ log_since() { tail -n +"$(($2 + 1))" "$RIG_W/$1"; }
 # NAME NS: the underlay cut for longer than dead-peer detection, then restored. ocserv pushes dpd 5:
 # openconnect declares the peer dead after ~10 s of silence (openconnect mainloop.c:keepalive_action)
 # and reconnects with its cookie (ssl.c:ssl_reconnect); ocserv tears the old worker down after 3*dpd at
-# its next periodic check, every 30 s (ocserv worker-vpn.c:periodic_check). The cut lasts 50 s: past
-# both, and well under the cookie's life (cookie-timeout 300). Under a silent drop openconnect's
+# its next periodic check, every 30 s (ocserv worker-vpn.c:periodic_check). openconnect keeps its tun
+# open across the reconnect and NM-openconnect's helper sends no new config (it acts only on
+# reason=connect), so nothing of NM, the shim or the agent runs. The cut lasts 50 s: past the
+# client's dead-peer detection and the server's teardown, well under the cookie's life (cookie-timeout
+# 300). Under a silent drop openconnect's
 # connect waits out the kernel's SYN retransmits (up to ~127 s, net.ipv4.tcp_syn_retries 6), so the
 # reconnect comes at the next SYN after the restore, or at the next attempt after one timed out (10
 # s, 20 s, ... apart: openconnect ssl.c, RECONNECT_INTERVAL_MIN); 180 s bounds that.
