@@ -31,7 +31,6 @@ BIN_DIR = target/$(PROFILE)
 DOC_DIR = target/doc-gen
 AGENT_NAME = io.github.NmVpnNetns.Agent1
 EXEC_ACTION = io.github.NmVpnNetns.exec
-STOCK_NAME = $(NMVPNDIR)/nm-openvpn-service.name
 # Tools that are slow to make are cached outside the clone, keyed by their version.
 CI_CACHE ?= /var/cache/nm-vpn-netns-ci
 CARGO_DEB_VERSION = 3.8.0
@@ -201,18 +200,14 @@ install: $(if $(DESTDIR),,no-package)
 	    install -D -m 644 "$$docs/completions/nm-vpn-netns.bash" $(DESTDIR)$(BASHCOMPDIR)/nm-vpn-netns && \
 	    install -D -m 644 "$$docs/completions/_nm-vpn-netns" $(DESTDIR)$(ZSHCOMPDIR)/_nm-vpn-netns && \
 	    install -D -m 644 "$$docs/completions/nm-vpn-netns.fish" $(DESTDIR)$(FISHCOMPDIR)/nm-vpn-netns.fish
-	$(if $(DESTDIR),,$(TAKEOVER) nm_vpn_netns_for_each nm_vpn_netns_divert)
-	install -d $(DESTDIR)$(NMVPNDIR)
-	$(if $(DESTDIR),$(REGISTER_TEMPLATE),$(TAKEOVER) nm_vpn_netns_for_each nm_vpn_netns_register)
+	$(if $(DESTDIR),,$(TAKEOVER) nm_vpn_netns_for_each nm_vpn_netns_take_over)
 	$(if $(DESTDIR),,$(TAKEOVER) nm_vpn_netns_reload_bus)
 
-# With a DESTDIR there is no stock file to generate ours from: a packager's scripts do that at
-# install time (see packaging/). This file only stands in, for packagers that ship one.
-REGISTER_TEMPLATE = sed 's|@NMLIBDIR@|$(NMLIBDIR)|g' nm-plugin/nm-openvpn-service.name.in >$(DESTDIR)$(STOCK_NAME)
-
-# The takeover of the stock .name files, shared with the package's maintainer scripts: a local
-# dpkg diversion, first, so that NetworkManager never sees two files for one service and package
-# upgrades of the stock plugin land on the diverted path too.
+# The takeover of the stock .name files of each plugin that is installed, shared with the package's
+# maintainer scripts: a local dpkg diversion, first, so that NetworkManager never sees two files for
+# one service and package upgrades of the stock plugin land on the diverted path too. With a DESTDIR
+# there is no stock file to generate ours from, and none is written: a package's scripts take over
+# at install time (see packaging/README.md).
 TAKEOVER = NM_VPN_NETNS_DIVERT_OWNER=--local NM_VPN_NETNS_VPN_DIR=$(NMVPNDIR) \
 	NM_VPN_NETNS_SHIM=$(NMLIBDIR)/nm-vpn-netns-service sh -ec '. packaging/takeover.sh; "$$@"' takeover
 
@@ -229,7 +224,7 @@ uninstall: $(if $(DESTDIR),,no-package)
 	rm -f $(DESTDIR)$(MANDIR)/man5/nm-vpn-netns.5.gz $(DESTDIR)$(MANDIR)/man8/nm-vpn-netns.8.gz \
 	    $(DESTDIR)$(MANDIR)/man8/nm-vpn-netns-*.8.gz $(DESTDIR)$(BASHCOMPDIR)/nm-vpn-netns \
 	    $(DESTDIR)$(ZSHCOMPDIR)/_nm-vpn-netns $(DESTDIR)$(FISHCOMPDIR)/nm-vpn-netns.fish
-	$(if $(DESTDIR),rm -f $(DESTDIR)$(STOCK_NAME),$(TAKEOVER) nm_vpn_netns_for_each nm_vpn_netns_undivert)
+	$(if $(DESTDIR),,$(TAKEOVER) nm_vpn_netns_for_each nm_vpn_netns_undivert)
 	$(if $(DESTDIR),,$(TAKEOVER) nm_vpn_netns_reload_bus)
 
 clean:

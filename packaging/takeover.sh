@@ -13,8 +13,9 @@
 # never reloads one that exists (its directory monitor acts on creation and deletion only), so a
 # file rewritten in place would keep NM on the old content until it restarts.
 
-# The stock VPN plugins taken over: one word each, the `nm-<word>-service.name` they ship.
-NM_VPN_NETNS_PLUGINS="openvpn"
+# The stock VPN plugins taken over: one word each, the `nm-<word>-service.name` they ship. Each is
+# taken over by itself, and only where its stock file is (or comes, through the packages' triggers).
+NM_VPN_NETNS_PLUGINS="openvpn openconnect"
 
 : "${NM_VPN_NETNS_VPN_DIR:=/usr/lib/NetworkManager/VPN}"
 : "${NM_VPN_NETNS_SHIM:=/usr/lib/NetworkManager/nm-vpn-netns-service}"
@@ -66,11 +67,31 @@ nm_vpn_netns_undivert() {
         --divert "$(nm_vpn_netns_diverted "$1")" --remove "$(nm_vpn_netns_stock "$1")"
 }
 
+# make install's takeover of one plugin. The .deb diverts a stock file that is not there yet, and
+# its trigger generates ours when the file lands; make install has no trigger, so a diversion of an
+# absent file would send a later install of that plugin to the diverted path, with nothing at the
+# stock one, and NetworkManager would not see the plugin at all. A plugin that is not installed is
+# left alone instead, and named; what an earlier make install left for it (ours, its diversion) goes.
+nm_vpn_netns_take_over() {
+    stock=$(nm_vpn_netns_stock "$1")
+    if [ ! -e "$(nm_vpn_netns_diverted "$1")" ] && { [ ! -e "$stock" ] || nm_vpn_netns_is_ours "$stock"; }; then
+        nm_vpn_netns_undivert "$1"
+        echo "nm-vpn-netns: $stock is missing (is network-manager-$1 installed?);" \
+            "not taking over $1; run make install again after installing it" >&2
+        return 0
+    fi
+    nm_vpn_netns_divert "$1"
+    nm_vpn_netns_register "$1"
+}
+
 # Writes ours from the diverted stock file: every key as the distribution ships it, but program=.
+# Without a stock file (its plugin not installed, or removed under us) ours goes too: its shim would
+# find no stock service to run, and NetworkManager would offer a VPN type that cannot connect.
 nm_vpn_netns_register() {
     stock=$(nm_vpn_netns_stock "$1")
     diverted=$(nm_vpn_netns_diverted "$1")
     if [ ! -e "$diverted" ]; then
+        nm_vpn_netns_unregister "$1"
         echo "nm-vpn-netns: $diverted is missing (is network-manager-$1 installed?); not registering for $1" >&2
         return 0
     fi

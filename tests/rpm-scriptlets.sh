@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The RPM's scriptlets and file triggers, run by rpm itself in a scratch root (`rpm --root`), around
-# a stand-in NetworkManager-openvpn that ships only its .name: install over what `make install` set
-# up, the stock plugin's upgrade and reinstall, our upgrade, erase (which purges what the agent left,
+# stand-ins of NetworkManager-openvpn and NetworkManager-openconnect that ship only their .name:
+# install over what `make install` set up, the stock plugin's upgrade and reinstall, the other
+# plugin's install and erase under ours, our upgrade, erase (which purges what the agent left,
 # as the .deb's purge does), and the stock plugin's erase under us; and shellcheck on the scriptlets as the package holds them. Run as root by
 # `make rpm-check`, after `make rpm`. Nothing is written outside the scratch root: rpm runs the
 # scriptlets chrooted into it, so the root gets a shell and the tools they call, copied from this
@@ -12,7 +13,6 @@ cd "$(dirname "$0")/.."
 . tests/e2e/lib/expect.sh
 
 STOCK=/usr/lib/NetworkManager/VPN/nm-openvpn-service.name
-DIVERTED=$STOCK.distrib
 SHIM=/usr/lib/NetworkManager/nm-vpn-netns-service
 
 work=$(mktemp -d)
@@ -26,15 +26,15 @@ build() {
     rpmbuild -bb --nodeps --quiet --define "_topdir $work/build" "$@" >/dev/null
 }
 
-# The stand-in stock plugin at VERSION, as $work/stock-VERSION.rpm: its .name, as Fedora's, with a
-# line that tells versions apart, which is also $work/stock-VERSION.name.
+# The stand-in stock plugin PLUGIN at VERSION, as $work/PLUGIN-VERSION.rpm: its .name, as Fedora's,
+# with a line that tells versions apart, which is also $work/PLUGIN-VERSION.name.
 stock_rpm() {
-    printf '%s\n' '[VPN Connection]' 'name=openvpn' 'service=org.freedesktop.NetworkManager.openvpn' \
-        'program=/usr/libexec/nm-openvpn-service' 'supports-multiple-connections=true' '' \
-        '[libnm]' 'plugin=libnm-vpn-plugin-openvpn.so' "# stand-in $1" >"$work/stock-$1.name"
+    printf '%s\n' '[VPN Connection]' "name=$1" "service=org.freedesktop.NetworkManager.$1" \
+        "program=/usr/libexec/nm-$1-service" 'supports-multiple-connections=true' '' \
+        '[libnm]' "plugin=libnm-vpn-plugin-$1.so" "# stand-in $2" >"$work/$1-$2.name"
     cat >"$work/stock.spec" <<EOF
-Name: NetworkManager-openvpn
-Version: $1
+Name: NetworkManager-$1
+Version: $2
 Release: 1
 Summary: stand-in
 License: GPL-2.0-or-later
@@ -42,12 +42,12 @@ BuildArch: noarch
 %description
 The stock plugin's .name only.
 %install
-install -D -m 644 $work/stock-$1.name %{buildroot}$STOCK
+install -D -m 644 $work/$1-$2.name %{buildroot}${STOCK%/*}/nm-$1-service.name
 %files
-$STOCK
+${STOCK%/*}/nm-$1-service.name
 EOF
     build "$work/stock.spec"
-    cp "$work/build/RPMS/noarch/NetworkManager-openvpn-$1-1.noarch.rpm" "$work/stock-$1.rpm"
+    cp "$work/build/RPMS/noarch/NetworkManager-$1-$2-1.noarch.rpm" "$work/$1-$2.rpm"
 }
 
 # The scriptlets as the package holds them, each with takeover.sh built in.
@@ -84,45 +84,54 @@ rpm_ok() {
     [[ $out != *"scriptlet failed"* ]] || expect_failed "rpm $*: a scriptlet failed" "none" "$out"
 }
 
-# Ours is the moved-aside stock file of VERSION with program= alone changed.
+# WHAT VERSION [PLUGIN]: ours is the moved-aside stock file of PLUGIN (openvpn) at VERSION with
+# program= alone changed.
 expect_registered() {
-    local stock
-    stock=$(cat "$work/stock-$2.name")
-    expect_same "$1: the moved-aside file" "$stock" "$(cat "$root$DIVERTED")"
-    expect_same "$1: our .name" "${stock/program=\/usr\/libexec\/nm-openvpn-service/program=$SHIM}" \
-        "$(cat "$root$STOCK")"
-    pass_note "$1: ours is registered over stock $2"
+    local plugin=${3:-openvpn} stock name
+    name=$root${STOCK%/*}/nm-$plugin-service.name
+    stock=$(cat "$work/$plugin-$2.name")
+    expect_same "$1: the moved-aside file" "$stock" "$(cat "$name.distrib")"
+    expect_same "$1: our .name" "${stock/program=\/usr\/libexec\/nm-$plugin-service/program=$SHIM}" "$(cat "$name")"
+    pass_note "$1: ours is registered over stock $plugin $2"
 }
 
 # The stock file of VERSION back at its path, byte for byte, and nothing of ours left.
 expect_stock() {
-    cmp -s "$work/stock-$2.name" "$root$STOCK" ||
+    cmp -s "$work/openvpn-$2.name" "$root$STOCK" ||
         expect_failed "$1: the stock file is not back" "stock $2" "$(cat "$root$STOCK" 2>&1)"
     expect_eq "$1: left in the VPN directory" "nm-openvpn-service.name" "$(ls -A "$root${STOCK%/*}")"
     pass_note "$1: stock $2 is back"
 }
 
-stock_rpm 1.0
-stock_rpm 2.0
+stock_rpm openvpn 1.0
+stock_rpm openvpn 2.0
+stock_rpm openconnect 1.0
 sed 's/^Version: .*/Version: 9.9.9/' packaging/rpm/nm-vpn-netns.spec >"$work/next.spec"
 build --define "srcroot $PWD" "$work/next.spec"
 next=$(echo "$work"/build/RPMS/x86_64/nm-vpn-netns-9.9.9-*.rpm)
 
-rpm_ok -i "$work/stock-1.0.rpm"
-# What `make install` leaves on a system without dpkg, which the package takes over as it is.
+rpm_ok -i "$work/openvpn-1.0.rpm"
+# What `make install` leaves on a system without dpkg, which the package takes over as it is. Only
+# the openvpn plugin is installed; make install skips openconnect's and says so.
 NM_VPN_NETNS_DIVERT_BY=rename NM_VPN_NETNS_VPN_DIR=$root${STOCK%/*} NM_VPN_NETNS_SHIM=$SHIM \
-    sh -ec '. packaging/takeover.sh; nm_vpn_netns_for_each nm_vpn_netns_divert
-        nm_vpn_netns_for_each nm_vpn_netns_register' >/dev/null
+    sh -ec '. packaging/takeover.sh; nm_vpn_netns_for_each nm_vpn_netns_take_over' >/dev/null 2>&1
 expect_registered "make install" 1.0
 rpm_ok -i "$ours"
 expect_registered "install over make install" 1.0
 [[ -x $root$SHIM ]] || fail "install: $SHIM is missing"
 
-rpm_ok -U "$work/stock-2.0.rpm"
+rpm_ok -U "$work/openvpn-2.0.rpm"
 expect_registered "the stock plugin's upgrade" 2.0
 
-rpm_ok --reinstall "$work/stock-2.0.rpm"
+rpm_ok --reinstall "$work/openvpn-2.0.rpm"
 expect_registered "the stock plugin's reinstall" 2.0
+
+rpm_ok -i "$work/openconnect-1.0.rpm"
+expect_registered "the other stock plugin installed after ours" 1.0 openconnect
+rpm_ok -e NetworkManager-openconnect
+expect_eq "the other stock plugin's erase under ours: left in the VPN directory" \
+    "nm-openvpn-service.name nm-openvpn-service.name.distrib" "$(ls -A "$root${STOCK%/*}" | xargs)"
+pass_note "the other stock plugin's erase under ours: its file and ours for it are gone"
 
 hex() { printf '%s' "$1" | od -An -tx1 | tr -d ' \n'; }
 ADMIN="nameserver 192.0.2.53

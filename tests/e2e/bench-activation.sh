@@ -20,32 +20,14 @@ bench_name_of() {
     esac
 }
 
-# Succeeds when NM's log has line $2 after byte $1.
-nm_log_since_has() {
-    local since
-    since=$(tail -c +"$(($1 + 1))" "$RIG_W/nm.log")
-    grep -qF -- "$2" <<<"$since"
-}
-
 # Registers path $1 (stock or shim) as NM's openvpn plugin the way packaging/takeover.sh does:
-# the old .name removed, the new one renamed into place. NM loads a .name when it is created and
-# never reloads one that exists (src/core/vpn/nm-vpn-manager.c, vpn_dir_changed): on a creation it
-# logs "vpn: service file PATH created or modified" at debug level once the plugin is in its list,
-# and only if the deletion before it went through. That line is the signal waited for; the VPN
-# log domain is at debug only for the swap, so that the timed activations log as usual.
+# the old .name removed, the new one renamed into place. The VPN log domain is at debug only for
+# the swap (rig_nm_reregister), so that the timed activations log as usual.
 bench_register() {
-    local from offset
-    from=$(bench_name_of "$1")
-    rig_sb nmcli general logging level KEEP domains VPN:DEBUG
-    offset=$(stat -c %s "$RIG_W/nm.log")
     # The new file has no .name suffix until renamed, so NM never reads it half-written.
     # shellcheck disable=SC2016 # expanded by the sandbox's shell
-    rig_sb sh -ec 'cp "$1" "$2.bench-new" && rm "$2" && mv "$2.bench-new" "$2"' sh "$from" "$BENCH_NAME_FILE"
-    rig_wait 10 nm_log_since_has "$offset" "vpn: service file $BENCH_NAME_FILE created or modified" ||
-        expect_failed "NM did not load the $1 registration within 10 s" \
-            "\"vpn: service file $BENCH_NAME_FILE created or modified\" in NM's log" \
-            "$(tail -c +"$((offset + 1))" "$RIG_W/nm.log" | tail -20)"
-    rig_sb nmcli general logging level KEEP domains VPN:INFO
+    rig_nm_reregister "$BENCH_NAME_FILE" rig_sb sh -ec 'cp "$1" "$2.bench-new" && rm "$2" && mv "$2.bench-new" "$2"' \
+        sh "$(bench_name_of "$1")" "$BENCH_NAME_FILE"
 }
 
 # The plugin that NM ran for the VPN now up is the one of path $1: the swap took.

@@ -59,12 +59,14 @@ if ! command -v cargo >/dev/null; then
     exit 1
 fi
 
-# The installed network-manager-openvpn as a .deb, which the package scenario reinstalls and upgrades
-# under ours. Cached outside the clone, keyed by its version.
+# The installed stock plugins as .debs, which the package scenario reinstalls, upgrades and installs
+# again under ours. Cached outside the clone, keyed by their versions.
 cache=${CI_CACHE:-/var/cache/nm-vpn-netns-ci}/debs
-version=$(dpkg-query -W -f='${Version}' network-manager-openvpn)
-if ! compgen -G "$cache/network-manager-openvpn_${version//:/%3a}_*.deb" >/dev/null; then
-    [[ $EUID -eq 0 ]] || { echo "deps: fetching network-manager-openvpn's .deb needs root" >&2; exit 1; }
-    mkdir -p "$cache"
-    (cd "$cache" && apt-get download -q "network-manager-openvpn=$version")
-fi
+for stock in network-manager-openvpn network-manager-openconnect; do
+    version=$(dpkg-query -W -f='${Version}' "$stock")
+    if ! compgen -G "$cache/${stock}_${version//:/%3a}_*.deb" >/dev/null; then
+        [[ $EUID -eq 0 ]] || { echo "deps: fetching $stock's .deb needs root" >&2; exit 1; }
+        mkdir -p "$cache"
+        (cd "$cache" && apt-get download -q "$stock=$version")
+    fi
+done

@@ -47,9 +47,15 @@ RIG_VPN_USER=alice
 RIG_VPN_PASSWORD=s3cret-rig
 RIG_IN=/run/rig/w
 RIG_SRC_IN=/run/rig/src
-# The stock plugin's .deb that tests/e2e/deps.sh fetched; /var is the machine's in the sandbox too.
-RIG_STOCK_DEB=$(compgen -G "${CI_CACHE:-/var/cache/nm-vpn-netns-ci}/debs/network-manager-openvpn_*.deb" | tail -1)
+# The stock plugins' .debs that tests/e2e/deps.sh fetched; /var is the machine's in the sandbox too.
+rig_stock_deb() { compgen -G "${CI_CACHE:-/var/cache/nm-vpn-netns-ci}/debs/network-manager-$1_*.deb" | tail -1; }
+RIG_STOCK_DEB=$(rig_stock_deb openvpn)
 RIG_STOCK_DEB_IN=$RIG_STOCK_DEB
+RIG_OC_STOCK_DEB=$(rig_stock_deb openconnect)
+# The stock plugins whose registration `make install` takes over (packaging/takeover.sh), and the
+# program ours names.
+RIG_PLUGINS=(openvpn openconnect)
+RIG_SHIM=/usr/lib/NetworkManager/nm-vpn-netns-service
 # NetworkManager.service's CapabilityBoundingSet, which every plugin NM spawns inherits.
 RIG_NM_CAPS=-all,+net_admin,+dac_override,+net_raw,+net_bind_service,+setgid,+setuid,+sys_module,+audit_write,+kill,+sys_chroot
 RIG_NM_CAPBND=00000000200534e2

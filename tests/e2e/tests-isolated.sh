@@ -423,25 +423,23 @@ E2E_TESTS+=(t_isolated_keyfile t_isolated_libnm t_passthrough t_names t_persiste
 # Its password-authenticated profile is not isolated.
 E2E_UNISOLATED+=(t_passthrough)
 
-# `make uninstall` restores the stock registration exactly, and `make install` takes it over again.
+# `make uninstall` restores the stock registrations exactly, and `make install` takes them over again.
 t_install_uninstall() {
-    local stock=/usr/lib/NetworkManager/VPN/nm-openvpn-service.name diverted
-    diverted=$stock.distrib
-    expect_sb_file_line "the installed .name does not point at the shim" \
-        'program=/usr/lib/NetworkManager/nm-vpn-netns-service' "$stock"
-    expect_same "our .name differs from the stock one in more than program=" \
-        "$(rig_sb sed '/^program=/d' "$diverted")" "$(rig_sb sed '/^program=/d' "$stock")"
-    expect_contains "the stock .name is not diverted" "$diverted" "$(rig_sb dpkg-divert --list "$stock")"
-    pass_note "installed: our .name is the stock one but for program=, and the stock one is diverted"
+    local plugin stock f
+    for plugin in "${RIG_PLUGINS[@]}"; do
+        stock=$(rig_stock_name "$plugin")
+        expect_taken_over "installed" "$plugin"
+        expect_contains "the stock $stock is not diverted" "$stock.distrib" "$(rig_sb dpkg-divert --list "$stock")"
+    done
+    pass_note "installed: ours for ${RIG_PLUGINS[*]} is the stock .name but for program=, as NetworkManager reads it, and the stock one is diverted"
 
     expect_sb_file_line "the polkit action of exec does not name the installed program" \
         '    <annotate key="org.freedesktop.policykit.exec.path">/usr/bin/nm-vpn-netns</annotate>' \
         /usr/share/polkit-1/actions/io.github.NmVpnNetns.exec.policy
     expect_cmd_ok "make uninstall failed" rig_sb make -s -C "$RIG_SRC_IN" uninstall
-    expect_cmd_ok "uninstall did not restore the stock .name byte for byte" rig_sb cmp "$stock" "$RIG_IN/stock.name"
-    expect_sb_absent "uninstall left $diverted" "$diverted"
-    expect_eq "uninstall left the diversion" "" "$(rig_sb dpkg-divert --list "$stock")"
-    local f
+    for plugin in "${RIG_PLUGINS[@]}"; do
+        expect_stock_registration "make uninstall" "$plugin"
+    done
     for f in /usr/lib/NetworkManager/nm-vpn-netns-service /usr/libexec/nm-vpn-netns-agent /usr/bin/nm-vpn-netns \
         /usr/share/dbus-1/system.d/io.github.NmVpnNetns.Agent1.conf \
         /usr/share/dbus-1/system-services/io.github.NmVpnNetns.Agent1.service \
@@ -450,10 +448,12 @@ t_install_uninstall() {
         /usr/share/polkit-1/actions/io.github.NmVpnNetns.exec.policy; do
         expect_sb_absent "uninstall left $f" "$f"
     done
-    pass_note "uninstalled: the stock .name is back byte for byte, no diversion, none of our files"
+    pass_note "uninstalled: the stock .name files are back byte for byte, no diversion, none of our files"
 
     rig_install
-    expect_sb_file_line "reinstall failed" 'program=/usr/lib/NetworkManager/nm-vpn-netns-service' "$stock"
+    for plugin in "${RIG_PLUGINS[@]}"; do
+        expect_taken_over "reinstalled" "$plugin"
+    done
     pass_note "reinstalled"
 }
 E2E_TESTS+=(t_install_uninstall)

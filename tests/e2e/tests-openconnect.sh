@@ -1,7 +1,5 @@
 # shellcheck shell=bash
 # End-to-end scenarios of NetworkManager-openconnect against the rig's ocserv (lib/openconnect.sh).
-# The installed nm-vpn-netns takes over only openvpn's registration, so these profiles run the
-# stock nm-openconnect-service.
 
 # The tuns of openconnect VPNs in the sandbox's root namespace (NM-openconnect names them vpnN), and
 # the routes to the pool and the split network.
@@ -58,12 +56,40 @@ oc_stock_round() {
     pass_note "round $round: after down no process, route, address or DNS of the VPN remains"
 }
 
+# FUNCTION: runs FUNCTION of packaging/takeover.sh for openconnect in the sandbox, with make
+# install's local diversion. What it did is checked afterwards; what went wrong goes to stderr.
+oc_takeover() {
+    # shellcheck disable=SC2016 # expanded by the sandbox's shell
+    rig_sb env NM_VPN_NETNS_DIVERT_OWNER=--local sh -ec '. "$0/packaging/takeover.sh"; "$@"' \
+        "$RIG_SRC_IN" "$1" openconnect >/dev/null
+}
+
+# make install takes over openconnect's registration too, but the plugin does not run openconnect's
+# stock service yet (issue 12): through ours these profiles would fail. t_openconnect_stock is about
+# the stock plugin, so it hands the registration back to the stock file for its own run, as make
+# uninstall does, and takes it over again when it ends, however it ends (an EXIT trap of its
+# subshell), so that the scenarios after it find the installation as make install left it.
+oc_stock_registration() {
+    rig_nm_reregister "$(rig_stock_name openconnect)" oc_takeover nm_vpn_netns_undivert
+    trap oc_stock_registration_end EXIT
+    expect_cmd_ok "NetworkManager's view of openconnect is not the stock registration" rig_sb /usr/bin/python3 \
+        "$RIG_SRC_IN/tests/e2e/vpn-registration.py" org.freedesktop.NetworkManager.openconnect \
+        /usr/lib/NetworkManager/nm-openconnect-service "$RIG_IN/stock-openconnect.name"
+    pass_note "for this scenario, the stock registration of openconnect: $EXPECT_OUT"
+}
+oc_stock_registration_end() {
+    trap - EXIT
+    rig_nm_reregister "$(rig_stock_name openconnect)" oc_takeover nm_vpn_netns_take_over
+    expect_taken_over "openconnect taken over again" openconnect
+}
+
 # A stock openconnect profile through the real NetworkManager, twice, each time with a fresh cookie
 # as the auth dialog gets one: up, traffic and the VPN-only name through the tunnel, down, and
 # nothing of it left but the stock's idle tun; the same probes fail before up and after down.
 t_openconnect_stock() {
     # shellcheck disable=SC2034 # the probe's target for this scenario (lib/sandbox.sh: probe_ping)
     local RIG_PROBE_IP=$RIG_OC_DNS_IP before first rc hits
+    oc_stock_registration
     before=$(rig_snapshot)
     expect_no_ping "$RIG_OC_DNS_IP answers before the VPN is up (negative control)" rig_sb
     expect_cmd_fails "$RIG_OC_DNS_NAME resolves before the VPN is up (negative control)" \
@@ -89,6 +115,8 @@ t_openconnect_stock() {
     ((rc == 1)) || expect_failed "the cookie is in a file of the rig" "no file with it (grep exits 1; it exited $rc)" "$hits"
     pass_note "the cookie is in no log or output of the rig"
     rig_profile_delete oc-stock
+    oc_stock_registration_end
+    pass_note "openconnect's registration is taken over again"
 }
 
 E2E_TESTS+=(t_openconnect_stock)

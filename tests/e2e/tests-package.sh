@@ -1,11 +1,11 @@
 # shellcheck shell=bash
 # The .deb on the rig, as a user meets it: installed over `make install` while NetworkManager runs,
-# a stock network-manager-openvpn reinstalled and upgraded under it, removed with a VPN up, purged.
-# `make deb` built the package; `tests/e2e/deps.sh` fetched the stock plugin's .deb.
+# a stock network-manager-openvpn reinstalled and upgraded under it, network-manager-openconnect
+# removed and installed again under it, removed with a VPN up, purged. `make deb` built the
+# package; `tests/e2e/deps.sh` fetched the stock plugins' .debs.
 
-PKG_STOCK=/usr/lib/NetworkManager/VPN/nm-openvpn-service.name
+PKG_STOCK=$(rig_stock_name openvpn)
 PKG_DIVERTED=$PKG_STOCK.distrib
-PKG_SHIM_LINE=program=/usr/lib/NetworkManager/nm-vpn-netns-service
 
 # The package `make deb` built for the changelog's version, as a path inside the sandbox.
 pkg_deb() {
@@ -16,11 +16,12 @@ pkg_deb() {
 
 pkg_inode() { rig_sb stat -c %i "$1"; }
 
-# Our .name is the diverted stock file with program= alone changed.
-expect_registered() {
-    expect_sb_file_line "$1: our .name does not point at the shim" "$PKG_SHIM_LINE" "$PKG_STOCK"
-    expect_same "$1: our .name differs from the diverted stock one in more than program=" \
-        "$(rig_sb sed '/^program=/d' "$PKG_DIVERTED")" "$(rig_sb sed '/^program=/d' "$PKG_STOCK")"
+# WHAT OWNER: each stock registration is diverted by OWNER (LOCAL: make install).
+expect_diverted_by() {
+    local plugin
+    for plugin in "${RIG_PLUGINS[@]}"; do
+        expect_eq "$1: the diversion of $plugin's" "$2" "$(rig_sb dpkg-divert --listpackage "$(rig_stock_name "$plugin")")"
+    done
 }
 
 # A stock network-manager-openvpn whose .name has one line more, as an upgrade that changes it.
@@ -37,40 +38,63 @@ pkg_stock_changed() {
 t_package() {
     local nm_pid inode changed
     [[ -e $RIG_STOCK_DEB ]] || { fail "the stock plugin's .deb is missing" "$RIG_STOCK_DEB" "(none)"; return; }
+    [[ -e $RIG_OC_STOCK_DEB ]] || { fail "the stock openconnect plugin's .deb is missing" "$RIG_OC_STOCK_DEB" "(none)"; return; }
     nm_pid=$(rig_nm_pid)
-    expect_eq "make install did not divert locally" LOCAL "$(rig_sb dpkg-divert --listpackage "$PKG_STOCK")"
+    expect_diverted_by "make install" LOCAL
 
     expect_cmd_ok "dpkg -i of the package failed" rig_sb dpkg -i "$(pkg_deb)"
-    expect_eq "the package does not own the diversion" nm-vpn-netns "$(rig_sb dpkg-divert --listpackage "$PKG_STOCK")"
-    expect_registered "installed over make install"
+    expect_diverted_by "dpkg -i" nm-vpn-netns
+    expect_taken_over "installed over make install" openvpn
+    expect_taken_over "installed over make install" openconnect
     expect_eq "the package does not own the shim" nm-vpn-netns \
         "$(rig_sb dpkg-query -S /usr/lib/NetworkManager/nm-vpn-netns-service | cut -d: -f1)"
-    pass_note "dpkg -i over make install: the package owns the diversion and the files"
+    pass_note "dpkg -i over make install: the package owns both diversions and the files; ours for openvpn and openconnect are as NetworkManager reads them"
     t_isolated_keyfile
     expect_eq "NetworkManager was restarted" "$nm_pid" "$(rig_nm_pid)"
     pass_note "the isolated scenario passes after dpkg -i, with the same NetworkManager (pid $nm_pid)"
 
     inode=$(pkg_inode "$PKG_STOCK")
     expect_cmd_ok "reinstalling the stock plugin failed" rig_sb dpkg -i "$RIG_STOCK_DEB_IN"
-    expect_registered "after reinstalling network-manager-openvpn"
+    expect_taken_over "after reinstalling network-manager-openvpn" openvpn
     expect_cmd_ok "the reinstalled stock .name differs from the packaged one" \
-        rig_sb cmp "$PKG_DIVERTED" "$RIG_IN/stock.name"
+        rig_sb cmp "$PKG_DIVERTED" "$RIG_IN/stock-openvpn.name"
     expect_eq "our unchanged .name was rewritten" "$inode" "$(pkg_inode "$PKG_STOCK")"
     t_isolated_keyfile
     pass_note "a reinstalled network-manager-openvpn lands on the diverted path; our registration stays"
 
     changed=$(pkg_stock_changed)
     expect_cmd_ok "installing a changed stock plugin failed" rig_sb dpkg -i "$changed"
-    expect_registered "after a stock upgrade that changed its .name"
+    expect_taken_over "after a stock upgrade that changed its .name" openvpn
     expect_sb_file_line "our .name did not follow the stock upgrade" supports-rig-upgrade=true "$PKG_STOCK"
     expect_ne "our .name was rewritten in place, which NetworkManager never reloads" "$inode" "$(pkg_inode "$PKG_STOCK")"
     t_isolated_keyfile
     expect_cmd_ok "going back to the stock plugin failed" rig_sb dpkg -i "$RIG_STOCK_DEB_IN"
     pass_note "a stock upgrade that changes the .name: ours follows as a new file, and NM uses it"
 
+    pkg_openconnect_later
     pkg_remove_purge_with_vpn_up
     expect_eq "NetworkManager was restarted" "$nm_pid" "$(rig_nm_pid)"
     rig_install
+}
+
+# The stock openconnect plugin removed under the package and installed again: the package keeps
+# diverting its .name while it is absent, the trigger drops ours with the stock file, and generates
+# ours anew when the stock file lands on the diverted path.
+pkg_openconnect_later() {
+    local stock
+    stock=$(rig_stock_name openconnect)
+    expect_cmd_ok "removing network-manager-openconnect failed" rig_sb dpkg --remove network-manager-openconnect
+    expect_sb_absent "our registration outlived the stock openconnect plugin" "$stock"
+    expect_sb_absent "the removed stock plugin left $stock.distrib" "$stock.distrib"
+    expect_eq "the package no longer diverts the absent stock file" nm-vpn-netns "$(rig_sb dpkg-divert --listpackage "$stock")"
+    expect_cmd_fails "NetworkManager still sees an openconnect registration" rig_sb /usr/bin/python3 \
+        "$RIG_SRC_IN/tests/e2e/vpn-registration.py" org.freedesktop.NetworkManager.openconnect "$RIG_SHIM" /dev/null
+    pass_note "network-manager-openconnect removed: our registration went with it, the diversion stays"
+    expect_cmd_ok "installing network-manager-openconnect again failed" rig_sb dpkg -i "$RIG_OC_STOCK_DEB"
+    expect_taken_over "network-manager-openconnect installed under the package" openconnect
+    expect_cmd_ok "the installed stock .name differs from the packaged one" \
+        rig_sb cmp "$stock.distrib" "$RIG_IN/stock-openconnect.name"
+    pass_note "network-manager-openconnect installed under the package: its .name lands diverted, ours follows"
 }
 
 # Remove leaves a VPN that is up running; purge refuses until it is down, then restores the stock
@@ -88,9 +112,10 @@ pkg_remove_purge_with_vpn_up() {
     rig_profile_keyfile work 1 ca netns-isolate=yes netns-name=work
     expect_cmd_ok "nmcli connection up failed" rig_up_nmcli work
     expect_cmd_ok "dpkg --remove failed" rig_sb dpkg --remove nm-vpn-netns
-    expect_cmd_ok "remove did not put the stock .name back" rig_sb cmp "$PKG_STOCK" "$RIG_IN/stock.name"
+    expect_stock_registration "dpkg --remove" openvpn
+    expect_stock_registration "dpkg --remove" openconnect
     assert_isolated work work
-    pass_note "dpkg --remove: the stock .name is back, and the isolated VPN that was up stays up"
+    pass_note "dpkg --remove: the stock .name files are back, and the isolated VPN that was up stays up"
 
     out=$(rig_sb dpkg --purge nm-vpn-netns 2>&1) && fail "purge went ahead with a VPN up" "a refusal" "$out"
     expect_contains "purge did not say why it refused" "isolated VPNs are up in namespace(s) work" "$out"
@@ -104,15 +129,14 @@ pkg_remove_purge_with_vpn_up() {
     expect_line "purge did not say it deleted the persistent namespace" "deleted namespace kept" "$out"
     expect_netns_gone "purge left the persistent namespace" kept 1
     expect_sb_absent "purge left /etc/netns/kept" /etc/netns/kept
-    expect_cmd_ok "purge did not restore the stock .name byte for byte" rig_sb cmp "$PKG_STOCK" "$RIG_IN/stock.name"
-    expect_eq "purge left a diversion" "" "$(rig_sb dpkg-divert --list "$PKG_STOCK")"
-    expect_sb_absent "purge left $PKG_DIVERTED" "$PKG_DIVERTED"
+    expect_stock_registration "dpkg --purge" openvpn
+    expect_stock_registration "dpkg --purge" openconnect
     for f in /usr/lib/NetworkManager/nm-vpn-netns-service /usr/libexec/nm-vpn-netns-agent /usr/bin/nm-vpn-netns \
         /usr/share/dbus-1/system.d/io.github.NmVpnNetns.Agent1.conf /run/nm-vpn-netns \
         /usr/share/polkit-1/actions/io.github.NmVpnNetns.exec.policy; do
         expect_sb_absent "purge left $f" "$f"
     done
-    pass_note "after down, dpkg --purge: the stock .name byte for byte, no diversion, nothing of ours"
+    pass_note "after down, dpkg --purge: the stock .name files byte for byte, no diversion, nothing of ours"
     pass_note "purge said: $(grep -Ev '^(Reading|Removing|Purging)' <<<"$out" | tr '\n' ';')"
     leak_watch_end
     rig_profile_nmcli stock-after-purge 1

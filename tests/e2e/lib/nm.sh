@@ -42,6 +42,60 @@ rig_nm_ctx() {
     rig_sb nsenter -t "$RIG_NM_PID" -m -- setpriv --bounding-set "$RIG_NM_CAPS" --inh-caps -all -- "$@"
 }
 
+# ---- registrations --------------------------------------------------------------------------------
+
+# Where the stock plugin PLUGIN registers its service; the takeover moves that file to .distrib.
+rig_stock_name() { echo "/usr/lib/NetworkManager/VPN/nm-$1-service.name"; }
+
+# WHAT PLUGIN: PLUGIN's registration is taken over. Ours is the diverted stock file with program=
+# alone changed, and NetworkManager's reader of the VPN directories finds it for the service, with
+# our program and every other key of the stock file (vpn-registration.py).
+expect_taken_over() {
+    local stock
+    stock=$(rig_stock_name "$2")
+    expect_same "$1: our $stock differs from the diverted stock one in more than program=" \
+        "$(rig_sb sed '/^program=/d' "$stock.distrib")" "$(rig_sb sed '/^program=/d' "$stock")"
+    expect_cmd_ok "$1: NetworkManager's view of the $2 service is not ours" rig_sb /usr/bin/python3 \
+        "$RIG_SRC_IN/tests/e2e/vpn-registration.py" "org.freedesktop.NetworkManager.$2" "$RIG_SHIM" "$stock.distrib"
+    expect_line "$1: the $2 service is not registered by $stock" \
+        "org.freedesktop.NetworkManager.$2: $stock" "$EXPECT_OUT"
+}
+
+# Succeeds when NM's log has line $2 after byte $1.
+nm_log_since_has() {
+    local since
+    since=$(tail -c +"$(($1 + 1))" "$RIG_W/nm.log")
+    grep -qF -- "$2" <<<"$since"
+}
+
+# PATH COMMAND...: runs the command, which removes the .name file PATH and creates it anew, and
+# waits until NetworkManager has loaded the new one. NM loads a .name when it is created and never
+# reloads one that exists (src/core/vpn/nm-vpn-manager.c, vpn_dir_changed): on a creation it logs
+# "vpn: service file PATH created or modified" at debug level once the plugin is in its list, and
+# only if the deletion before it went through. That line is the signal waited for; the VPN log
+# domain is at debug only meanwhile.
+rig_nm_reregister() {
+    local name=$1 offset
+    shift
+    rig_sb nmcli general logging level KEEP domains VPN:DEBUG
+    offset=$(stat -c %s "$RIG_W/nm.log")
+    "$@"
+    rig_wait 10 nm_log_since_has "$offset" "vpn: service file $name created or modified" ||
+        expect_failed "NM did not load the new $name within 10 s" \
+            "\"vpn: service file $name created or modified\" in NM's log" \
+            "$(tail -c +"$((offset + 1))" "$RIG_W/nm.log" | tail -20)"
+    rig_sb nmcli general logging level KEEP domains VPN:INFO
+}
+
+# WHAT PLUGIN: the stock registration of PLUGIN is back, byte for byte, with no diversion left.
+expect_stock_registration() {
+    local stock
+    stock=$(rig_stock_name "$2")
+    expect_cmd_ok "$1: the stock $stock is not back byte for byte" rig_sb cmp "$stock" "$RIG_IN/stock-$2.name"
+    expect_eq "$1: a diversion of $stock is left" "" "$(rig_sb dpkg-divert --list "$stock")"
+    expect_sb_absent "$1: $stock.distrib is left" "$stock.distrib"
+}
+
 # ---- profiles -------------------------------------------------------------------------------------
 
 # vpn.data for a TLS client with certificate number $1 of the rig's PKI.

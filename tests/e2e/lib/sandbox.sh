@@ -59,7 +59,10 @@ CONF
     rig_wait 10 rig_find_sb_pid || rig_die "the sandbox did not start: $(cat "$RIG_W/sandbox.log")"
     rig_wait 20 test -e "$RIG_W/sandbox.ready" || rig_die "the sandbox did not get ready: $(cat "$RIG_W/sandbox.log")"
     # What `make uninstall` must restore, byte for byte.
-    cp /usr/lib/NetworkManager/VPN/nm-openvpn-service.name "$RIG_W/stock.name"
+    local plugin
+    for plugin in "${RIG_PLUGINS[@]}"; do
+        cp "$(rig_stock_name "$plugin")" "$RIG_W/stock-$plugin.name"
+    done
     rig_log "sandbox up (pid $RIG_SB_PID); installing nm-vpn-netns into it"
     rig_install
     rig_log "starting NetworkManager"
