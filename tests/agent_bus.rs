@@ -676,14 +676,23 @@ fn owned((netns, link, reason): (&str, &str, &str)) -> (String, String, String) 
 /// behind what it started: its stock service, which leads a process group of its own, and
 /// openvpn in that group. The agent ends that group's processes, with SIGKILL once SIGTERM did not
 /// do it, before it releases the namespace; a child of the caller in the caller's own group is not
-/// the VPN's, and is left alone.
+/// the VPN's, and is left alone. Once they have all exited, the release follows at once, though
+/// the tun never went: a persistent one, as NetworkManager-openconnect makes, never goes by itself,
+/// and the release deletes it.
 #[tokio::test(flavor = "current_thread")]
 async fn a_departed_callers_process_groups_are_ended_before_the_release() {
     if !is_root() {
         return;
     }
     let bus = Bus::start("departed");
-    let _agent = start(&bus, agent(sys_with_links()), None).await;
+    let run_netns = run_netns_dir("departed");
+    // Its watch on the tun never sees it go.
+    let _agent = start(
+        &bus,
+        watching_agent(sys_with_links(), run_netns.clone()),
+        None,
+    )
+    .await;
     // Deaf to SIGTERM, as a hung stock service is; its `sleep` inherits that, as openvpn would
     // be in the group.
     let mut stock = Command::new("sh")
@@ -723,10 +732,12 @@ async fn a_departed_callers_process_groups_are_ended_before_the_release() {
         bystander.try_wait().unwrap().is_none(),
         "the caller's child in the caller's own group was ended too"
     );
+    let ended = Instant::now();
     bystander.kill().unwrap();
     bystander.wait().unwrap();
 
-    // The namespace was released: another connection gets it.
+    // The namespace was released: another connection gets it; and without waiting out the
+    // 5 s the agent gives a tun to go.
     let mut req = request(8, "tun1", &keys("work"));
     req.insert("uuid".into(), ov("5f0e2c1a-0000-4000-8000-000000000002"));
     let next = proxy(&bus.connect().await).await;
@@ -735,5 +746,11 @@ async fn a_departed_callers_process_groups_are_ended_before_the_release() {
         isolated,
         "expected namespace work to be released after its caller left"
     );
+    let waited = ended.elapsed();
+    assert!(
+        waited < Duration::from_millis(2500),
+        "expected the release once the group had ended; it came {waited:?} after"
+    );
     release(&next, "work").await.unwrap();
+    let _ = fs::remove_dir_all(&run_netns);
 }

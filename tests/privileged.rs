@@ -884,6 +884,55 @@ fn persistent_namespace_outlives_release_and_is_reused() {
     assert_gone(ns);
 }
 
+/// The tuns inside `netns`, as `ip -o link show type tun` lists them.
+fn tuns_in(netns: &str) -> BTreeSet<String> {
+    lines(&ip(&["-n", netns, "-o", "link", "show", "type", "tun"]))
+}
+
+/// NetworkManager-openconnect's tun is persistent: its service makes it (TUNSETPERSIST, as `ip
+/// tuntap add` does) before openconnect attaches to it, and it outlives openconnect. Once it is in
+/// the namespace, only the agent can remove it: each release deletes it, though the namespace is
+/// kept, so that each cycle has exactly one tun inside while it is up, and none after.
+#[test]
+#[ignore = "needs root in the sandbox of tests/privileged.sh"]
+fn a_persistent_tun_is_deleted_at_release_and_each_cycle_has_one() {
+    sandbox();
+    let (ns, link) = ("pv-oc", "pv-vpn0");
+    let mut ex = executor();
+    for cycle in 0..2 {
+        ip(&["tuntap", "add", "dev", link, "mode", "tun"]);
+        let openconnect = tun(link);
+        let mut req = request(plan_for(ns, link, false, None), openconnect.ifindex());
+        req.persistent = true;
+        let isolation = ex.isolate(&req).unwrap();
+        assert_eq!(
+            isolation.link, link,
+            "cycle {cycle}: a stale tun took its name"
+        );
+        assert_eq!(tuns_in(ns).len(), 1, "cycle {cycle}: {:?}", tuns_in(ns));
+        assert_ipv4_config(ns, link);
+        let record = ex.records().find(|r| r.netns == name(ns)).unwrap();
+        assert_eq!(record.link_ifindex, ifindex(link, Some(ns)));
+
+        // openconnect exits, and the persistent tun stays, with its addresses and routes.
+        drop(openconnect);
+        assert!(ifindex(link, Some(ns)).is_some(), "cycle {cycle}");
+        ex.release(&name(ns)).unwrap();
+        assert!(netns_list().contains(ns), "cycle {cycle}");
+        assert_eq!(tuns_in(ns), set(&[]), "cycle {cycle}");
+        assert_eq!(
+            lines(&ip(&["-n", ns, "-4", "route", "show", "table", "all"]))
+                .into_iter()
+                .filter(|r| !r.contains(" dev lo "))
+                .collect::<Vec<_>>(),
+            Vec::<String>::new(),
+            "cycle {cycle}"
+        );
+    }
+    ex.delete(&name(ns), false).unwrap();
+    assert_gone(ns);
+}
+
 #[test]
 #[ignore = "needs root in the sandbox of tests/privileged.sh"]
 fn foreign_namespace_is_used_and_given_back_as_it_was() {
@@ -937,6 +986,9 @@ fn foreign_namespace_is_used_and_given_back_as_it_was() {
 
     ex.release(&name(ns)).unwrap();
     assert!(netns_list().contains(ns));
+    // The tun the agent moved in is deleted; the namespace's own link of that name stays.
+    assert_eq!(ifindex("vpn0", Some(ns)), None);
+    assert!(ifindex(&tun.name, Some(ns)).is_some());
     assert_eq!(fs::read_to_string(&resolv).unwrap(), original);
     assert_eq!(fs::metadata(&resolv).unwrap().ino(), inode);
     assert!(!Path::new(&format!("{dir}/nsswitch.conf")).exists());
@@ -1528,8 +1580,8 @@ impl Sys for Timed {
     fn link_get(&mut self, ifindex: u32) -> Result<Option<Link>, SysError> {
         self.time("link_get", |s| s.link_get(ifindex))
     }
-    fn link_names(&mut self, netns: &NetnsFd) -> Result<Vec<String>, SysError> {
-        self.time("link_names", |s| s.link_names(netns))
+    fn link_list(&mut self, netns: &NetnsFd) -> Result<Vec<Link>, SysError> {
+        self.time("link_list", |s| s.link_list(netns))
     }
     fn link_set_netns(
         &mut self,
@@ -1549,7 +1601,10 @@ impl Sys for Timed {
             s.link_set_netns_back(netns, link, original)
         })
     }
-    fn netns_setup(&mut self, netns: &NetnsFd, setup: &NetnsSetup<'_>) -> Result<(), SysError> {
+    fn link_delete(&mut self, netns: &NetnsFd, ifindex: u32) -> Result<(), SysError> {
+        self.time("link_delete", |s| s.link_delete(netns, ifindex))
+    }
+    fn netns_setup(&mut self, netns: &NetnsFd, setup: &NetnsSetup<'_>) -> Result<u32, SysError> {
         self.time("netns_setup", |s| s.netns_setup(netns, setup))
     }
     fn sysctl_read(&mut self, key: &str) -> Result<String, SysError> {

@@ -345,15 +345,22 @@ impl Sys for RecordingSys {
             .map(|l| l.link.clone()))
     }
 
-    fn link_names(&mut self, netns: &FakeNetns) -> Result<Vec<String>, SysError> {
-        self.call(Call::LinkNames(netns.0.clone()))?;
-        Ok(std::iter::once("lo".to_owned())
+    fn link_list(&mut self, netns: &FakeNetns) -> Result<Vec<Link>, SysError> {
+        self.call(Call::LinkList(netns.0.clone()))?;
+        let lo = Link {
+            ifindex: 1,
+            name: "lo".to_owned(),
+            kind: None,
+            mtu: 65536,
+            up: true,
+        };
+        Ok(std::iter::once(lo)
             .chain(
                 self.world
                     .links
                     .values()
                     .filter(|l| l.netns.as_ref() == Some(&netns.0))
-                    .map(|l| l.link.name.clone()),
+                    .map(|l| l.link.clone()),
             )
             .collect())
     }
@@ -404,7 +411,18 @@ impl Sys for RecordingSys {
         Ok(())
     }
 
-    fn netns_setup(&mut self, netns: &FakeNetns, setup: &NetnsSetup<'_>) -> Result<(), SysError> {
+    fn link_delete(&mut self, netns: &FakeNetns, ifindex: u32) -> Result<(), SysError> {
+        self.call(Call::LinkDelete {
+            netns: netns.0.clone(),
+            ifindex,
+        })?;
+        if self.world.links.get(&ifindex).map(|l| &l.netns) == Some(&Some(netns.0.clone())) {
+            self.world.links.remove(&ifindex);
+        }
+        Ok(())
+    }
+
+    fn netns_setup(&mut self, netns: &FakeNetns, setup: &NetnsSetup<'_>) -> Result<u32, SysError> {
         self.call(Call::NetnsSetup {
             netns: netns.0.clone(),
             link: setup.link.to_owned(),
@@ -436,7 +454,7 @@ impl Sys for RecordingSys {
             link.link.mtu = mtu;
         }
         link.setup = Some(summary);
-        Ok(())
+        Ok(link.link.ifindex)
     }
 
     fn sysctl_read(&mut self, key: &str) -> Result<String, SysError> {

@@ -376,6 +376,7 @@ mod tests {
             persistent: false,
             leased: true,
             link: Some("tun0".into()),
+            link_ifindex: None,
             etc_dir_created: false,
             files: Vec::new(),
         };

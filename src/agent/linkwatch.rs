@@ -156,9 +156,9 @@ impl Watches {
     }
 
     /// Waits, at most `within`, until the watch on `netns` has seen its tun go (or its name), then
-    /// ends it. For a lease whose holder left the bus: openvpn is being ended, and deleting the
-    /// namespace first would destroy the tun under it, and it would then spin on its dead
-    /// descriptor instead of exiting.
+    /// ends it. For a lease whose holder left the bus, while its VPN's processes are not known to
+    /// have ended: openvpn is being ended, and deleting the namespace or the tun first would
+    /// destroy the tun under it, and it would then spin on its dead descriptor instead of exiting.
     pub async fn stop_once_lost(&self, netns: &NetnsName, within: Duration) {
         let Some(mut task) = self.lock().remove(netns) else {
             return;

@@ -21,8 +21,8 @@ use nix::sched::{self, CloneFlags};
 use nix::sys::stat::{self, Mode, SFlag};
 use nix::sys::statfs;
 use nix::unistd::{self, UnlinkatFlags};
-use rtnetlink::sys::{protocols::NETLINK_ROUTE, Socket};
 
+pub use crate::agent::netlink::link_watch;
 use crate::agent::netlink::{sysctl_path, Configure, Rtnl};
 use crate::agent::procs;
 use crate::agent::rtmsg;
@@ -33,9 +33,6 @@ use crate::agent::safe_fs::{
 use crate::agent::sys::{Durability, FileId, Link, NetnsId, NetnsSetup, Process, Sys, SysError};
 use crate::report::Chain;
 
-/// `RTNLGRP_LINK` of <linux/rtnetlink.h>: the multicast group of link changes.
-const RTNLGRP_LINK: u32 = 1;
-
 /// An open network namespace and the path it was opened at, for messages.
 #[derive(Debug)]
 pub struct NetnsFd {
@@ -44,7 +41,7 @@ pub struct NetnsFd {
 }
 
 impl NetnsFd {
-    fn name(&self) -> String {
+    pub(crate) fn name(&self) -> String {
         self.path.file_name().map_or_else(
             || self.path.display().to_string(),
             |n| n.to_string_lossy().into_owned(),
@@ -373,17 +370,13 @@ impl Sys for RealSys {
             .map_err(|e| SysError::os("link_get", &object, e))
     }
 
-    fn link_names(&mut self, netns: &NetnsFd) -> Result<Vec<String>, SysError> {
+    fn link_list(&mut self, netns: &NetnsFd) -> Result<Vec<Link>, SysError> {
         let object = format!("in namespace {}", netns.name());
         in_netns(netns, || {
             let links = Rtnl::open(&object)?
                 .dump(RouteNetlinkMessage::GetLink(LinkMessage::default()))
                 .map_err(|e| SysError::os("link_list", &object, e))?;
-            Ok(links
-                .into_iter()
-                .filter_map(rtmsg::link_from)
-                .map(|l| l.name)
-                .collect())
+            Ok(links.into_iter().filter_map(rtmsg::link_from).collect())
         })
     }
 
@@ -427,7 +420,16 @@ impl Sys for RealSys {
         })
     }
 
-    fn netns_setup(&mut self, netns: &NetnsFd, setup: &NetnsSetup<'_>) -> Result<(), SysError> {
+    fn link_delete(&mut self, netns: &NetnsFd, ifindex: u32) -> Result<(), SysError> {
+        let object = format!("ifindex {ifindex} in namespace {}", netns.name());
+        in_netns(netns, || {
+            Rtnl::open(&object)?
+                .link_del(ifindex)
+                .map_err(|e| SysError::os("link_delete", &object, e))
+        })
+    }
+
+    fn netns_setup(&mut self, netns: &NetnsFd, setup: &NetnsSetup<'_>) -> Result<u32, SysError> {
         let name = netns.name();
         in_netns(netns, || Configure::run(&name, setup))
     }
@@ -565,36 +567,4 @@ impl Sys for RealSys {
         }
         Ok(())
     }
-}
-
-/// A socket in the namespace mounted at `path` that receives its link changes, and the index of
-/// `link` there; `None` if the link is not there (any more). The socket is subscribed before the
-/// link is looked up, so that no removal can fall between the two. Non-blocking, for the
-/// service's event loop; it keeps the namespace alive until it is closed.
-pub fn link_watch(path: &Path, link: &str) -> Result<Option<(OwnedFd, u32)>, SysError> {
-    let Some(netns) = RealSys::new()?.netns_open(path)? else {
-        return Ok(None);
-    };
-    let object = format!("{link} in namespace {}", netns.name());
-    in_netns(&netns, || {
-        let watch = || -> std::io::Result<Socket> {
-            let mut socket = Socket::new(NETLINK_ROUTE)?;
-            socket.bind_auto()?;
-            socket.add_membership(RTNLGRP_LINK)?;
-            socket.set_non_blocking(true)?;
-            Ok(socket)
-        };
-        let socket = watch().map_err(|e| SysError::os("watch", &object, e))?;
-        match Rtnl::open(&object)?.link_index(link) {
-            Ok(ifindex) => {
-                let fd = socket.as_fd().try_clone_to_owned();
-                Ok(Some((
-                    fd.map_err(|e| SysError::os("dup", &object, e))?,
-                    ifindex,
-                )))
-            }
-            Err(e) if e.raw_os_error() == Some(Errno::ENODEV as i32) => Ok(None),
-            Err(e) => Err(SysError::os("link_index", &object, e)),
-        }
-    })
 }

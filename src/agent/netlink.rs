@@ -6,6 +6,8 @@
 
 use std::fmt;
 use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::Path;
 
 use log::debug;
 use netlink_packet_route::address::AddressMessage;
@@ -19,8 +21,9 @@ use rtnetlink::packet_core::{
 };
 use rtnetlink::sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 
+use crate::agent::linux::{in_netns, RealSys};
 use crate::agent::rtmsg::{self, FamilySetup};
-use crate::agent::sys::{Link, NetnsSetup, SysError};
+use crate::agent::sys::{Link, NetnsSetup, Sys, SysError};
 
 /// A minimal synchronous rtnetlink client: one request at a time, each acknowledged.
 pub struct Rtnl {
@@ -111,6 +114,14 @@ impl Rtnl {
     pub fn link_set(&mut self, msg: LinkMessage) -> io::Result<()> {
         self.request(RouteNetlinkMessage::SetLink(msg), 0).map(drop)
     }
+
+    /// Deletes the link with this index; one that is not there counts as done.
+    pub fn link_del(&mut self, ifindex: u32) -> io::Result<()> {
+        match self.request(RouteNetlinkMessage::DelLink(rtmsg::link_del(ifindex)), 0) {
+            Err(e) if e.raw_os_error() != Some(Errno::ENODEV as i32) => Err(e),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// Where the sysctl `key` is, in the namespace of the process that opens it.
@@ -128,7 +139,8 @@ pub struct Configure<'a> {
 }
 
 impl Configure<'_> {
-    pub fn run(netns: &str, setup: &NetnsSetup<'_>) -> Result<(), SysError> {
+    /// Returns the link's index.
+    pub fn run(netns: &str, setup: &NetnsSetup<'_>) -> Result<u32, SysError> {
         let inside = format!("in namespace {netns}");
         let mut nl = Rtnl::open(&inside)?;
         nl.link_index("lo")
@@ -164,7 +176,7 @@ impl Configure<'_> {
                 .map_err(|e| SysError::os("sysctl_write", format!("{key} {inside}"), e))?;
             debug!("set {key} to {range:?} in namespace {netns}");
         }
-        Ok(())
+        Ok(index)
     }
 
     fn on(&self, what: impl fmt::Display) -> String {
@@ -320,4 +332,39 @@ impl Configure<'_> {
         }
         Ok(())
     }
+}
+
+/// `RTNLGRP_LINK` of <linux/rtnetlink.h>: the multicast group of link changes.
+const RTNLGRP_LINK: u32 = 1;
+
+/// A socket in the namespace mounted at `path` that receives its link changes, and the index of
+/// `link` there; `None` if the link is not there (any more). The socket is subscribed before the
+/// link is looked up, so that no removal can fall between the two. Non-blocking, for the
+/// service's event loop; it keeps the namespace alive until it is closed.
+pub fn link_watch(path: &Path, link: &str) -> Result<Option<(OwnedFd, u32)>, SysError> {
+    let Some(netns) = RealSys::new()?.netns_open(path)? else {
+        return Ok(None);
+    };
+    let object = format!("{link} in namespace {}", netns.name());
+    in_netns(&netns, || {
+        let watch = || -> std::io::Result<Socket> {
+            let mut socket = Socket::new(NETLINK_ROUTE)?;
+            socket.bind_auto()?;
+            socket.add_membership(RTNLGRP_LINK)?;
+            socket.set_non_blocking(true)?;
+            Ok(socket)
+        };
+        let socket = watch().map_err(|e| SysError::os("watch", &object, e))?;
+        match Rtnl::open(&object)?.link_index(link) {
+            Ok(ifindex) => {
+                let fd = socket.as_fd().try_clone_to_owned();
+                Ok(Some((
+                    fd.map_err(|e| SysError::os("dup", &object, e))?,
+                    ifindex,
+                )))
+            }
+            Err(e) if e.raw_os_error() == Some(Errno::ENODEV as i32) => Ok(None),
+            Err(e) => Err(SysError::os("link_index", &object, e)),
+        }
+    })
 }

@@ -207,17 +207,23 @@ impl Started {
     }
 
     /// Ends them: SIGTERM, then SIGKILL to any still running after `grace`, which gets as long
-    /// again to end.
-    pub async fn end(&self, grace: Duration) {
+    /// again to end. Returns whether the VPN is known to have ended: it held processes, and
+    /// every one of them has exited; its tun is closed then.
+    pub async fn end(&self, grace: Duration) -> bool {
+        if self.0.is_empty() {
+            return false;
+        }
         self.signal(Signal::TERM);
-        if tokio::time::timeout(grace, self.ended()).await.is_ok() {
-            return;
+        if let Ok(ended) = tokio::time::timeout(grace, self.ended()).await {
+            return ended;
         }
         warn!("{self} still running {grace:?} after SIGTERM; sending SIGKILL");
         self.signal(Signal::KILL);
-        if tokio::time::timeout(grace, self.ended()).await.is_err() {
+        let ended = tokio::time::timeout(grace, self.ended()).await;
+        if ended.is_err() {
             warn!("{self} still running {grace:?} after SIGKILL; releasing anyway");
         }
+        ended.unwrap_or(false)
     }
 
     fn signal(&self, signal: Signal) {
@@ -226,8 +232,10 @@ impl Started {
         }
     }
 
-    /// Resolves once every one has exited: a pidfd polls readable then (pidfd_open(2)).
-    async fn ended(&self) {
+    /// Resolves once every one has exited: a pidfd polls readable then (pidfd_open(2)); `false`
+    /// if one could not be waited for, which may still run.
+    async fn ended(&self) -> bool {
+        let mut all = true;
         for (s, fd) in &self.0 {
             let exited = async {
                 // SAFETY: the `AsyncFd` owns its copy of the pidfd, open as long as it is.
@@ -238,8 +246,10 @@ impl Started {
             };
             if let Err(e) = exited.await {
                 warn!("cannot wait for {} ({}) to exit: {e}", s.pid, s.comm);
+                all = false;
             }
         }
+        all
     }
 }
 
@@ -311,6 +321,30 @@ mod tests {
         send(&left[0].1, pb.pid, &pb.comm, Signal::KILL);
         assert!(still_running(left, Duration::from_secs(5)).is_empty());
         let _ = (a.wait(), b.wait(), std::fs::remove_file(&marker));
+    }
+
+    /// Only a VPN whose every process it held has exited is known to have ended; with none held,
+    /// nothing is known.
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_end_is_known_only_of_processes_held() {
+        let grace = Duration::from_secs(5);
+        assert!(!Started::default().end(grace).await, "nothing held");
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = Pid::from_raw(child.id() as i32).unwrap();
+        let fd = pidfd_open(pid, PidfdFlags::empty()).unwrap();
+        let held = stat(child.id(), std::process::id(), child.id());
+        assert!(
+            Started(vec![(held, fd)]).end(grace).await,
+            "sleep ends on SIGTERM"
+        );
+        let status = child.wait().unwrap();
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(15)
+        );
     }
 
     #[test]

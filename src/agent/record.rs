@@ -134,8 +134,15 @@ pub struct Record {
     pub persistent: bool,
     /// An isolation is active in the namespace.
     pub leased: bool,
-    /// The link's name inside the namespace while leased.
+    /// The link's name inside the namespace while leased; and after, until the agent deleted it
+    /// (see `link_ifindex`): a release that could not delete it keeps it on record, to try again.
     pub link: Option<String>,
+    /// The link's index inside the namespace, as the kernel reported it after the move (a move
+    /// keeps the index unless another link has it there). A release deletes the link by it, and
+    /// only while the link with that index still has the name on record and is a tun. Records
+    /// of older agents lack it: their link is left to go by itself, as openvpn's tun does.
+    #[serde(default)]
+    pub link_ifindex: Option<u32>,
     /// The agent created `/etc/netns/NAME`.
     pub etc_dir_created: bool,
     pub files: Vec<FileRecord>,
@@ -203,6 +210,7 @@ impl Record {
             netns_file: None,
             leased: false,
             link: None,
+            link_ifindex: None,
             ..self.clone()
         }
     }
@@ -393,6 +401,7 @@ mod v1 {
             leased: flag("leased", take("leased")?)?,
             etc_dir_created: flag("etc-dir-created", take("etc-dir-created")?)?,
             link: take("link").ok(),
+            link_ifindex: None,
             files,
         })
     }
@@ -492,6 +501,7 @@ mod tests {
             persistent: true,
             leased: true,
             link: Some("vpn0".to_owned()),
+            link_ifindex: None,
             etc_dir_created: false,
             files: vec![
                 FileRecord {
@@ -565,6 +575,7 @@ mod tests {
             "netns_pending",
             "netns_file",
             "user",
+            "link_ifindex",
         ] {
             fields.remove(added).unwrap();
         }
@@ -586,6 +597,7 @@ mod tests {
             }),
             netns_file: Some(FileId { dev: 25, ino: 7 }),
             user: Some("alice".to_owned()),
+            link_ifindex: Some(12),
             ..sample()
         };
         r.files[0].written = Some(b"hosts: files dns\n".to_vec());

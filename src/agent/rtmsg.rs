@@ -199,6 +199,14 @@ pub fn link_set_netns_back(
     link_set(index, attributes, original.up)
 }
 
+/// `ip link del dev INDEX`, as an `RTM_DELLINK` request: by index alone, which the kernel looks up
+/// first (net/core/rtnetlink.c, `rtnl_dellink`), so that no link that merely has the name goes.
+pub fn link_del(index: u32) -> LinkMessage {
+    let mut msg = LinkMessage::default();
+    msg.header.index = index;
+    msg
+}
+
 /// `ip link set dev … addrgenmode none`, as an attribute.
 ///
 /// A tun needs no link-local address; without one the kernel sends no router solicitations or MLD
@@ -550,6 +558,14 @@ mod tests {
             [LinkAttribute::NetNsFd(42)]
         );
         assert!(matches!(&addrgenmode_none(), LinkAttribute::AfSpecUnspec(s) if s.len() == 1));
+    }
+
+    #[test]
+    fn a_link_is_deleted_by_its_index_alone() {
+        let del = link_del(12);
+        assert_eq!(del.header.index, 12);
+        assert!(del.header.flags.is_empty() && del.header.change_mask.is_empty());
+        assert_eq!(del.attributes, []);
     }
 
     #[test]

@@ -40,11 +40,12 @@ mod prepare;
 use jobs::{executor_gone, Answer, ExecutorHandle, Job};
 
 /// When a lease's holder leaves the bus without releasing, as a killed plugin does: how long the
-/// processes it started get after SIGTERM ([`Started::end`]), and then after SIGKILL; and how long
-/// the release waits for the tun to go ([`Watches::stop_once_lost`]). Its stock service gets
-/// SIGTERM from the kernel too, and normally ends openvpn itself; but on booted Debian 13 it
-/// once exited and left openvpn running, which then spun on a tun destroyed with its namespace.
-/// openvpn sends the server its exit notice first, which took 1.3 s on the e2e rig.
+/// processes it started get after SIGTERM ([`Started::end`]), and then after SIGKILL; and, if
+/// they are not known to have ended, how long the release waits for the tun to go
+/// ([`Watches::stop_once_lost`]). Its stock service gets SIGTERM from the kernel too, and
+/// normally ends openvpn itself; but on booted Debian 13 it once exited and left openvpn running,
+/// which then spun on a tun destroyed with its namespace. openvpn sends the server its exit
+/// notice first, which took 1.3 s on the e2e rig.
 const DEPARTED_GRACE: Duration = Duration::from_secs(5);
 
 impl From<ExecError> for AgentError {
@@ -215,8 +216,14 @@ impl Agent {
                  {ns} once its tun is gone",
                 lease.started
             );
-            lease.started.end(DEPARTED_GRACE).await;
-            self.watches.stop_once_lost(&ns, DEPARTED_GRACE).await;
+            // Once every process of the VPN has exited, its tun is closed: openvpn's is gone
+            // with it, and a persistent one, as NetworkManager-openconnect makes, never goes by
+            // itself, so waiting for it would only wait out the grace; the release deletes it.
+            if lease.started.end(DEPARTED_GRACE).await {
+                self.watches.stop(&ns);
+            } else {
+                self.watches.stop_once_lost(&ns, DEPARTED_GRACE).await;
+            }
             if let Err(e) = self
                 .executor
                 .release(ns.clone(), lease.prepared.is_some())

@@ -210,8 +210,8 @@ pub trait Sys {
 
     /// The link with this index in the agent's own namespace; `None` if there is none.
     fn link_get(&mut self, ifindex: u32) -> Result<Option<Link>, SysError>;
-    /// The names of every link inside the namespace.
-    fn link_names(&mut self, netns: &Self::Netns) -> Result<Vec<String>, SysError>;
+    /// `ip -n NETNS link show`: every link inside the namespace.
+    fn link_list(&mut self, netns: &Self::Netns) -> Result<Vec<Link>, SysError>;
     /// `ip link set dev IFINDEX netns NETNS [name NAME]`, in one request.
     fn link_set_netns(
         &mut self,
@@ -227,9 +227,13 @@ pub trait Sys {
         link: &str,
         original: &Link,
     ) -> Result<(), SysError>;
+    /// `ip -n NETNS link del dev IFINDEX`; a link that is not there counts as done.
+    fn link_delete(&mut self, netns: &Self::Netns, ifindex: u32) -> Result<(), SysError>;
     /// Brings up `lo` and the link inside the namespace and applies addresses, routes and the
-    /// sysctl of `setup`.
-    fn netns_setup(&mut self, netns: &Self::Netns, setup: &NetnsSetup<'_>) -> Result<(), SysError>;
+    /// sysctl of `setup`. Returns the link's index there, as the kernel reports it: a move keeps
+    /// the index unless another link has it in the namespace.
+    fn netns_setup(&mut self, netns: &Self::Netns, setup: &NetnsSetup<'_>)
+        -> Result<u32, SysError>;
 
     /// A sysctl of the agent's own namespace, such as `net.ipv4.ping_group_range`.
     fn sysctl_read(&mut self, key: &str) -> Result<String, SysError>;

@@ -136,6 +136,7 @@ pub fn leased_record(ns: &str, owner: &str) -> Record {
         persistent: false,
         leased: true,
         link: Some("tun0".to_owned()),
+        link_ifindex: None,
         etc_dir_created: false,
         files: Vec::new(),
     }

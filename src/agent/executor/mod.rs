@@ -346,7 +346,8 @@ impl<S: Sys> Executor<S> {
             reapply: false,
             deadline: Some(req.deadline),
         };
-        self.sys
+        let ifindex = self
+            .sys
             .netns_setup(&attempt.netns, &setup)
             .map_err(|e| match e {
                 SysError::Deadline { .. } => timeout(claim, start, self.sys.now(), SETUP),
@@ -357,6 +358,7 @@ impl<S: Sys> Executor<S> {
         self.write_dns_files(&mut record, &req.plan, &mut attempt.undo)?;
         check_deadline(&self.sys, claim, start, "recording the isolation")?;
         record.link = Some(inside.clone());
+        record.link_ifindex = Some(ifindex);
         self.save(&record)?;
         Ok(Isolated {
             netns: attempt.name.clone(),
@@ -393,7 +395,9 @@ impl<S: Sys> Executor<S> {
         let rename = if attempt.created {
             None
         } else {
-            free_name(&link.name, &self.sys.link_names(&attempt.netns)?)
+            let links = self.sys.link_list(&attempt.netns)?;
+            let taken: Vec<String> = links.into_iter().map(|l| l.name).collect();
+            free_name(&link.name, &taken)
         };
         self.sys
             .link_set_netns(link.ifindex, &attempt.netns, rename.as_deref())?;
@@ -477,6 +481,7 @@ pub(super) fn new_record(req: &PrepareArgs, previous: Option<&Record>, ours: boo
         persistent: req.persistent,
         leased: true,
         link: None,
+        link_ifindex: None,
         etc_dir_created: previous.is_some_and(|r| r.etc_dir_created),
         files: previous.map(|r| r.files.clone()).unwrap_or_default(),
     }

@@ -13,19 +13,31 @@ use crate::plan::settings::NetnsName;
 
 impl<S: Sys> Executor<S> {
     /// The record of `netns`, once what a failed teardown left of it is gone: a record neither
-    /// leased nor kept for its connection must not block the name for good.
+    /// leased nor kept for its connection must not block the name for good, nor may a kept
+    /// namespace hold a stale tun, with its addresses and routes, under the next VPN's.
     pub(super) fn previous_record(
         &mut self,
         netns: &NetnsName,
     ) -> Result<Option<Record>, ExecError> {
-        let Some(record) = self.records.get(netns).cloned() else {
+        let Some(mut record) = self.records.get(netns).cloned() else {
             return Ok(None);
         };
-        if record.leased || record.persistent {
+        if record.leased || (record.persistent && record.link.is_none()) {
             return Ok(Some(record));
         }
-        info!("namespace {netns} holds what an earlier teardown left; removing it first");
-        let errors = self.tear_down(record);
+        let errors = if record.persistent {
+            info!(
+                "namespace {netns} still holds the tun an earlier release left; deleting it first"
+            );
+            let deleted = self.delete_link(&mut record);
+            match deleted.and_then(|()| self.save(&record)) {
+                Ok(()) => return Ok(Some(record)),
+                Err(e) => vec![e],
+            }
+        } else {
+            info!("namespace {netns} holds what an earlier teardown left; removing it first");
+            self.tear_down(record)
+        };
         if errors.is_empty() {
             return Ok(None);
         }

@@ -101,10 +101,10 @@ impl<S: Sys> Executor<S> {
         Ok(())
     }
 
-    /// Saves `record` as no longer leased: its namespace is the agent's, with no VPN in it.
+    /// Saves `record` as no longer leased: its namespace is the agent's, with no VPN in it. A
+    /// link still on record is one a release could not delete ([`Executor::delete_link`]).
     pub(super) fn save_unleased(&mut self, mut record: Record) -> Result<(), SysError> {
         record.leased = false;
-        record.link = None;
         self.save(&record)
     }
 

@@ -48,18 +48,11 @@ impl<S: Sys> Executor<S> {
         if !record.created_under_its_name() {
             return Ok(Vec::new());
         }
-        let path = self.paths.run_netns.join(record.netns.as_str());
-        let handle = match self.sys.netns_open(&path) {
-            Ok(Some(handle)) => handle,
-            // Gone, or a leftover file that the teardown removes: no namespace, no process.
-            Ok(None) | Err(SysError::NotNetns { .. }) => return Ok(Vec::new()),
-            Err(e) => return Err(e),
-        };
-        if let Some(id) = record.netns_id {
-            if self.sys.netns_id(&handle)? != id {
-                return Ok(Vec::new());
-            }
+        // Gone, a leftover file that the teardown removes, or another namespace: no process.
+        if self.netns_on_record(record)?.is_none() {
+            return Ok(Vec::new());
         }
+        let path = self.paths.run_netns.join(record.netns.as_str());
         self.sys.netns_processes(&path)
     }
 }

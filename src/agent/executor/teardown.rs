@@ -10,7 +10,7 @@ use nix::errno::Errno;
 
 use super::{Attempt, ExecError, Executor, TeardownError, Undo};
 use crate::agent::record::{DnsFile, FileRecord, Record};
-use crate::agent::sys::{Durability, NetnsId, Sys, SysError};
+use crate::agent::sys::{Durability, Link, NetnsId, Sys, SysError};
 use crate::plan::settings::NetnsName;
 use crate::report::Chain;
 
@@ -103,18 +103,21 @@ impl<S: Sys> Executor<S> {
 
     /// Ends the isolation in `netns`, going on past every failed step.
     ///
-    /// A persistent namespace stays, with its DNS files. Otherwise a namespace the agent created
+    /// The tun on record goes first, in every namespace ([`Executor::delete_link`]). Then a
+    /// persistent namespace stays, with its DNS files. Otherwise a namespace the agent created
     /// is deleted; in one it did not create, the files it wrote are removed and the ones it
     /// replaced restored. A namespace with no record has nothing to release.
     pub fn release(&mut self, netns: &NetnsName) -> Result<(), TeardownError> {
-        let Some(record) = self.records.get(netns).cloned() else {
+        let Some(mut record) = self.records.get(netns).cloned() else {
             info!("namespace {netns} has no isolation to release");
             return Ok(());
         };
         let errors = if record.persistent {
-            let kept = self.save_unleased(record);
+            let mut errors: Vec<SysError> =
+                self.delete_link(&mut record).err().into_iter().collect();
+            errors.extend(self.save_unleased(record).err());
             info!("released namespace {netns}; kept it and its DNS files (netns-persistent)");
-            kept.err().into_iter().collect()
+            errors
         } else {
             self.tear_down(record)
         };
@@ -130,11 +133,14 @@ impl<S: Sys> Executor<S> {
         })
     }
 
-    /// Deletes the namespace if the agent created it, puts the DNS files back as they were and
-    /// removes the directory the agent made for them. Goes on past every failed step.
+    /// Deletes the tun on record, then the namespace if the agent created it, puts the DNS files
+    /// back as they were and removes the directory the agent made for them. Goes on past every
+    /// failed step.
     pub(super) fn tear_down(&mut self, mut record: Record) -> Vec<SysError> {
         let netns = record.netns.clone();
-        let mut errors = Vec::new();
+        // Before the namespace is deleted or kept: one the agent did not create outlives the
+        // release, and so would the tun in it.
+        let mut errors: Vec<SysError> = self.delete_link(&mut record).err().into_iter().collect();
         if record.created_under_its_name() {
             let deleted = self.delete_netns(&netns, record.netns_id);
             record.netns_pending = self.records.get(&netns).is_some_and(|r| r.netns_pending);
@@ -159,6 +165,64 @@ impl<S: Sys> Executor<S> {
         };
         errors.extend(recorded.err());
         errors
+    }
+
+    /// Deletes the tun that `record` says the agent moved into its namespace, by the index it
+    /// had there, and takes it off the record; if that fails, it stays on record, for the next
+    /// release, `Delete` or isolation in the namespace to try again.
+    ///
+    /// openvpn's tun goes by itself as openvpn exits. NetworkManager-openconnect's is persistent:
+    /// its service makes `vpnN` with TUNSETPERSIST before openconnect starts, and destroys it by
+    /// name in its own namespace once openconnect has exited (nm-openconnect-service.c,
+    /// `create_persistent_tundev`, `destroy_persistent_tundev`), which it cannot do once the tun
+    /// is here; so nothing else removes it. The release runs only once the VPN's processes have
+    /// exited: the plugin releases after its stock service has stopped, and the agent, for a
+    /// holder that left the bus, after it ended what that holder started. Deleting the link
+    /// under a running VPN would cut its tunnel.
+    pub(super) fn delete_link(&mut self, record: &mut Record) -> Result<(), SysError> {
+        if let (Some(link), Some(ifindex)) = (record.link.clone(), record.link_ifindex) {
+            let netns = record.netns.clone();
+            let handle = self.netns_on_record(record)?;
+            let found = match &handle {
+                Some(handle) => self.sys.link_list(handle)?,
+                None => Vec::new(),
+            }
+            .into_iter()
+            .find(|l| l.ifindex == ifindex);
+            match (link_fate(&link, found.as_ref()), handle, found) {
+                (LinkFate::Delete, Some(handle), _) => {
+                    self.sys.link_delete(&handle, ifindex)?;
+                    info!("deleted tun {link} (ifindex {ifindex}) in namespace {netns}");
+                }
+                (LinkFate::Leave, _, Some(other)) => warn!(
+                    "left link {} (ifindex {ifindex}) in namespace {netns}: it is not the tun \
+                     {link} that nm-vpn-netns moved there",
+                    other.name
+                ),
+                _ => info!("tun {link} in namespace {netns} is already gone"),
+            }
+        }
+        record.link = None;
+        record.link_ifindex = None;
+        Ok(())
+    }
+
+    /// The namespace under `record`'s name if it is the one on record (any, for a record of
+    /// 0.1.0); `None` if it is gone, only its leftover file is there, or one made anew since.
+    pub(super) fn netns_on_record(
+        &mut self,
+        record: &Record,
+    ) -> Result<Option<S::Netns>, SysError> {
+        let path = self.paths.run_netns.join(record.netns.as_str());
+        let handle = match self.sys.netns_open(&path) {
+            Ok(Some(handle)) => handle,
+            Ok(None) | Err(SysError::NotNetns { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        match record.netns_id {
+            Some(id) if self.sys.netns_id(&handle)? != id => Ok(None),
+            _ => Ok(Some(handle)),
+        }
     }
 
     /// Removes `/etc/netns/NAME`, unless it holds files that the agent did not write.
@@ -290,6 +354,27 @@ impl<S: Sys> Executor<S> {
             }
             other => other,
         }
+    }
+}
+
+/// What a release does with the tun on record, by what has its index in the namespace now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum LinkFate {
+    /// The tun on record, with its name and kind: it goes.
+    Delete,
+    /// No link has the index: the tun went with its process, as openvpn's does.
+    Gone,
+    /// Another link has the index since, or the tun was renamed: it is not the agent's to delete.
+    Leave,
+}
+
+/// What a release does with the tun on record as `link`, given `found`, the link that has its
+/// index now.
+pub(super) fn link_fate(link: &str, found: Option<&Link>) -> LinkFate {
+    match found {
+        None => LinkFate::Gone,
+        Some(l) if l.name == link && l.kind.as_deref() == Some("tun") => LinkFate::Delete,
+        Some(_) => LinkFate::Leave,
     }
 }
 

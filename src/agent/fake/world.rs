@@ -22,7 +22,7 @@ pub enum Call {
     NetnsProcesses(PathBuf),
     NetnsProcessesEnd(PathBuf),
     LinkGet(u32),
-    LinkNames(PathBuf),
+    LinkList(PathBuf),
     LinkSetNetns {
         ifindex: u32,
         netns: PathBuf,
@@ -32,6 +32,10 @@ pub enum Call {
         netns: PathBuf,
         link: String,
         name: String,
+    },
+    LinkDelete {
+        netns: PathBuf,
+        ifindex: u32,
     },
     NetnsSetup {
         netns: PathBuf,

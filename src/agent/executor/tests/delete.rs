@@ -4,7 +4,7 @@
 use super::*;
 
 /// An executor that kept `work` after a persistent isolation went down, and the world before the
-/// isolation (less the tun, which the kernel destroys with the namespace).
+/// isolation (less the tun, which the release deleted).
 fn kept() -> (Executor<RecordingSys>, World) {
     let mut ex = executor();
     let mut before = world(&ex);

@@ -2,17 +2,36 @@
 
 use super::*;
 
+/// What deleting the tun, ifindex 7, in `work` calls, once it was found there.
+fn deleted() -> [Call; 4] {
+    [
+        Call::NetnsOpen(p(NS)),
+        Call::NetnsId(p(NS)),
+        Call::LinkList(p(NS)),
+        Call::LinkDelete {
+            netns: p(NS),
+            ifindex: 7,
+        },
+    ]
+}
+
 #[test]
 fn release_deletes_what_it_created() {
     let mut ex = executor();
     let before = world(&ex);
     ex.isolate(&request()).unwrap();
+    // openvpn exited before the release, and the kernel destroyed its tun.
+    ex.sys.world.links.remove(&7);
     calls(&mut ex);
     ex.release(&work()).unwrap();
     assert_eq!(
         calls(&mut ex),
         [
             &[
+                // The tun on record is looked for, and found gone.
+                Call::NetnsOpen(p(NS)),
+                Call::NetnsId(p(NS)),
+                Call::LinkList(p(NS)),
                 // Only the namespace the agent created is deleted, and only a file that still
                 // holds what it wrote is removed.
                 Call::NetnsOpen(p(NS)),
@@ -32,7 +51,6 @@ fn release_deletes_what_it_created() {
         ]
         .concat()
     );
-    // The kernel destroyed the tun with its namespace.
     let mut expected = before;
     expected.links.remove(&7);
     assert_nothing_left(&ex, &expected, "release");
@@ -49,15 +67,18 @@ fn release_keeps_a_persistent_namespace_for_the_next_connect() {
     let resolv_inode = inode(&ex, RESOLV);
     calls(&mut ex);
     ex.release(&work()).unwrap();
-    assert_eq!(calls(&mut ex), saved()[1..]);
+    // The tun is still there, as NetworkManager-openconnect's persistent one is: it goes, and
+    // the namespace stays.
+    assert_eq!(calls(&mut ex), [&deleted()[..], &saved()[1..]].concat());
+    assert!(!ex.sys.world.links.contains_key(&7));
     assert!(ex.sys.world.netns.contains_key(&p(NS)));
     assert!(content(&ex, RESOLV).is_some() && content(&ex, NSSWITCH).is_some());
     let r = record(&ex).unwrap();
-    assert!(r.created && r.persistent && !r.leased && r.link.is_none());
+    assert!(r.created && r.persistent && !r.leased);
+    assert_eq!((r.link.as_deref(), r.link_ifindex), (None, None));
 
     // The next connect reuses it: no new namespace, the files rewritten in place, and the
     // files still recorded as the agent's own rather than as backups.
-    ex.sys.world.links.remove(&7);
     ex.sys.add_link(7, "tun0", Some("tun"), None);
     req.plan.resolv_conf = "nameserver 198.19.0.53\n".to_owned();
     let isolation = ex.isolate(&req).unwrap();
@@ -130,13 +151,15 @@ fn foreign_namespace_keeps_everything_but_the_files_it_was_given() {
         .any(|c| matches!(c, Call::NetnsDel(_) | Call::DirRemove(_))));
     assert_eq!(content(&ex, RESOLV).unwrap(), "nameserver 192.0.2.53\n");
     assert_eq!(inode(&ex, RESOLV), resolv_inode);
-    // The tun stays behind in the namespace until openvpn exits; everything else is as it
-    // was.
-    let mut after = world(&ex);
-    after.links.remove(&7);
+    // The tun the agent moved in is deleted, and the link that was there before stays;
+    // everything else is as it was.
+    assert!(calls_made.contains(&Call::LinkDelete {
+        netns: p(NS),
+        ifindex: 7,
+    }));
     let mut expected = before;
     expected.links.remove(&7);
-    assert_eq!(after, expected);
+    assert_eq!(world(&ex), expected);
     assert!(record(&ex).is_none());
 }
 
@@ -311,3 +334,5 @@ fn free_names() {
         Some("vpn2".to_owned())
     );
 }
+
+mod link;
