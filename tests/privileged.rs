@@ -1340,7 +1340,7 @@ fn a_veth_is_refused() {
     let err = executor().isolate(&req).unwrap_err();
     assert_eq!(
         err.to_string(),
-        "link pv-veth0 is a veth device, not a tun; only an OpenVPN tun can be isolated"
+        "link pv-veth0 is a veth device, not a tun; only a VPN's tun can be isolated"
     );
     assert_gone(ns);
     assert!(ifindex("pv-veth0", None).is_some());

@@ -507,7 +507,7 @@ fn other_link_kinds_are_refused() {
     let err = refused_before_side_effects(&mut ex, &request());
     assert_eq!(
         err.to_string(),
-        "link tun0 is a veth device, not a tun; only an OpenVPN tun can be isolated"
+        "link tun0 is a veth device, not a tun; only a VPN's tun can be isolated"
     );
     let mut sys = RecordingSys::default();
     sys.add_link(7, "tun0", None, None);
