@@ -23,7 +23,9 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use common::{ay, dict, ov, v4, UUID};
-use nm_vpn_netns::agent::executor::{ExecError, Executor, IsolateArgs, Paths, END_GRACE};
+use nm_vpn_netns::agent::executor::{
+    ExecError, Executor, IsolateArgs, Paths, PrepareArgs, END_GRACE,
+};
 use nm_vpn_netns::agent::linux::{link_watch, MountPointFd, NetnsFd, RealSys};
 use nm_vpn_netns::agent::policy::Policy;
 use nm_vpn_netns::agent::sys::{
@@ -283,18 +285,21 @@ fn plan_for(netns: &str, tun: &str, ipv6: bool, extra: Option<(&str, u32, &str)>
 
 fn request(plan: IsolationPlan, tun_ifindex: u32) -> IsolateArgs {
     IsolateArgs {
+        claim: PrepareArgs {
+            netns: plan.netns.clone(),
+            connection_uuid: UUID.to_owned(),
+            connection_id: "work".to_owned(),
+            persistent: false,
+            user: None,
+            policy: Policy::default(),
+            owner: ":1.42".to_owned(),
+            never_default_v4: false,
+            never_default_v6: false,
+            tunnel_mtu: None,
+            deadline: Instant::now() + Duration::from_secs(2),
+        },
         plan,
-        connection_uuid: UUID.to_owned(),
-        connection_id: "work".to_owned(),
-        persistent: false,
-        user: None,
-        policy: Policy::default(),
         tun_ifindex,
-        owner: ":1.42".to_owned(),
-        never_default_v4: false,
-        never_default_v6: false,
-        tunnel_mtu: None,
-        deadline: Instant::now() + Duration::from_secs(2),
     }
 }
 
@@ -782,7 +787,7 @@ fn a_prepared_namespace_is_isolated_in_and_an_undone_one_deleted() {
     let plan = plan_for(ns, &tun.name, false, None);
     let req = request(plan.clone(), tun.ifindex());
     let mut ex = executor();
-    let prepared = ex.prepare(&req.prepare_args()).unwrap();
+    let prepared = ex.prepare(&req.claim).unwrap();
     assert!(prepared.created);
     assert!(
         netns_list().contains(ns),
@@ -799,7 +804,7 @@ fn a_prepared_namespace_is_isolated_in_and_an_undone_one_deleted() {
     ex.release(&name(ns)).unwrap();
     assert_gone(ns);
 
-    ex.prepare(&req.prepare_args()).unwrap();
+    ex.prepare(&req.claim).unwrap();
     assert!(netns_list().contains(ns));
     ex.unprepare(&name(ns)).unwrap();
     assert_gone(ns);
@@ -841,7 +846,7 @@ fn persistent_namespace_outlives_release_and_is_reused() {
     let ns = "pv-keep";
     let first = tun("pv-tun-c");
     let mut req = request(plan_for(ns, &first.name, false, None), first.ifindex());
-    req.persistent = true;
+    req.claim.persistent = true;
     let mut ex = executor();
     ex.isolate(&req).unwrap();
     let resolv = format!("/etc/netns/{ns}/resolv.conf");
@@ -857,7 +862,7 @@ fn persistent_namespace_outlives_release_and_is_reused() {
     // Another connection that maps to the same name may not have it.
     let second = tun("pv-tun-c");
     let mut other = request(plan_for(ns, &second.name, false, None), second.ifindex());
-    other.connection_uuid = OTHER_UUID.to_owned();
+    other.claim.connection_uuid = OTHER_UUID.to_owned();
     let err = ex.isolate(&other).unwrap_err();
     assert!(matches!(err, ExecError::OwnedByOther { .. }), "{err}");
 
@@ -865,7 +870,7 @@ fn persistent_namespace_outlives_release_and_is_reused() {
     drop(ex);
     let mut ex = executor();
     let mut again = request(plan_for(ns, &second.name, false, None), second.ifindex());
-    again.persistent = true;
+    again.claim.persistent = true;
     let isolation = ex.isolate(&again).unwrap();
     assert!(!isolation.created);
     assert_ipv4_config(ns, &second.name);
@@ -903,7 +908,7 @@ fn a_persistent_tun_is_deleted_at_release_and_each_cycle_has_one() {
         ip(&["tuntap", "add", "dev", link, "mode", "tun"]);
         let openconnect = tun(link);
         let mut req = request(plan_for(ns, link, false, None), openconnect.ifindex());
-        req.persistent = true;
+        req.claim.persistent = true;
         let isolation = ex.isolate(&req).unwrap();
         assert_eq!(
             isolation.link, link,
@@ -966,14 +971,14 @@ fn foreign_namespace_is_used_and_given_back_as_it_was() {
     let plan = plan_for(ns, &tun.name, false, None);
     let mut ex = executor();
     let mut user = request(plan.clone(), tun.ifindex());
-    user.user = Some("alice".to_owned());
+    user.claim.user = Some("alice".to_owned());
     let err = ex.isolate(&user).unwrap_err();
     assert!(matches!(err, ExecError::ForeignNetns { .. }), "{err}");
     let mut system = request(plan.clone(), tun.ifindex());
     let err = ex.isolate(&system).unwrap_err();
     assert!(matches!(err, ExecError::ForeignNotListed { .. }), "{err}");
 
-    system.policy.system_foreign.insert(name(ns));
+    system.claim.policy.system_foreign.insert(name(ns));
     let isolation = ex.isolate(&system).unwrap();
     assert!(!isolation.created);
     assert_eq!(isolation.link, "vpn0");
@@ -1194,7 +1199,7 @@ fn a_deadline_that_passes_rolls_everything_back() {
     let mut ex = executor();
     for deadline in [Duration::ZERO, Duration::from_millis(1)] {
         let mut req = request(plan_for(ns, &tun.name, false, None), tun.ifindex());
-        req.deadline = Instant::now() + deadline;
+        req.claim.deadline = Instant::now() + deadline;
         let err = ex.isolate(&req).unwrap_err();
         assert!(matches!(err, ExecError::Timeout { .. }), "{err}");
         eprintln!("deadline {deadline:?}: {err}");
@@ -1211,7 +1216,7 @@ fn a_forced_delete_ends_the_processes_inside() {
     let (ns, tun) = ("pv-del", tun("pv-tun-d"));
     let mut ex = executor();
     let mut req = request(plan_for(ns, &tun.name, false, None), tun.ifindex());
-    req.persistent = true;
+    req.claim.persistent = true;
     ex.isolate(&req).unwrap();
     ex.release(&name(ns)).unwrap();
     // An ignored signal stays ignored across exec (signal(7)).
@@ -1340,7 +1345,7 @@ fn a_veth_is_refused() {
     let err = executor().isolate(&req).unwrap_err();
     assert_eq!(
         err.to_string(),
-        "link pv-veth0 is a veth device, not a tun; only an OpenVPN tun can be isolated"
+        "link pv-veth0 is a veth device, not a tun; only a VPN's tun can be isolated"
     );
     assert_gone(ns);
     assert!(ifindex("pv-veth0", None).is_some());
@@ -1403,7 +1408,7 @@ fn a_namespace_made_anew_under_the_same_name_is_never_deleted() {
     let ns = "pv-anew";
     let first = tun("pv-tun-n");
     let mut req = request(plan_for(ns, &first.name, false, None), first.ifindex());
-    req.persistent = true;
+    req.claim.persistent = true;
     let mut ex = executor();
     ex.isolate(&req).unwrap();
     drop(first);
@@ -1417,7 +1422,7 @@ fn a_namespace_made_anew_under_the_same_name_is_never_deleted() {
     let err = ex.isolate(&again).unwrap_err();
     assert!(matches!(err, ExecError::ForeignNotListed { .. }), "{err}");
     // Listed as usable, it is used as foreign, and the release leaves it.
-    again.policy.system_foreign.insert(name(ns));
+    again.claim.policy.system_foreign.insert(name(ns));
     let isolation = ex.isolate(&again).unwrap();
     assert!(!isolation.created);
     drop(second);
@@ -1448,7 +1453,7 @@ fn a_reboot_keeps_a_users_entry_and_puts_back_the_admins_file() {
     fs::write(&resolv, "nameserver 192.0.2.53\n").unwrap();
     let tun1 = tun("pv-tun-b");
     let mut req = request(plan_for(ns, &tun1.name, false, None), tun1.ifindex());
-    req.policy.system_foreign.insert(name(ns));
+    req.claim.policy.system_foreign.insert(name(ns));
     let mut ex = executor();
     ex.isolate(&req).unwrap();
     assert_ne!(
@@ -1472,8 +1477,8 @@ fn a_reboot_keeps_a_users_entry_and_puts_back_the_admins_file() {
     let ns = "pv-user";
     let tun2 = tun("pv-tun-u");
     let mut user = request(plan_for(ns, &tun2.name, false, None), tun2.ifindex());
-    user.user = Some("alice".to_owned());
-    user.persistent = true;
+    user.claim.user = Some("alice".to_owned());
+    user.claim.persistent = true;
     let mut ex = executor();
     ex.isolate(&user).unwrap();
     drop(tun2);
@@ -1489,7 +1494,7 @@ fn a_reboot_keeps_a_users_entry_and_puts_back_the_admins_file() {
     // Turned non-persistent, the next release removes it all.
     let tun4 = tun("pv-tun-u");
     user.tun_ifindex = tun4.ifindex();
-    user.persistent = false;
+    user.claim.persistent = false;
     ex.isolate(&user).unwrap();
     drop(tun4);
     ex.release(&name(ns)).unwrap();

@@ -890,6 +890,26 @@ async fn stock_errors_reach_nm_verbatim() {
     assert!(rig.exit_status().await.success());
 }
 
+/// libnm's answer to `ConnectInteractive` for a plugin without it (nm-openconnect), relayed as is:
+/// `nm-vpn-service-plugin.c`, `_connect_generic`.
+async fn expect_interactive_not_supported(rig: &Rig, data: &[(&str, &str)]) {
+    let e = rig
+        .connect_interactive(connection(data, vec![]))
+        .await
+        .unwrap_err();
+    let zbus::Error::MethodError(name, message, _) = e else {
+        panic!("expected InteractiveNotSupported, got {e:?}")
+    };
+    assert_eq!(
+        name.as_str(),
+        "org.freedesktop.NetworkManager.VPN.Error.InteractiveNotSupported"
+    );
+    assert_eq!(
+        message.as_deref(),
+        Some("Plugin does not implement ConnectInteractive()")
+    );
+}
+
 /// nm-openconnect-service has no ConnectInteractive: libnm answers InteractiveNotSupported, and NM
 /// falls back to Connect with the same connection (nm-vpn-connection.c, `connect_interactive_cb`).
 /// NM gets that answer as it is, and its Connect works as a first one would: passed through, or
@@ -907,21 +927,7 @@ async fn connect_after_interactive_not_supported() {
             ("fake-not-interactive", "yes"),
             ("netns-isolate", isolate),
         ];
-        let e = rig
-            .connect_interactive(connection(&data, vec![]))
-            .await
-            .unwrap_err();
-        let zbus::Error::MethodError(name, message, _) = e else {
-            panic!("{isolate}: {e:?}")
-        };
-        assert_eq!(
-            name.as_str(),
-            "org.freedesktop.NetworkManager.VPN.Error.InteractiveNotSupported"
-        );
-        assert_eq!(
-            message.as_deref(),
-            Some("Plugin does not implement ConnectInteractive()")
-        );
+        expect_interactive_not_supported(&rig, &data).await;
         rig.call("Connect", connection(&data, vec![]))
             .await
             .unwrap();
@@ -1231,21 +1237,7 @@ async fn real_openconnect_service_takes_the_fallback_connect() {
     )
     .await;
     let data = [("gateway", "192.0.2.1"), ("netns-isolate", "no")];
-    let e = rig
-        .connect_interactive(connection(&data, vec![]))
-        .await
-        .unwrap_err();
-    let zbus::Error::MethodError(name, message, _) = e else {
-        panic!("{e:?}")
-    };
-    assert_eq!(
-        name.as_str(),
-        "org.freedesktop.NetworkManager.VPN.Error.InteractiveNotSupported"
-    );
-    assert_eq!(
-        message.as_deref(),
-        Some("Plugin does not implement ConnectInteractive()")
-    );
+    expect_interactive_not_supported(&rig, &data).await;
     // It quits once the failed Connect has stopped it, and often loses its reply then, as
     // nm-openvpn does without the shim too: the bus answers NoReply for it. Either way the
     // Connect reached it; the shim's own refusal would be WrongState.

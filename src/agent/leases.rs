@@ -84,7 +84,7 @@ impl Lease {
 
 impl From<&IsolateArgs> for Lease {
     fn from(a: &IsolateArgs) -> Self {
-        Lease::new(&a.prepare_args(), None)
+        Lease::new(&a.claim, None)
     }
 }
 

@@ -327,8 +327,9 @@ async fn tell(conn: &Connection, lost: &Lost, loss: &LinkLoss) {
              VPN was up; telling the lease holder {owner}"
         ),
         _ => info!(
-            "tun {link} left namespace {netns} (openvpn closed it, e.g. to reopen it after the \
-             server changed the pushed address); telling the lease holder {owner}"
+            "tun {link} left namespace {netns} (its VPN client closed it, as openvpn does to \
+             reopen it after the server changed the pushed address); telling the lease holder \
+             {owner}"
         ),
     }
     let sent = async {

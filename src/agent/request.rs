@@ -200,5 +200,9 @@ pub(super) fn decode_request(req: &VarDict, asker: Asker) -> Result<IsolateArgs,
         host_nsswitch: &host_nsswitch,
     })
     .map_err(plan_error)?;
-    Ok(claim.into_isolate(plan, req.ifindex))
+    Ok(IsolateArgs {
+        claim,
+        plan,
+        tun_ifindex: req.ifindex,
+    })
 }

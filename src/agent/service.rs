@@ -445,12 +445,15 @@ impl Agent {
     ) -> Result<IsolateReply, AgentError> {
         let (asker, pid) = self.asker(conn, hdr, "Isolate").await?;
         let req = request::off_the_loop(move || decode_request(&request, asker)).await?;
-        let (ns, owner) = (req.plan.netns.clone(), req.owner.clone());
+        let (ns, owner) = (req.plan.netns.clone(), req.claim.owner.clone());
         let preparation = self
             .leases
-            .take(&ns, Lease::from(&req), req.deadline)
+            .take(&ns, Lease::from(&req), req.claim.deadline)
             .await?;
-        let (id, tun) = (req.connection_id.clone(), req.plan.link.name.to_string());
+        let (id, tun) = (
+            req.claim.connection_id.clone(),
+            req.plan.link.name.to_string(),
+        );
         let isolated = self
             .queue(conn, &ns, &owner, |executor| executor.isolate(req))
             .await;
@@ -617,7 +620,7 @@ mod tests {
         let lease = Lease::from(&args);
         assert_eq!(args.plan.link.mtu, Some(1400), "expected tunnel-mtu");
         assert_eq!(
-            (args.tunnel_mtu, lease.tunnel_mtu),
+            (args.claim.tunnel_mtu, lease.tunnel_mtu),
             (Some(1400), Some(1400))
         );
         let args = request(None);

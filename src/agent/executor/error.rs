@@ -16,8 +16,8 @@ pub enum ExecError {
     #[error("a system operation failed")]
     Sys(#[from] SysError),
     #[error(
-        "link {name} (ifindex {ifindex}) does not exist in the agent's namespace; openvpn may \
-         have exited"
+        "link {name} (ifindex {ifindex}) does not exist in the agent's namespace; the VPN client \
+         (openvpn, openconnect) may have exited"
     )]
     LinkMissing { ifindex: u32, name: String },
     #[error(
@@ -37,7 +37,7 @@ pub enum ExecError {
          unload them)"
     )]
     Dco { link: String, kind: String },
-    #[error("link {link} is {kind}, not a tun; only an OpenVPN tun can be isolated")]
+    #[error("link {link} is {kind}, not a tun; only a VPN's tun can be isolated")]
     NotTun { link: String, kind: String },
     #[error(
         "namespace {netns} exists but nm-vpn-netns did not create it; only a system connection \

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use log::{error, info};
 
-use crate::agent::policy::{Policy, POLICY_PATH};
+use crate::agent::policy::POLICY_PATH;
 pub use crate::agent::record::{DnsFile, FileRecord, Record};
 use crate::agent::sys::{FileId, Link, NetnsId, NetnsSetup, Sys, SysError};
 use crate::plan::settings::NetnsName;
@@ -66,32 +66,15 @@ impl Default for Paths {
     }
 }
 
-/// One isolation, as the agent asks for it.
+/// One isolation, as the agent asks for it: the connection and its namespace, as `Prepare` has
+/// them, and the tun with its plan.
 #[derive(Debug, Clone)]
 pub struct IsolateArgs {
+    /// `claim.netns` is `plan.netns`: both come from the same request.
+    pub claim: PrepareArgs,
     pub plan: IsolationPlan,
-    pub connection_uuid: String,
-    pub connection_id: String,
-    /// Keep the namespace and its DNS files after release, for the next isolation of this
-    /// connection.
-    pub persistent: bool,
-    /// The user of a user connection (one with `connection.permissions`); `None` for a system
-    /// connection, the only kind that may use a namespace the agent did not create.
-    pub user: Option<String>,
-    /// The administrator's policy, as read for this request.
-    pub policy: Policy,
     /// The link in the agent's namespace, where it is named `plan.link.name`.
     pub tun_ifindex: u32,
-    /// Who holds the lease, such as the caller's unique bus name; kept in the record.
-    pub owner: String,
-    /// The connection's `ipv4.never-default` and `ipv6.never-default`, kept in the record for
-    /// a `Reapply` after the agent restarted.
-    pub never_default_v4: bool,
-    pub never_default_v6: bool,
-    /// The profile's `tunnel-mtu`, kept in the record for the same reason.
-    pub tunnel_mtu: Option<u32>,
-    /// From `netns-timeout`: past it, everything is rolled back.
-    pub deadline: Instant,
 }
 
 /// A finished isolation.
@@ -158,13 +141,14 @@ impl<S: Sys> Executor<S> {
         let netns = &req.plan.netns;
         info!(
             "isolating connection {} ({}) in namespace {netns}: link {} (ifindex {})",
-            req.connection_id, req.connection_uuid, req.plan.link.name, req.tun_ifindex
+            req.claim.connection_id, req.claim.connection_uuid, req.plan.link.name, req.tun_ifindex
         );
-        let claim = req.prepare_args();
-        let previous = self.check_claim(&claim)?;
+        let claim = &req.claim;
+        debug_assert_eq!(claim.netns, *netns, "one request, one namespace");
+        let previous = self.check_claim(claim)?;
         let link = self.check_link(req)?;
         let path = self.paths.run_netns.join(netns.as_str());
-        let (existing, ours) = self.open_claimed(&claim, &path, previous.as_ref())?;
+        let (existing, ours) = self.open_claimed(claim, &path, previous.as_ref())?;
         // A namespace someone else made keeps its own settings.
         let ping_group_range = if ours || existing.is_none() {
             Some(self.sys.sysctl_read(PING_GROUP_RANGE)?)
@@ -180,8 +164,8 @@ impl<S: Sys> Executor<S> {
                 (handle, id, file, false)
             }
             None => {
-                check_deadline(&self.sys, &claim, start, "creating the namespace")?;
-                let (handle, id, file) = self.create_netns(&claim, &path, previous.as_ref())?;
+                check_deadline(&self.sys, claim, start, "creating the namespace")?;
+                let (handle, id, file) = self.create_netns(claim, &path, previous.as_ref())?;
                 (handle, id, Some(file), true)
             }
         };
@@ -200,12 +184,12 @@ impl<S: Sys> Executor<S> {
                 Vec::new()
             },
         };
-        let steps = self.isolate_steps((req, &claim), &mut attempt, &link, ping_group_range, start);
+        let steps = self.isolate_steps(req, &mut attempt, &link, ping_group_range, start);
         match steps {
             Ok(isolation) => {
                 info!(
                     "isolated connection {} in namespace {netns} as link {} in {} µs",
-                    req.connection_id,
+                    req.claim.connection_id,
                     isolation.link,
                     isolation.elapsed.as_micros()
                 );
@@ -326,13 +310,14 @@ impl<S: Sys> Executor<S> {
 
     fn isolate_steps(
         &mut self,
-        (req, claim): (&IsolateArgs, &PrepareArgs),
+        req: &IsolateArgs,
         attempt: &mut Attempt<S::Netns>,
         link: &Link,
         ping_group_range: Option<String>,
         start: Instant,
     ) -> Result<Isolated, ExecError> {
         const SETUP: &str = "configuring the namespace";
+        let claim = &req.claim;
         let mut record = self.record_attempt(claim, attempt)?;
         check_deadline(&self.sys, claim, start, "moving the link")?;
         let inside = self.move_link(attempt, link)?;
@@ -344,7 +329,7 @@ impl<S: Sys> Executor<S> {
             ipv6: req.plan.ipv6.as_ref(),
             ping_group_range: ping_group_range.as_deref(),
             reapply: false,
-            deadline: Some(req.deadline),
+            deadline: Some(req.claim.deadline),
         };
         let ifindex = self
             .sys

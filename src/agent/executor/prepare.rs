@@ -10,11 +10,10 @@ use std::time::{Duration, Instant};
 
 use log::{error, info};
 
-use super::{check_deadline, new_record, ExecError, Executor, IsolateArgs, Record, TeardownError};
+use super::{check_deadline, new_record, ExecError, Executor, Record, TeardownError};
 use crate::agent::policy::Policy;
 use crate::agent::sys::Sys;
 use crate::plan::settings::NetnsName;
-use crate::plan::IsolationPlan;
 use crate::report::Chain;
 
 /// What a request tells of the connection and its namespace, the tun aside: all of `Prepare`,
@@ -24,54 +23,24 @@ pub struct PrepareArgs {
     pub netns: NetnsName,
     pub connection_uuid: String,
     pub connection_id: String,
+    /// Keep the namespace and its DNS files after release, for the next isolation of this
+    /// connection.
     pub persistent: bool,
+    /// The user of a user connection (one with `connection.permissions`); `None` for a system
+    /// connection, the only kind that may use a namespace the agent did not create.
     pub user: Option<String>,
+    /// The administrator's policy, as read for this request.
     pub policy: Policy,
+    /// Who holds the lease, such as the caller's unique bus name; kept in the record.
     pub owner: String,
+    /// The connection's `ipv4.never-default` and `ipv6.never-default`, kept in the record for
+    /// a `Reapply` after the agent restarted.
     pub never_default_v4: bool,
     pub never_default_v6: bool,
+    /// The profile's `tunnel-mtu`, kept in the record for the same reason.
     pub tunnel_mtu: Option<u32>,
     /// From `netns-timeout`: past it, the step is rolled back.
     pub deadline: Instant,
-}
-
-impl PrepareArgs {
-    /// The isolation of the tun at `tun_ifindex` as `plan` says, for this connection.
-    pub fn into_isolate(self, plan: IsolationPlan, tun_ifindex: u32) -> IsolateArgs {
-        IsolateArgs {
-            plan,
-            connection_uuid: self.connection_uuid,
-            connection_id: self.connection_id,
-            persistent: self.persistent,
-            user: self.user,
-            policy: self.policy,
-            tun_ifindex,
-            owner: self.owner,
-            never_default_v4: self.never_default_v4,
-            never_default_v6: self.never_default_v6,
-            tunnel_mtu: self.tunnel_mtu,
-            deadline: self.deadline,
-        }
-    }
-}
-
-impl IsolateArgs {
-    /// The connection's part of the request, for the checks that `Prepare` shares.
-    pub fn prepare_args(&self) -> PrepareArgs {
-        PrepareArgs {
-            netns: self.plan.netns.clone(),
-            connection_uuid: self.connection_uuid.clone(),
-            connection_id: self.connection_id.clone(),
-            persistent: self.persistent,
-            user: self.user.clone(),
-            policy: self.policy.clone(),
-            owner: self.owner.clone(),
-            never_default_v4: self.never_default_v4,
-            never_default_v6: self.never_default_v6,
-            tunnel_mtu: self.tunnel_mtu,
-            deadline: self.deadline,
-        }
-    }
 }
 
 /// A prepared namespace.

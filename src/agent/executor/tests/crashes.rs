@@ -55,7 +55,7 @@ fn a_crash_before_the_namespace_has_its_name_owns_nothing_under_it() {
     let mut ex = executor();
     ex.isolate(&req).unwrap();
     let mut world = world(&ex);
-    let mut intent = new_record(&req.prepare_args(), None, true);
+    let mut intent = new_record(&req.claim, None, true);
     intent.leased = false;
     for path in [RECORD, DURABLE] {
         world.files.get_mut(&p(path)).unwrap().content = intent.encode();

@@ -88,11 +88,8 @@ fn processes_in_a_namespace_that_stays_are_not_the_deletions_concern() {
     // A foreign namespace keeps its processes: only the files the agent gave it go.
     let mut ex = executor();
     foreign(&mut ex);
-    ex.isolate(&IsolateArgs {
-        persistent: true,
-        ..foreign_allowed()
-    })
-    .unwrap();
+    ex.isolate(&claim(foreign_allowed(), |c| c.persistent = true))
+        .unwrap();
     ex.release(&work()).unwrap();
     ex.sys.world.processes.insert(p(NS), sleeper());
     ex.delete(&work(), false).unwrap();

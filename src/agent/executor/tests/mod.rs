@@ -5,8 +5,8 @@ use std::net::Ipv4Addr;
 
 use super::*;
 use crate::agent::fake::{Call, FakeNetns, FakeNetnsEntry, RecordingSys, World};
-use crate::agent::policy::Policy;
 use crate::plan::{DefaultRoute, FamilyPlan, LinkPlan, Route};
+use requests::*;
 
 const UUID: &str = "8d3e2c1a-5b4f-4e6d-9a7b-0c1d2e3f4a5b";
 const OTHER_UUID: &str = "1b2c3d4e-0000-4000-8000-000000000001";
@@ -85,66 +85,6 @@ pub(crate) fn plan() -> IsolationPlan {
         ipv6: None,
         resolv_conf: "nameserver 198.19.0.1\nsearch vpn.test\n".to_owned(),
         nsswitch_conf: "hosts: files dns\n".to_owned(),
-    }
-}
-
-fn persistent_request() -> IsolateArgs {
-    IsolateArgs {
-        persistent: true,
-        ..request()
-    }
-}
-
-fn request() -> IsolateArgs {
-    IsolateArgs {
-        plan: plan(),
-        connection_uuid: UUID.to_owned(),
-        connection_id: "work".to_owned(),
-        persistent: false,
-        user: None,
-        policy: Policy::default(),
-        tun_ifindex: 7,
-        owner: ":1.42".to_owned(),
-        never_default_v4: false,
-        never_default_v6: false,
-        tunnel_mtu: None,
-        deadline: Instant::now() + Duration::from_secs(3600),
-    }
-}
-
-/// [`request`] with a policy that lets system connections use the foreign namespace `work`.
-fn foreign_allowed() -> IsolateArgs {
-    IsolateArgs {
-        policy: Policy {
-            system_foreign: [work()].into(),
-            ..Policy::default()
-        },
-        ..request()
-    }
-}
-
-/// [`request`] as a connection of user alice, whose names are taken as given.
-fn alice(req: IsolateArgs) -> IsolateArgs {
-    IsolateArgs {
-        user: Some("alice".to_owned()),
-        ..req
-    }
-}
-
-fn other_request() -> IsolateArgs {
-    IsolateArgs {
-        connection_uuid: OTHER_UUID.to_owned(),
-        connection_id: "work!".to_owned(),
-        tun_ifindex: 8,
-        owner: ":1.43".to_owned(),
-        plan: IsolationPlan {
-            link: LinkPlan {
-                name: "tun1".parse().unwrap(),
-                mtu: None,
-            },
-            ..plan()
-        },
-        ..request()
     }
 }
 
@@ -389,7 +329,7 @@ fn deadline_expiry_rolls_back() {
     let mut ex = executor();
     let before = world(&ex);
     let mut req = request();
-    req.deadline = ex.sys.now() + Duration::from_millis(2000);
+    req.claim.deadline = ex.sys.now() + Duration::from_millis(2000);
     ex.sys.slow_when(
         |c| matches!(c, Call::LinkSetNetns { .. }),
         Duration::from_millis(2500),
@@ -416,7 +356,7 @@ fn deadline_expiry_rolls_back() {
 fn deadline_already_past_touches_nothing() {
     let mut ex = executor();
     let mut req = request();
-    req.deadline = ex.sys.now();
+    req.claim.deadline = ex.sys.now();
     let err = ex.isolate(&req).unwrap_err();
     assert!(
         matches!(
@@ -447,7 +387,7 @@ fn deadline_inside_the_configuration_step_rolls_back() {
             ..route.clone()
         })
         .collect();
-    req.deadline = ex.sys.now() + Duration::from_millis(2000);
+    req.claim.deadline = ex.sys.now() + Duration::from_millis(2000);
     ex.sys.slow_messages(Duration::from_millis(10));
     let err = ex.isolate(&req).unwrap_err();
     let ExecError::Timeout { elapsed, step, .. } = &err else {
@@ -507,7 +447,7 @@ fn other_link_kinds_are_refused() {
     let err = refused_before_side_effects(&mut ex, &request());
     assert_eq!(
         err.to_string(),
-        "link tun0 is a veth device, not a tun; only an OpenVPN tun can be isolated"
+        "link tun0 is a veth device, not a tun; only a VPN's tun can be isolated"
     );
     let mut sys = RecordingSys::default();
     sys.add_link(7, "tun0", None, None);
@@ -597,4 +537,5 @@ mod delete;
 mod ownership;
 mod prepare;
 mod release;
+mod requests;
 mod stranded;

@@ -32,10 +32,7 @@ fn a_namespace_made_anew_under_the_same_name_is_foreign() {
     assert!(matches!(err, ExecError::ForeignNotListed { .. }), "{err}");
 
     // Listed, a system connection uses it as foreign, and its release never deletes it.
-    let req = IsolateArgs {
-        persistent: false,
-        ..foreign_allowed()
-    };
+    let req = claim(foreign_allowed(), |c| c.persistent = false);
     let isolation = ex.isolate(&req).unwrap();
     assert!(!isolation.created);
     assert!(!record(&ex).unwrap().created);
@@ -113,10 +110,11 @@ fn a_user_holds_at_most_max_per_user_namespaces() {
     let limited = |name: &str, ifindex: u32| {
         let mut req = alice(persistent_request());
         req.plan.netns = name.parse().unwrap();
-        req.connection_uuid = format!("{UUID}-{name}");
+        req.claim.netns = req.plan.netns.clone();
+        req.claim.connection_uuid = format!("{UUID}-{name}");
         req.tun_ifindex = ifindex;
         req.plan.link.name = format!("tun{ifindex}").parse().unwrap();
-        req.policy.max_per_user = 2;
+        req.claim.policy.max_per_user = 2;
         req
     };
     for ifindex in [20, 21, 22] {
@@ -138,7 +136,7 @@ fn a_user_holds_at_most_max_per_user_namespaces() {
     ex.sys.add_link(20, "tun20", Some("tun"), None);
     ex.isolate(&limited("a", 20)).unwrap();
     let mut bob = limited("c", 22);
-    bob.user = Some("bob".to_owned());
+    bob.claim.user = Some("bob".to_owned());
     ex.isolate(&bob).unwrap();
 }
 
@@ -160,10 +158,9 @@ fn a_tun_gone_during_rollback_is_nothing_to_move_back() {
     let mut ex = executor();
     let before = world(&ex);
     let mut req = request();
-    req.persistent = true;
+    req.claim.persistent = true;
     ex.sys.add_netns(NS);
-    ex.save(&new_record(&req.prepare_args(), None, true))
-        .unwrap();
+    ex.save(&new_record(&req.claim, None, true)).unwrap();
     // openvpn exited after the move: the kernel destroyed the tun, so it is not in there.
     let original = ex.sys.world.links.remove(&7).unwrap().link;
     let attempt = Attempt {
@@ -203,16 +200,10 @@ fn a_file_changed_since_the_agent_wrote_it_is_kept() {
     assert_eq!(content(&ex, RESOLV).unwrap(), fresh);
 
     // Kept across connects, a file changed in between becomes the one to put back.
-    let mut ex = kept(&IsolateArgs {
-        persistent: true,
-        ..foreign_allowed()
-    });
+    let mut ex = kept(&claim(foreign_allowed(), |c| c.persistent = true));
     ex.sys.world.files.get_mut(&p(RESOLV)).unwrap().content = fresh.as_bytes().to_vec();
-    ex.isolate(&IsolateArgs {
-        persistent: false,
-        ..foreign_allowed()
-    })
-    .unwrap();
+    ex.isolate(&claim(foreign_allowed(), |c| c.persistent = false))
+        .unwrap();
     assert_eq!(content(&ex, RESOLV).unwrap(), plan().resolv_conf);
     ex.release(&work()).unwrap();
     assert_eq!(content(&ex, RESOLV).unwrap(), fresh);
@@ -289,10 +280,7 @@ fn a_users_persistent_entry_outlives_a_reboot() {
 #[test]
 fn a_kept_namespace_goes_only_to_its_own_user() {
     let mut ex = kept(&alice(persistent_request()));
-    let bob = IsolateArgs {
-        user: Some("bob".to_owned()),
-        ..persistent_request()
-    };
+    let bob = claim(persistent_request(), |c| c.user = Some("bob".to_owned()));
     for (who, req) in [
         ("bob", &bob),
         ("a system connection", &persistent_request()),

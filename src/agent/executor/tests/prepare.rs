@@ -5,7 +5,7 @@ use super::*;
 
 fn prepared(req: &IsolateArgs) -> Executor<RecordingSys> {
     let mut ex = executor();
-    let prep = ex.prepare(&req.prepare_args()).unwrap();
+    let prep = ex.prepare(&req.claim).unwrap();
     assert_eq!((prep.netns, prep.created), (work(), true));
     ex
 }
@@ -65,7 +65,11 @@ fn an_undone_preparation_leaves_nothing() {
         let before = world(&executor());
         let mut ex = prepared(&req);
         ex.unprepare(&work()).unwrap();
-        assert_nothing_left(&ex, &before, &format!("persistent: {}", req.persistent));
+        assert_nothing_left(
+            &ex,
+            &before,
+            &format!("persistent: {}", req.claim.persistent),
+        );
     }
 }
 
@@ -112,7 +116,7 @@ fn a_kept_namespace_is_opened_and_kept() {
     ex.isolate(&persistent_request()).unwrap();
     ex.release(&work()).unwrap();
     let kept = record(&ex).cloned().unwrap();
-    let prep = ex.prepare(&persistent_request().prepare_args()).unwrap();
+    let prep = ex.prepare(&persistent_request().claim).unwrap();
     assert!(!prep.created);
     assert!(record(&ex).is_some_and(|r| r.leased && r.link.is_none()));
     ex.unprepare(&work()).unwrap();
@@ -121,7 +125,7 @@ fn a_kept_namespace_is_opened_and_kept() {
     // Prepared again, it is isolated in and kept at release. openvpn made a new tun.
     ex.sys.world.links.remove(&7);
     ex.sys.add_link(7, "tun0", Some("tun"), None);
-    ex.prepare(&persistent_request().prepare_args()).unwrap();
+    ex.prepare(&persistent_request().claim).unwrap();
     ex.isolate(&persistent_request()).unwrap();
     ex.release(&work()).unwrap();
     assert!(ex.sys.world.netns.contains_key(&p(NS)));
@@ -134,10 +138,10 @@ fn a_prepared_namespace_is_held() {
     let mut ex = prepared(&request());
     let err = ex.isolate(&other_request()).unwrap_err();
     assert!(matches!(err, ExecError::InUse { .. }), "{err:?}");
-    let err = ex.prepare(&other_request().prepare_args()).unwrap_err();
+    let err = ex.prepare(&other_request().claim).unwrap_err();
     assert!(matches!(err, ExecError::InUse { .. }), "{err:?}");
     ex.isolate(&request()).unwrap();
-    let err = ex.prepare(&request().prepare_args()).unwrap_err();
+    let err = ex.prepare(&request().claim).unwrap_err();
     assert!(matches!(err, ExecError::InUse { .. }), "{err:?}");
 }
 
@@ -146,14 +150,14 @@ fn a_prepared_namespace_is_held() {
 fn a_failed_preparation_leaves_nothing() {
     let steps = {
         let mut probe = executor();
-        probe.prepare(&request().prepare_args()).unwrap();
+        probe.prepare(&request().claim).unwrap();
         calls(&mut probe).len()
     };
     for step in 0..steps {
         let mut ex = executor();
         let before = world(&ex);
         ex.sys.fail_at(step);
-        let err = ex.prepare(&request().prepare_args()).unwrap_err();
+        let err = ex.prepare(&request().claim).unwrap_err();
         assert_nothing_left(&ex, &before, &format!("failure at call {step}: {err}"));
     }
 }

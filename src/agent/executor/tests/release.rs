@@ -213,8 +213,8 @@ fn a_failed_rollback_says_what_is_left() {
 fn records_survive_a_restart() {
     let mut ex = executor();
     let mut req = request();
-    req.connection_id = "Work VPN\n\\ \u{e9}".to_owned();
-    req.never_default_v6 = true;
+    req.claim.connection_id = "Work VPN\n\\ \u{e9}".to_owned();
+    req.claim.never_default_v6 = true;
     ex.isolate(&req).unwrap();
     let world = world(&ex);
     let r = record(&ex).unwrap().clone();
