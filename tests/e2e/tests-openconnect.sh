@@ -42,7 +42,7 @@ oc_stock_round() {
     OC_TUN=$(oc_links)
     expect_match "no single vpnN tun in the root namespace" '^vpn[0-9]+$' "$OC_TUN"
     if ((round == 1)); then
-        pass_note "a cookie from openconnect --authenticate for $OC_CONNECT_URL; NM reports $name activated through the $via"
+        pass_note "a cookie from openconnect --authenticate for $OC_CONNECT_URL; NM reports $name activated (via: $via)"
         rig_sb ip -d link show "$OC_TUN" | sed 's/^/    ip -d link: /'
         rig_sb nmcli -g IP4.ADDRESS,IP4.ROUTE,IP4.DNS,IP4.DOMAIN connection show "$name" | sed 's/^/    nmcli: /'
     fi
