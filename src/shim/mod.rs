@@ -42,7 +42,7 @@ use clap::Parser;
 use log::info;
 
 pub use error::{Leaf, Peer, Reply, ShimError};
-pub use registration::{service_of, stock_bus_name, stock_program};
+pub use registration::{read_files, service_of, stock_bus_name, stock_program};
 
 /// Where the stock registrations (`.name` files) are, and where install moves aside each one it
 /// takes over.

@@ -70,18 +70,26 @@ pub fn program_for(service: &str, files: &[(PathBuf, String)]) -> Result<PathBuf
 /// The stock program of `service`, from the registrations moved aside in `dir`, in file name
 /// order.
 pub fn stock_program(dir: &Path, service: &str) -> Result<PathBuf, ShimError> {
-    let unreadable = |path: &Path, error| ShimError::NameFile {
-        path: path.to_owned(),
-        error,
-    };
+    let files = read_files(dir, DIVERTED_SUFFIX)
+        .map_err(|(path, error)| ShimError::NameFile { path, error })?;
+    program_for(service, &files)
+}
+
+/// The path and contents of every file in `dir` whose name ends with `suffix`, in file name
+/// order, as NetworkManager reads its `.name` files within a directory; none if `dir` is missing.
+/// The error names the directory or file that could not be read.
+pub fn read_files(
+    dir: &Path,
+    suffix: &str,
+) -> Result<Vec<(PathBuf, String)>, (PathBuf, io::Error)> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return program_for(service, &[]),
-        Err(e) => return Err(unreadable(dir, e)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err((dir.to_owned(), e)),
     };
     let mut paths: Vec<PathBuf> = entries
         .filter_map(|entry| entry.ok().map(|entry| entry.path()))
-        .filter(|path| path.to_str().is_some_and(|p| p.ends_with(DIVERTED_SUFFIX)))
+        .filter(|path| path.to_str().is_some_and(|p| p.ends_with(suffix)))
         .collect();
     paths.sort();
     let mut files = Vec::with_capacity(paths.len());
@@ -90,10 +98,10 @@ pub fn stock_program(dir: &Path, service: &str) -> Result<PathBuf, ShimError> {
             Ok(text) => files.push((path, text)),
             // Removed since the listing, as by an upgrade of the stock plugin.
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(unreadable(&path, e)),
+            Err(e) => return Err((path, e)),
         }
     }
-    program_for(service, &files)
+    Ok(files)
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use crate::{contract, keyfile, nmbus, shim};
 
 /// Where NetworkManager loads `.name` files from, in its order: lib before etc
 /// (libnm-core-impl/nm-vpn-plugin-info.c, `nm_vpn_plugin_info_list_load`).
-const VPN_DIRS: [&str; 2] = ["/usr/lib/NetworkManager/VPN", "/etc/NetworkManager/VPN"];
+const VPN_DIRS: [&str; 2] = [shim::VPN_DIR, "/etc/NetworkManager/VPN"];
 
 /// Where the system bus looks for activation files and policies (dbus-daemon(1), "system.conf").
 const ACTIVATION_DIRS: [&str; 3] = [
@@ -35,7 +35,10 @@ pub async fn observe() -> Observed {
     };
     Observed {
         installer: installer(),
-        plugins: PLUGINS.into_iter().map(plugin_seen).collect(),
+        plugins: {
+            let names = name_files(&VPN_DIRS);
+            PLUGINS.map(|plugin| plugin_seen(plugin, &names)).into()
+        },
         activation_file: activation_file(),
         bus_policy: first_existing(&POLICY_DIRS, &format!("{}.conf", contract::BUS_NAME)),
         agent,
@@ -83,32 +86,30 @@ fn succeeds(command: &mut Command) -> bool {
     output(command).is_some()
 }
 
-fn plugin_seen(plugin: &'static Plugin) -> PluginSeen {
+fn plugin_seen(plugin: &'static Plugin, names: &[(PathBuf, String)]) -> PluginSeen {
     PluginSeen {
         plugin,
-        registrations: registrations(&VPN_DIRS, plugin.service),
+        registrations: registrations(names, plugin.service),
         stock_program: stock_program(plugin.service),
         version: package_version(plugin.deb, plugin.rpm),
     }
 }
 
-/// Every `.name` file that registers `service`, in NetworkManager's order (within a directory, by
-/// file name).
-fn registrations(dirs: &[&str], service: &str) -> Vec<Registration> {
-    let mut found = Vec::new();
-    for dir in dirs {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            continue;
-        };
-        let mut files: Vec<PathBuf> = entries
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "name"))
-            .collect();
-        files.sort();
-        found.extend(files.into_iter().filter_map(|file| {
-            let text = std::fs::read_to_string(&file).ok()?;
+/// Every `.name` file in `dirs`, in NetworkManager's order (within a directory, by file name),
+/// read once for all the plugins; a directory that cannot be read counts as empty.
+fn name_files(dirs: &[&str]) -> Vec<(PathBuf, String)> {
+    dirs.iter()
+        .flat_map(|dir| shim::read_files(Path::new(dir), ".name").unwrap_or_default())
+        .collect()
+}
+
+/// The files among `names` that register `service`.
+fn registrations(names: &[(PathBuf, String)], service: &str) -> Vec<Registration> {
+    names
+        .iter()
+        .filter_map(|(file, text)| {
             let key = |k| {
-                keyfile::get_string(&text, "VPN Connection", k)
+                keyfile::get_string(text, "VPN Connection", k)
                     .ok()
                     .flatten()
             };
@@ -116,13 +117,12 @@ fn registrations(dirs: &[&str], service: &str) -> Vec<Registration> {
                 let program = PathBuf::from(key("program").unwrap_or_default());
                 Registration {
                     program_present: program.is_file(),
-                    file,
+                    file: file.clone(),
                     program,
                 }
             })
-        }));
-    }
-    found
+        })
+        .collect()
 }
 
 /// The stock OpenVPN service as the shim finds it.
